@@ -1,0 +1,41 @@
+# The two set-up commands: `make run` and `make test`. Both work on a fresh Debian machine
+# with only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint typecheck pytest sysdeps bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## make run: the edge on its embedded default (listener 127.0.0.1:8080, demo cluster)
+run: $(VENV)/.installed
+	$(BIN)/backhaul serve
+
+## make test: everything the tests need, then lint, type checks and the tests
+test: $(VENV)/.installed-test sysdeps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+sysdeps:
+	bash scripts/sysdeps.sh test
+
+## make bench: backhaul side by side with nginx (installs nginx and wrk when missing)
+bench: $(VENV)/.installed-test
+	bash scripts/sysdeps.sh bench
+	$(BIN)/python -m bench.proxy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

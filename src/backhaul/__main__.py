@@ -1,0 +1,3 @@
+from backhaul.cli.app import main
+
+main()

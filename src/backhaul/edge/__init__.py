@@ -1,0 +1,1 @@
+"""edge layer (see ARCHITECTURE.md)."""

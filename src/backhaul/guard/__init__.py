@@ -1,0 +1,1 @@
+"""guard layer (see ARCHITECTURE.md)."""
