@@ -1,1 +1,37 @@
-"""http layer (see ARCHITECTURE.md)."""
+"""HTTP/1.1 policy of the edge, sans-IO: framing validation, request targets, header rules,
+problem+json errors.
+
+The edge's protocol (httptools callbacks) calls, per request:
+:func:`parse_target` on the URL, :func:`inspect_request_head` on the header lines,
+:func:`forward_request_headers` and :func:`encode_head` to write upstream; per upstream
+response :func:`inspect_response_head`, :func:`forward_response_headers`, :func:`encode_head`;
+:func:`problem_response` for every error the edge answers itself. Each raises
+:class:`~backhaul.errors.RemoteProtocolError` (with ``status_hint``) for bad peer input.
+"""
+
+from backhaul.http.head import (
+    RequestFacts,
+    ResponseFacts,
+    inspect_request_head,
+    inspect_response_head,
+)
+from backhaul.http.headers import (
+    HOP_BY_HOP,
+    encode_head,
+    forward_request_headers,
+    forward_response_headers,
+)
+from backhaul.http.problem import REASONS, problem_response
+
+__all__ = [
+    "HOP_BY_HOP",
+    "REASONS",
+    "RequestFacts",
+    "ResponseFacts",
+    "encode_head",
+    "forward_request_headers",
+    "forward_response_headers",
+    "inspect_request_head",
+    "inspect_response_head",
+    "problem_response",
+]
