@@ -1,0 +1,387 @@
+"""Loading a config: YAML text -> validated :class:`EdgeConfig`, or one ``ConfigError``.
+
+Every way a config can be wrong ends as ``ConfigError(source, problems)`` where each problem
+is ``(path, message)``: ``path`` is the dotted config path (``routes[3].match.path``,
+``clusters.api.endpoints[2].address``) and the message says what was found, what was
+expected, and where in the file (``line 12``). Neither a pydantic ``ValidationError`` nor a
+YAML error escapes this module.
+
+The YAML dialect is YAML 1.2's core schema, which is what people expect: only
+``true``/``false`` are booleans (``no``, ``on``, ``NO`` stay strings), no sexagesimal
+integers (``1:30``), no implicit timestamps; duplicate keys are an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from backhaul.config.model import EdgeConfig, Problems
+from backhaul.config.units import describe
+from backhaul.errors import ConfigError
+
+__all__ = ["MAX_CONFIG_BYTES", "load_data", "load_file", "load_text", "parse_yaml"]
+
+#: Larger files are refused: a config is text written by people.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: Aliases may not expand a document past this many nodes ("billion laughs").
+MAX_NODES = 200_000
+
+_TOP_EXPECTED = "expected a mapping with the keys listeners, routes and clusters"
+
+# --------------------------------------------------------------------------- YAML dialect
+
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """SafeLoader with YAML 1.2 core-schema scalars."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] in ("null", "merge")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = exc.problem or "invalid YAML"
+        text = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}"
+        if exc.context:
+            text += f" ({exc.context}"
+            if exc.context_mark is not None and exc.context_mark.line != mark.line:
+                text += f" at line {exc.context_mark.line + 1}"
+            text += ")"
+        if "'\\t'" in what:
+            text += "; YAML indents with spaces, not tabs"
+        return text
+    return f"YAML error: {exc}"
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Node | None]:
+    """Parse YAML ``text`` into plain data and its node tree (for line numbers).
+
+    Raises ConfigError for syntax errors (with line and column), duplicate keys, unknown
+    tags, and alias bombs.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        problems = _check_nodes(node)
+        if problems:
+            raise ConfigError(source, problems)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("", _yaml_problem(exc))]) from exc
+    finally:
+        loader.dispose()
+    return data, node
+
+
+def _check_nodes(root: Node) -> list[tuple[str, str]]:
+    """Duplicate keys (with paths) and documents that aliases blow up."""
+    problems: list[tuple[str, str]] = []
+    count = 0
+    stack: list[tuple[Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            return [
+                (
+                    "",
+                    f"found more than {MAX_NODES} values once aliases are expanded:"
+                    " expected a config of human size",
+                )
+            ]
+        if isinstance(node, MappingNode):
+            seen: dict[object, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, ScalarNode) else None
+                if key == "<<" or key is None:
+                    stack.append((value_node, path))
+                    continue
+                child = _join(path, key)
+                if key in seen:
+                    problems.append(
+                        (
+                            child,
+                            f"found the key {key!r} twice (lines {seen[key] + 1} and"
+                            f" {key_node.start_mark.line + 1}): expected each key once",
+                        )
+                    )
+                else:
+                    seen[key] = key_node.start_mark.line
+                stack.append((value_node, child))
+        elif isinstance(node, SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+    problems.sort()
+    return problems
+
+
+# --------------------------------------------------------------------------- paths
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    text = str(key)
+    if not _PLAIN_KEY.fullmatch(text):
+        text = repr(text)
+        return f"{path}[{text}]" if path else f"[{text}]"
+    return f"{path}.{text}" if path else text
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """``("routes", 3, "match", "path")`` -> ``routes[3].match.path``."""
+    path = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        path = _join(path, part)
+    return path
+
+
+def _node_at(root: Node | None, loc: tuple[int | str, ...]) -> Node | None:
+    """The deepest YAML node along ``loc`` (for a line number)."""
+    node = root
+    for part in loc:
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.value == str(part):
+                    node = value_node
+                    break
+            else:
+                return node
+        elif isinstance(node, SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _with_line(message: str, root: Node | None, loc: tuple[int | str, ...]) -> str:
+    node = _node_at(root, loc)
+    if node is None:
+        return message
+    return f"{message} (line {node.start_mark.line + 1})"
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The non-None members of a union annotation, or the annotation itself."""
+    origin = get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        return [a for a in get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _model_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    current: Any = EdgeConfig
+    i = 0
+    while i < len(loc):
+        members = _unwrap(current)
+        if len(members) != 1:
+            return None
+        current = members[0]
+        part = loc[i]
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+            i += 1
+            continue
+        origin = get_origin(current)
+        args = get_args(current)
+        if origin in (tuple, list) and args:
+            current = args[0]
+            i += 1
+        elif origin is dict and len(args) == 2:
+            current = args[1]
+            i += 1
+        else:
+            return None
+    members = _unwrap(current)
+    current = members[0] if len(members) == 1 else None
+    if get_origin(current) is None and isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    key = str(loc[-1])
+    model = _model_for(loc[:-1])
+    if model is None:
+        return f"found the unknown key {key!r}"
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}? expected one of: {', '.join(names)}"
+    else:
+        hint = f"expected one of: {', '.join(names)}"
+    return f"found the unknown key {key!r}: {hint}"
+
+
+_EXPECTED = {
+    "string_type": "expected a string",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "model_type": "expected a mapping (key: value lines)",
+    "model_attributes_type": "expected a mapping (key: value lines)",
+    "dict_type": "expected a mapping (key: value lines)",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+}
+
+
+def _message(err: Any) -> str:
+    kind: str = err["type"]
+    loc: tuple[int | str, ...] = tuple(err["loc"])
+    ctx: dict[str, Any] = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "missing: this key is required"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    found = f"found {describe(value)}"
+    if kind == "string_type" and isinstance(value, bool | int | float) and value is not None:
+        return f"{found}: expected a string (put it in quotes)"
+    if kind in _EXPECTED:
+        return f"{found}: {_EXPECTED[kind]}"
+    if kind == "literal_error":
+        return f"{found}: expected {ctx.get('expected', 'one of the listed values')}"
+    if kind == "too_short":
+        what = {"listeners": "listener", "endpoints": "endpoint"}.get(str(loc[-1]), "item")
+        n = len(value) if isinstance(value, list | tuple | dict) else 0
+        found = "found an empty list" if n == 0 else f"found {n} item(s)"
+        return f"{found}: expected at least {ctx.get('min_length', 1)} {what}"
+    if kind == "string_too_short":
+        return f"{found}: expected a non-empty string"
+    for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if key in ctx:
+            return f"{found}: expected a number {sign} {ctx[key]}"
+    return f"{found}: {err.get('msg', 'invalid value')}"
+
+
+def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == "too_short":
+            value = err.get("input")
+            if isinstance(value, list | tuple | dict) and len(value) >= ctx.get("min_length", 1):
+                continue  # items failed on their own; those errors say why
+        error = ctx.get("error")
+        if isinstance(error, Problems):
+            for sub, message in error.problems:
+                sub_loc = loc + _split(sub)
+                problems.append((format_loc(sub_loc), _with_line(message, root, sub_loc)))
+            continue
+        problems.append((format_loc(loc), _with_line(_message(err), root, loc)))
+    return problems
+
+
+_PART = re.compile(r"\.?([A-Za-z0-9_-]+)|\[(\d+)\]")
+
+
+def _split(path: str) -> tuple[int | str, ...]:
+    """``routes[2].proxy.cluster`` -> ``("routes", 2, "proxy", "cluster")``."""
+    parts: list[int | str] = []
+    for name, index in _PART.findall(path):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_data(data: object, source: str, root: Node | None = None) -> EdgeConfig:
+    """Validate already-parsed data (a dict, as from YAML) into an :class:`EdgeConfig`."""
+    if data is None:
+        raise ConfigError(source, [("", f"found an empty document: {_TOP_EXPECTED}")])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"found {describe(data)}: {_TOP_EXPECTED}")])
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc, root)) from exc
+
+
+def load_text(text: str, source: str = "<text>") -> EdgeConfig:
+    """Parse and validate YAML ``text``; ``source`` names it in errors."""
+    data, root = parse_yaml(text, source)
+    return load_data(data, source, root)
+
+
+def load_file(path: str | Path) -> EdgeConfig:
+    """Read, parse and validate the YAML config at ``path``."""
+    source = str(path)
+    file = Path(path)
+    hint = "expected a YAML config file (`backhaul config default > edge.yaml` writes one)"
+    try:
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ConfigError(source, [("", f"found no such file: {hint}")]) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(source, [("", f"found a directory: {hint}")]) from exc
+    except PermissionError as exc:
+        raise ConfigError(
+            source, [("", "found a file this user may not read: check its permissions")]
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read it ({exc.strerror}): {hint}")]) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            source, [("", f"found a file over {MAX_CONFIG_BYTES} bytes: expected a config file")]
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            source,
+            [("", f"found bytes that are not UTF-8 at offset {exc.start}: expected UTF-8 text")],
+        ) from exc
+    return load_text(text, source)
