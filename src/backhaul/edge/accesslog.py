@@ -1,0 +1,168 @@
+"""The access log: one line per exchange, formatted cheaply and written off the event loop.
+
+Lines are appended to an in-memory batch; ``flush`` (called by the worker's periodic tick and
+at shutdown) hands the batch to a writer thread, so a slow disk or a full pipe never blocks
+the loop. The batch is bounded: past ``max_pending`` lines the oldest batch is dropped and
+counted in ``dropped`` rather than growing without limit.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
+from typing import IO
+
+__all__ = ["AccessLog"]
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class _Clock:
+    """Wall-clock stamps, formatted once per second."""
+
+    __slots__ = ("_combined", "_iso_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._iso_prefix = ""
+        self._combined = ""
+
+    def refresh(self, now: float) -> None:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            t = time.gmtime(second)
+            self._iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", t)
+            self._combined = (
+                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+            )
+
+    def iso(self, now: float) -> str:
+        self.refresh(now)
+        return f"{self._iso_prefix}.{int((now % 1) * 1000):03d}Z"
+
+    def combined(self, now: float) -> str:
+        self.refresh(now)
+        return self._combined
+
+
+class AccessLog:
+    """Formats and batches access-log lines; a thread writes them."""
+
+    def __init__(self, path: str = "-", fmt: str = "json", max_pending: int = 100_000) -> None:
+        self.format = fmt
+        self.path = path
+        self.max_pending = max_pending
+        self.dropped = 0
+        self.written = 0
+        self._batch: list[str] = []
+        self._clock = _Clock()
+        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._queued_lines = 0
+        self._lock = threading.Lock()
+        self._stream: IO[str]
+        if path == "-":
+            self._stream = sys.stdout
+            self._owns_stream = False
+        else:
+            self._stream = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+            self._owns_stream = True
+        self._thread = threading.Thread(target=self._run, name="backhaul-accesslog", daemon=True)
+        self._thread.start()
+        self.line = self._json_line if fmt == "json" else self._combined_line
+
+    def _json_line(
+        self,
+        request_id: str,
+        client: str,
+        method: str,
+        target: str,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        upstream: str | None,
+        upstream_time: float | None,
+        duration: float,
+        route: str | None,
+        user_agent: str = "",
+        referer: str = "",
+    ) -> None:
+        now = time.time()
+        up = "null" if upstream is None else f'"{upstream}"'
+        ut = "null" if upstream_time is None else f"{upstream_time:.6f}"
+        rt = "null" if route is None else _json_str(route)
+        self._batch.append(
+            f'{{"time":"{self._clock.iso(now)}","request_id":{_json_str(request_id)},'
+            f'"client":"{client}","method":{_json_str(method)},"target":{_json_str(target)},'
+            f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
+            f'"route":{rt},"upstream":{up},"upstream_time":{ut},"duration":{duration:.6f}}}\n'
+        )
+
+    def _combined_line(
+        self,
+        request_id: str,
+        client: str,
+        method: str,
+        target: str,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        upstream: str | None,
+        upstream_time: float | None,
+        duration: float,
+        route: str | None,
+        user_agent: str = "",
+        referer: str = "",
+    ) -> None:
+        now = time.time()
+        ref = referer.replace('"', "%22") or "-"
+        ua = user_agent.replace('"', "%22") or "-"
+        target = target.replace('"', "%22")
+        self._batch.append(
+            f'{client} - - [{self._clock.combined(now)}] "{method} {target} HTTP/1.1" '
+            f'{status} {bytes_out} "{ref}" "{ua}"\n'
+        )
+
+    def flush(self) -> None:
+        """Hand the current batch to the writer thread (never blocks on I/O)."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        with self._lock:
+            if self._queued_lines + len(batch) > self.max_pending:
+                self.dropped += len(batch)
+                return
+            self._queued_lines += len(batch)
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                break
+            try:
+                self._stream.write("".join(batch))
+                if self._queue.empty():
+                    self._stream.flush()
+                self.written += len(batch)
+            except (OSError, ValueError):
+                self.dropped += len(batch)
+            with self._lock:
+                self._queued_lines -= len(batch)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush what is batched, stop the writer thread (bounded wait) and close the file."""
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout)
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+        if self._owns_stream:
+            self._stream.close()

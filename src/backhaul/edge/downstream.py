@@ -1,0 +1,299 @@
+"""The downstream HTTP/1.1 driver: one ``asyncio.Protocol`` per client connection.
+
+It turns httptools callbacks into calls on the http policy (``inspect_request_head``,
+``parse_target``), the route table and an :class:`~backhaul.edge.exchange.Exchange` per
+request, and enforces the listener's limits and deadlines. Per-connection state lives here;
+per-request state lives in the exchange.
+
+Pipelined requests are answered in order: a request that arrives while an earlier one is
+still being answered waits in ``pending`` and reading is paused, so at most one read's worth
+of bytes is ever held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httptools
+
+from backhaul.edge.exchange import Exchange
+from backhaul.errors import RemoteProtocolError
+from backhaul.http import inspect_request_head, problem_response
+from backhaul.http.target import parse_target
+
+if TYPE_CHECKING:
+    from backhaul.edge.worker import ListenerRuntime, Worker
+
+__all__ = ["HttpConnection"]
+
+# Reasons reading from the client is paused (a bit mask: read resumes when all are clear).
+PAUSE_PIPELINE = 1
+PAUSE_UPSTREAM = 2  # upstream not connected yet, or its write buffer is full
+PAUSE_DRAIN = 4
+
+# What the connection's deadline means when it passes.
+DL_NONE = 0
+DL_HEADERS = 1
+DL_BODY = 2
+DL_IDLE = 3
+
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class HttpConnection(asyncio.Protocol):
+    """One downstream (client) connection speaking HTTP/1.1."""
+
+    __slots__ = (
+        "bytes_in",
+        "client_ip",
+        "closing",
+        "deadline",
+        "deadline_kind",
+        "header_bytes",
+        "headers",
+        "listener",
+        "parser",
+        "paused",
+        "pending",
+        "rx",
+        "transport",
+        "tx",
+        "url",
+        "worker",
+        "write_paused",
+    )
+
+    def __init__(self, worker: Worker, listener: ListenerRuntime) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.url = b""
+        self.rx: Exchange | None = None  # the exchange whose request is being received
+        self.tx: Exchange | None = None  # the exchange whose response is being sent
+        self.pending: list[Exchange] = []
+        self.paused = 0
+        self.write_paused = False
+        self.closing = False
+        self.deadline = 0.0
+        self.deadline_kind = DL_NONE
+        self.bytes_in = 0
+
+    # -- asyncio callbacks -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(_HIGH_WATER, _LOW_WATER)  # type: ignore[attr-defined]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self.worker.connections.add(self)
+        self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+        self.deadline_kind = DL_HEADERS
+        if self.worker.draining:
+            self.closing = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.deadline_kind == DL_IDLE:
+            self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+            self.deadline_kind = DL_HEADERS
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # A request asked to upgrade; the edge does not switch protocols on this path,
+            # so the request was handled as plain HTTP. Keep parsing what follows it.
+            rest = data[exc.args[0] :] if exc.args else b""
+            self.parser = httptools.HttpRequestParser(self)
+            if rest and not self.closing:
+                self.data_received(rest)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, RemoteProtocolError):
+                self.reject(cause.status_hint, cause.detail)
+            elif isinstance(exc, httptools.HttpParserInvalidMethodError):
+                self.reject(400, "the request method is not a valid token (RFC 9110 §9.1)")
+            elif isinstance(exc, httptools.HttpParserInvalidURLError):
+                self.reject(400, "the request-target is not valid (RFC 9112 §3.2)")
+            elif cause is not None:
+                self.worker.report_bug(cause)
+                self.reject(500, "the edge failed on this request; its log has the details")
+            else:
+                reason = str(exc) or type(exc).__name__
+                self.reject(400, f"the request is not valid HTTP/1.1: {reason}")
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed. Finish answering what it asked, then close.
+        if self.tx is None and self.rx is None:
+            return None  # close now
+        self.closing = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.connections.discard(self)
+        self.closing = True
+        tx = self.tx
+        self.tx = None
+        if tx is not None:
+            tx.downstream_lost()
+        for ex in self.pending:
+            ex.downstream_lost()
+        self.pending = []
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tx is not None:
+            self.tx.downstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.tx is not None:
+            self.tx.downstream_resume_writing()
+
+    # -- httptools callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.header_bytes = 0
+        self.url = b""
+        if self.deadline_kind != DL_HEADERS:
+            self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+            self.deadline_kind = DL_HEADERS
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.listener.max_request_line:
+            raise RemoteProtocolError(
+                f"the request-target is longer than this listener's limit of "
+                f"{self.listener.max_request_line} bytes",
+                414,
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        listener = self.listener
+        if self.header_bytes > listener.max_header_bytes:
+            raise RemoteProtocolError(
+                f"the request header section is larger than this listener's limit of "
+                f"{listener.max_header_bytes} bytes",
+                431,
+            )
+        if len(headers) > listener.max_header_count:
+            raise RemoteProtocolError(
+                f"the request has more than this listener's limit of "
+                f"{listener.max_header_count} header fields",
+                431,
+            )
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method()
+        headers = self.headers
+        target = parse_target(method, self.url)
+        facts = inspect_request_head(parser.get_http_version().encode(), headers, target.authority)
+        listener = self.listener
+        route = listener.routes.match(facts.host, target.path, method, headers)
+        ex = Exchange(self, method, target, facts, headers, route)
+        self.rx = ex
+        if facts.content_length or facts.chunked:
+            self.deadline = self.worker.loop.time() + listener.body_idle_timeout
+            self.deadline_kind = DL_BODY
+        else:
+            self.deadline_kind = DL_NONE
+        if self.tx is None:
+            self.tx = ex
+            ex.start()
+        else:
+            self.pending.append(ex)
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.rx
+        if ex is not None:
+            if self.deadline_kind == DL_BODY:
+                self.deadline = self.worker.loop.time() + self.listener.body_idle_timeout
+            ex.request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.rx
+        self.rx = None
+        if self.deadline_kind == DL_BODY:
+            self.deadline_kind = DL_NONE
+        if ex is not None:
+            ex.request_end()
+
+    # -- used by exchanges and the worker ----------------------------------------------
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        """The exchange ``ex`` (the current ``tx``) has answered and read its request."""
+        if self.tx is not ex:
+            return
+        self.tx = None
+        if not keep_alive or self.closing or self.worker.draining:
+            self.close()
+            return
+        if self.pending:
+            nxt = self.pending.pop(0)
+            self.tx = nxt
+            if not self.pending:
+                self.resume(PAUSE_PIPELINE)
+            nxt.start()
+        elif self.rx is None:
+            self.deadline = self.worker.loop.time() + self.listener.keepalive_timeout
+            self.deadline_kind = DL_IDLE
+
+    def reject(self, status: int, detail: str) -> None:
+        """A request could not be read: answer ``status`` (if nothing was sent) and close."""
+        self.closing = True
+        self.rx = None
+        tx = self.tx
+        transport = self.transport
+        if transport is None:
+            return
+        if tx is not None and tx.head_sent:
+            transport.abort()
+            return
+        if tx is not None:
+            tx.abandon()
+            self.tx = None
+        for ex in self.pending:
+            ex.abandon()
+        self.pending = []
+        self.worker.stats.rejected += 1
+        body = problem_response(status, detail, server=self.worker.server_header)
+        transport.write(body)
+        self.worker.access_log_reject(self, status, len(body))
+        transport.close()
+
+    def on_deadline(self, now: float) -> None:
+        kind = self.deadline_kind
+        self.deadline_kind = DL_NONE
+        if kind == DL_IDLE:
+            self.close()
+        elif kind == DL_HEADERS:
+            if self.url or self.headers or self.rx is not None or self.tx is not None:
+                self.reject(408, "the request head did not arrive in time")
+            else:
+                # A connection that never sent a byte: close without an answer.
+                self.close()
+        elif kind == DL_BODY:
+            self.reject(408, "the request body stalled: no bytes arrived in time")
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,589 @@
+"""One request and its response as they cross the edge.
+
+An :class:`Exchange` is created by the downstream driver when a request head is complete. It
+acts on the matched route (proxy, redirect, direct response), and for a proxy it holds the
+upstream connection, streams the request body up and the response body down with
+backpressure both ways, and writes the access-log line when both directions are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
+from backhaul.http import (
+    REASONS,
+    encode_head,
+    forward_request_headers,
+    forward_response_headers,
+    inspect_response_head,
+    problem_response,
+)
+
+if TYPE_CHECKING:
+    from backhaul.edge.downstream import HttpConnection
+    from backhaul.edge.routing import CompiledRoute
+    from backhaul.edge.upstream import Endpoint, UpstreamConnection
+    from backhaul.http import RequestFacts
+    from backhaul.http.target import Target
+
+__all__ = ["Exchange"]
+
+PAUSE_UPSTREAM = 2  # mirrors downstream.PAUSE_UPSTREAM (kept local to avoid an import cycle)
+
+EX_NONE = 0
+EX_RESPONSE_HEADERS = 1
+EX_BODY_IDLE = 2
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNK_END = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+_NO_BODY_METHODS = frozenset((b"HEAD",))
+
+
+class Exchange:
+    """A request/response pair on one downstream connection."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "chunked_out",
+        "conn",
+        "connect_task",
+        "deadline",
+        "deadline_kind",
+        "early",
+        "endpoint",
+        "facts",
+        "finished",
+        "head_sent",
+        "headers",
+        "interim",
+        "keep_alive",
+        "method",
+        "read_to_close",
+        "request_done",
+        "request_id",
+        "response_done",
+        "retried",
+        "route",
+        "started",
+        "start_time",
+        "status",
+        "target",
+        "upstream",
+        "upstream_start",
+        "upstream_time",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        conn: HttpConnection,
+        method: bytes,
+        target: Target,
+        facts: RequestFacts,
+        headers: list[tuple[bytes, bytes]],
+        route: CompiledRoute | None,
+    ) -> None:
+        self.conn = conn
+        worker = conn.worker
+        self.worker = worker
+        self.method = method
+        self.target = target
+        self.facts = facts
+        self.headers = headers
+        self.route = route
+        self.start_time = worker.loop.time()
+        self.request_id: bytes | None = None
+        self.started = False
+        self.request_done = False
+        self.response_done = False
+        self.finished = False
+        self.head_sent = False
+        self.interim = False
+        self.read_to_close = False
+        self.chunked_out = False
+        self.keep_alive = facts.keep_alive
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream: UpstreamConnection | None = None
+        self.endpoint: Endpoint | None = None
+        self.early: list[bytes] | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.deadline = 0.0
+        self.deadline_kind = EX_NONE
+        self.upstream_start = 0.0
+        self.upstream_time: float | None = None
+        self.retried = False
+
+    # -- starting -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Act on the route. Called when this exchange's turn to answer has come."""
+        self.started = True
+        route = self.route
+        facts = self.facts
+        if route is None:
+            self.respond_error(
+                404,
+                f"no route matches host '{facts.host}' and path '{self.target.path}'",
+            )
+            return
+        limit = route.body_limit
+        if limit is not None and facts.content_length is not None and facts.content_length > limit:
+            self.respond_error(
+                413,
+                f"the request body of {facts.content_length} bytes is larger than the limit "
+                f"of {limit} bytes for route '{route.name}'",
+            )
+            return
+        kind = route.kind
+        if kind == "proxy":
+            if facts.expect_continue and not self.request_done:
+                self.conn_write(_CONTINUE)
+            cluster = route.cluster
+            endpoint = cluster.pick()
+            self.endpoint = endpoint
+            upstream = endpoint.acquire_nowait()
+            if upstream is not None:
+                self.attach(upstream)
+            else:
+                self.connect(endpoint)
+        elif kind == "redirect":
+            self.respond_redirect()
+        else:
+            self.respond_direct()
+
+    def connect(self, endpoint: Endpoint) -> None:
+        self.conn.pause(PAUSE_UPSTREAM)
+        self.connect_task = self.worker.loop.create_task(self._connect(endpoint))
+
+    async def _connect(self, endpoint: Endpoint) -> None:
+        try:
+            upstream = await endpoint.wait_connected(self.worker.loop)
+        except ConnectTimeout as exc:
+            self.connect_task = None
+            self.respond_error(504, str(exc), upstream=endpoint.label)
+            return
+        except ConnectError as exc:
+            self.connect_task = None
+            self.respond_error(502, str(exc), upstream=endpoint.label)
+            return
+        self.connect_task = None
+        if self.finished or self.conn.transport is None:
+            upstream.close()
+            return
+        self.attach(upstream)
+
+    def attach(self, upstream: UpstreamConnection) -> None:
+        """Send the request head (and any body that arrived meanwhile) on ``upstream``."""
+        self.upstream = upstream
+        upstream.exchange = self
+        route = self.route
+        assert route is not None
+        worker = self.worker
+        facts = self.facts
+        path = route.rewrite_path(self.target.path)
+        query = self.target.query
+        target = (path + "?" + query if query else path).encode()
+        listener = self.conn.listener
+        if self.request_id is None:
+            self.request_id = worker.next_request_id()
+        out = forward_request_headers(
+            self.headers,
+            facts,
+            client_ip=self.conn.client_ip,
+            proto=listener.scheme,
+            host_out=route.host_out if route.host_out is not None else self.target.authority,
+            request_id=self.request_id if listener.request_id else None,
+            x_forwarded=listener.x_forwarded,
+            forwarded=listener.forwarded,
+            via=worker.via,
+        )
+        if facts.chunked:
+            out.append((b"Transfer-Encoding", b"chunked"))
+        elif facts.content_length is not None:
+            out.append((b"Content-Length", b"%d" % facts.content_length))
+        head = encode_head(b"%s %s HTTP/1.1" % (self.method, target), out)
+        transport = upstream.transport
+        assert transport is not None
+        early = self.early
+        if early:
+            self.early = None
+            if facts.chunked:
+                parts = [head]
+                for chunk in early:
+                    parts += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+                if self.request_done:
+                    parts.append(_CHUNK_END)
+                transport.writelines(parts)
+            else:
+                transport.writelines([head, *early])
+        else:
+            if facts.chunked and self.request_done:
+                transport.writelines([head, _CHUNK_END])
+            else:
+                transport.write(head)
+        now = worker.loop.time()
+        self.upstream_start = now
+        self.deadline = now + route.cluster.response_headers_timeout
+        self.deadline_kind = EX_RESPONSE_HEADERS
+        self.conn.resume(PAUSE_UPSTREAM)
+
+    # -- the request body ------------------------------------------------------------------
+    def request_body(self, chunk: bytes) -> None:
+        self.bytes_in += len(chunk)
+        route = self.route
+        limit = route.body_limit if route is not None else None
+        if limit is not None and self.bytes_in > limit:
+            self.conn.reject(
+                413,
+                f"the request body is larger than the limit of {limit} bytes"
+                + (f" for route '{route.name}'" if route is not None else ""),
+            )
+            return
+        upstream = self.upstream
+        if upstream is not None:
+            transport = upstream.transport
+            if transport is None:
+                return
+            if self.facts.chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
+            else:
+                transport.write(chunk)
+            if self.deadline_kind == EX_RESPONSE_HEADERS:
+                self.deadline = self.worker.loop.time() + route.cluster.response_headers_timeout  # type: ignore[union-attr]
+        elif not self.response_done and (
+            not self.started or (route is not None and route.kind == "proxy")
+        ):
+            # Not connected yet (or waiting for an earlier pipelined answer): hold the bytes.
+            # Reading is paused meanwhile, so this holds at most one read's worth.
+            if self.early is None:
+                self.early = [chunk]
+            else:
+                self.early.append(chunk)
+        # else: the answer was already decided without the body; the body is read and dropped.
+
+    def request_end(self) -> None:
+        self.request_done = True
+        upstream = self.upstream
+        if upstream is not None and self.facts.chunked and upstream.transport is not None:
+            upstream.transport.write(_CHUNK_END)
+        if self.response_done:
+            self.finish()
+
+    # -- the upstream response -------------------------------------------------------------
+    def upstream_head(
+        self,
+        upstream: UpstreamConnection,
+        status: int,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        if status < 200:
+            if status == 101:
+                self.upstream_failed(
+                    upstream, "upstream endpoint switched protocols without being asked", False
+                )
+                return
+            self.interim = True
+            if status != 100 and self.facts.keep_alive and not self.head_sent:
+                # 1xx informational (e.g. 103 Early Hints) is passed on to HTTP/1.1 clients.
+                out = forward_response_headers(headers, None, via=None, server=None)
+                self.conn_write(encode_head(b"HTTP/1.1 %d %s" % (status, upstream.reason), out))
+            return
+        try:
+            rf = inspect_response_head(status, version.encode(), headers, self.method)
+        except RemoteProtocolError as exc:
+            self.upstream_failed(upstream, exc.detail, False)
+            return
+        worker = self.worker
+        out = forward_response_headers(headers, rf, via=worker.via, server=None)
+        keep_alive = self.keep_alive and not self.conn.closing and not worker.draining
+        if rf.no_body:
+            if rf.content_length is not None:
+                out.append((b"Content-Length", b"%d" % rf.content_length))
+        elif rf.content_length is not None:
+            out.append((b"Content-Length", b"%d" % rf.content_length))
+        elif self.facts_http11():
+            # A chunked or read-until-close upstream body: chunked to an HTTP/1.1 client.
+            self.read_to_close = not rf.chunked
+            self.chunked_out = True
+            out.append((b"Transfer-Encoding", b"chunked"))
+        else:
+            self.read_to_close = not rf.chunked
+            keep_alive = False
+        if not keep_alive:
+            out.append((b"Connection", b"close"))
+        elif not self.facts_http11():
+            out.append((b"Connection", b"keep-alive"))
+        self.keep_alive = keep_alive
+        self.status = status
+        self.head_sent = True
+        reason = upstream.reason or REASONS.get(status, b"")
+        self.conn_write(encode_head(b"HTTP/1.1 %d %s" % (status, reason), out))
+        self.deadline = worker.loop.time() + upstream.endpoint.cluster.body_idle
+        self.deadline_kind = EX_BODY_IDLE
+        if rf.no_body and status not in (204, 304):
+            # A response to HEAD: llhttp cannot know it has no body, so restart its parser.
+            upstream.reset_parser()
+            self.upstream_end(upstream, rf.keep_alive)
+
+    def facts_http11(self) -> bool:
+        return self.conn.parser.get_http_version() == "1.1"
+
+    def upstream_body(self, chunk: bytes) -> None:
+        transport = self.conn.transport
+        if transport is None:
+            return
+        self.bytes_out += len(chunk)
+        if self.chunked_out:
+            transport.writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
+        else:
+            transport.write(chunk)
+        self.deadline = self.worker.loop.time() + self.route.cluster.body_idle  # type: ignore[union-attr]
+
+    def upstream_end(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.response_done:
+            return
+        self.response_done = True
+        self.deadline_kind = EX_NONE
+        if self.chunked_out:
+            self.conn_write(_CHUNK_END)
+        self.release_upstream(upstream, keep_alive and self.request_done)
+        if self.request_done:
+            self.finish()
+
+    def release_upstream(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        self.upstream = None
+        now = self.worker.loop.time()
+        self.upstream_time = now - self.upstream_start
+        if reusable and not upstream.closed:
+            upstream.endpoint.release(upstream, now)
+        else:
+            upstream.close()
+
+    def upstream_failed(self, upstream: UpstreamConnection, detail: str, parse_error: bool) -> None:
+        """The upstream broke the protocol: its connection is closed, never reused."""
+        upstream.abort()
+        self.upstream = None
+        if self.head_sent:
+            self.abort_downstream()
+        else:
+            label = upstream.endpoint.label
+            self.respond_error(502, f"upstream endpoint {label}: {detail}", upstream=label)
+
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        """The upstream connection closed while this exchange used it."""
+        self.upstream = None
+        label = upstream.endpoint.label
+        if self.head_sent:
+            if self.read_to_close:
+                # The end of a read-until-close body.
+                self.keep_alive = self.keep_alive and self.chunked_out
+                self.read_to_close = False
+                self.upstream_end(upstream, False)
+            elif not self.response_done:
+                self.abort_downstream()
+            return
+        facts = self.facts
+        if (
+            upstream.reused
+            and not self.retried
+            and not facts.chunked
+            and not facts.content_length
+            and not self.finished
+        ):
+            # A pooled connection the upstream had already closed: try once on a new one.
+            self.retried = True
+            self.connect(upstream.endpoint)
+            return
+        self.respond_error(
+            502, f"upstream endpoint {label} closed the connection before responding", label
+        )
+
+    # -- backpressure ----------------------------------------------------------------------
+    def downstream_pause_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    def downstream_resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause(PAUSE_UPSTREAM)
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume(PAUSE_UPSTREAM)
+
+    # -- direct answers --------------------------------------------------------------------
+    def respond_direct(self) -> None:
+        route = self.route
+        assert route is not None
+        action = route.config.respond
+        self.send_simple(action.status, route.respond_body, route.respond_content_type)
+
+    def respond_redirect(self) -> None:
+        route = self.route
+        assert route is not None
+        action = route.config.redirect
+        location = action.to.replace("{path}", self.target.path).replace(
+            "{query}", self.target.query
+        )
+        self.send_simple(action.status, b"", None, [(b"Location", location.encode())])
+
+    def send_simple(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes | None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        worker = self.worker
+        if not self.request_done and (self.facts.content_length or self.facts.chunked):
+            # Answering before the body arrived: close afterwards rather than read it all.
+            self.keep_alive = False
+        keep_alive = self.keep_alive and not worker.draining and not self.conn.closing
+        out: list[tuple[bytes, bytes]] = []
+        if worker.server_header:
+            out.append((b"Server", worker.server_header))
+        if content_type is not None:
+            out.append((b"Content-Type", content_type))
+        if extra:
+            out += extra
+        out.append((b"Content-Length", b"%d" % len(body)))
+        if not keep_alive:
+            out.append((b"Connection", b"close"))
+        elif not self.facts_http11():
+            out.append((b"Connection", b"keep-alive"))
+        self.keep_alive = keep_alive
+        self.status = status
+        self.head_sent = True
+        head = encode_head(b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), out)
+        if self.method in _NO_BODY_METHODS:
+            self.conn_write(head)
+        else:
+            self.conn_write(head + body)
+            self.bytes_out += len(body)
+        self.response_done = True
+        if self.request_done or not keep_alive:
+            self.finish()
+
+    def respond_error(self, status: int, detail: str, upstream: str | None = None) -> None:
+        """Answer with an RFC 9457 problem (if no head was sent yet) and close."""
+        if self.finished:
+            return
+        if self.head_sent:
+            self.abort_downstream()
+            return
+        worker = self.worker
+        worker.stats.errors += 1
+        keep_alive = (
+            status == 404
+            and self.keep_alive
+            and (self.request_done or not (self.facts.content_length or self.facts.chunked))
+            and not worker.draining
+        )
+        if self.request_id is None:
+            self.request_id = worker.next_request_id()
+        data = problem_response(
+            status,
+            detail,
+            request_id=self.request_id.decode(),
+            close=not keep_alive,
+            server=worker.server_header,
+            head_only=self.method in _NO_BODY_METHODS,
+        )
+        self.keep_alive = keep_alive
+        self.status = status
+        self.head_sent = True
+        self.response_done = True
+        self.bytes_out += len(data)
+        self.conn_write(data)
+        if upstream is not None and self.endpoint is not None:
+            self.upstream_time = worker.loop.time() - self.start_time
+        if self.request_done or not keep_alive:
+            self.finish()
+
+    def conn_write(self, data: bytes) -> None:
+        transport = self.conn.transport
+        if transport is not None:
+            transport.write(data)
+
+    # -- ending ------------------------------------------------------------------------
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.deadline_kind = EX_NONE
+        self.worker.log_exchange(self)
+        if self.upstream is not None:
+            self.release_upstream(self.upstream, False)
+        self.conn.exchange_done(self, self.keep_alive)
+
+    def abort_downstream(self) -> None:
+        """Cut the client connection: the response cannot be completed correctly."""
+        self.keep_alive = False
+        if not self.finished:
+            self.finished = True
+            self.worker.stats.errors += 1
+            self.worker.log_exchange(self)
+        transport = self.conn.transport
+        if transport is not None:
+            transport.abort()
+
+    def downstream_lost(self) -> None:
+        """The client went away: drop the upstream side (it cannot be reused mid-exchange)."""
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.abort()
+        if not self.finished:
+            self.finished = True
+            if not self.response_done:
+                self.status = self.status or 499
+            self.worker.log_exchange(self)
+
+    def abandon(self) -> None:
+        """Drop this exchange without logging (the connection is being rejected)."""
+        self.finished = True
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+
+    def on_deadline(self, now: float) -> None:
+        kind = self.deadline_kind
+        self.deadline_kind = EX_NONE
+        label = self.endpoint.label if self.endpoint is not None else "?"
+        if kind == EX_RESPONSE_HEADERS:
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.abort()
+                self.upstream = None
+            cluster = self.route.cluster if self.route is not None else None
+            timeout = cluster.response_headers_timeout if cluster is not None else 0
+            self.respond_error(
+                504,
+                f"upstream endpoint {label} sent no response headers within {timeout:g}s",
+                upstream=label,
+            )
+        elif kind == EX_BODY_IDLE:
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.abort()
+                self.upstream = None
+            self.abort_downstream()

@@ -1,0 +1,203 @@
+"""The route table, compiled once per config: match (host, path, method, headers) → route.
+
+Pure: no I/O. Routes are tried in config order and the first that matches wins. To keep the
+per-request cost flat however many routes there are, the table is split by host at compile
+time (exact hosts in a dict, wildcard and host-less routes kept in order), and the result of a
+match that does not depend on request headers is remembered in a bounded cache keyed by
+(host, path, method).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["CompiledRoute", "RouteTable"]
+
+_CACHE_MAX = 4096
+
+
+class CompiledRoute:
+    """One route with its match precompiled. ``action`` keeps the config's action object."""
+
+    __slots__ = (
+        "body_limit",
+        "cluster",
+        "config",
+        "exact_hosts",
+        "has_header_match",
+        "header_matches",
+        "host_out",
+        "index",
+        "kind",
+        "listeners",
+        "methods",
+        "name",
+        "path_exact",
+        "path_prefix",
+        "path_regex",
+        "respond_body",
+        "respond_content_type",
+        "rewrite_base",
+        "rewrite_root",
+        "strip_prefix",
+        "wildcard_suffixes",
+    )
+
+    def __init__(self, index: int, route: Any, default_body_limit: int | None = None) -> None:
+        self.index = index
+        self.config = route
+        self.name: str = route.name
+        match = route.match
+        hosts = match.host
+        if hosts is None:
+            host_list: list[str] = []
+        elif isinstance(hosts, str):
+            host_list = [hosts]
+        else:
+            host_list = list(hosts)
+        self.exact_hosts = frozenset(h.lower() for h in host_list if not h.startswith("*."))
+        # "*.example.com" matches "a.example.com" and "a.b.example.com", not "example.com".
+        self.wildcard_suffixes = tuple(h[1:].lower() for h in host_list if h.startswith("*."))
+        self.path_exact: str | None = match.path
+        self.path_prefix: str | None = match.prefix
+        self.path_regex: re.Pattern[str] | None = (
+            re.compile(match.regex) if match.regex is not None else None
+        )
+        self.methods: frozenset[bytes] | None = (
+            frozenset(m.upper().encode() for m in match.methods) if match.methods else None
+        )
+        compiled_headers = []
+        for hm in match.headers:
+            name = hm.name.lower().encode()
+            if hm.exact is not None:
+                compiled_headers.append((name, "exact", hm.exact.encode()))
+            elif hm.regex is not None:
+                compiled_headers.append((name, "regex", re.compile(hm.regex.encode())))
+            else:
+                compiled_headers.append((name, "present", bool(hm.present)))
+        self.header_matches = tuple(compiled_headers)
+        self.has_header_match = bool(compiled_headers)
+        self.listeners = frozenset(route.listeners) if route.listeners else None
+        self.cluster: Any = None  # the worker's runtime cluster, set when the table is built
+        self.strip_prefix: str | None = None
+        self.rewrite_root = "/"
+        self.rewrite_base = ""
+        self.host_out: bytes | None = None
+        self.respond_body = b""
+        self.respond_content_type = b""
+        if route.proxy is not None:
+            self.kind = "proxy"
+            proxy = route.proxy
+            self.strip_prefix = proxy.strip_prefix
+            if proxy.rewrite_prefix:
+                self.rewrite_root = proxy.rewrite_prefix
+            self.rewrite_base = self.rewrite_root.rstrip("/")
+            if proxy.host_rewrite:
+                self.host_out = proxy.host_rewrite.encode()
+        elif route.redirect is not None:
+            self.kind = "redirect"
+        else:
+            self.kind = "respond"
+            self.respond_body = route.respond.body.encode()
+            self.respond_content_type = route.respond.content_type.encode()
+        limits = route.limits
+        self.body_limit: int | None = (
+            limits.body if limits is not None and limits.body is not None else default_body_limit
+        )
+
+    def rewrite_path(self, path: str) -> str:
+        """The path sent upstream: ``strip_prefix`` replaced by ``rewrite_prefix``."""
+        strip = self.strip_prefix
+        if strip is None or not path.startswith(strip):
+            return path
+        rest = path[len(strip) :]
+        if not rest:
+            return self.rewrite_root
+        return self.rewrite_base + "/" + rest.lstrip("/")
+
+    @property
+    def host_free(self) -> bool:
+        return not self.exact_hosts and not self.wildcard_suffixes
+
+    def host_matches(self, host: str) -> bool:
+        if not self.exact_hosts and not self.wildcard_suffixes:
+            return True
+        if host in self.exact_hosts:
+            return True
+        return any(host.endswith(s) for s in self.wildcard_suffixes)
+
+    def rest_matches(
+        self, path: str, method: bytes, headers: Sequence[tuple[bytes, bytes]] | None
+    ) -> bool:
+        if self.path_exact is not None and path != self.path_exact:
+            return False
+        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+            return False
+        if self.path_regex is not None and self.path_regex.fullmatch(path) is None:
+            return False
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.header_matches:
+            if headers is None:
+                return False
+            for name, how, want in self.header_matches:
+                values = [v for n, v in headers if n.lower() == name]
+                if how == "present":
+                    if bool(values) != want:
+                        return False
+                elif how == "exact":
+                    if want not in values:
+                        return False
+                elif not any(want.search(v) for v in values):  # type: ignore[union-attr]
+                    return False
+        return True
+
+
+class RouteTable:
+    """Routes of one listener, in order. ``match`` returns the first route that matches."""
+
+    __slots__ = ("_by_host", "_cache", "_generic", "routes")
+
+    def __init__(self, routes: Sequence[CompiledRoute]) -> None:
+        self.routes = tuple(routes)
+        # Exact host → the ordered candidates for that host (its own routes, plus every
+        # wildcard and host-free route, in config order). Other hosts use _generic.
+        exact: set[str] = set()
+        for r in self.routes:
+            exact |= r.exact_hosts
+        self._generic = tuple(r for r in self.routes if not r.exact_hosts or r.wildcard_suffixes)
+        self._by_host = {
+            h: tuple(r for r in self.routes if h in r.exact_hosts or r in self._generic)
+            for h in exact
+        }
+        self._cache: dict[tuple[str, str, bytes], CompiledRoute | None] = {}
+
+    def match(
+        self,
+        host: str,
+        path: str,
+        method: bytes,
+        headers: Sequence[tuple[bytes, bytes]] | None = None,
+    ) -> CompiledRoute | None:
+        key = (host, path, method)
+        cache = self._cache
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        candidates = self._by_host.get(host, self._generic)
+        cacheable = True
+        found = None
+        for route in candidates:
+            if route.has_header_match:
+                cacheable = False
+            if route.host_matches(host) and route.rest_matches(path, method, headers):
+                found = route
+                break
+        if cacheable:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = found
+        return found

@@ -1,0 +1,186 @@
+"""The supervisor: starts N worker processes that share the listeners through SO_REUSEPORT,
+restarts a worker that dies, and on SIGTERM/SIGINT lets every worker drain, then exits 0.
+
+Workers are forked from the supervisor after the config is validated, so each starts with the
+same prepared config and builds its own event loop (uvloop when available). The supervisor
+itself runs no event loop and no threads, which keeps ``fork`` safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from backhaul.errors import BackhaulError, NetworkError
+
+__all__ = ["run_worker_process", "serve", "validate_binds"]
+
+_RESTART_WINDOW = 10.0  # seconds
+_RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def validate_binds(config: Any) -> None:
+    """Fail early, in the supervisor, when a listener address cannot be bound."""
+    from backhaul.edge.worker import bind_listener_socket
+
+    for lst in config.listeners:
+        try:
+            sock = bind_listener_socket(lst.address.host, lst.address.port)
+        except socket.gaierror as exc:
+            raise NetworkError(
+                f"listener {lst.name}: cannot resolve {lst.address.host!r}: {exc.strerror}"
+            ) from exc
+        except PermissionError as exc:
+            raise NetworkError(
+                f"listener {lst.name}: no permission to bind {lst.address} "
+                "(ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port >= 1024)"
+            ) from exc
+        except OSError as exc:
+            raise NetworkError(
+                f"listener {lst.name}: cannot listen on {lst.address}: {exc.strerror} "
+                "(is another server using that port?)"
+            ) from exc
+        sock.close()
+
+
+def run_worker_process(config: Any) -> int:
+    """Body of one worker process: serve until SIGTERM, then drain and return."""
+    from backhaul.edge.worker import Worker
+
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    stop = asyncio.Event()
+
+    def on_term() -> None:
+        stop.set()
+
+    async def main() -> None:
+        worker = Worker(config, loop)
+        try:
+            await worker.start()
+            loop.add_signal_handler(signal.SIGTERM, on_term)
+            await stop.wait()
+            await worker.wait_drained()
+        finally:
+            await worker.aclose()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return 0
+
+
+class _Supervisor:
+    def __init__(self, config: Any, workers: int) -> None:
+        self.config = config
+        self.size = workers
+        self.children: dict[int, float] = {}  # pid -> start time
+        self.stopping = False
+        self.crashes: list[float] = []
+
+    def spawn(self) -> int:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            code = 1
+            try:
+                code = run_worker_process(self.config)
+            except BaseException as exc:
+                print(f"backhaul: worker {os.getpid()} failed: {exc}", file=sys.stderr)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = time.monotonic()
+        return pid
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        for _ in range(self.size):
+            self.spawn()
+        pids = " ".join(str(p) for p in self.children)
+        print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
+        while not self.stopping:
+            self.reap(restart=True)
+            if not self.children:
+                print("backhaul: no worker left; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        return self.shutdown()
+
+    def reap(self, restart: bool) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.pop(pid, None)
+            if not restart or self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            now = time.monotonic()
+            self.crashes = [t for t in self.crashes if now - t < _RESTART_WINDOW]
+            self.crashes.append(now)
+            if len(self.crashes) > _RESTART_LIMIT:
+                print(
+                    f"backhaul: workers keep dying ({len(self.crashes)} in "
+                    f"{_RESTART_WINDOW:g}s, last exit {code}); not restarting",
+                    file=sys.stderr,
+                )
+                continue
+            new = self.spawn()
+            print(
+                f"backhaul: worker {pid} exited ({code}); started worker {new}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def shutdown(self) -> int:
+        drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + float(drain) + 5.0
+        while self.children and time.monotonic() < deadline:
+            self.reap(restart=False)
+            time.sleep(0.02)
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.reap(restart=False)
+        return 0
+
+
+def serve(config: Any, workers: int | None = None) -> int:
+    """Run the edge for ``config`` with ``workers`` processes (default: config, then CPUs)."""
+    count = workers or config.workers or os.cpu_count() or 1
+    if count < 1:
+        raise BackhaulError("--workers must be at least 1")
+    validate_binds(config)
+    for lst in config.listeners:
+        print(
+            f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr, flush=True
+        )
+    return _Supervisor(config, count).run()

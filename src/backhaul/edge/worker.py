@@ -1,0 +1,281 @@
+"""A worker: one event loop serving every listener of a config.
+
+The worker builds its runtime from a validated config (route tables, clusters with their
+pools, built-in demo origins), binds each listener with ``SO_REUSEPORT`` so several workers
+share a port, and runs a tick twice a second that enforces deadlines, sweeps idle upstream
+connections and hands the access-log batch to its writer thread. ``wait_drained`` stops
+accepting and lets in-flight exchanges finish within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from backhaul.edge.accesslog import AccessLog
+from backhaul.edge.downstream import DL_NONE, HttpConnection
+from backhaul.edge.exchange import EX_NONE
+from backhaul.edge.origin import start_echo_origin
+from backhaul.edge.routing import CompiledRoute, RouteTable
+from backhaul.edge.upstream import Cluster
+
+if TYPE_CHECKING:
+    from backhaul.edge.exchange import Exchange
+
+__all__ = ["ListenerRuntime", "Worker", "bind_listener_socket"]
+
+TICK = 0.5
+
+
+class ListenerRuntime:
+    """A listener's settings, flattened for the hot path, and its route table."""
+
+    __slots__ = (
+        "address",
+        "body_idle_timeout",
+        "drain_timeout",
+        "forwarded",
+        "headers_timeout",
+        "keepalive_timeout",
+        "max_header_bytes",
+        "max_header_count",
+        "max_request_line",
+        "name",
+        "request_id",
+        "routes",
+        "scheme",
+        "server",
+        "x_forwarded",
+    )
+
+    def __init__(self, config: Any, routes: RouteTable) -> None:
+        self.name: str = config.name
+        self.address = config.address
+        self.routes = routes
+        self.scheme = "http"
+        limits = config.limits
+        self.max_request_line = int(limits.request_line)
+        self.max_header_bytes = int(limits.header_bytes)
+        self.max_header_count = int(limits.header_count)
+        timeouts = config.timeouts
+        self.headers_timeout = float(timeouts.request_headers)
+        self.body_idle_timeout = float(timeouts.body_idle)
+        self.keepalive_timeout = float(timeouts.keepalive_idle)
+        self.drain_timeout = float(timeouts.drain)
+        fwd = config.forwarding
+        self.x_forwarded = bool(fwd.x_forwarded)
+        self.forwarded = bool(fwd.forwarded)
+        self.request_id = bool(fwd.request_id)
+        self.server: asyncio.Server | None = None
+
+
+class Stats:
+    """Plain integer counters, read when scraped."""
+
+    __slots__ = ("connections", "errors", "exchanges", "rejected")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.exchanges = 0
+        self.errors = 0
+        self.rejected = 0
+
+
+def bind_listener_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """A listening TCP socket for ``host:port``, shared between workers with SO_REUSEPORT."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(4096)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Worker:
+    """Serves one config on the running loop."""
+
+    def __init__(self, config: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.loop = loop or asyncio.get_event_loop()
+        self.connections: set[HttpConnection] = set()
+        self.stats = Stats()
+        self.draining = False
+        self.server_header: bytes | None = (
+            config.server_header.encode() if config.server_header else None
+        )
+        self.via: bytes | None = b"1.1 backhaul"
+        self.clusters: dict[str, Cluster] = {}
+        self.listeners: list[ListenerRuntime] = []
+        self._origins: list[asyncio.Server] = []
+        self._tick_task: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(6).hex()
+        log_cfg = config.access_log
+        self.access_log: AccessLog | None = (
+            AccessLog(log_cfg.path, log_cfg.format) if log_cfg.enabled else None
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Build the runtime and start accepting on every listener."""
+        config = self.config
+        for name, cluster_cfg in config.clusters.items():
+            builtin_ports: dict[int, int] = {}
+            for i, ep in enumerate(cluster_cfg.endpoints):
+                if ep.builtin is not None:
+                    server, port = await start_echo_origin(f"{name}-{i + 1}")
+                    self._origins.append(server)
+                    builtin_ports[i] = port
+            self.clusters[name] = Cluster(name, cluster_cfg, builtin_ports)
+        for lst in config.listeners:
+            default_body = int(lst.limits.body)
+            routes = []
+            for i, route_cfg in enumerate(config.routes):
+                if route_cfg.listeners and lst.name not in route_cfg.listeners:
+                    continue
+                route = CompiledRoute(i, route_cfg, default_body)
+                if route.kind == "proxy":
+                    route.cluster = self.clusters[route_cfg.proxy.cluster]
+                routes.append(route)
+            self.listeners.append(ListenerRuntime(lst, RouteTable(routes)))
+        for runtime in self.listeners:
+            sock = bind_listener_socket(runtime.address.host, runtime.address.port)
+            runtime.server = await self.loop.create_server(
+                lambda r=runtime: HttpConnection(self, r),  # type: ignore[misc]
+                sock=sock,
+                backlog=4096,
+            )
+        self._tick_task = self.loop.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self.tick(self.loop.time())
+
+    def tick(self, now: float) -> None:
+        """Enforce deadlines, sweep pools, flush the access log."""
+        for conn in list(self.connections):
+            if conn.deadline_kind != DL_NONE and conn.deadline < now:
+                conn.on_deadline(now)
+            tx = conn.tx
+            if tx is not None and tx.deadline_kind != EX_NONE and tx.deadline < now:
+                tx.on_deadline(now)
+        for cluster in self.clusters.values():
+            cluster.sweep(now)
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    async def wait_drained(self, timeout: float | None = None) -> None:
+        """Stop accepting, close idle connections, let in-flight exchanges finish.
+
+        Waits at most ``timeout`` (default: the longest listener drain timeout), then cuts
+        what is left.
+        """
+        self.draining = True
+        if timeout is None:
+            timeout = max((lst.drain_timeout for lst in self.listeners), default=30.0)
+        for runtime in self.listeners:
+            if runtime.server is not None:
+                runtime.server.close()
+        deadline = self.loop.time() + timeout
+        while True:
+            for conn in list(self.connections):
+                if conn.tx is None and conn.rx is None:
+                    conn.close()
+            if not self.connections or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def aclose(self) -> None:
+        """Stop everything this worker started (bounded)."""
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            try:
+                await self._tick_task
+            except asyncio.CancelledError:
+                pass
+            self._tick_task = None
+        for runtime in self.listeners:
+            if runtime.server is not None:
+                runtime.server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for cluster in self.clusters.values():
+            cluster.close_idle()
+        for server in self._origins:
+            server.close()
+        if self.access_log is not None:
+            self.access_log.close()
+
+    # -- used by connections -------------------------------------------------------------
+    def next_request_id(self) -> bytes:
+        return f"{self._id_prefix}{next(self._ids):010x}".encode()
+
+    def log_exchange(self, ex: Exchange) -> None:
+        self.stats.exchanges += 1
+        log = self.access_log
+        if log is None:
+            return
+        now = self.loop.time()
+        endpoint = ex.endpoint
+        target = ex.target
+        path = target.path
+        if target.query:
+            path = f"{path}?{target.query}"
+        route = ex.route
+        log.line(
+            ex.request_id.decode() if ex.request_id is not None else "",
+            ex.conn.client_ip,
+            ex.method.decode(),
+            path,
+            ex.status,
+            ex.bytes_in,
+            ex.bytes_out,
+            endpoint.label if endpoint is not None else None,
+            ex.upstream_time,
+            now - ex.start_time,
+            route.name if route is not None else None,
+        )
+
+    def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int) -> None:
+        self.stats.exchanges += 1
+        log = self.access_log
+        if log is None:
+            return
+        log.line(
+            self.next_request_id().decode(),
+            conn.client_ip,
+            "-",
+            conn.url.decode("latin-1")[:512],
+            status,
+            0,
+            nbytes,
+            None,
+            None,
+            0.0,
+            None,
+        )
+
+    def report_bug(self, exc: BaseException) -> None:
+        """A defect in the edge (not bad input): log it with its traceback."""
+        print("backhaul: internal error (please report):", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
