@@ -22,16 +22,19 @@ from backhaul.http.headers import (
     forward_response_headers,
 )
 from backhaul.http.problem import REASONS, problem_response
+from backhaul.http.target import Target, parse_target
 
 __all__ = [
     "HOP_BY_HOP",
     "REASONS",
     "RequestFacts",
     "ResponseFacts",
+    "Target",
     "encode_head",
     "forward_request_headers",
     "forward_response_headers",
     "inspect_request_head",
     "inspect_response_head",
+    "parse_target",
     "problem_response",
 ]

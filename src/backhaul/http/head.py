@@ -35,6 +35,8 @@ Decisions (each is a test in tests/unit/test_http_head.py):
 
 from __future__ import annotations
 
+import re
+
 from backhaul.errors import RemoteProtocolError
 from backhaul.http.authority import show, split_authority
 
@@ -48,9 +50,6 @@ __all__ = [
 _ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # RFC 9110 5.6.2 tchar; ``name.translate(None, _TCHAR)`` is empty exactly for token bytes.
 _TCHAR = _ALNUM + b"!#$%&'*+-.^_`|~"
-# RFC 9110 5.5 field-value bytes: HTAB, SP, VCHAR, obs-text. Anything else (NUL, CR, LF,
-# other CTLs, DEL) is refused.
-_FIELD_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _OWS = b" \t"
 _MAX_CONTENT_LENGTH = 2**63 - 1
 
@@ -69,6 +68,17 @@ _INTERESTING: dict[bytes, int] = {
     b"upgrade": _UPGRADE,
     b"expect": _EXPECT,
 }
+# Field names as received -> their kind (0: a valid name we do not look at). Real traffic
+# uses a few dozen spellings, so a hit skips the lower() and the token check. Bounded: once
+# full it is cleared, so junk names can only cost speed, never memory.
+_NAME_CACHE: dict[bytes, int] = {}
+_NAME_CACHE_MAX = 512
+# Host values as received -> (host, port), bounded the same way.
+_HOST_CACHE: dict[bytes, tuple[str, int | None]] = {}
+_HOST_CACHE_MAX = 256
+# RFC 9110 5.5 field-value bytes are HTAB, SP, VCHAR and obs-text; this finds any other
+# (NUL, CR, LF, the other CTLs, DEL).
+_bad_value = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 _EMPTY_TOKENS: frozenset[bytes] = frozenset()
 _CLOSE_ONLY: frozenset[bytes] = frozenset((b"close",))
 _KEEP_ALIVE_ONLY: frozenset[bytes] = frozenset((b"keep-alive",))
@@ -213,6 +223,29 @@ def _bad_field(name: bytes, value: bytes, status: int, side: str) -> RemoteProto
     )
 
 
+def _name_kind(name: bytes, status: int, side: str) -> int:
+    """Validate a field name not seen before and return its kind (slow path of the cache)."""
+    if not name or name.translate(None, _TCHAR):
+        raise _bad_field(name, b"", status, side)
+    kind = _INTERESTING.get(name.lower(), 0)
+    if len(_NAME_CACHE) >= _NAME_CACHE_MAX:
+        _NAME_CACHE.clear()
+    _NAME_CACHE[name] = kind
+    return kind
+
+
+def _host(raw: bytes) -> tuple[str, int | None]:
+    """``split_authority`` for a Host value, through the bounded cache."""
+    hit = _HOST_CACHE.get(raw)
+    if hit is not None:
+        return hit
+    result = split_authority(raw, 400, "Host")
+    if len(_HOST_CACHE) >= _HOST_CACHE_MAX:
+        _HOST_CACHE.clear()
+    _HOST_CACHE[raw] = result
+    return result
+
+
 def _content_length(value: bytes, seen: bool, status: int, side: str) -> int:
     if seen:
         raise RemoteProtocolError(
@@ -328,12 +361,15 @@ def inspect_request_head(
     conn: list[bytes] | None = None
     upgrade_v: bytes | None = None
     expect_v: bytes | None = None
-    lookup = _INTERESTING.get
+    cached = _NAME_CACHE.get
+    bad_value = _bad_value
     for name, value in headers:
-        if not name or name.translate(None, _TCHAR) or value.translate(None, _FIELD_BYTES):
-            raise _bad_field(name, value, 400, "request")
-        kind = lookup(name.lower())
+        kind = cached(name)
         if kind is None:
+            kind = _name_kind(name, 400, "request")
+        if bad_value(value) is not None:
+            raise _bad_field(name, value, 400, "request")
+        if not kind:
             continue
         if kind == _HOST:
             if host_v is not None:
@@ -388,10 +424,10 @@ def inspect_request_head(
         authority = absolute_authority
         host, port = split_authority(authority, 400, "absolute-form target authority")
         if host_v is not None and host_v:
-            split_authority(host_v, 400, "Host")  # still must be a valid Host
+            _host(host_v)  # still must be a valid Host
     elif host_v is not None:
         authority = host_v
-        host, port = split_authority(host_v, 400, "Host")
+        host, port = _host(host_v)
     elif http10:
         authority, host, port = b"", "", None
     else:
@@ -440,12 +476,15 @@ def inspect_response_head(
     cl: int | None = None
     te: bytes | None = None
     conn: list[bytes] | None = None
-    lookup = _INTERESTING.get
+    cached = _NAME_CACHE.get
+    bad_value = _bad_value
     for name, value in headers:
-        if not name or name.translate(None, _TCHAR) or value.translate(None, _FIELD_BYTES):
-            raise _bad_field(name, value, 502, "upstream response")
-        kind = lookup(name.lower())
+        kind = cached(name)
         if kind is None:
+            kind = _name_kind(name, 502, "upstream response")
+        if bad_value(value) is not None:
+            raise _bad_field(name, value, 502, "upstream response")
+        if not kind:
             continue
         if kind == _CONTENT_LENGTH:
             cl = _content_length(value, cl is not None, 502, "upstream response")
