@@ -304,8 +304,14 @@ def _message(err: Any) -> str:
     return f"{found}: {err.get('msg', 'invalid value')}"
 
 
+def _line(root: Node | None, loc: tuple[int | str, ...]) -> int:
+    node = _node_at(root, loc)
+    return node.start_mark.line if node is not None else -1
+
+
 def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
+    """One ``(path, message)`` per error, in file order."""
+    problems: list[tuple[int, str, str]] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         ctx = err.get("ctx") or {}
@@ -317,10 +323,13 @@ def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
         if isinstance(error, Problems):
             for sub, message in error.problems:
                 sub_loc = loc + _split(sub)
-                problems.append((format_loc(sub_loc), _with_line(message, root, sub_loc)))
+                problems.append(
+                    (_line(root, sub_loc), format_loc(sub_loc), _with_line(message, root, sub_loc))
+                )
             continue
-        problems.append((format_loc(loc), _with_line(_message(err), root, loc)))
-    return problems
+        problems.append((_line(root, loc), format_loc(loc), _with_line(_message(err), root, loc)))
+    problems.sort(key=lambda item: item[0])
+    return [(path, message) for _, path, message in problems]
 
 
 _PART = re.compile(r"\.?([A-Za-z0-9_-]+)|\[(\d+)\]")

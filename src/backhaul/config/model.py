@@ -66,6 +66,8 @@ __all__ = [
     "RouteLimits",
     "RouteMatch",
     "Size",
+    "advisories",
+    "cross_check",
 ]
 
 
@@ -647,3 +649,27 @@ def _did_you_mean(name: str, names: Any) -> str:
 
     close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def advisories(config: EdgeConfig) -> list[tuple[str, str]]:
+    """Things that are valid but probably not meant: unused clusters, unreachable routes."""
+    notes: list[tuple[str, str]] = []
+    used = {route.proxy.cluster for route in config.routes if route.proxy is not None}
+    for name in config.clusters:
+        if name not in used:
+            notes.append((f"clusters.{name}", "no route proxies to this cluster"))
+    catch_all: tuple[int, Route] | None = None
+    for i, route in enumerate(config.routes):
+        if catch_all is not None:
+            j, first = catch_all
+            if first.listeners is None or set(route.listeners or ()) <= set(first.listeners):
+                notes.append(
+                    (
+                        f"routes[{i}]",
+                        f"never matched: routes[{j}] ({first.name!r}) above it matches everything",
+                    )
+                )
+                continue
+        if route.match == RouteMatch() and catch_all is None and route.listeners is None:
+            catch_all = (i, route)
+    return notes
