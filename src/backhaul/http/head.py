@@ -223,6 +223,15 @@ def _bad_field(name: bytes, value: bytes, status: int, side: str) -> RemoteProto
     )
 
 
+def _bad_version(version: bytes | str, status: int, side: str) -> RemoteProtocolError:
+    shown = version if isinstance(version, str) else show(version, 12)
+    return RemoteProtocolError(
+        f"{side} is HTTP/{shown}; this listener speaks HTTP/1.0 and HTTP/1.1",
+        status,
+        rfc="RFC 9110 6.2",
+    )
+
+
 def _name_kind(name: bytes, status: int, side: str) -> int:
     """Validate a field name not seen before and return its kind (slow path of the cache)."""
     if not name or name.translate(None, _TCHAR):
@@ -253,14 +262,16 @@ def _content_length(value: bytes, seen: bool, status: int, side: str) -> int:
             status,
             rfc="RFC 9110 8.6",
         )
-    value = value.strip(_OWS)
+    if not value.isdigit():  # fast path: no surrounding whitespace
+        value = value.strip(_OWS)
     if not value.isdigit():  # also false for b"", "+5", "-5", "0x10", "5, 5"
         raise RemoteProtocolError(
             f"{side} has Content-Length {show(value)}; it must be decimal digits only",
             status,
             rfc="RFC 9110 8.6",
         )
-    if len(value) > 19 or int(value) > _MAX_CONTENT_LENGTH:
+    # int() of a long digit string is slow and, past 4300 digits, an error: check length first
+    if len(value) > 18 and (len(value.lstrip(b"0")) > 19 or int(value) > _MAX_CONTENT_LENGTH):
         raise RemoteProtocolError(
             f"{side} has Content-Length {show(value)}, larger than 2**63-1",
             status,
@@ -349,12 +360,18 @@ def inspect_request_head(
     """Validate a request head and return its :class:`RequestFacts`.
 
     ``version`` is ``b"1.1"`` or ``b"1.0"`` (httptools' ``get_http_version()``, which returns
-    ``str``, is accepted as is); ``headers`` are the raw (name, value) lines in order;
+    ``str``, is accepted as is; any other version, such as the ``2.0`` llhttp lets through,
+    raises with status_hint 505); ``headers`` are the raw (name, value) lines in order;
     ``absolute_authority`` is the authority of an absolute-form target (see
     :func:`backhaul.http.target.parse_target`). Raises RemoteProtocolError with status_hint
     400 (501 for an unimplemented transfer coding).
     """
-    http10 = version == b"1.0" or version == "1.0"
+    if version == b"1.1" or version == "1.1":
+        http10 = False
+    elif version == b"1.0" or version == "1.0":
+        http10 = True
+    else:
+        raise _bad_version(version, 505, "request")
     host_v: bytes | None = None
     cl: int | None = None
     te: bytes | None = None
@@ -472,7 +489,12 @@ def inspect_response_head(
     a Transfer-Encoding other than exactly ``chunked`` (see the module docstring), and
     header lines that break RFC 9110 syntax. The caller closes that upstream connection.
     """
-    http10 = version == b"1.0" or version == "1.0"
+    if version == b"1.1" or version == "1.1":
+        http10 = False
+    elif version == b"1.0" or version == "1.0":
+        http10 = True
+    else:
+        raise _bad_version(version, 502, "upstream response")
     cl: int | None = None
     te: bytes | None = None
     conn: list[bytes] | None = None

@@ -61,6 +61,10 @@ class Target(NamedTuple):
     authority: bytes | None
 
 
+# Target(...) goes through a Python-level __new__; the fast path builds the tuple directly.
+_new_target = tuple.__new__
+
+
 def _reject(detail: str, rfc: str = _RFC_TARGET) -> RemoteProtocolError:
     return RemoteProtocolError(detail, 400, rfc=rfc)
 
@@ -141,7 +145,7 @@ def parse_target(method: bytes, target: bytes) -> Target:
         and method != b"CONNECT"
     ):
         path_b, _, query_b = target.partition(b"?")
-        return Target(path_b.decode("ascii"), query_b.decode("ascii"), None)
+        return _new_target(Target, (path_b.decode("ascii"), query_b.decode("ascii"), None))
     if not target:
         raise _reject("request target is empty")
     _check_bytes(target)
