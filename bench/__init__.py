@@ -1,0 +1,1 @@
+"""Benchmarks that run backhaul side by side with its peers (not part of the test suite)."""
