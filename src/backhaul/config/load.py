@@ -67,19 +67,20 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: yaml.YAMLError, source_text: str) -> str:
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         what = exc.problem or "invalid YAML"
-        text = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}"
+        message = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}"
         if exc.context:
-            text += f" ({exc.context}"
+            message += f" ({exc.context}"
             if exc.context_mark is not None and exc.context_mark.line != mark.line:
-                text += f" at line {exc.context_mark.line + 1}"
-            text += ")"
-        if "'\\t'" in what:
-            text += "; YAML indents with spaces, not tabs"
-        return text
+                message += f" at line {exc.context_mark.line + 1}"
+            message += ")"
+        lines = source_text.split("\n")
+        if mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "\t":
+            message += "; YAML indents with spaces, not tabs"
+        return message
     return f"YAML error: {exc}"
 
 
@@ -99,7 +100,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Node | None]:
             raise ConfigError(source, problems)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [("", _yaml_problem(exc))]) from exc
+        raise ConfigError(source, [("", _yaml_problem(exc, text))]) from exc
     finally:
         loader.dispose()
     return data, node
@@ -171,31 +172,30 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _node_at(root: Node | None, loc: tuple[int | str, ...]) -> Node | None:
-    """The deepest YAML node along ``loc`` (for a line number)."""
+def _line(root: Node | None, loc: tuple[int | str, ...]) -> int:
+    """The 0-based line of the deepest YAML key or item along ``loc``; -1 if unknown."""
     node = root
+    line = -1 if root is None else root.start_mark.line
     for part in loc:
         if isinstance(node, MappingNode):
             for key_node, value_node in node.value:
                 if isinstance(key_node, ScalarNode) and key_node.value == str(part):
-                    node = value_node
+                    node, line = value_node, key_node.start_mark.line
                     break
             else:
-                return node
+                return line
         elif isinstance(node, SequenceNode) and isinstance(part, int):
             if not 0 <= part < len(node.value):
-                return node
+                return line
             node = node.value[part]
+            line = node.start_mark.line
         else:
-            return node
-    return node
+            return line
+    return line
 
 
-def _with_line(message: str, root: Node | None, loc: tuple[int | str, ...]) -> str:
-    node = _node_at(root, loc)
-    if node is None:
-        return message
-    return f"{message} (line {node.start_mark.line + 1})"
+def _with_line(message: str, line: int) -> str:
+    return message if line < 0 else f"{message} (line {line + 1})"
 
 
 # --------------------------------------------------------------------------- messages
@@ -304,11 +304,6 @@ def _message(err: Any) -> str:
     return f"{found}: {err.get('msg', 'invalid value')}"
 
 
-def _line(root: Node | None, loc: tuple[int | str, ...]) -> int:
-    node = _node_at(root, loc)
-    return node.start_mark.line if node is not None else -1
-
-
 def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
     """One ``(path, message)`` per error, in file order."""
     problems: list[tuple[int, str, str]] = []
@@ -323,11 +318,11 @@ def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
         if isinstance(error, Problems):
             for sub, message in error.problems:
                 sub_loc = loc + _split(sub)
-                problems.append(
-                    (_line(root, sub_loc), format_loc(sub_loc), _with_line(message, root, sub_loc))
-                )
+                line = _line(root, sub_loc)
+                problems.append((line, format_loc(sub_loc), _with_line(message, line)))
             continue
-        problems.append((_line(root, loc), format_loc(loc), _with_line(_message(err), root, loc)))
+        line = _line(root, loc)
+        problems.append((line, format_loc(loc), _with_line(_message(err), line)))
     problems.sort(key=lambda item: item[0])
     return [(path, message) for _, path, message in problems]
 

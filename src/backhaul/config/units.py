@@ -43,7 +43,7 @@ ADDRESS_EXPECTED = (
 
 #: Sizes above this are refused (they are typos, and they would overflow C-level counters).
 MAX_SIZE = 2**63 - 1
-_MAX_TEXT = 200  # longer unit strings are refused before any regex runs
+_MAX_TEXT = 400  # longer unit strings are refused before any regex runs
 
 
 class UnitError(ValueError):
