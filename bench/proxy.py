@@ -164,9 +164,10 @@ def group_members(pgid: int) -> list[int]:
     return pids
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def kb_field(path: str, name: str) -> int:
+    """A "Name:  123 kB" line of a /proc file, in bytes (0 when absent)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(name):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -196,15 +197,16 @@ def busy_fraction(seconds: float = 0.5) -> float:
 
 def memory(pgid: int) -> dict[str, int]:
     """RSS of a process group: all of it, and of its worker (the non-leader holding the most
-    sockets; the leader itself when it is alone)."""
+    sockets; the leader itself when it is alone). PSS counts pages shared after fork once."""
     pids = group_members(pgid)
-    rss = {pid: rss_bytes(pid) for pid in pids}
+    rss = {pid: kb_field(f"/proc/{pid}/status", "VmRSS:") for pid in pids}
     sockets = {pid: socket_count(pid) for pid in pids}
     worker = max([p for p in pids if p != pgid] or [pgid], key=lambda p: (sockets[p], rss[p]))
     return {
         "processes": len(pids),
         "rss_total": sum(rss.values()),
         "rss_worker": rss[worker],
+        "pss_total": sum(kb_field(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids),
         "worker_sockets": sockets[worker],
     }
 
@@ -452,7 +454,7 @@ class Bench:
             for size in args.sizes:
                 for proxy in proxies:
                     run = wrk(proxy.port, size, args.duration)
-                    time.sleep(1.2)  # nginx flushes its access-log buffer every second
+                    time.sleep(0.3)  # let log buffers drain (nginx's may hold 64 KiB for 1 s)
                     run.update(proxy=proxy.name, size=size, round=rnd, background_cpu=background)
                     run["log_bytes_per_request"] = round(
                         take_log_bytes(proxy.access_log) / max(run["requests"], 1), 1
@@ -566,16 +568,17 @@ def print_report(table: dict[str, Any], rss: dict[str, Any], targets: list[dict[
         )
     if rss:
         print(
-            "\n| proxy | idle: all processes | idle: worker | held: all processes "
-            "| held: worker | sockets in worker | per connection |"
+            "\n| proxy | idle RSS: all / worker | held RSS: all / worker | held PSS: all "
+            "| sockets in worker | per connection (worker) |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for name, m in rss.items():
             idle, held = m["idle"], m["held"]
             print(
-                f"| {name} ({idle['processes']} proc) | {idle['rss_total'] / 1e6:.1f} MB "
-                f"| {idle['rss_worker'] / 1e6:.1f} MB | {held['rss_total'] / 1e6:.1f} MB "
-                f"| {held['rss_worker'] / 1e6:.1f} MB | {held['worker_sockets']:,} "
+                f"| {name} ({idle['processes']} processes) "
+                f"| {idle['rss_total'] / 1e6:.1f} / {idle['rss_worker'] / 1e6:.1f} MB "
+                f"| {held['rss_total'] / 1e6:.1f} / {held['rss_worker'] / 1e6:.1f} MB "
+                f"| {held['pss_total'] / 1e6:.1f} MB | {held['worker_sockets']:,} "
                 f"| {m['per_connection_bytes'] / 1e3:.1f} kB |"
             )
     if targets:
