@@ -129,13 +129,14 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             endpoints.append(
                 target + (f" (weight {endpoint.weight})" if endpoint.weight != 1 else "")
             )
-        tmo = cluster.timeouts
+        ctmo = cluster.timeouts
         clusters.add_row(
             escape(name),
             cluster.policy,
             escape("\n".join(endpoints)),
-            f"connect {format_duration(tmo.connect)}, headers"
-            f" {format_duration(tmo.response_headers)}, body idle {format_duration(tmo.body_idle)}",
+            f"connect {format_duration(ctmo.connect)},"
+            f" headers {format_duration(ctmo.response_headers)},"
+            f" body idle {format_duration(ctmo.body_idle)}",
             f"{cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
         )
     console.print(clusters)
