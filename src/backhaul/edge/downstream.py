@@ -57,10 +57,12 @@ class HttpConnection(asyncio.Protocol):
         "parser",
         "paused",
         "pending",
+        "request_id_in",
         "rx",
         "transport",
         "tx",
         "url",
+        "wbuf",
         "worker",
         "write_paused",
     )
@@ -74,6 +76,7 @@ class HttpConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
         self.url = b""
+        self.request_id_in: bytes | None = None
         self.rx: Exchange | None = None  # the exchange whose request is being received
         self.tx: Exchange | None = None  # the exchange whose response is being sent
         self.pending: list[Exchange] = []
@@ -83,6 +86,9 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
         self.bytes_in = 0
+        # While a read is being handled, writes are gathered here and sent with one
+        # writelines when it is done: one system call per event, not one per piece.
+        self.wbuf: list[bytes] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -100,6 +106,9 @@ class HttpConnection(asyncio.Protocol):
         if self.deadline_kind == DL_IDLE:
             self.deadline = self.worker.loop.time() + self.listener.headers_timeout
             self.deadline_kind = DL_HEADERS
+        owner = self.wbuf is None
+        if owner:
+            self.wbuf = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -123,6 +132,9 @@ class HttpConnection(asyncio.Protocol):
             else:
                 reason = str(exc) or type(exc).__name__
                 self.reject(400, f"the request is not valid HTTP/1.1: {reason}")
+        finally:
+            if owner:
+                self.flush()
 
     def eof_received(self) -> bool | None:
         # The client half-closed. Finish answering what it asked, then close.
@@ -158,6 +170,7 @@ class HttpConnection(asyncio.Protocol):
         self.headers = []
         self.header_bytes = 0
         self.url = b""
+        self.request_id_in = None
         if self.deadline_kind != DL_HEADERS:
             self.deadline = self.worker.loop.time() + self.listener.headers_timeout
             self.deadline_kind = DL_HEADERS
@@ -174,6 +187,8 @@ class HttpConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
         headers.append((name, value))
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            self.request_id_in = value.strip()
         self.header_bytes += len(name) + len(value) + 4
         listener = self.listener
         if self.header_bytes > listener.max_header_bytes:
@@ -198,6 +213,11 @@ class HttpConnection(asyncio.Protocol):
         listener = self.listener
         route = listener.routes.match(facts.host, target.path, method, headers)
         ex = Exchange(self, method, target, facts, headers, route)
+        if self.request_id_in is not None:
+            ex.request_id = self.request_id_in
+        # Trailer fields (after a chunked body) also arrive through on_header: they land in
+        # a fresh list and are dropped, never merged into the forwarded head.
+        self.headers = []
         self.rx = ex
         if facts.content_length or facts.chunked:
             self.deadline = self.worker.loop.time() + listener.body_idle_timeout
@@ -227,6 +247,35 @@ class HttpConnection(asyncio.Protocol):
             ex.request_end()
 
     # -- used by exchanges and the worker ----------------------------------------------
+    def write(self, data: bytes) -> None:
+        wbuf = self.wbuf
+        if wbuf is not None:
+            wbuf.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def write_many(self, parts: tuple[bytes, ...] | list[bytes]) -> None:
+        wbuf = self.wbuf
+        if wbuf is not None:
+            wbuf += parts
+        elif self.transport is not None:
+            self.transport.writelines(parts)
+
+    def flush(self) -> None:
+        wbuf = self.wbuf
+        self.wbuf = None
+        if wbuf and self.transport is not None:
+            if len(wbuf) == 1:
+                self.transport.write(wbuf[0])
+            else:
+                self.transport.writelines(wbuf)
+
+    def abort(self) -> None:
+        self.closing = True
+        self.wbuf = None
+        if self.transport is not None:
+            self.transport.abort()
+
     def pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
             self.transport.pause_reading()
@@ -265,7 +314,7 @@ class HttpConnection(asyncio.Protocol):
         if transport is None:
             return
         if tx is not None and tx.head_sent:
-            transport.abort()
+            self.abort()
             return
         if tx is not None:
             tx.abandon()
@@ -275,9 +324,9 @@ class HttpConnection(asyncio.Protocol):
         self.pending = []
         self.worker.stats.rejected += 1
         body = problem_response(status, detail, server=self.worker.server_header)
-        transport.write(body)
+        self.write(body)
         self.worker.access_log_reject(self, status, len(body))
-        transport.close()
+        self.close()
 
     def on_deadline(self, now: float) -> None:
         kind = self.deadline_kind
@@ -294,6 +343,9 @@ class HttpConnection(asyncio.Protocol):
             self.reject(408, "the request body stalled: no bytes arrived in time")
 
     def close(self) -> None:
+        """Send what is gathered, then close once the write buffer is empty."""
         self.closing = True
+        if self.wbuf:
+            self.flush()
         if self.transport is not None:
             self.transport.close()

@@ -9,6 +9,7 @@ backpressure both ways, and writes the access-log line when both directions are 
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
@@ -95,7 +96,7 @@ class Exchange:
         self.facts = facts
         self.headers = headers
         self.route = route
-        self.start_time = worker.loop.time()
+        self.start_time = perf_counter()
         self.request_id: bytes | None = None
         self.started = False
         self.request_done = False
@@ -226,9 +227,8 @@ class Exchange:
                 transport.writelines([head, _CHUNK_END])
             else:
                 transport.write(head)
-        now = worker.loop.time()
-        self.upstream_start = now
-        self.deadline = now + route.cluster.response_headers_timeout
+        self.upstream_start = perf_counter()
+        self.deadline = worker.loop.time() + route.cluster.response_headers_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
         self.conn.resume(PAUSE_UPSTREAM)
 
@@ -335,14 +335,14 @@ class Exchange:
         return self.conn.parser.get_http_version() == "1.1"
 
     def upstream_body(self, chunk: bytes) -> None:
-        transport = self.conn.transport
-        if transport is None:
+        conn = self.conn
+        if conn.transport is None:
             return
         self.bytes_out += len(chunk)
         if self.chunked_out:
-            transport.writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
+            conn.write_many((b"%x\r\n" % len(chunk), chunk, _CRLF))
         else:
-            transport.write(chunk)
+            conn.write(chunk)
         self.deadline = self.worker.loop.time() + self.route.cluster.body_idle  # type: ignore[union-attr]
 
     def upstream_end(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
@@ -361,10 +361,9 @@ class Exchange:
 
     def release_upstream(self, upstream: UpstreamConnection, reusable: bool) -> None:
         self.upstream = None
-        now = self.worker.loop.time()
-        self.upstream_time = now - self.upstream_start
+        self.upstream_time = perf_counter() - self.upstream_start
         if reusable and not upstream.closed:
-            upstream.endpoint.release(upstream, now)
+            upstream.endpoint.release(upstream, self.worker.loop.time())
         else:
             upstream.close()
 
@@ -509,14 +508,12 @@ class Exchange:
         self.bytes_out += len(data)
         self.conn_write(data)
         if upstream is not None and self.endpoint is not None:
-            self.upstream_time = worker.loop.time() - self.start_time
+            self.upstream_time = perf_counter() - self.start_time
         if self.request_done or not keep_alive:
             self.finish()
 
     def conn_write(self, data: bytes) -> None:
-        transport = self.conn.transport
-        if transport is not None:
-            transport.write(data)
+        self.conn.write(data)
 
     # -- ending ------------------------------------------------------------------------
     def finish(self) -> None:
@@ -536,9 +533,7 @@ class Exchange:
             self.finished = True
             self.worker.stats.errors += 1
             self.worker.log_exchange(self)
-        transport = self.conn.transport
-        if transport is not None:
-            transport.abort()
+        self.conn.abort()
 
     def downstream_lost(self) -> None:
         """The client went away: drop the upstream side (it cannot be reused mid-exchange)."""

@@ -180,7 +180,5 @@ def serve(config: Any, workers: int | None = None) -> int:
         raise BackhaulError("--workers must be at least 1")
     validate_binds(config)
     for lst in config.listeners:
-        print(
-            f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr, flush=True
-        )
+        print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr, flush=True)
     return _Supervisor(config, count).run()

@@ -62,13 +62,25 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes from an idle upstream connection: nothing asked for them.
             self.close()
             return
+        conn = ex.conn
+        owner = conn.wbuf is None
+        if owner:
+            conn.wbuf = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             ex.upstream_failed(self, "upstream endpoint switched protocols unasked", True)
         except httptools.HttpParserError as exc:
-            if self.exchange is ex:
+            cause = exc.__context__
+            if cause is not None:
+                # An exception raised by our own callback code: a defect, not bad input.
+                ex.worker.report_bug(cause)
+                ex.upstream_failed(self, "the edge failed on this response", True)
+            elif self.exchange is ex:
                 ex.upstream_failed(self, f"upstream response is not valid HTTP/1.1 ({exc})", True)
+        finally:
+            if owner:
+                conn.flush()
 
     def eof_received(self) -> bool | None:
         return None

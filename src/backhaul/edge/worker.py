@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import traceback
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.accesslog import AccessLog
@@ -235,7 +236,7 @@ class Worker:
         log = self.access_log
         if log is None:
             return
-        now = self.loop.time()
+        now = perf_counter()
         endpoint = ex.endpoint
         target = ex.target
         path = target.path

@@ -1,0 +1,272 @@
+"""The HTTP/1.1 data plane, end to end: real edge process, real upstream, real clients."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from tests.edge.harness import Edge, exchange, parse_responses
+
+
+def get(edge: Edge, target: str, *headers: str, method: str = "GET", body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{edge.port}", *headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    return exchange(edge.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+
+def one(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    responses = parse_responses(data)
+    assert len(responses) == 1, data[:500]
+    return responses[0]
+
+
+def echoed(body: bytes) -> dict[str, object]:
+    info = json.loads(body)
+    info["h"] = {k.lower(): v for k, v in info["headers"]}
+    return info
+
+
+def test_proxies_with_forwarding_headers(edge: Edge) -> None:
+    status, headers, body = one(get(edge, "/hello?a=1&b=2", "X-Forwarded-For: 10.9.8.7"))
+    assert status == 200
+    info = echoed(body)
+    assert info["path"] == "/hello?a=1&b=2"
+    h = info["h"]
+    assert h["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+    assert h["x-forwarded-proto"] == "http"
+    assert h["x-forwarded-host"] == f"127.0.0.1:{edge.port}"
+    assert h["host"] == f"127.0.0.1:{edge.port}"
+    assert h["via"] == "1.1 backhaul"
+    assert len(h["x-request-id"]) >= 16
+    assert "connection" not in h or h["connection"].lower() != "close"
+    assert headers["via"] == "1.1 backhaul"
+
+
+def test_hop_by_hop_and_connection_named_headers_are_removed(edge: Edge) -> None:
+    status, _, body = one(
+        get(
+            edge,
+            "/hop",
+            "Keep-Alive: timeout=5",
+            "X-Secret: drop-me",
+            "X-Keep: keep-me",
+            "Connection: X-Secret, x-forwarded-for",
+            "TE: trailers",
+            "Proxy-Connection: keep-alive",
+        )
+    )
+    assert status == 200
+    h = echoed(body)["h"]
+    assert "x-secret" not in h
+    assert h["x-keep"] == "keep-me"
+    assert "keep-alive" not in h and "te" not in h and "proxy-connection" not in h
+    # Connection may name a header but cannot strip the one the edge adds itself.
+    assert h["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_client_request_id_is_kept(edge: Edge) -> None:
+    _, _, body = one(get(edge, "/rid", "X-Request-Id: abc-123"))
+    assert echoed(body)["h"]["x-request-id"] == "abc-123"
+
+
+def test_prefix_strip_and_rewrite(edge: Edge) -> None:
+    _, _, body = one(get(edge, "/api/users/7?x=1"))
+    assert echoed(body)["path"] == "/v1/users/7?x=1"
+
+
+def test_direct_response_redirect_wildcard_and_header_match(edge: Edge) -> None:
+    status, headers, body = one(get(edge, "/healthz"))
+    assert (status, body) == (200, b"ok\n")
+    assert headers["server"] == "backhaul"
+    status, headers, _ = one(get(edge, "/old/page?q=1"))
+    assert status == 301
+    assert headers["location"] == "https://example.test/new/old/page"
+    raw = exchange(edge.port, b"GET / HTTP/1.1\r\nHost: a.b.WILD.test\r\nConnection: close\r\n\r\n")
+    assert one(raw)[0] == 202
+    raw = exchange(
+        edge.port,
+        b"POST / HTTP/1.1\r\nHost: a.wild.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    assert one(raw)[0] == 404  # the wildcard route is GET only; nothing else matches a.wild.test
+    assert one(get(edge, "/x", "X-Canary: 1"))[0] == 203
+    assert one(get(edge, "/x", "X-Canary: 2"))[0] == 200
+
+
+def test_no_route_is_404_problem_json(edge: Edge) -> None:
+    raw = exchange(
+        edge.port, b"GET /nothing HTTP/1.1\r\nHost: unknown.test\r\nConnection: close\r\n\r\n"
+    )
+    status, headers, body = one(raw)
+    assert status == 404
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == 404
+    assert "unknown.test" in problem["detail"]
+
+
+def test_keepalive_and_pipelining_answer_in_order(edge: Edge) -> None:
+    reqs = (
+        b"".join(f"GET /p{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for i in range(5))
+        + b"POST /p5 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc"
+        + (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    )
+    responses = parse_responses(exchange(edge.port, reqs))
+    assert [r[0] for r in responses] == [200] * 7
+    paths = [echoed(r[2])["path"] for r in responses[:6]]
+    assert paths == [f"/p{i}" for i in range(6)]
+    assert echoed(responses[5][2])["body_bytes"] == 3
+    assert responses[6][2] == b"ok\n"
+
+
+def test_chunked_request_is_streamed_upstream(edge: Edge) -> None:
+    body = b"".join(b"%x\r\n%s\r\n" % (n, b"z" * n) for n in (1, 100, 4096, 7)) + b"0\r\n\r\n"
+    raw = (
+        b"POST /chunky HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    status, _, resp = one(exchange(edge.port, raw))
+    assert status == 200
+    info = echoed(resp)
+    assert info["body_bytes"] == 1 + 100 + 4096 + 7
+    assert info["body_sha256"] == hashlib.sha256(b"z" * (1 + 100 + 4096 + 7)).hexdigest()
+
+
+def test_trailers_are_dropped_safely(edge: Edge) -> None:
+    raw = (
+        b"POST /trailers HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Trailer: evil\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+        b"GET /after HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    responses = parse_responses(exchange(edge.port, raw))
+    assert [r[0] for r in responses] == [200, 200]
+    first = echoed(responses[0][2])
+    assert first["body_bytes"] == 3
+    assert "x-trailer" not in first["h"]
+    assert first["h"]["x-forwarded-for"] == "127.0.0.1"
+    assert echoed(responses[1][2])["path"] == "/after"
+
+
+def test_framing_header_in_trailers_is_rejected(edge: Edge) -> None:
+    raw = exchange(
+        edge.port,
+        b"POST /t HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nContent-Length: 99\r\n\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 400")
+
+
+def test_chunked_response_and_http10_client(edge: Edge) -> None:
+    status, headers, body = one(get(edge, "/chunked/5000"))
+    assert status == 200
+    assert headers.get("transfer-encoding") == "chunked"
+    assert body == b"c" * 5000
+    # An HTTP/1.0 client gets the body without chunked framing, ended by close.
+    raw = exchange(edge.port, b"GET /chunked/3000 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower()
+    assert rest == b"c" * 3000
+
+
+def test_http10_keepalive(edge: Edge) -> None:
+    raw = exchange(
+        edge.port,
+        b"GET /a HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /b HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    responses = parse_responses(raw)
+    assert [echoed(r[2])["path"] for r in responses] == ["/a", "/b"]
+    assert responses[0][1]["connection"].lower() == "keep-alive"
+    assert responses[1][1]["connection"].lower() == "close"
+
+
+def test_head_keeps_content_length_and_connection_reusable(edge: Edge) -> None:
+    raw = exchange(
+        edge.port,
+        b"HEAD /bytes/1234 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"GET /bytes/10 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"Content-Length: 1234" in head
+    status, _, body = one(rest)
+    assert (status, body) == (200, b"x" * 10)
+
+
+def test_expect_100_continue(edge: Edge) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=3) as s:
+        s.sendall(
+            b"PUT /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = s.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"hello")
+        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    status, _, body = one(rest)
+    assert status == 200
+    assert echoed(body)["body_bytes"] == 5
+
+
+def test_expect_with_body_over_limit_is_413_without_continue(edge: Edge) -> None:
+    raw = exchange(
+        edge.port,
+        b"PUT /small/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n"
+        b"Expect: 100-continue\r\n\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 413")
+    assert b"100 Continue" not in raw
+
+
+def test_chunked_body_over_route_limit_is_413(edge: Edge) -> None:
+    chunk = b"%x\r\n%s\r\n" % (600, b"a" * 600)
+    raw = exchange(
+        edge.port,
+        b"POST /small/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunk * 3
+        + b"0\r\n\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 413"), raw[:200]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_real_curl_client(edge: Edge) -> None:
+    out = subprocess.run(
+        ["curl", "-sS", "-D", "-", "--data-binary", "@-", f"{edge.url}/curl?x=1"],
+        input=b"q" * 70000,
+        capture_output=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    info = echoed(body)
+    assert info["body_bytes"] == 70000
+    assert info["h"]["user-agent"].startswith("curl/")
+
+
+def test_access_log_json_lines(edge: Edge) -> None:
+    one(get(edge, "/logged?z=9", "X-Request-Id: log-me-1"))
+    lines = edge.access_log(lambda x: x["target"] == "/logged?z=9")
+    assert lines, "the request was not logged"
+    line = lines[-1]
+    assert line["status"] == 200
+    assert line["method"] == "GET"
+    assert line["client"] == "127.0.0.1"
+    assert line["route"] == "default"
+    assert str(line["upstream"]).startswith("127.0.0.1:")
+    assert isinstance(line["duration"], float)
+    assert line["upstream_time"] is not None
+    assert line["request_id"] == "log-me-1"
+    assert line["bytes_out"] > 0
