@@ -179,7 +179,8 @@ def test_unknown_key_without_close_match_lists_the_keys() -> None:
 def test_missing_required_key() -> None:
     path, message = one_problem(GOOD.replace("    address: 127.0.0.1:8080\n", ""))
     assert path == "listeners[0].address"
-    assert "missing" in message and "line 2" in message
+    assert "found nothing: expected the required key 'address'" in message
+    assert "line 2" in message
 
 
 def test_bad_address_port_has_the_endpoint_path() -> None:
@@ -469,3 +470,47 @@ def test_random_text_loads_or_raises_config_error(text: str) -> None:
         load_text(text, "random.yaml")
     except ConfigError as exc:
         assert exc.problems
+
+
+# --------------------------------------------------------------------------- without libyaml
+
+
+@pytest.fixture
+def pure_python_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load with PyYAML's pure-Python parser, as on a machine without libyaml."""
+    from backhaul.config import load as load_module
+
+    monkeypatch.setattr(load_module, "_Loader", load_module._make_loader(yaml.SafeLoader))
+
+
+@pytest.mark.usefixtures("pure_python_yaml")
+def test_pure_python_parser_gives_the_same_results() -> None:
+    from backhaul.config import load as load_module
+
+    assert "CSafeLoader" not in [c.__name__ for c in load_module._Loader.__mro__]
+    assert load_text(GOOD, "t").routes[0].match.prefix == "/api/"
+    cfg = load_text(
+        "listeners: [{address: ':1'}]\n"
+        "routes: [{match: {headers: [{name: a, exact: no}]}, respond: {body: 1:30}}]\n",
+        "t",
+    )
+    assert cfg.routes[0].match.headers[0].exact == "no"
+    assert cfg.routes[0].respond is not None and cfg.routes[0].respond.body == "1:30"
+    found = problems("listeners:\n  - address: ':1'\n    address: ':2'\n")
+    assert "twice (lines 2 and 3)" in found["listeners[0].address"]
+    path, message = one_problem("listeners: [\n")
+    assert path == ""
+    assert message.startswith("YAML syntax error at line 2")
+
+
+@pytest.mark.usefixtures("pure_python_yaml")
+def test_pure_python_parser_deep_nesting_is_a_config_error() -> None:
+    path, message = one_problem("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert path == ""
+    assert "nested too deeply" in message or "nesting depth" in message
+
+
+def test_libyaml_deep_nesting_is_a_config_error() -> None:
+    path, message = one_problem("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert path == ""
+    assert "nested too deeply" in message or "nesting depth" in message

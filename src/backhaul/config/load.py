@@ -38,33 +38,36 @@ _TOP_EXPECTED = "expected a mapping with the keys listeners, routes and clusters
 
 # --------------------------------------------------------------------------- YAML dialect
 
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _make_loader(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """``base`` (libyaml's CSafeLoader when present) with YAML 1.2 core-schema scalars."""
+    loader: type[yaml.SafeLoader] = type("_Loader", (base,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] in ("null", "merge")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
+    )
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"),
+        list("-+0123456789"),
+    )
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+        list("-+.0123456789"),
+    )
+    return loader
 
 
-class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """SafeLoader with YAML 1.2 core-schema scalars."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] in ("null", "merge")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"),
-    list("-+0123456789"),
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+.0123456789"),
-)
+_Loader = _make_loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _yaml_problem(exc: yaml.YAMLError, source_text: str) -> str:
@@ -101,6 +104,10 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Node | None]:
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [("", _yaml_problem(exc, text))]) from exc
+    except RecursionError as exc:  # the pure-Python parser has no depth limit of its own
+        raise ConfigError(
+            source, [("", "found values nested too deeply: expected a config of human size")]
+        ) from exc
     finally:
         loader.dispose()
     return data, node
@@ -281,7 +288,7 @@ def _message(err: Any) -> str:
     if kind == "extra_forbidden":
         return _unknown_key(loc)
     if kind == "missing":
-        return "missing: this key is required"
+        return f"found nothing: expected the required key {str(loc[-1])!r}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     found = f"found {describe(value)}"
