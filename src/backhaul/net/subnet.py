@@ -374,31 +374,43 @@ _SPECIAL: tuple[tuple[IPNetwork, str, str, str], ...] = (
 )
 
 
+# The same table as integer bounds, for a fast scan: (version, first, last, prefixlen, entry).
+_SPECIAL_BOUNDS = tuple(
+    (b.version, int(b.network_address), int(b.broadcast_address), b.prefixlen, (b, k, n, r))
+    for b, k, n, r in _SPECIAL
+)
+
+
 def classify(network: IPNetwork) -> Scope:
     """The special-purpose block holding ``network``, or ``mixed`` when it straddles several."""
+    version = network.version
+    first, last = int(network.network_address), int(network.broadcast_address)
     holder: tuple[IPNetwork, str, str, str] | None = None
-    for entry in _SPECIAL:
-        block = entry[0]
-        if contains(block, network) and (holder is None or block.prefixlen > holder[0].prefixlen):
-            holder = entry
+    holder_len = -1
+    for b_version, b_first, b_last, b_len, entry in _SPECIAL_BOUNDS:
+        if b_version == version and b_first <= first and last <= b_last and b_len > holder_len:
+            holder, holder_len = entry, b_len
     if holder is None:
         base = (
             Scope("global", "Public (global unicast)")
-            if network.version == 4
+            if version == 4
             else Scope("reserved", "Reserved by IETF (unassigned)", "RFC 4291")
         )
     else:
         base = Scope(holder[1], holder[2], holder[3], holder[0])
-    inside = [
-        entry
-        for entry in _SPECIAL
-        if entry[0].version == network.version
-        and entry[0] != network
-        and contains(network, entry[0])
-        and entry[1] != base.kind
-    ]
+    inside = sorted(
+        {
+            entry[1]
+            for b_version, b_first, b_last, b_len, entry in _SPECIAL_BOUNDS
+            if b_version == version
+            and first <= b_first
+            and b_last <= last
+            and b_len > network.prefixlen
+            and entry[1] != base.kind
+        }
+    )
     if inside:
-        kinds = [base.kind, *sorted({entry[1] for entry in inside})]
+        kinds = [base.kind, *inside]
         shown = ", ".join(kinds[:5]) + (f" and {len(kinds) - 5} more" if len(kinds) > 5 else "")
         return Scope("mixed", f"Mixed (spans {shown})")
     return base
