@@ -52,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "test-upstream"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _body(self) -> bytes:
@@ -233,12 +233,20 @@ class RawUpstream:
 class Edge:
     """``backhaul serve`` as a subprocess with a generated config."""
 
-    def __init__(self, tmp: Path, config: dict[str, object], workers: int = 1) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, object],
+        workers: int = 1,
+        listener: dict[str, object] | None = None,
+    ) -> None:
+        """``listener`` adds settings to the generated listener (limits, timeouts)."""
         self.port = free_port()
         self.tmp = tmp
         self.log_path = tmp / f"access-{self.port}.log"
         config = dict(config)
-        config.setdefault("listeners", [{"name": "main", "address": f"127.0.0.1:{self.port}"}])
+        main = {"name": "main", "address": f"127.0.0.1:{self.port}", **(listener or {})}
+        config.setdefault("listeners", [main])
         config.setdefault("access_log", {"path": str(self.log_path)})
         self.config_path = tmp / f"edge-{self.port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
