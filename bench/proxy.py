@@ -148,20 +148,30 @@ class Processes:
 # --- /proc readings -------------------------------------------------------------------------
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live processes in process group `pgid`."""
-    pids = []
+def group_stats(pgid: int) -> dict[int, list[str]]:
+    """/proc/PID/stat fields (those after the command name) of the live processes in `pgid`."""
+    stats = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            stats[int(entry.name)] = fields
+    return stats
+
+
+def group_members(pgid: int) -> list[int]:
+    return list(group_stats(pgid))
+
+
+def cpu_seconds(pgid: int) -> tuple[float, float]:
+    """User and system CPU time used so far by the live processes of group `pgid`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = group_stats(pgid).values()
+    return sum(int(f[11]) for f in stats) / tick, sum(int(f[12]) for f in stats) / tick
 
 
 def kb_field(path: str, name: str) -> int:
@@ -368,6 +378,18 @@ def take_log_bytes(path: Path) -> int:
     return size
 
 
+def describe(run: dict[str, Any]) -> str:
+    """One wrk run on one line."""
+    errors = run["errors"] + run["non_2xx"]
+    return (
+        f"{run['size']:>6} {run['proxy']:>8}: {run['rps']:>9,.0f} req/s  "
+        f"p50 {run['p50_ms']:6.2f} ms  p99 {run['p99_ms']:6.2f} ms  "
+        f"cpu {run['cpu_user_us']:.1f}+{run['cpu_sys_us']:.1f} us/req  "
+        f"log {run['log_bytes_per_request']:.0f} B/req"
+        + (f"  <-- {errors} ERRORS (socket errors or non-2xx)" if errors else "")
+    )
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -453,21 +475,19 @@ class Bench:
                 )
             for size in args.sizes:
                 for proxy in proxies:
+                    user0, sys0 = cpu_seconds(proxy.proc.pid)
                     run = wrk(proxy.port, size, args.duration)
                     time.sleep(0.3)  # let log buffers drain (nginx's may hold 64 KiB for 1 s)
+                    user1, sys1 = cpu_seconds(proxy.proc.pid)
                     run.update(proxy=proxy.name, size=size, round=rnd, background_cpu=background)
+                    per_request = 1e6 / max(run["requests"], 1)
+                    run["cpu_user_us"] = round((user1 - user0) * per_request, 2)
+                    run["cpu_sys_us"] = round((sys1 - sys0) * per_request, 2)
                     run["log_bytes_per_request"] = round(
                         take_log_bytes(proxy.access_log) / max(run["requests"], 1), 1
                     )
                     runs.append(run)
-                    flag = "" if not (run["errors"] or run["non_2xx"]) else "  <-- ERRORS"
-                    print(
-                        f"round {rnd}/{args.rounds} {size:>6} {proxy.name:>8}: "
-                        f"{run['rps']:>9,.0f} req/s  p50 {run['p50_ms']:6.2f} ms  "
-                        f"p99 {run['p99_ms']:6.2f} ms  log {run['log_bytes_per_request']:.0f} B/req"
-                        f"{flag}",
-                        flush=True,
-                    )
+                    print(f"round {rnd}/{args.rounds} {describe(run)}", flush=True)
         return runs
 
     def rss(self, name: str) -> dict[str, Any]:
@@ -507,11 +527,14 @@ class Bench:
 # --- reporting ------------------------------------------------------------------------------
 
 
+MEDIAN_KEYS = ("rps", "p50_ms", "p99_ms", "cpu_user_us", "cpu_sys_us")
+
+
 def medians(runs: list[dict[str, Any]], proxy: str, size: str) -> dict[str, float] | None:
     mine = [r for r in runs if r["proxy"] == proxy and r["size"] == size]
     if not mine:
         return None
-    return {k: statistics.median(r[k] for r in mine) for k in ("rps", "p50_ms", "p99_ms")}
+    return {k: statistics.median(r[k] for r in mine) for k in MEDIAN_KEYS}
 
 
 def summarise(
@@ -526,6 +549,9 @@ def summarise(
         if ngx and bh:
             row["ratio"] = bh["rps"] / ngx["rps"]
             row["p99_ratio"] = bh["p99_ms"] / ngx["p99_ms"]
+            row["cpu_ratio"] = (bh["cpu_user_us"] + bh["cpu_sys_us"]) / max(
+                ngx["cpu_user_us"] + ngx["cpu_sys_us"], 1e-9
+            )
             if size in SMALL:
                 targets.append(target(f"{size} req/s", row["ratio"], ">=", MIN_RPS_RATIO_SMALL))
             if size == "100KiB":
@@ -566,6 +592,15 @@ def print_report(table: dict[str, Any], rss: dict[str, Any], targets: list[dict[
             f"| {num(row.get('ratio'), '.2f')} | {ms(ngx, 'p50_ms')} | {ms(bh, 'p50_ms')} "
             f"| {ms(ngx, 'p99_ms')} | {ms(bh, 'p99_ms')} | {num(row.get('p99_ratio'), '.2f')} |"
         )
+
+    def cpu(v: dict[str, float] | None) -> str:
+        return f"{v['cpu_user_us']:.1f} + {v['cpu_sys_us']:.1f}" if v else "-"
+
+    print("\nProxy CPU per request, user + system (µs; less sensitive to other load on the box):")
+    print("\n| size | nginx | backhaul | ratio |\n| --- | ---: | ---: | ---: |")
+    for size, row in table.items():
+        ratio = num(row.get("cpu_ratio"), ".2f")
+        print(f"| {size} | {cpu(row['nginx'])} | {cpu(row['backhaul'])} | {ratio} |")
     if rss:
         print(
             "\n| proxy | idle RSS: all / worker | held RSS: all / worker | held PSS: all "
