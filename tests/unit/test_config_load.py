@@ -233,6 +233,16 @@ def test_endpoint_port_zero_is_refused() -> None:
          "found 12: expected a string (put it in quotes)"),
         ("proxy: {cluster: api}", "proxy: {cluster: api, strip_prefix: api}",
          "routes[0].proxy.strip_prefix", "starting with '/'"),
+        ("proxy: {cluster: api}", "proxy: {cluster: api, host_rewrite: 'a b'}",
+         "routes[0].proxy.host_rewrite", "expected a host with an optional port"),
+        ("proxy: {cluster: api}", "redirect: {to: \"/x\\r\\nSet-Cookie: a=b\"}",
+         "routes[0].redirect.to", "without spaces or control characters"),
+        ("proxy: {cluster: api}", "respond: {content_type: \"text/plain\\r\\nX: y\"}",
+         "routes[0].respond.content_type", "the control character '\\r'"),
+        ("listeners:\n", "server_header: \"b\\nX-Evil: 1\"\nlisteners:\n", "server_header",
+         "expected a header value"),
+        ("listeners:\n", "server_header: \" b\"\nlisteners:\n", "server_header",
+         "surrounding whitespace"),
         ("address: 127.0.0.1:8080", "address: 8080", "listeners[0].address", "quote it"),
         ("address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    protocol: udp",
          "listeners[0].protocol", "found 'udp': expected 'http'"),
@@ -323,6 +333,23 @@ clusters: {}
     assert "unique route name" in found["routes[1].name"]
     assert "found 'b': expected a listener name (one of 'a', 'c'" in found["routes[1].listeners[1]"]
     assert "(line 11)" in found["routes[1].listeners[1]"]
+
+
+def test_admin_address_must_not_overlap_a_listener() -> None:
+    path, message = one_problem(GOOD + "admin: {address: ':8080'}\n")
+    assert path == "admin.address"
+    assert "overlaps listeners[0] (127.0.0.1:8080)" in message
+
+
+def test_header_values_that_are_fine() -> None:
+    cfg = load_text(
+        GOOD.replace("proxy: {cluster: api}", "proxy: {cluster: api, host_rewrite: 'a.b:8443'}")
+        + "server_header: 'backhaul/1.0 (edge)'\n",
+        "t",
+    )
+    assert cfg.server_header == "backhaul/1.0 (edge)"
+    assert cfg.routes[0].proxy is not None and cfg.routes[0].proxy.host_rewrite == "a.b:8443"
+    assert load_text(GOOD + "server_header: ''\n", "t").server_header == ""
 
 
 def test_problems_come_in_file_order() -> None:

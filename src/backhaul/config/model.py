@@ -189,6 +189,22 @@ def _compiles(value: str | None) -> str | None:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
+
+
+def _header_value(value: str) -> str:
+    """A value the edge puts in a header: no CR, LF, NUL or other control (RFC 9110 §5.5)."""
+    bad = _CONTROL.search(value)
+    if bad is not None or value != value.strip(" \t"):
+        what = f"the control character {bad.group()!r}" if bad else "surrounding whitespace"
+        raise ValueError(
+            f"found {describe(value)} with {what}: expected a header value"
+            " (visible characters and inner spaces)"
+        )
+    return value
+
+
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 _HOST_NAME = re.compile(
     r"(\*\.)?([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
@@ -382,6 +398,16 @@ class ProxyAction(_Model):
     rewrite_prefix: str | None = Field(default=None, description="put in its place")
     host_rewrite: str | None = Field(default=None, description="Host sent upstream")
 
+    @field_validator("host_rewrite")
+    @classmethod
+    def _authority(cls, value: str | None) -> str | None:
+        if value is not None and not _AUTHORITY.fullmatch(value):
+            raise ValueError(
+                f"found {describe(value)}: expected a host with an optional port, such as"
+                " 'api.internal' or 'api.internal:8443'"
+            )
+        return value
+
     @field_validator("strip_prefix", "rewrite_prefix")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
@@ -399,6 +425,10 @@ class RedirectAction(_Model):
     @field_validator("to")
     @classmethod
     def _target(cls, value: str) -> str:
+        if _CONTROL.search(value) or any(c.isspace() for c in value):
+            raise ValueError(
+                f"found {describe(value)}: expected a URL without spaces or control characters"
+            )
         if not value.startswith(("/", "http://", "https://", "{path}")):
             raise ValueError(
                 f"found {describe(value)}: expected an absolute URL ('https://...') or a path"
@@ -412,7 +442,12 @@ class RespondAction(_Model):
 
     status: int = Field(default=200, ge=200, le=599)
     body: str = ""
-    content_type: str = "text/plain; charset=utf-8"
+    content_type: str = Field(default="text/plain; charset=utf-8", min_length=1)
+
+    @field_validator("content_type")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        return _header_value(value)
 
 
 class RouteLimits(_Model):
@@ -519,6 +554,11 @@ class EdgeConfig(_Model):
     routes: tuple[Route, ...] = ()
     clusters: dict[str, Cluster] = Field(default_factory=dict)
 
+    @field_validator("server_header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        return _header_value(value)
+
     @model_validator(mode="before")
     @classmethod
     def _default_names(cls, data: Any) -> Any:
@@ -599,6 +639,17 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
                     )
                 )
                 break
+    if config.admin is not None:
+        for j, listener in enumerate(config.listeners):
+            if _overlap(config.admin.address, listener.address):
+                problems.append(
+                    (
+                        "admin.address",
+                        f"found {describe(str(config.admin.address))}, which overlaps"
+                        f" listeners[{j}] ({listener.address}): expected an address of its own",
+                    )
+                )
+                break
     route_names: dict[str, int] = {}
     for i, route in enumerate(config.routes):
         if not route.name.strip():
@@ -662,14 +713,13 @@ def advisories(config: EdgeConfig) -> list[tuple[str, str]]:
     for i, route in enumerate(config.routes):
         if catch_all is not None:
             j, first = catch_all
-            if first.listeners is None or set(route.listeners or ()) <= set(first.listeners):
-                notes.append(
-                    (
-                        f"routes[{i}]",
-                        f"never matched: routes[{j}] ({first.name!r}) above it matches everything",
-                    )
+            notes.append(
+                (
+                    f"routes[{i}]",
+                    f"never matched: routes[{j}] ({first.name!r}) above it matches everything",
                 )
-                continue
+            )
+            continue
         if route.match == RouteMatch() and catch_all is None and route.listeners is None:
             catch_all = (i, route)
     return notes
