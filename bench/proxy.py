@@ -1,7 +1,8 @@
 """backhaul against nginx as reverse proxies, side by side in one run (issue 2, section 6).
 
     python -m bench.proxy [--quick] [--sizes 13B,100KiB] [--rounds 3] [--duration 8]
-                          [--only nginx|backhaul] [--connections 10000] [--scenario foundation]
+                          [--only nginx|backhaul] [--idle-connections 10000]
+                          [--scenario foundation|cluster]
 
 One nginx upstream (1 worker) serves static bodies, pinned to core 1 with wrk. Each proxy
 (1 worker) is pinned to core 0. For every round, body size and proxy in turn (interleaved)
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 PROXY_CORE, LOAD_CORE = "0", "1"
-CONNECTIONS = 50  # wrk -c
+WRK_CONNECTIONS = 50  # wrk -c
 SIZES = {"13B": 13, "1KiB": 1024, "100KiB": 100 * 1024, "1MiB": 1024 * 1024}
 SMALL = ("13B", "1KiB")
 MIN_RPS_RATIO_SMALL, MAX_P99_RATIO, MIN_RPS_RATIO_100K, MAX_RSS_MB = 0.85, 1.5, 1.8, 50.0
@@ -315,7 +316,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def wrk(port: int, size: str, seconds: float) -> dict[str, Any]:
-    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s"]
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds:g}s"]
     url = f"http://127.0.0.1:{port}/files/{size}"
     out = subprocess.run(
         [*argv, "--latency", url], capture_output=True, text=True, timeout=seconds + 30
@@ -491,11 +492,11 @@ class Bench:
         return runs
 
     def rss(self, name: str) -> dict[str, Any]:
-        """RSS of a fresh proxy idle, then holding `--connections` idle keep-alive ones."""
+        """RSS of a fresh proxy idle, then holding `--idle-connections` keep-alive ones."""
         proxy = self.start_proxy(name)
         time.sleep(1)
         idle = memory(proxy.proc.pid)
-        count = self.args.connections
+        count = self.args.idle_connections
         budget = 90
         argv = [
             sys.executable,
@@ -650,7 +651,7 @@ def versions() -> dict[str, str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.proxy",
-        description=__doc__,
+        description="\n\n".join(__doc__.split("\n\n")[::2]),  # without the usage block
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s, 1 round")
@@ -659,12 +660,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--only", choices=("nginx", "backhaul"), help="measure one proxy")
     parser.add_argument(
-        "--connections",
+        "--idle-connections",
         type=int,
         default=10_000,
         help="idle keep-alive connections for the RSS figure (0: skip)",
     )
-    parser.add_argument("--scenario", choices=SCENARIOS, default="foundation")
+    parser.add_argument(
+        "--scenario", choices=SCENARIOS, default="foundation", help="see bench/README.md"
+    )
     # Debug: a second nginx fills the backhaul slot, to test the harness without the edge.
     parser.add_argument("--peer-as-backhaul", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -693,10 +696,10 @@ def preflight(args: argparse.Namespace) -> None:
                 "run with --only nginx until it is"
             )
     limit = raise_nofile_limit()
-    if limit < args.connections + 1024:
+    if limit < args.idle_connections + 1024:
         raise BenchError(
-            f"open-files hard limit {limit} is too low for --connections "
-            f"{args.connections}; raise it (ulimit -Hn) or lower --connections"
+            f"open-files hard limit {limit} is too low for --idle-connections "
+            f"{args.idle_connections}; raise it (ulimit -Hn) or lower --idle-connections"
         )
 
 
@@ -731,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = bench.load(proxies)
             for proxy in proxies:
                 procs.stop(proxy.proc)
-            rss = {name: bench.rss(name) for name in names} if args.connections else {}
+            rss = {name: bench.rss(name) for name in names} if args.idle_connections else {}
     except BenchError as exc:
         print(f"bench.proxy: {exc}", file=sys.stderr)
         return 1
@@ -741,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     table, targets = summarise(runs, args.sizes)
     if "backhaul" in rss:
         held_mb = rss["backhaul"]["held"]["rss_total"] / 1e6
-        what = f"RSS, {args.connections:,} idle connections (all processes)"
+        what = f"RSS, {args.idle_connections:,} idle connections (all processes)"
         targets.append(target(what, held_mb, "<=", MAX_RSS_MB, unit=" MB"))
     print_report(table, rss, targets)
     RESULTS.mkdir(exist_ok=True)
@@ -750,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "proxy",
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "params": vars(args) | {"wrk_connections": CONNECTIONS},
+        "params": vars(args) | {"wrk_connections": WRK_CONNECTIONS},
         "versions": versions(),
         "medians": table,
         "targets": targets,
