@@ -279,6 +279,8 @@ def test_endpoint_port_zero_is_refused() -> None:
         ("listeners:\n", "workers: 0\nlisteners:\n", "workers", "found 0: expected a number >= 1"),
         ("listeners:\n", "access_log: {format: clf}\nlisteners:\n", "access_log.format",
          "expected 'json' or 'combined'"),
+        ("listeners:\n", "access_log: {format: combine}\nlisteners:\n", "access_log.format",
+         "expected 'json' or 'combined'; did you mean 'combined'?"),
     ],
 )  # fmt: skip
 def test_field_problems(replace: str, with_: str, path: str, words: str) -> None:

@@ -297,7 +297,11 @@ def _message(err: Any) -> str:
     if kind in _EXPECTED:
         return f"{found}: {_EXPECTED[kind]}"
     if kind == "literal_error":
-        return f"{found}: expected {ctx.get('expected', 'one of the listed values')}"
+        expected = str(ctx.get("expected", "one of the listed values"))
+        choices = re.findall(r"'([^']*)'", expected)
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close and isinstance(value, str) else ""
+        return f"{found}: expected {expected}{hint}"
     if kind == "too_short":
         what = {"listeners": "listener", "endpoints": "endpoint"}.get(str(loc[-1]), "item")
         n = len(value) if isinstance(value, list | tuple | dict) else 0
