@@ -1,0 +1,207 @@
+"""Processes: the supervisor, its workers, graceful SIGTERM, restarts, and the serve modes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.edge.harness import (
+    BACKHAUL,
+    Edge,
+    Upstream,
+    exchange,
+    free_port,
+    parse_responses,
+    wait_port,
+)
+
+
+def test_sigterm_drains_in_flight_requests(upstream: Upstream, tmp_path: Path) -> None:
+    config = {
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    edge = Edge(tmp_path, config, workers=2).start()
+    results: list[int] = []
+    errors: list[str] = []
+    sent = threading.Event()
+    n = 24
+
+    def slow_request(i: int) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+                s.sendall(f"GET /slow/{i}?delay=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                if len(results) + len(errors) == 0:
+                    sent.set()
+                data = b""
+                while b"\r\n\r\n" not in data or not parse_ok(data):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                results.append(parse_responses(data)[0][0])
+        except Exception as exc:  # the test counts failures, whatever they are
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=slow_request, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.4)  # every request is now in flight, waiting on the slow upstream
+    assert edge.proc is not None
+    edge.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # Once draining, the listener no longer accepts new connections.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", edge.port), timeout=1).close()
+    for t in threads:
+        t.join(15)
+    code = edge.stop()
+    assert errors == []
+    assert results == [200] * n
+    assert code == 0
+
+
+def parse_ok(data: bytes) -> bool:
+    try:
+        return len(parse_responses(data)) == 1
+    except (ValueError, IndexError):
+        return False
+
+
+def test_dead_worker_is_restarted(upstream: Upstream, tmp_path: Path) -> None:
+    config = {
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    with Edge(tmp_path, config, workers=2) as edge:
+        before = edge.worker_pids()
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        after = before
+        while time.monotonic() < deadline:
+            after = edge.worker_pids()
+            if len(after) == 2 and before[0] not in after:
+                break
+            time.sleep(0.05)
+        assert len(after) == 2 and before[0] not in after
+        for _ in range(10):
+            raw = exchange(
+                edge.port, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert raw.startswith(b"HTTP/1.1 200")
+
+
+def run_serve(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    err = tmp_path / f"serve-{time.monotonic_ns()}.err"
+    with err.open("wb") as stderr:
+        return subprocess.Popen(
+            [*BACKHAUL, "serve", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(5)
+
+
+def test_quick_mode_proxies_to_the_given_upstream(upstream: Upstream, tmp_path: Path) -> None:
+    port = free_port()
+    proc = run_serve(
+        tmp_path, "--to", f"http://{upstream.address}", "--listen", f"127.0.0.1:{port}", "-w", "1"
+    )
+    try:
+        wait_port(port, proc=proc)
+        raw = exchange(port, b"GET /quick HTTP/1.1\r\nHost: q\r\nConnection: close\r\n\r\n")
+        status, _, body = parse_responses(raw)[0]
+        assert status == 200
+        assert b'"/quick"' in body
+    finally:
+        assert stop(proc) == 0
+
+
+def test_embedded_default_serves_the_demo_cluster(tmp_path: Path) -> None:
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("127.0.0.1", 8080))
+    except OSError:
+        pytest.skip("port 8080 is taken on this machine")
+    finally:
+        probe.close()
+    proc = run_serve(tmp_path, "-w", "1")
+    try:
+        wait_port(8080, proc=proc)
+        seen = set()
+        for _ in range(4):
+            raw = exchange(
+                8080, b"GET /demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            status, _, body = parse_responses(raw)[0]
+            assert status == 200
+            assert b"request: GET /demo HTTP/1.1" in body
+            seen.add(body.split(b"\n")[0])
+        # Round robin over the two demo endpoints.
+        assert seen == {b"demo endpoint demo-1 answered", b"demo endpoint demo-2 answered"}
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (
+            "listeners: [{name: main, address: '127.0.0.1:99999'}]\n"
+            "routes: [{name: r, respond: {}}]\n",
+            "listeners[0].address",
+        ),
+        (
+            "listeners: [{name: main, address: '127.0.0.1:8080'}]\n"
+            "routes: [{name: r, proxy: {cluster: nope}}]\nclusters: {}\n",
+            "routes[0].proxy.cluster",
+        ),
+    ],
+)
+def test_bad_config_never_starts(tmp_path: Path, text: str, path: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = subprocess.run(
+        [*BACKHAUL, "serve", "-c", str(bad)], capture_output=True, timeout=20, text=True
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "bad.yaml" in out.stderr
+    assert path in out.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        out = subprocess.run(
+            [*BACKHAUL, "serve", "--to", "127.0.0.1:1", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            timeout=20,
+            text=True,
+        )
+    finally:
+        holder.close()
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert f"127.0.0.1:{port}" in out.stderr
