@@ -82,6 +82,16 @@ _bad_value = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 _EMPTY_TOKENS: frozenset[bytes] = frozenset()
 _CLOSE_ONLY: frozenset[bytes] = frozenset((b"close",))
 _KEEP_ALIVE_ONLY: frozenset[bytes] = frozenset((b"keep-alive",))
+_UPGRADE_ONLY: frozenset[bytes] = frozenset((b"upgrade",))
+# The Connection values nearly every message carries, spelled as clients spell them.
+_COMMON_TOKENS: dict[bytes, frozenset[bytes]] = {
+    b"keep-alive": _KEEP_ALIVE_ONLY,
+    b"Keep-Alive": _KEEP_ALIVE_ONLY,
+    b"close": _CLOSE_ONLY,
+    b"Close": _CLOSE_ONLY,
+    b"upgrade": _UPGRADE_ONLY,
+    b"Upgrade": _UPGRADE_ONLY,
+}
 
 
 class RequestFacts:
@@ -280,20 +290,16 @@ def _content_length(value: bytes, seen: bool, status: int, side: str) -> int:
     return int(value)
 
 
-def _tokens(values: list[bytes]) -> frozenset[bytes]:
-    """Connection options from one or more Connection header values (RFC 9110 7.6.1)."""
-    if len(values) == 1:
-        value = values[0].strip(_OWS).lower()
-        if value == b"close":
-            return _CLOSE_ONLY
-        if value == b"keep-alive":
-            return _KEEP_ALIVE_ONLY
+def _tokens(value: bytes) -> frozenset[bytes]:
+    """Connection options from the (comma-joined) Connection values (RFC 9110 7.6.1)."""
+    common = _COMMON_TOKENS.get(value)
+    if common is not None:
+        return common
     out: set[bytes] = set()
-    for value in values:
-        for item in value.lower().split(b","):
-            item = item.strip(_OWS)
-            if item:
-                out.add(item)
+    for item in value.lower().split(b","):
+        item = item.strip(_OWS)
+        if item:
+            out.add(item)
     return frozenset(out)
 
 
@@ -375,7 +381,7 @@ def inspect_request_head(
     host_v: bytes | None = None
     cl: int | None = None
     te: bytes | None = None
-    conn: list[bytes] | None = None
+    conn: bytes | None = None
     upgrade_v: bytes | None = None
     expect_v: bytes | None = None
     cached = _NAME_CACHE.get
@@ -397,7 +403,10 @@ def inspect_request_head(
                 )
             host_v = value.strip(_OWS)
         elif kind == _CONTENT_LENGTH:
-            cl = _content_length(value, cl is not None, 400, "request")
+            if cl is None and len(value) < 19 and value.isdigit():
+                cl = int(value)
+            else:
+                cl = _content_length(value, cl is not None, 400, "request")
         elif kind == _TRANSFER_ENCODING:
             if te is not None:
                 raise RemoteProtocolError(
@@ -408,10 +417,8 @@ def inspect_request_head(
                 )
             te = value
         elif kind == _CONNECTION:
-            if conn is None:
-                conn = [value]
-            else:
-                conn.append(value)
+            # Repeated Connection lines are one comma-separated list (RFC 9110 5.3).
+            conn = value if conn is None else conn + b"," + value
         elif kind == _UPGRADE:
             upgrade_v = value
         else:
@@ -497,7 +504,7 @@ def inspect_response_head(
         raise _bad_version(version, 502, "upstream response")
     cl: int | None = None
     te: bytes | None = None
-    conn: list[bytes] | None = None
+    conn: bytes | None = None
     cached = _NAME_CACHE.get
     bad_value = _bad_value
     for name, value in headers:
@@ -509,7 +516,10 @@ def inspect_response_head(
         if not kind:
             continue
         if kind == _CONTENT_LENGTH:
-            cl = _content_length(value, cl is not None, 502, "upstream response")
+            if cl is None and len(value) < 19 and value.isdigit():
+                cl = int(value)
+            else:
+                cl = _content_length(value, cl is not None, 502, "upstream response")
         elif kind == _TRANSFER_ENCODING:
             if te is not None:
                 raise RemoteProtocolError(
@@ -519,10 +529,8 @@ def inspect_response_head(
                 )
             te = value
         elif kind == _CONNECTION:
-            if conn is None:
-                conn = [value]
-            else:
-                conn.append(value)
+            # Repeated Connection lines are one comma-separated list (RFC 9110 5.3).
+            conn = value if conn is None else conn + b"," + value
 
     no_body = status < 200 or status == 204 or status == 304 or request_method == b"HEAD"
     chunked = False

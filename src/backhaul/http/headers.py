@@ -265,9 +265,9 @@ def encode_head(first_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     Names and values are written as given: they must come from validated heads or from the
     edge's own config, which is validated at load.
     """
-    parts = [first_line]
-    for name, value in headers:
-        parts.append(name + b": " + value)
-    parts.append(b"")
-    parts.append(b"")
-    return b"\r\n".join(parts)
+    if not headers:
+        return first_line + b"\r\n\r\n"
+    return b"".join((first_line, b"\r\n", b"\r\n".join(map(_join_field, headers)), b"\r\n\r\n"))
+
+
+_join_field = b": ".join
