@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import httptools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backhaul.errors import RemoteProtocolError
 from backhaul.http import inspect_request_head, parse_target
@@ -198,3 +200,60 @@ def test_llhttp_connect_raises_upgrade() -> None:
             b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"
         )
     assert collector.url == b"a.example:443"
+
+
+# --- field syntax: llhttp and backhaul.http refuse exactly the same bytes --------------------
+# This is what makes `values_checked=True` safe for header lines that came out of httptools.
+
+
+def llhttp_accepts_field(name: bytes, value: bytes) -> bool:
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n" + name + b": " + value + b"\r\n\r\n"
+    try:
+        llhttp(data)
+    except httptools.HttpParserError:
+        return False
+    return True
+
+
+def backhaul_accepts_field(name: bytes, value: bytes) -> bool:
+    try:
+        inspect_request_head(b"1.1", [(b"Host", b"a"), (name, value)])
+    except RemoteProtocolError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("byte", [b for b in range(256) if b != 0x3A])  # ":" ends a name
+def test_same_name_bytes_refused(byte: int) -> None:
+    name = b"X" + bytes([byte]) + b"Y"
+    assert llhttp_accepts_field(name, b"v") == backhaul_accepts_field(name, b"v")
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_same_value_bytes_refused(byte: int) -> None:
+    value = b"a" + bytes([byte]) + b"b"
+    assert llhttp_accepts_field(b"X-A", value) == backhaul_accepts_field(b"X-A", value)
+
+
+FRAMING = {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(min_size=1, max_size=8).filter(lambda n: b":" not in n and n.lower() not in FRAMING),
+    st.binary(max_size=12),
+)
+def test_same_fields_refused_random(name: bytes, value: bytes) -> None:
+    value = value.lstrip(b" \t")  # llhttp drops leading OWS before it hands the value over
+    assert llhttp_accepts_field(name, value) == backhaul_accepts_field(name, value)
+
+
+def test_values_checked_skips_only_the_value_scan() -> None:
+    headers = [(b"Host", b"a"), (b"X-A", b"a\x01b")]
+    inspect_request_head(b"1.1", headers, values_checked=True)
+    with pytest.raises(RemoteProtocolError):
+        inspect_request_head(b"1.1", headers)
+    with pytest.raises(RemoteProtocolError):
+        inspect_request_head(b"1.1", [(b"Host", b"a"), (b"X A", b"v")], values_checked=True)
+    with pytest.raises(RemoteProtocolError):
+        inspect_request_head(b"1.1", [(b"Host", b"a b")], values_checked=True)

@@ -54,7 +54,13 @@ _REQUEST_ID = 4  # kept, else the edge's
 _HOST = 5  # replaced when host_out is given
 _REPLACED = 6  # X-Forwarded-Proto/-Host: the edge's value replaces the client's
 
-_REQUEST_RULES: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP, _DROP)
+_PASS = 7  # forwarded as is (unless Connection names it)
+
+# "close" is a Connection option, and "Close" a reserved field name (RFC 9110 18.4): a line
+# named Close is dropped, so a Connection header made only of hop-by-hop names and "close"
+# (nearly all of them) needs no per-line check.
+_ALWAYS_DROPPED = HOP_BY_HOP | {b"close"}
+_REQUEST_RULES: dict[bytes, int] = dict.fromkeys(_ALWAYS_DROPPED, _DROP)
 _REQUEST_RULES.update(
     {
         b"content-length": _DROP,
@@ -81,8 +87,24 @@ _EDGE_REQUEST_NAMES = frozenset(
 
 _RESP_VIA = 1
 _RESP_SERVER = 2
-_RESPONSE_RULES: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP, _DROP)
+_RESPONSE_RULES: dict[bytes, int] = dict.fromkeys(_ALWAYS_DROPPED, _DROP)
 _RESPONSE_RULES.update({b"content-length": _DROP, b"via": _RESP_VIA, b"server": _RESP_SERVER})
+
+# Raw field names -> rule, so the common spellings skip lower(); bounded, cleared when full.
+_REQUEST_CACHE: dict[bytes, int] = {}
+_RESPONSE_CACHE: dict[bytes, int] = {}
+_CACHE_MAX = 512
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_OWS = b" \t"
+
+
+def _rule(name: bytes, rules: dict[bytes, int], cache: dict[bytes, int]) -> int:
+    rule = rules.get(name.lower(), _PASS)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[name] = rule
+    return rule
+
 
 _TCHAR = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&'*+-.^_`|~"
 
@@ -122,7 +144,9 @@ def forward_request_headers(
     ``headers`` must have passed :func:`~backhaul.http.head.inspect_request_head`.
     """
     named = facts.connection_tokens
-    rules = _REQUEST_RULES
+    if named and named <= _ALWAYS_DROPPED:
+        named = _NO_TOKENS
+    cached = _REQUEST_CACHE.get
     out: list[tuple[bytes, bytes]] = []
     xff: list[bytes] | None = None
     fwd: list[bytes] | None = None
@@ -133,10 +157,11 @@ def forward_request_headers(
     host = facts.authority if host_out is None else host_out
     host_done = False
     for item in headers:
-        lname = item[0].lower()
-        rule = rules.get(lname)
+        rule = cached(item[0])
         if rule is None:
-            if not named or lname not in named:
+            rule = _rule(item[0], _REQUEST_RULES, _REQUEST_CACHE)
+        if rule == _PASS:
+            if not named or item[0].lower() not in named:
                 out.append(item)
             continue
         if rule == _DROP:
@@ -146,26 +171,26 @@ def forward_request_headers(
                 out.append((item[0], host))
                 host_done = True
             continue
-        if lname in named:  # the client's copy is hop-by-hop; the edge's is still added
-            continue
+        if named and item[0].lower() in named:
+            continue  # the client's copy is hop-by-hop; the edge's is still added
         if rule == _XFF:
             if xff is None:
-                xff = [item[1].strip()]
+                xff = [item[1].strip(_OWS)]
             else:
-                xff.append(item[1].strip())
+                xff.append(item[1].strip(_OWS))
         elif rule == _FORWARDED:
             if fwd is None:
-                fwd = [item[1].strip()]
+                fwd = [item[1].strip(_OWS)]
             else:
-                fwd.append(item[1].strip())
+                fwd.append(item[1].strip(_OWS))
         elif rule == _VIA:
             if via_in is None:
-                via_in = [item[1].strip()]
+                via_in = [item[1].strip(_OWS)]
             else:
-                via_in.append(item[1].strip())
+                via_in.append(item[1].strip(_OWS))
         elif rule == _REQUEST_ID:
             if rid is None:
-                rid = item[1].strip()
+                rid = item[1].strip(_OWS)
                 out.append(item)
         elif not x_forwarded:  # _REPLACED, and the edge does not set X-Forwarded-*
             out.append(item)
@@ -226,23 +251,26 @@ def forward_response_headers(
     ``via`` is appended to Via like in :func:`forward_request_headers`.
     """
     named = facts.connection_tokens
-    rules = _RESPONSE_RULES
+    if named and named <= _ALWAYS_DROPPED:
+        named = _NO_TOKENS
+    cached = _RESPONSE_CACHE.get
     out: list[tuple[bytes, bytes]] = []
     via_in: list[bytes] | None = None
     for item in headers:
-        lname = item[0].lower()
-        rule = rules.get(lname)
+        rule = cached(item[0])
         if rule is None:
-            if not named or lname not in named:
+            rule = _rule(item[0], _RESPONSE_RULES, _RESPONSE_CACHE)
+        if rule == _PASS:
+            if not named or item[0].lower() not in named:
                 out.append(item)
             continue
-        if rule == _DROP or lname in named:
+        if rule == _DROP or (named and item[0].lower() in named):
             continue
         if rule == _RESP_VIA:
             if via_in is None:
-                via_in = [item[1].strip()]
+                via_in = [item[1].strip(_OWS)]
             else:
-                via_in.append(item[1].strip())
+                via_in.append(item[1].strip(_OWS))
         elif server is None:  # _RESP_SERVER, passed through
             out.append(item)
     if server is not None:
