@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,19 +208,34 @@ def busy_fraction(seconds: float = 0.5) -> float:
 
 
 def memory(pgid: int) -> dict[str, int]:
-    """RSS of a process group: all of it, and of its worker (the non-leader holding the most
-    sockets; the leader itself when it is alone). PSS counts pages shared after fork once."""
+    """RSS of a process group, all of it and of its worker; PSS counts pages shared after
+    fork once."""
     pids = group_members(pgid)
-    rss = {pid: kb_field(f"/proc/{pid}/status", "VmRSS:") for pid in pids}
-    sockets = {pid: socket_count(pid) for pid in pids}
-    worker = max([p for p in pids if p != pgid] or [pgid], key=lambda p: (sockets[p], rss[p]))
+    worker = worker_pid(pgid)
     return {
         "processes": len(pids),
-        "rss_total": sum(rss.values()),
-        "rss_worker": rss[worker],
+        "rss_total": sum(kb_field(f"/proc/{pid}/status", "VmRSS:") for pid in pids),
+        "rss_worker": kb_field(f"/proc/{worker}/status", "VmRSS:"),
         "pss_total": sum(kb_field(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids),
-        "worker_sockets": sockets[worker],
+        "worker_sockets": socket_count(worker),
     }
+
+
+def worker_pid(pgid: int) -> int:
+    """The worker of a process group: the non-leader holding the most sockets (the leader
+    itself when it is alone)."""
+    others = [pid for pid in group_members(pgid) if pid != pgid]
+    return max(others, key=socket_count) if others else pgid
+
+
+def top_frames(raw: Path, count: int = 15) -> list[tuple[float, str]]:
+    """The frames with the most own time in py-spy's raw (collapsed stacks) output, in %."""
+    own: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        own[stack.rsplit(";", 1)[-1] or "(no Python frame)"] += int(samples)
+    total = sum(own.values()) or 1
+    return [(round(100 * n / total, 1), frame) for frame, n in own.most_common(count)]
 
 
 # --- rendering the configs ------------------------------------------------------------------
@@ -491,6 +507,25 @@ class Bench:
                     print(f"round {rnd}/{args.rounds} {describe(run)}", flush=True)
         return runs
 
+    def profile(self, proxy: Proxy, size: str, out: Path) -> list[tuple[float, str]]:
+        """py-spy on backhaul's worker during one extra wrk run; raw stacks go to `out`."""
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        spy = shutil.which("py-spy", path=path)
+        if not spy:
+            raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+        seconds = int(self.args.duration) + 1
+        argv = [spy, "record", "--nonblocking", "--function", "--format", "raw", "--rate", "250",
+                "--duration", str(seconds), "--pid", str(worker_pid(proxy.proc.pid)),
+                "--output", str(out)]  # fmt: skip
+        recorder = self.procs.start("py-spy", argv, LOAD_CORE)
+        time.sleep(0.5)
+        wrk(proxy.port, size, seconds - 1)
+        recorder.wait(timeout=30)
+        self.procs.stop(recorder)
+        if not out.exists():
+            raise BenchError(f"py-spy wrote nothing:\n{self.procs.tail('py-spy')}")
+        return top_frames(out)
+
     def rss(self, name: str) -> dict[str, Any]:
         """RSS of a fresh proxy idle, then holding `--idle-connections` keep-alive ones."""
         proxy = self.start_proxy(name)
@@ -666,6 +701,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="idle keep-alive connections for the RSS figure (0: skip)",
     )
     parser.add_argument(
+        "--profile",
+        choices=SIZES,
+        help="after the rounds, py-spy the backhaul worker during one run of this size",
+    )
+    parser.add_argument(
         "--scenario", choices=SCENARIOS, default="foundation", help="see bench/README.md"
     )
     # Debug: a second nginx fills the backhaul slot, to test the harness without the edge.
@@ -732,6 +772,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             runs = bench.load(proxies)
+            profile: dict[str, Any] = {}
+            if args.profile and "backhaul" in names and not args.peer_as_backhaul:
+                out = RESULTS / f"proxy-{started:%Y%m%d-%H%M%S}-{args.profile}.pyspy.txt"
+                RESULTS.mkdir(exist_ok=True)
+                backhaul = next(p for p in proxies if p.name == "backhaul")
+                top = bench.profile(backhaul, args.profile, out)
+                profile = {"size": args.profile, "raw_stacks": str(out.relative_to(ROOT)),
+                           "top_own_time_percent": top}  # fmt: skip
             for proxy in proxies:
                 procs.stop(proxy.proc)
             rss = {name: bench.rss(name) for name in names} if args.idle_connections else {}
@@ -747,6 +795,12 @@ def main(argv: list[str] | None = None) -> int:
         what = f"RSS, {args.idle_connections:,} idle connections (all processes)"
         targets.append(target(what, held_mb, "<=", MAX_RSS_MB, unit=" MB"))
     print_report(table, rss, targets)
+    if profile:
+        print(f"\npy-spy on the backhaul worker at {profile['size']}, own time; the frame "
+              "that runs the loop holds uvloop's C time (syscalls, dispatch).\n"
+              f"Raw stacks: {profile['raw_stacks']}")  # fmt: skip
+        for percent, frame in profile["top_own_time_percent"]:
+            print(f"  {percent:5.1f}%  {frame}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"proxy-{started:%Y%m%d-%H%M%S}.json"
     document = {
@@ -758,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians": table,
         "targets": targets,
         "rss": rss,
+        "profile": profile,
         "runs": runs,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
