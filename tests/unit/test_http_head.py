@@ -145,6 +145,8 @@ def test_upgrade_needs_connection_upgrade() -> None:
     ws = req((b"Connection", b"Upgrade"), (b"Upgrade", b"WebSocket"))
     assert inspect_request_head(b"1.1", ws).upgrade == b"websocket"
     assert inspect_request_head(b"1.1", req((b"Upgrade", b"websocket"))).upgrade is None
+    # RFC 9110 7.8: ignored on HTTP/1.0
+    assert inspect_request_head(b"1.0", ws).upgrade is None
 
 
 def test_expect_continue() -> None:

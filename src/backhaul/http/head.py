@@ -475,7 +475,8 @@ def inspect_request_head(
         keep_alive = b"close" not in tokens
         expect_continue = expect_v is not None and expect_v.strip(_OWS).lower() == b"100-continue"
     upgrade: bytes | None = None
-    if upgrade_v is not None and b"upgrade" in tokens:
+    # RFC 9110 7.8: Upgrade is ignored in an HTTP/1.0 request.
+    if upgrade_v is not None and not http10 and b"upgrade" in tokens:
         upgrade = upgrade_v.partition(b",")[0].strip(_OWS).lower() or None
     return RequestFacts(
         host,
