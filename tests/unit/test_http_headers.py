@@ -314,3 +314,10 @@ def test_forwarded_head_parses_back_through_llhttp() -> None:
     parser = httptools.HttpRequestParser(Sink())
     parser.feed_data(encode_head(b"GET / HTTP/1.1", out))
     assert seen == out
+
+
+def test_response_interim_head_without_facts() -> None:
+    # A 103 Early Hints head is forwarded without inspect_response_head.
+    headers = [(b"Link", b"</a.css>; rel=preload"), (b"Connection", b"X-Hint"), (b"X-Hint", b"1")]
+    out = forward_response_headers(headers, None, via=b"backhaul", server=None)
+    assert out == [(b"Link", b"</a.css>; rel=preload"), (b"Via", b"1.1 backhaul")]

@@ -109,6 +109,16 @@ def _rule(name: bytes, rules: dict[bytes, int], cache: dict[bytes, int]) -> int:
 _TCHAR = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&'*+-.^_`|~"
 
 
+def _connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Lower-cased Connection options of a head that was not inspected (RFC 9110 7.6.1)."""
+    options: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            options.update(item.strip(_OWS) for item in value.lower().split(b","))
+    options.discard(b"")
+    return frozenset(options)
+
+
 def _via_element(via: bytes, version: bytes) -> bytes:
     """``b"backhaul"`` becomes ``b"1.1 backhaul"``; a value with a space is used as given."""
     return via if b" " in via else version + b" " + via
@@ -238,7 +248,7 @@ def forward_request_headers(
 
 def forward_response_headers(
     headers: list[tuple[bytes, bytes]],
-    facts: ResponseFacts,
+    facts: ResponseFacts | None,
     *,
     via: bytes | None,
     server: bytes | None,
@@ -249,8 +259,15 @@ def forward_response_headers(
     304 the caller echoes ``facts.content_length``). ``server``: None keeps the upstream's
     Server header untouched (Envoy's pass-through); a value replaces it (or adds one).
     ``via`` is appended to Via like in :func:`forward_request_headers`.
+    ``facts`` may be None for an interim (1xx) head that was not inspected; the Connection
+    options are then read from ``headers`` here.
     """
-    named = facts.connection_tokens
+    if facts is None:
+        named = _connection_options(headers)
+        version = b"1.1"
+    else:
+        named = facts.connection_tokens
+        version = facts.version
     if named and named <= _ALWAYS_DROPPED:
         named = _NO_TOKENS
     cached = _RESPONSE_CACHE.get
@@ -276,7 +293,7 @@ def forward_response_headers(
     if server is not None:
         out.append((b"Server", server))
     if via is not None:
-        mine = _via_element(via, facts.version)
+        mine = _via_element(via, version)
         if via_in is not None:
             via_in.append(mine)
             out.append((b"Via", b", ".join(via_in)))
