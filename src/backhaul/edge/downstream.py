@@ -209,7 +209,9 @@ class HttpConnection(asyncio.Protocol):
         method = parser.get_method()
         headers = self.headers
         target = parse_target(method, self.url)
-        facts = inspect_request_head(parser.get_http_version().encode(), headers, target.authority)
+        facts = inspect_request_head(
+            parser.get_http_version(), headers, target.authority, values_checked=True
+        )
         listener = self.listener
         route = listener.routes.match(facts.host, target.path, method, headers)
         ex = Exchange(self, method, target, facts, headers, route)

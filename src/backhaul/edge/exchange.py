@@ -295,7 +295,7 @@ class Exchange:
                 self.conn_write(encode_head(b"HTTP/1.1 %d %s" % (status, upstream.reason), out))
             return
         try:
-            rf = inspect_response_head(status, version.encode(), headers, self.method)
+            rf = inspect_response_head(status, version, headers, self.method, values_checked=True)
         except RemoteProtocolError as exc:
             self.upstream_failed(upstream, exc.detail, False)
             return

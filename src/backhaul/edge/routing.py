@@ -9,6 +9,7 @@ match that does not depend on request headers is remembered in a bounded cache k
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,7 @@ class CompiledRoute:
         "index",
         "kind",
         "listeners",
+        "log_name",
         "methods",
         "name",
         "path_exact",
@@ -49,6 +51,7 @@ class CompiledRoute:
         self.index = index
         self.config = route
         self.name: str = route.name
+        self.log_name = json.dumps(route.name)  # as it appears in JSON access-log lines
         match = route.match
         hosts = match.host
         if hosts is None:

@@ -163,6 +163,7 @@ class Endpoint:
         "idle",
         "idle_timeout",
         "label",
+        "log_name",
         "max_idle",
         "port",
         "weight",
@@ -175,6 +176,7 @@ class Endpoint:
         self.weight = weight
         self.label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.address = self.label
+        self.log_name = f'"{self.label}"'
         self.idle: list[UpstreamConnection] = []
         self.max_idle: int = cluster.max_idle
         self.idle_timeout: float = cluster.idle_timeout

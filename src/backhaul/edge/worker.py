@@ -234,28 +234,8 @@ class Worker:
     def log_exchange(self, ex: Exchange) -> None:
         self.stats.exchanges += 1
         log = self.access_log
-        if log is None:
-            return
-        now = perf_counter()
-        endpoint = ex.endpoint
-        target = ex.target
-        path = target.path
-        if target.query:
-            path = f"{path}?{target.query}"
-        route = ex.route
-        log.line(
-            ex.request_id.decode() if ex.request_id is not None else "",
-            ex.conn.client_ip,
-            ex.method.decode(),
-            path,
-            ex.status,
-            ex.bytes_in,
-            ex.bytes_out,
-            endpoint.label if endpoint is not None else None,
-            ex.upstream_time,
-            now - ex.start_time,
-            route.name if route is not None else None,
-        )
+        if log is not None:
+            log.exchange(ex, perf_counter())
 
     def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int) -> None:
         self.stats.exchanges += 1
