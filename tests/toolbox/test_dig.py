@@ -448,6 +448,8 @@ ns.test.          IN A   127.0.0.3
 a.root.test.      IN A   127.0.0.2
 example.test.     IN NS  ns.example.test.
 ns.example.test.  IN A   127.0.0.4
+dead.test.        IN NS  ns.dead.test.
+ns.dead.test.     IN A   127.0.0.5
 """
 
 EXAMPLE_ZONE = """\
@@ -708,6 +710,14 @@ def test_trace_json_and_nxdomain(delegation: Delegation) -> None:
     assert missing.exit_code == 1
     assert "status" not in missing.stdout  # trace output has no header, as dig's
     assert "example.test.\t\t300\tIN\tSOA\tns.example.test. admin.example.test. 7" in missing.stdout
+
+
+def test_trace_to_a_dead_server_shows_the_way_there(delegation: Delegation) -> None:
+    proc = ours_process(*delegation.dig_at_root(), "www.dead.test", "+trace", "+time=1", "+tries=1")
+    assert proc.returncode == 1
+    assert "dead.test.\t\t3600\tIN\tNS\tns.dead.test." in proc.stdout.splitlines()
+    assert "+trace stopped at dead.test. (ns.dead.test)" in proc.stderr
+    assert "timed out" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------- parsing alone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -10,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from backhaul.errors import NoAnswer
 from backhaul.tools import dig as driver
 
 HELP = r"""Query DNS servers with dig's conventions (dnspython underneath).
@@ -40,7 +42,8 @@ QCLASSname, questionRRs, answerRRs, authorityRRs, additionalRRs,
 messageOctetsHEX, dateString, dateSeconds; a record has NAME, TYPE,
 TYPEname, CLASS, CLASSname, TTL, RDLENGTH, RDATAHEX and rdata<TYPE> (e.g.
 rdataA, rdataMX) in presentation format. With +trace: {"trace": [pair,
-...], "rootHints"?, "answered"}. Several names: a JSON array of these.
+...], "rootHints" (with --root-hints), "answered", "error" (null, or why
+the walk stopped)}. Several names: a JSON array of these.
 
 Examples: backhaul dig @127.0.0.1 -p 5353 web.example.internal A +short;
 backhaul dig -x 10.0.0.1 @127.0.0.1; backhaul dig +trace --root-hints
@@ -55,30 +58,26 @@ _STYLES = {
 }
 
 
+_RECORD = re.compile(r"^(\S+)\s+\d+\s+\S+\s+(\S+)")
+
+
 def _styled(line: str) -> Text:
     """Colour for a terminal: comments dim, section titles bold, record owner and type."""
+    line = line.expandtabs(8)  # one Text, so the columns stay where dig puts them
+    text = Text(line)
     if line.startswith(";; ->>HEADER<<-"):
-        text = Text(line, style="dim")
+        text.stylize("dim")
         for status, style in _STYLES.items():
             text.highlight_words([f"status: {status}"], style=style)
-        return text
-    if line.startswith(";;") and line.endswith("SECTION:"):
-        return Text(line, style="bold")
-    if line.startswith(";"):
-        return Text(line, style="dim")
-    fields = line.split("\t")
-    if len(fields) < 2:
-        return Text(line)
-    text = Text()
-    text.append(fields[0], style="bold cyan")
-    rest = "\t".join(fields[1:])
-    words = [w for w in rest.split("\t") if w]
-    if len(words) >= 4:
-        rest_text = Text(rest)
-        rest_text.highlight_words([f"\t{words[2]}\t"], style="magenta")
-        text.append_text(rest_text)
+    elif line.startswith(";;") and line.endswith("SECTION:"):
+        text.stylize("bold")
+    elif line.startswith(";"):
+        text.stylize("dim")
     else:
-        text.append(rest)
+        match = _RECORD.match(line)
+        if match is not None:
+            text.stylize("bold cyan", *match.span(1))
+            text.stylize("magenta", *match.span(2))
     return text
 
 
@@ -141,8 +140,11 @@ def register(app: typer.Typer) -> None:
             printer.lines(driver.banner(request))
         documents: list[dict[str, Any]] = []
         answered = True
+        errors: list[str] = []
         for result in driver.run(request):
             answered = answered and result.answered
+            if result.error is not None:
+                errors.append(result.error)
             if as_json:
                 documents.append(driver.render_json(result))
             else:
@@ -150,5 +152,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             shown: Any = documents[0] if len(documents) == 1 else documents
             sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+        if errors:
+            raise NoAnswer(errors[0])
         if not answered:
             raise typer.Exit(1)

@@ -446,6 +446,7 @@ class LookupResult:
     lookup: Lookup
     exchanges: list[Exchange]
     trace_hints: tuple[dns.rrset.RRset, str] | None = None  # (root NS, where from)
+    error: str | None = None  # a trace that stopped part way: why
 
     @property
     def final(self) -> Exchange:
@@ -455,7 +456,8 @@ class LookupResult:
     def answered(self) -> bool:
         response = self.final.response
         return (
-            response is not None
+            self.error is None
+            and response is not None
             and response.rcode() == dns.rcode.NOERROR
             and any(len(rrset) for rrset in response.answer)
         )
@@ -700,12 +702,23 @@ def trace(lookup: Lookup, request: DigRequest) -> LookupResult:
     zone = dns.name.root
     for _hop in range(MAX_TRACE_HOPS):
         if not servers:
-            raise NoAnswer(
+            problem = (
                 f"+trace: no address for any name server of {zone.to_text()}; "
                 "the delegation has no glue and the starting server could not resolve it"
             )
+            if not exchanges:
+                raise NoAnswer(problem)
+            return LookupResult(lookup, exchanges, trace_hints=hints, error=problem)
         query = make_query(lookup, dataclasses.replace(options, recurse=False))
-        step = exchange(query, servers, request, options)
+        try:
+            step = exchange(query, servers, request, options)
+        except NoAnswer as exc:
+            if not exchanges:
+                raise
+            # Show the steps that worked, then say where the walk stopped (as dig does).
+            names = ", ".join(dict.fromkeys(s.label for s in servers))
+            problem = f"+trace stopped at {zone.to_text()} ({names}): {exc}"
+            return LookupResult(lookup, exchanges, trace_hints=hints, error=problem)
         exchanges.append(step)
         response = step.response
         assert response is not None
@@ -1014,6 +1027,7 @@ def render_json(result: LookupResult) -> dict[str, Any]:
                 ],
             }
         document["answered"] = result.answered
+        document["error"] = result.error
         return document
     document = _exchange_json(result.final)
     document["answered"] = result.answered
