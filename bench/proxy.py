@@ -342,20 +342,31 @@ def wrk(port: int, size: str, seconds: float) -> dict[str, Any]:
     return parse_wrk(out.stdout)
 
 
-def check_body(port: int, size: str) -> None:
-    """One GET through curl: it must answer 200 with the whole body."""
-    url = f"http://127.0.0.1:{port}/files/{size}"
-    fmt = "%{http_code} %{size_download}"
-    out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", fmt, "--max-time", "10", url],
-        capture_output=True,
-        text=True,
-    )
-    if out.stdout.strip() != f"200 {SIZES[size]}":
+def curl(port: int, path: str, expect: str, host: str = "") -> None:
+    """One GET through curl; `expect` is "<status> <body bytes>" or just "<status>"."""
+    url = f"http://127.0.0.1:{port}{path}"
+    argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"]
+    argv += ["--max-time", "10", *(["-H", f"Host: {host}"] if host else []), url]
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if not f"{out.stdout.strip()} ".startswith(f"{expect} "):
         raise BenchError(
-            f"{url}: expected '200 {SIZES[size]}' (status, body bytes), "
-            f"got {out.stdout.strip()!r} {out.stderr.strip()}"
+            f"{url}{f' (Host: {host})' if host else ''}: expected '{expect}' (status, body "
+            f"bytes), got {out.stdout.strip()!r} {out.stderr.strip()}"
         )
+
+
+def check_body(port: int, size: str) -> None:
+    """The benchmarked route answers 200 with the whole body."""
+    curl(port, f"/files/{size}", f"200 {SIZES[size]}")
+
+
+def check_decoys(port: int) -> None:
+    """The route table is live: one request per kind of decoy route."""
+    curl(port, "/", "200 6", host="api.example.com")
+    curl(port, "/healthz", "200 6")
+    curl(port, "/api/v2/things", "200 6")
+    curl(port, "/u/alice", "200 6")
+    curl(port, "/old/page", "301")
 
 
 def free_ports(count: int) -> list[int]:
@@ -470,6 +481,7 @@ class Bench:
             argv = [backhaul_bin(), "serve", "-c", str(path), "--workers", "1"]
         proc = self.procs.start(name, argv, PROXY_CORE)
         wait_listening(self.procs, name, proc, port)
+        check_decoys(port)
         for size in self.args.sizes:
             check_body(port, size)
         return Proxy(name, port, proc, access_log)
@@ -767,8 +779,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.start_origin()
             proxies = [bench.start_proxy(name) for name in names]
             print(
-                f"{', '.join(names)} answer 200 with the right body length for "
-                f"{', '.join(args.sizes)}; measuring",
+                f"checked: {' and '.join(names)} answer the decoy routes and 200 with the "
+                f"whole body for {', '.join(args.sizes)}; measuring",
                 flush=True,
             )
             runs = bench.load(proxies)
