@@ -35,6 +35,7 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 import dns.zone
 import pytest
 import typer
@@ -747,3 +748,43 @@ def test_help_documents_the_json_shape() -> None:
     assert result.exit_code == 0
     for needle in ("RFC 8427", "queryMessage", "answerRRs", "+short", "--root-hints"):
         assert needle in result.stdout
+
+
+# --------------------------------------------------------------------------- RFC 8427 shape
+
+
+def test_rfc8427_shape_of_a_built_message() -> None:
+    from backhaul.proto import dns_json
+
+    query = dns.message.make_query("svc.example.", "TXT", use_edns=0, payload=1400)
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.AA
+    response.answer.append(dns.rrset.from_text("svc.example.", 60, "IN", "TXT", '"a b" "c"', '"d"'))
+    response.additional.append(
+        dns.rrset.from_text("svc.example.", 60, "IN", "TYPE65280", r"\# 2 abcd")
+    )
+    doc = dns_json.message_to_json(response, date=0.25)
+    assert (doc["QR"], doc["AA"], doc["RD"], doc["TC"], doc["RCODE"]) == (1, 1, 1, 0, 0)
+    assert (doc["QDCOUNT"], doc["ANCOUNT"], doc["NSCOUNT"], doc["ARCOUNT"]) == (1, 2, 0, 2)
+    assert (doc["QNAME"], doc["QTYPE"], doc["QTYPEname"], doc["QCLASSname"]) == (
+        "svc.example.",
+        16,
+        "TXT",
+        "IN",
+    )
+    texts = [rr["rdataTXT"] for rr in doc["answerRRs"]]
+    assert sorted(texts) == ['"a b" "c"', '"d"']
+    for rr in doc["answerRRs"]:
+        raw = bytes.fromhex(rr["RDATAHEX"])
+        assert len(raw) == rr["RDLENGTH"]
+        back = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.TXT, raw, 0, len(raw))
+        assert back.to_text() == rr["rdataTXT"]
+    unknown, opt = doc["additionalRRs"]
+    assert unknown["TYPEname"] == "TYPE65280" and unknown["RDATAHEX"] == "ABCD"
+    assert not any(key.startswith("rdata") for key in unknown)  # no mnemonic, no rdata member
+    assert (opt["TYPEname"], opt["CLASS"], opt["NAME"]) == ("OPT", 1400, ".")
+    assert doc["dateString"] == "1970-01-01T00:00:00.250000Z" and doc["dateSeconds"] == 0.25
+    wire = bytes.fromhex(doc["messageOctetsHEX"])
+    assert dns.message.from_wire(wire).answer == response.answer
+    pair = dns_json.pair_to_json(query, None)
+    assert set(pair) == {"queryMessage"} and pair["queryMessage"]["QR"] == 0

@@ -42,7 +42,15 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-__all__ = ["message_to_json", "pair_to_json", "rdata_to_json", "rfc3339"]
+__all__ = [
+    "message_to_json",
+    "opcode_text",
+    "pair_to_json",
+    "rcode_text",
+    "rdata_to_json",
+    "rfc3339",
+    "section_counts",
+]
 
 _FLAG_MEMBERS = (
     ("AA", dns.flags.AA),
@@ -112,7 +120,13 @@ def _pseudo(rrset: dns.rrset.RRset) -> list[dict[str, Any]]:
     return out
 
 
-def _counts(message: dns.message.Message, wire: bytes | None) -> tuple[int, int, int, int]:
+def section_counts(
+    message: dns.message.Message, wire: bytes | None = None
+) -> tuple[int, int, int, int]:
+    """QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT: from the wire header when there is one (so an
+    OPT or TSIG record counts in ARCOUNT, as dig shows it), else from the sections."""
+    if wire is None:
+        wire = getattr(message, "wire", None)
     if wire is not None and len(wire) >= 12:
         _, _, qd, an, ns, ar = struct.unpack("!HHHHHH", wire[:12])
         return qd, an, ns, ar
@@ -142,7 +156,7 @@ def message_to_json(
         wire = getattr(message, "wire", None)
     if wire is None:
         wire = message.to_wire()
-    qd, an, ns, ar = _counts(message, wire)
+    qd, an, ns, ar = section_counts(message, wire)
     flags = message.flags
     document: dict[str, Any] = {
         "ID": message.id,

@@ -903,16 +903,6 @@ def _opt_lines(response: dns.message.Message) -> list[str]:
     ]
 
 
-def _counts(response: dns.message.Message) -> tuple[int, int, int, int]:
-    document = dns_json.message_to_json(response)
-    return (
-        document["QDCOUNT"],
-        document["ANCOUNT"],
-        document["NSCOUNT"],
-        document["ARCOUNT"],
-    )
-
-
 def _when(seconds: float) -> str:
     return time.strftime("%a %b %d %H:%M:%S %Z %Y", time.localtime(seconds))
 
@@ -970,7 +960,7 @@ def render_text(result: LookupResult) -> list[str]:
     lines = list(step.notes)
     if options.comments:
         lines.append(";; Got answer:")
-        lines += _header(response, _counts(response))
+        lines += _header(response, dns_json.section_counts(response))
         lines.append("")
         lines += _opt_lines(response)
     lines += _sections(response, options)
