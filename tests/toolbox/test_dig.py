@@ -757,7 +757,7 @@ def test_rfc8427_shape_of_a_built_message() -> None:
     from backhaul.proto import dns_json
 
     query = dns.message.make_query("svc.example.", "TXT", use_edns=0, payload=1400)
-    response = dns.message.make_response(query)
+    response = dns.message.make_response(query, our_payload=1400)
     response.flags |= dns.flags.AA
     response.answer.append(dns.rrset.from_text("svc.example.", 60, "IN", "TXT", '"a b" "c"', '"d"'))
     response.additional.append(
