@@ -13,14 +13,8 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
-from backhaul.http import (
-    REASONS,
-    encode_head,
-    forward_request_headers,
-    forward_response_headers,
-    inspect_response_head,
-    problem_response,
-)
+from backhaul.http import REASONS, encode_head, forward_response_headers, problem_response
+from backhaul.http.relay import relay_request_head, relay_response_head, status_line
 
 if TYPE_CHECKING:
     from backhaul.edge.downstream import HttpConnection
@@ -192,7 +186,9 @@ class Exchange:
         listener = self.conn.listener
         if self.request_id is None:
             self.request_id = worker.next_request_id()
-        out = forward_request_headers(
+        head = relay_request_head(
+            self.method,
+            target,
             self.headers,
             facts,
             client_ip=self.conn.client_ip,
@@ -203,11 +199,6 @@ class Exchange:
             forwarded=listener.forwarded,
             via=worker.via,
         )
-        if facts.chunked:
-            out.append((b"Transfer-Encoding", b"chunked"))
-        elif facts.content_length is not None:
-            out.append((b"Content-Length", b"%d" % facts.content_length))
-        head = encode_head(b"%s %s HTTP/1.1" % (self.method, target), out)
         transport = upstream.transport
         assert transport is not None
         early = self.early
@@ -292,38 +283,30 @@ class Exchange:
             if status != 100 and self.facts.keep_alive and not self.head_sent:
                 # 1xx informational (e.g. 103 Early Hints) is passed on to HTTP/1.1 clients.
                 out = forward_response_headers(headers, None, via=None, server=None)
-                self.conn_write(encode_head(b"HTTP/1.1 %d %s" % (status, upstream.reason), out))
+                self.conn_write(encode_head(status_line(status), out))
             return
+        worker = self.worker
         try:
-            rf = inspect_response_head(status, version, headers, self.method, values_checked=True)
+            relay = relay_response_head(
+                status,
+                version,
+                headers,
+                self.method,
+                via=worker.via,
+                server=None,
+                client_version=self.facts.version,
+                keep_alive=self.keep_alive and not self.conn.closing and not worker.draining,
+            )
         except RemoteProtocolError as exc:
             self.upstream_failed(upstream, exc.detail, False)
             return
-        worker = self.worker
-        out = forward_response_headers(headers, rf, via=worker.via, server=None)
-        keep_alive = self.keep_alive and not self.conn.closing and not worker.draining
-        if rf.no_body:
-            if rf.content_length is not None:
-                out.append((b"Content-Length", b"%d" % rf.content_length))
-        elif rf.content_length is not None:
-            out.append((b"Content-Length", b"%d" % rf.content_length))
-        elif self.facts_http11():
-            # A chunked or read-until-close upstream body: chunked to an HTTP/1.1 client.
-            self.read_to_close = not rf.chunked
-            self.chunked_out = True
-            out.append((b"Transfer-Encoding", b"chunked"))
-        else:
-            self.read_to_close = not rf.chunked
-            keep_alive = False
-        if not keep_alive:
-            out.append((b"Connection", b"close"))
-        elif not self.facts_http11():
-            out.append((b"Connection", b"keep-alive"))
-        self.keep_alive = keep_alive
+        rf = relay.facts
+        self.chunked_out = relay.chunked_out
+        self.read_to_close = rf.until_close
+        self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
-        reason = upstream.reason or REASONS.get(status, b"")
-        self.conn_write(encode_head(b"HTTP/1.1 %d %s" % (status, reason), out))
+        self.conn.write(relay.head)
         self.deadline = worker.loop.time() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
         if rf.no_body and status not in (204, 304):
@@ -332,7 +315,7 @@ class Exchange:
             self.upstream_end(upstream, rf.keep_alive)
 
     def facts_http11(self) -> bool:
-        return self.conn.parser.get_http_version() == "1.1"
+        return self.facts.version == b"1.1"
 
     def upstream_body(self, chunk: bytes) -> None:
         conn = self.conn

@@ -35,7 +35,6 @@ class UpstreamConnection(asyncio.Protocol):
         "headers",
         "idle_since",
         "parser",
-        "reason",
         "reused",
         "transport",
     )
@@ -46,7 +45,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
-        self.reason = b""
         self.idle_since = 0.0
         self.reused = False
         self.closed = False
@@ -105,9 +103,6 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
         self.headers = []
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
