@@ -40,6 +40,18 @@ def _console() -> Console:
     return console
 
 
+def _show(*renderables: Any) -> None:
+    """Print to the terminal, or, when piped, as plain lines without trailing blanks."""
+    console = _console()
+    if console.is_terminal:
+        console.print(*renderables)
+        return
+    with console.capture() as capture:
+        console.print(*renderables)
+    lines = [line.rstrip() for line in capture.get().splitlines()]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def _emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
@@ -147,7 +159,7 @@ def info_cmd(
         table.add_row("Delegations", shown)
     if result.rfc2317_zone is not None:
         table.add_row("RFC 2317 zone", result.rfc2317_zone)
-    _console().print(table)
+    _show(table)
 
 
 # --------------------------------------------------------------------------- split
@@ -216,7 +228,6 @@ def split_cmd(
             }
         )
         return
-    console = _console()
     title = f"{parent} split into {_fmt_int(count)} × /{new_prefix}"
     if hosts is not None:
         title += f" (≥ {_fmt_int(hosts)} hosts each)"
@@ -234,7 +245,7 @@ def split_cmd(
             cells.append(row["broadcast"] or "-")
         cells.append(_count_label(row["usable_hosts"]))
         table.add_row(*cells)
-    console.print(table)
+    _show(table)
     if len(rows) < count:
         print(
             f"… {_fmt_int(count - len(rows))} more not shown; use --limit 0 to list all",
@@ -286,7 +297,7 @@ def summarize_cmd(
             {"input_count": len(nets), "count": len(result), "prefixes": [str(n) for n in result]}
         )
         return
-    _console().print(_prefix_table(f"{len(nets)} prefixes → {len(result)}", result))
+    _show(_prefix_table(f"{len(nets)} prefixes → {len(result)}", result))
 
 
 # --------------------------------------------------------------------------- range
@@ -322,7 +333,7 @@ def range_cmd(
         )
         return
     title = f"{start} – {end}: {_count_label(addresses)} addresses in {len(nets)} prefixes"
-    _console().print(_prefix_table(title, nets))
+    _show(_prefix_table(title, nets))
 
 
 # --------------------------------------------------------------------------- contains
@@ -360,7 +371,7 @@ def contains_cmd(
             table.add_row(
                 str(item), Text("yes", style="green") if inside else Text("no", style="red")
             )
-        _console().print(table)
+        _show(table)
     if not every:
         raise typer.Exit(1)
 
@@ -407,12 +418,13 @@ def overlap_cmd(
             }
         )
     else:
-        console = _console()
         if not found:
-            console.print(f"[green]no overlaps[/green] among {len(entries)} prefixes")
+            _show(f"[green]no overlaps[/green] among {len(entries)} prefixes")
         else:
             table = Table(
-                title=f"{len(found)} overlaps among {len(entries)} prefixes", title_justify="left"
+                title=f"{len(found)} overlap{'s' if len(found) != 1 else ''} among "
+                f"{len(entries)} prefixes",
+                title_justify="left",
             )
             table.add_column("Line", justify="right", style="dim")
             table.add_column("Prefix", style="bold")
@@ -430,7 +442,7 @@ def overlap_cmd(
                     str(o.inner),
                     _count_label(o.shared_addresses),
                 )
-            console.print(table)
+            _show(table)
     if found:
         raise typer.Exit(1)
 
