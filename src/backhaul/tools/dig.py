@@ -166,6 +166,8 @@ def _match_option(word: str) -> str:
     candidates = [name for name in _ALL_OPTIONS if name.startswith(word)]
     if len(candidates) == 1:
         return candidates[0]
+    if not candidates and word == "json":
+        raise UsageError("+json is not a dig option; use --json for RFC 8427 JSON")
     if not candidates:
         raise UsageError(
             f"unknown option '+{word}'; known: +" + ", +".join(_ALL_OPTIONS) + " (see --help)"
