@@ -51,7 +51,9 @@ def format_ms(seconds: float) -> str:
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # colour only on a terminal; when piped, do not squeeze tables into 80 columns
+    console = Console(highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=160)
 
 
 def _header(target: Target, options: PingOptions) -> str:

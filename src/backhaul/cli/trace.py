@@ -48,7 +48,9 @@ T = TypeVar("T")
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # colour only on a terminal; when piped, do not squeeze tables into 80 columns
+    console = Console(highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=160)
 
 
 def _ms(value: float | None) -> float | None:
