@@ -808,8 +808,8 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(target(what, held_mb, "<=", MAX_RSS_MB, unit=" MB"))
     print_report(table, rss, targets)
     if profile:
-        print(f"\npy-spy on the backhaul worker at {profile['size']}, own time; the frame "
-              "that runs the loop holds uvloop's C time (syscalls, dispatch).\n"
+        print(f"\npy-spy on the backhaul worker at {profile['size']}, own time (with the C "
+              "code each frame calls: the loop's frame holds uvloop, a write's frame its send)\n"
               f"Raw stacks: {profile['raw_stacks']}")  # fmt: skip
         for percent, frame in profile["top_own_time_percent"]:
             print(f"  {percent:5.1f}%  {frame}")
