@@ -166,9 +166,11 @@ async def _run(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        if not as_json:
-            for target in targets:
-                console.print(_header(target, options))
+
+        def on_ready() -> None:
+            if not as_json:
+                for target in targets:
+                    console.print(_header(target, options))
 
         def on_event(event: PingEvent) -> None:
             if as_json or quiet:
@@ -180,7 +182,7 @@ async def _run(
                 prefix = f"[dim]{escape(event.target.name)}:[/dim] "
             console.print(prefix + _event_line(event, options))
 
-        return await ping(targets, options, on_event, stop)
+        return await ping(targets, options, on_event, stop, on_ready)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)

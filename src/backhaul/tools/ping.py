@@ -22,6 +22,7 @@ import asyncio
 import errno
 import ipaddress
 import os
+import re
 import socket
 import struct
 import time
@@ -276,11 +277,30 @@ class Target:
     sockaddr: tuple[object, ...]
 
 
+_DOTTED = re.compile(r"^[0-9.]+$")
+
+
+def _check_literal(name: str, family: int | None) -> None:
+    """Reject a malformed address before it reaches the resolver as a 'host name'."""
+    if not name or name.startswith("-"):
+        raise UsageError(f"{name!r} is not an address or a host name")
+    looks_v6 = ":" in name
+    if _DOTTED.match(name) or looks_v6:
+        try:
+            address = ipaddress.ip_address(name.split("%")[0])
+        except ValueError as exc:
+            kind = "IPv6" if looks_v6 else "IPv4"
+            raise UsageError(f"{name!r} is not a valid {kind} address") from exc
+        if family is not None and address.version != family:
+            raise UsageError(f"{name} is an IPv{address.version} address but -{family} was given")
+
+
 async def resolve_targets(names: Sequence[str], family: int | None = None) -> list[Target]:
     """Resolve each name (an address or a host name) to one address, IPv4 first by default."""
     loop = asyncio.get_running_loop()
     targets = []
     for name in names:
+        _check_literal(name, family)
         fam = {4: socket.AF_INET, 6: socket.AF_INET6, None: socket.AF_UNSPEC}[family]
         try:
             infos = await loop.getaddrinfo(name, None, family=fam, type=socket.SOCK_DGRAM)
@@ -634,8 +654,11 @@ async def ping(
     options: PingOptions,
     on_event: Callable[[PingEvent], None] = lambda _event: None,
     stop: asyncio.Event | None = None,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> list[PingResult]:
     """Ping every target at once (fping style); results in the order of ``targets``.
+
+    ``on_ready`` is called once every socket is open, just before the first probe.
 
     ``stop`` (set on Ctrl-C by the CLI) ends sending and waiting early; the results then
     cover what was sent so far. Raises PermissionNeeded when no ICMP socket can be opened.
@@ -654,6 +677,7 @@ async def ping(
             if isinstance(session, _EchoSession):
                 session.sock.close()
         raise
+    on_ready()
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(session.run(stop)) for session in sessions]
