@@ -116,9 +116,11 @@ class Recorder:
             return any(marker in c.data for c in self.conns)
 
     def complete(self, marker: str) -> list[Seen]:
-        """The complete requests whose target contains ``marker``."""
+        """The complete requests whose target contains ``marker`` (as a whole word:
+        ``m-1`` does not count for ``m``)."""
+        word = re.compile(rf"(?<![\w-]){re.escape(marker)}(?![\w-])")
         with self.lock:
-            return [s for s in self.requests if marker in s.target]
+            return [s for s in self.requests if word.search(s.target)]
 
     def conns_with(self, marker: bytes) -> list[Conn]:
         with self.lock:
@@ -310,6 +312,9 @@ def talk(port: int, data: bytes | list[bytes], timeout: float = 3.0, pause: floa
 # -- the edge under test ----------------------------------------------------------------------
 
 
+STRAY_CASES = ("chunked-then-garbage", "cl-then-extra", "cl-then-204", "chunked-then-204")
+
+
 def bad_upstream_answer(seen: Seen) -> bytes | None:
     """Scripted upstream responses by path (for /up/<name>)."""
     name = seen.target.split("?")[0].rsplit("/", 1)[-1]
@@ -383,6 +388,12 @@ def edge_config(recorder: Recorder, bad_upstream: Recorder) -> dict[str, object]
             },
             {"name": "t", "match": {"prefix": "/t/"}, "proxy": rec},
             {"name": "up", "match": {"prefix": "/up/"}, "proxy": {"cluster": "bad"}},
+            # One cluster (so one pool) per stray-bytes case: a poisoned pooled connection
+            # left by one case cannot fail the next.
+            *(
+                {"name": f"up-{c}", "match": {"prefix": f"/{c}/"}, "proxy": {"cluster": c}}
+                for c in STRAY_CASES
+            ),
             {"name": "options", "match": {"methods": ["OPTIONS"]}, "proxy": rec},
             {"name": "healthz", "match": {"path": "/healthz"}, "respond": {"body": "ok\n"}},
             {"name": "fallback", "respond": {"status": 203, "body": "fallback\n"}},
@@ -390,6 +401,7 @@ def edge_config(recorder: Recorder, bad_upstream: Recorder) -> dict[str, object]
         "clusters": {
             "rec": {"endpoints": [recorder.address]},
             "bad": {"endpoints": [bad_upstream.address]},
+            **{c: {"endpoints": [bad_upstream.address]} for c in STRAY_CASES},
         },
     }
     return config
@@ -712,7 +724,6 @@ def test_bad_chunked_body_is_refused_and_never_completes_upstream(
     check_body_reject(cedge, recorder, case, raw, status)
 
 
-@pytest.mark.xfail(strict=True, reason=EXT_LIMIT_REASON)
 @pytest.mark.parametrize("case", sorted(BODY_REJECTS_XFAIL))
 def test_oversized_chunk_extension_is_refused(cedge: Edge, recorder: Recorder, case: str) -> None:
     raw, status = BODY_REJECTS_XFAIL[case]
@@ -938,3 +949,113 @@ def test_transfer_encoding_with_trailing_ows_is_accepted(
     _, seen = proxied(cedge, recorder, raw, marker)
     assert seen.body == b"hello"
     assert seen.header("transfer-encoding") == ["chunked"]
+
+
+# -- upstream responses with bad framing: 502, and that upstream connection is closed ---------
+
+BAD_RESPONSE_HEADS = [
+    "cl-te",
+    "te-cl",
+    "negative-cl",
+    "plus-cl",
+    "hex-cl",
+    "empty-cl",
+    "list-cl",
+    "dup-cl-equal",
+    "overflow-cl",
+    "te-chunked-garbage",
+    "te-gzip",
+    "te-twice",
+    "te-space-colon",
+    "obs-fold",
+    "nul-in-value",
+    "bad-status-line",
+    "http2-status-line",
+]
+
+
+def up_request(case: str, marker: str, prefix: str = "up") -> bytes:
+    return (
+        f"GET /{prefix}/{case}?n={marker} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+def upstream_conn(bad_upstream: Recorder, marker: str) -> int:
+    seen = bad_upstream.complete(marker)
+    assert len(seen) == 1, seen
+    return seen[0].conn
+
+
+def check_next_request_uses_a_new_connection(
+    edge: Edge, bad_upstream: Recorder, marker: str, prefix: str = "up"
+) -> None:
+    """The upstream connection that carried ``marker`` was closed by the edge, and the next
+    request to that cluster goes on another connection and succeeds."""
+    first = upstream_conn(bad_upstream, marker)
+    closed = bad_upstream.wait(lambda: bad_upstream.conns[first].ended, timeout=1.0)
+    reply = talk(edge.port, up_request("ok", f"{marker}-next", prefix))
+    assert closed, "the edge kept the upstream connection open"
+    assert reply.responses()[0][0] == 200, reply.data[:300]
+    assert reply.responses()[0][2] == b"ok"
+    assert upstream_conn(bad_upstream, f"{marker}-next") != first
+
+
+@pytest.mark.parametrize("case", BAD_RESPONSE_HEADS)
+def test_upstream_response_with_bad_head_is_502(
+    cedge: Edge, bad_upstream: Recorder, case: str
+) -> None:
+    # Warm the pool so the bad answer comes on a pooled connection (which must not go back).
+    talk(cedge.port, up_request("ok", f"warm-{case}"))
+    marker = f"badhead-{case}"
+    reply = talk(cedge.port, up_request(case, marker))
+    responses = reply.responses()
+    assert [r[0] for r in responses] == [502], reply.data[:300]
+    assert responses[0][1]["content-type"] == "application/problem+json"
+    assert b"hello" not in reply.data
+    check_next_request_uses_a_new_connection(cedge, bad_upstream, marker)
+
+
+@pytest.mark.parametrize("case", ["chunk-size-bad", "chunk-longer"])
+def test_upstream_response_with_bad_chunked_body_is_cut(
+    cedge: Edge, bad_upstream: Recorder, case: str
+) -> None:
+    # The head may already be on its way to the client: then the only honest signal left is
+    # to cut the client connection, so that it cannot take the response as complete.
+    marker = f"badbody-{case}"
+    reply = talk(cedge.port, up_request(case, marker))
+    assert reply.closed
+    if reply.data.startswith(b"HTTP/1.1 502"):
+        assert [r[0] for r in reply.responses()] == [502]
+    else:
+        try:
+            responses = reply.responses()
+        except (ValueError, IndexError):
+            responses = []  # an incomplete response: the client can tell it was cut
+        assert responses == [], reply.data[:300]
+    check_next_request_uses_a_new_connection(cedge, bad_upstream, marker)
+
+
+STRAY_BYTES_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="edge bug: bytes after a complete upstream response, in the same read, leave the "
+    "connection in the pool (llhttp's error or second message is ignored once the exchange "
+    "is released); the next request on it gets 502 or a response it did not ask for",
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c if c == "cl-then-extra" else pytest.param(c, marks=STRAY_BYTES_XFAIL) for c in STRAY_CASES],
+)
+def test_bytes_after_a_complete_upstream_response_close_that_connection(
+    cedge: Edge, bad_upstream: Recorder, case: str
+) -> None:
+    # RFC 9112 6.3: extra data after a complete response must not be forwarded or taken as
+    # the next response; the connection is not reused.
+    marker = f"stray-{case}"
+    talk(cedge.port, up_request("ok", f"warm-{marker}", case))  # a pooled connection
+    reply = talk(cedge.port, up_request(case, marker, case))
+    responses = reply.responses()
+    assert [(r[0], r[2]) for r in responses] == [(200, b"hello")], reply.data[:300]
+    assert b"smuggled" not in reply.data.lower() and b"GARBAGE" not in reply.data
+    check_next_request_uses_a_new_connection(cedge, bad_upstream, marker, case)
