@@ -183,6 +183,12 @@ class Recorder:
                     out = self.answer(seen) if self.answer is not None else None
                     if out is None:
                         out = _echo(seen)
+                    if seen.method == "HEAD":  # a correct server sends no body to HEAD
+                        head_end = out.find(b"\r\n\r\n")
+                        if head_end >= 0:
+                            out = out[: head_end + 4] + (
+                                self.CLOSE if out.endswith(self.CLOSE) else b""
+                            )
                     close = out.endswith(self.CLOSE)
                     if close:
                         out = out[: -len(self.CLOSE)]
