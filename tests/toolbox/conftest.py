@@ -72,6 +72,23 @@ def run_cli() -> RunCli:
     return run
 
 
+def run_main(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The real entry point, in-process (for fast bad-usage checks): (exit code, out, err)."""
+    from backhaul.cli.app import main
+
+    saved = sys.argv
+    sys.argv = ["backhaul", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int) -> str:
     """The command failed with ``code`` and one clear line on stderr, no traceback."""
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
