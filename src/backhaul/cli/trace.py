@@ -247,6 +247,8 @@ def trace_command(
         resolve=resolve,
     )
     options.validate()
+    if rounds is not None and not 1 <= rounds <= 10_000:
+        raise UsageError(f"report rounds {rounds} is not within 1-10000")
     family = 4 if ipv4 else 6 if ipv6 else None
     console = _console()
 

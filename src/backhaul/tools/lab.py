@@ -465,10 +465,10 @@ class Lab:
             f"flush chain inet {_NFT_TABLE} {chain}",
         ]
         if percent > 0:
+            chance = "" if percent == 100 else f"numgen random mod 100 lt {percent} "
             ruleset += [
                 f"add rule inet {_NFT_TABLE} {chain} icmpv6 type {{ {_ND_TYPES} }} accept",
-                f'add rule inet {_NFT_TABLE} {chain} iifname "{dev}" '
-                f"numgen random mod 100 lt {percent} counter drop",
+                f'add rule inet {_NFT_TABLE} {chain} iifname "{dev}" {chance}counter drop',
             ]
         done = subprocess.run(
             self.command(role, ["nft", "-f", "-"]),
@@ -538,7 +538,10 @@ class Lab:
                     timeout=10,
                 )
                 found = re.search(r"mod 100 < (\d+)", rules.stdout)
-                entry["loss_percent"] = int(found.group(1)) if found else 0
+                if found:
+                    entry["loss_percent"] = int(found.group(1))
+                elif re.search(r'iifname "\w+" counter packets \d+ bytes \d+ drop', rules.stdout):
+                    entry["loss_percent"] = 100
             if present[plan.a]:
                 qd = _tc(["-n", self.hosts[plan.a].namespace, "qdisc", "show", "dev", plan.a_dev])
                 found = re.search(r"tbf .*?rate (\S+)", qd.stdout)
