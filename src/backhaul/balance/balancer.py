@@ -358,8 +358,9 @@ class Balancer(Generic[E]):
         events.append(HealthEvent(ep.key, old, new, event, now, detail))
 
     def _settle(self, now: float, events: list[Event]) -> Sequence[Event]:
-        if events:
-            self._refresh(now, events)
+        if not events:
+            return _NO_EVENTS
+        self._refresh(now, events)
         return events
 
     def _refresh(self, now: float, events: list[Event]) -> None:

@@ -28,8 +28,10 @@ from zlib import crc32
 from backhaul.balance.balancer import Balancer, E
 from backhaul.balance.settings import BalanceSettings
 
-__all__ = ["Maglev", "RingHash", "key_hash", "maglev_table", "ring_points"]
+__all__ = ["MAX_RING_POINTS", "Maglev", "RingHash", "key_hash", "maglev_table", "ring_points"]
 
+MAX_RING_POINTS: Final = 1 << 20
+"""The ring is scaled down to about this many points when weights would make it larger."""
 _GOLDEN: Final = 0x9E3779B1
 _MASK32: Final = 0xFFFFFFFF
 
@@ -149,7 +151,9 @@ class _HashBalancer(Balancer[E]):
 
 
 class RingHash(_HashBalancer[E]):
-    """Ketama-style consistent hashing: ``ring_size`` virtual nodes shared by weight."""
+    """Ketama-style consistent hashing: ``virtual_nodes`` points per unit of weight, each
+    endpoint's the same whoever else is on the ring, so a join or a leave moves only the
+    keys between that endpoint's points and their predecessors."""
 
     policy = "ring_hash"
 
@@ -190,11 +194,12 @@ class RingHash(_HashBalancer[E]):
         if not members:
             self._points, self._owners = [], []
             return
-        total_weight = sum(ep.weight for ep in members)
-        size = max(self.settings.ring_size, len(members))
+        vnodes = self.settings.virtual_nodes
+        wanted = vnodes * sum(ep.weight for ep in members)
+        scale = min(1.0, MAX_RING_POINTS / wanted)
         ring: list[tuple[int, str, E]] = []
         for ep in members:
-            count = max(1, round(size * ep.weight / total_weight))
+            count = max(1, round(vnodes * ep.weight * scale))
             ring.extend((point, ep.key, ep) for point in ring_points(ep.key, count))
         ring.sort(key=lambda entry: (entry[0], entry[1]))
         self._points = [entry[0] for entry in ring]

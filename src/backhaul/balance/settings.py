@@ -142,8 +142,9 @@ class BalanceSettings:
     endpoints.
 
     ``panic_threshold``: when fewer than this percentage of the (non-draining) endpoints are
-    healthy, balance over all of them; 0 turns panic off. ``ring_size``: virtual nodes on the
-    ring_hash ring (spread by weight, at least one per endpoint). ``maglev_table_size``: a
+    healthy, balance over all of them; 0 turns panic off. ``virtual_nodes``: ring_hash points per
+    unit of weight (an endpoint's points stay put when others join or leave; the ring is
+    scaled down if it would pass ``MAX_RING_POINTS``). ``maglev_table_size``: a
     prime, much larger than the number of endpoints. ``latency_decay``: the time constant
     in seconds of least_request's latency average.
     """
@@ -153,7 +154,7 @@ class BalanceSettings:
     outlier: OutlierDetection | None = None
     slow_start: SlowStart = field(default_factory=SlowStart)
     panic_threshold: float = 50.0
-    ring_size: int = 4096
+    virtual_nodes: int = 256
     maglev_table_size: int = 65537
     latency_decay: float = 10.0
 
@@ -163,9 +164,8 @@ class BalanceSettings:
                 f"policy: found {self.policy!r}, expected one of {', '.join(POLICIES)}"
             )
         _percent("panic_threshold", self.panic_threshold)
-        _at_least("ring_size", self.ring_size, 1)
-        if not 1 <= self.ring_size <= 8_388_608:
-            raise ValueError(f"ring_size: found {self.ring_size!r}, expected 1 to 8388608")
+        if not 1 <= self.virtual_nodes <= 65_536:
+            raise ValueError(f"virtual_nodes: found {self.virtual_nodes!r}, expected 1 to 65536")
         if not (is_prime(self.maglev_table_size) and self.maglev_table_size <= 5_000_011):
             raise ValueError(
                 f"maglev_table_size: found {self.maglev_table_size!r}, expected a prime up to"
