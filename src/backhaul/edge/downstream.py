@@ -23,6 +23,7 @@ from backhaul.http import inspect_request_head, problem_response
 from backhaul.http.target import parse_target
 
 if TYPE_CHECKING:
+    from backhaul.edge.upstream import UpstreamConnection
     from backhaul.edge.worker import ListenerRuntime, Worker
 
 __all__ = ["HttpConnection"]
@@ -51,6 +52,10 @@ class HttpConnection(asyncio.Protocol):
         "closing",
         "deadline",
         "deadline_kind",
+        "feed_chunks",
+        "feed_clean",
+        "feed_explained",
+        "in_head",
         "header_bytes",
         "headers",
         "listener",
@@ -61,6 +66,7 @@ class HttpConnection(asyncio.Protocol):
         "rx",
         "transport",
         "tx",
+        "up_dirty",
         "url",
         "wbuf",
         "worker",
@@ -86,9 +92,18 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
         self.bytes_in = 0
+        # Accounting of one read, to bound chunk extensions (see check_chunk_overhead).
+        self.feed_chunks = 0
+        self.feed_explained = 0
+        self.feed_clean = True
+        self.in_head = False
         # While a read is being handled, writes are gathered here and sent with one
         # writelines when it is done: one system call per event, not one per piece.
         self.wbuf: list[bytes] | None = None
+        # Likewise bytes for upstream connections while a read is handled: sent only once the
+        # whole read was accepted, so a request refused at the end of a read (an oversized
+        # chunk extension) never reaches the upstream complete.
+        self.up_dirty: list[UpstreamConnection] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,8 +124,16 @@ class HttpConnection(asyncio.Protocol):
         owner = self.wbuf is None
         if owner:
             self.wbuf = []
+        self.up_dirty = []
+        rx_before = self.rx
+        self.feed_chunks = 0
+        self.feed_explained = 0
+        self.feed_clean = rx_before is None and not self.in_head
         try:
             self.parser.feed_data(data)
+            rx = self.rx
+            if self.feed_chunks or (rx is not None and rx.facts.chunked):
+                self.check_chunk_overhead(rx, rx_before, data)
         except httptools.HttpParserUpgrade as exc:
             # A request asked to upgrade; the edge does not switch protocols on this path,
             # so the request was handled as plain HTTP. Keep parsing what follows it.
@@ -118,6 +141,8 @@ class HttpConnection(asyncio.Protocol):
             self.parser = httptools.HttpRequestParser(self)
             if rest and not self.closing:
                 self.data_received(rest)
+        except RemoteProtocolError as exc:
+            self.reject(exc.status_hint, exc.detail)
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, RemoteProtocolError):
@@ -133,6 +158,11 @@ class HttpConnection(asyncio.Protocol):
                 reason = str(exc) or type(exc).__name__
                 self.reject(400, f"the request is not valid HTTP/1.1: {reason}")
         finally:
+            dirty = self.up_dirty
+            self.up_dirty = None
+            if dirty:
+                for upstream in dirty:
+                    upstream.flush()
             if owner:
                 self.flush()
 
@@ -167,6 +197,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.in_head = True
         self.headers = []
         self.header_bytes = 0
         self.url = b""
@@ -190,6 +221,8 @@ class HttpConnection(asyncio.Protocol):
         if len(name) == 12 and name.lower() == b"x-request-id":
             self.request_id_in = value.strip()
         self.header_bytes += len(name) + len(value) + 4
+        if not self.in_head:  # a trailer field
+            self.feed_explained += len(name) + len(value) + 4
         listener = self.listener
         if self.header_bytes > listener.max_header_bytes:
             raise RemoteProtocolError(
@@ -205,8 +238,10 @@ class HttpConnection(asyncio.Protocol):
             )
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         parser = self.parser
         method = parser.get_method()
+        self.feed_explained += len(method) + len(self.url) + self.header_bytes + 14
         headers = self.headers
         target = parse_target(method, self.url)
         facts = inspect_request_head(
@@ -234,11 +269,54 @@ class HttpConnection(asyncio.Protocol):
             self.pause(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self.feed_explained += len(body)
         ex = self.rx
         if ex is not None:
             if self.deadline_kind == DL_BODY:
                 self.deadline = self.worker.loop.time() + self.listener.body_idle_timeout
             ex.request_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.feed_chunks += 1
+        self.feed_explained += 5  # the shortest size line and the CRLF after the data
+        rx = self.rx
+        if rx is not None:
+            rx.chunks += 1
+
+    def check_chunk_overhead(
+        self, rx: Exchange | None, rx_before: Exchange | None, data: bytes
+    ) -> None:
+        """Bound what a chunked body may carry besides data (chunk extensions, size lines).
+
+        llhttp reads chunk extensions without a callback, so without this a client could
+        stream an endless extension. The bytes of each read that are not explained by heads,
+        body data and the shortest chunk framing may be at most 4 KiB plus 64 bytes per chunk
+        (RFC 9112 7.1.1 lets a recipient limit extensions).
+        """
+        if self.feed_clean:
+            # The read began between messages: every byte of it belongs to messages that
+            # began in it, whose heads and data were counted as they went by.
+            partial = len(self.url) + self.header_bytes if self.in_head else 0
+            overhead = len(data) - self.feed_explained - partial
+            chunks = self.feed_chunks
+        elif rx is not None and rx is rx_before:
+            overhead = len(data) - (rx.bytes_in - rx.mark_body) - (self.header_bytes - rx.mark_head)
+            chunks = rx.chunks
+        else:
+            overhead = 0
+            chunks = 0
+        if rx is not None:
+            rx.mark_body = rx.bytes_in
+            rx.mark_head = self.header_bytes
+            if not self.feed_clean:
+                rx.chunk_overhead += max(0, overhead)
+                overhead = rx.chunk_overhead
+        if overhead > 4096 + 64 * chunks:
+            raise RemoteProtocolError(
+                "the chunked body carries more than 4 KiB of chunk extensions or framing "
+                "without data; chunk extensions are limited",
+                400,
+            )
 
     def on_message_complete(self) -> None:
         ex = self.rx
@@ -255,6 +333,19 @@ class HttpConnection(asyncio.Protocol):
             wbuf.append(data)
         elif self.transport is not None:
             self.transport.write(data)
+
+    def send_upstream(
+        self, upstream: UpstreamConnection, parts: tuple[bytes, ...] | list[bytes]
+    ) -> None:
+        """Write to ``upstream`` now, or when the read being handled was accepted."""
+        dirty = self.up_dirty
+        if dirty is None:
+            upstream.write_many(parts)
+            return
+        if upstream.wbuf is None:
+            upstream.wbuf = []
+            dirty.append(upstream)
+        upstream.wbuf += parts
 
     def write_many(self, parts: tuple[bytes, ...] | list[bytes]) -> None:
         wbuf = self.wbuf

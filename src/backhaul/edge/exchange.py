@@ -43,7 +43,9 @@ class Exchange:
     __slots__ = (
         "bytes_in",
         "bytes_out",
+        "chunk_overhead",
         "chunked_out",
+        "chunks",
         "conn",
         "connect_task",
         "deadline",
@@ -56,6 +58,8 @@ class Exchange:
         "headers",
         "interim",
         "keep_alive",
+        "mark_body",
+        "mark_head",
         "method",
         "read_to_close",
         "request_done",
@@ -113,6 +117,10 @@ class Exchange:
         self.upstream_start = 0.0
         self.upstream_time: float | None = None
         self.retried = False
+        self.chunks = 0
+        self.chunk_overhead = 0
+        self.mark_body = 0
+        self.mark_head = 0
 
     # -- starting -----------------------------------------------------------------------
     def start(self) -> None:
@@ -199,8 +207,6 @@ class Exchange:
             forwarded=listener.forwarded,
             via=worker.via,
         )
-        transport = upstream.transport
-        assert transport is not None
         early = self.early
         if early:
             self.early = None
@@ -210,14 +216,13 @@ class Exchange:
                     parts += (b"%x\r\n" % len(chunk), chunk, _CRLF)
                 if self.request_done:
                     parts.append(_CHUNK_END)
-                transport.writelines(parts)
+                self.conn.send_upstream(upstream, parts)
             else:
-                transport.writelines([head, *early])
+                self.conn.send_upstream(upstream, [head, *early])
+        elif facts.chunked and self.request_done:
+            self.conn.send_upstream(upstream, (head, _CHUNK_END))
         else:
-            if facts.chunked and self.request_done:
-                transport.writelines([head, _CHUNK_END])
-            else:
-                transport.write(head)
+            self.conn.send_upstream(upstream, (head,))
         self.upstream_start = perf_counter()
         self.deadline = worker.loop.time() + route.cluster.response_headers_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
@@ -237,13 +242,12 @@ class Exchange:
             return
         upstream = self.upstream
         if upstream is not None:
-            transport = upstream.transport
-            if transport is None:
+            if upstream.closed:
                 return
             if self.facts.chunked:
-                transport.writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
+                self.conn.send_upstream(upstream, (b"%x\r\n" % len(chunk), chunk, _CRLF))
             else:
-                transport.write(chunk)
+                self.conn.send_upstream(upstream, (chunk,))
             if self.deadline_kind == EX_RESPONSE_HEADERS:
                 self.deadline = self.worker.loop.time() + route.cluster.response_headers_timeout  # type: ignore[union-attr]
         elif not self.response_done and (
@@ -260,8 +264,8 @@ class Exchange:
     def request_end(self) -> None:
         self.request_done = True
         upstream = self.upstream
-        if upstream is not None and self.facts.chunked and upstream.transport is not None:
-            upstream.transport.write(_CHUNK_END)
+        if upstream is not None and self.facts.chunked and not upstream.closed:
+            self.conn.send_upstream(upstream, (_CHUNK_END,))
         if self.response_done:
             self.finish()
 

@@ -37,6 +37,7 @@ class UpstreamConnection(asyncio.Protocol):
         "parser",
         "reused",
         "transport",
+        "wbuf",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -48,6 +49,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         self.closed = False
+        self.wbuf: list[bytes] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,14 +135,30 @@ class UpstreamConnection(asyncio.Protocol):
         (the answer to HEAD), so the next response on this connection parses from its start."""
         self.parser = httptools.HttpResponseParser(self)
 
+    def write_many(self, parts: tuple[bytes, ...] | list[bytes]) -> None:
+        if self.transport is not None and not self.closed:
+            if len(parts) == 1:
+                self.transport.write(parts[0])
+            else:
+                self.transport.writelines(parts)
+
+    def flush(self) -> None:
+        """Send what the downstream side gathered during one read."""
+        wbuf = self.wbuf
+        self.wbuf = None
+        if wbuf:
+            self.write_many(wbuf)
+
     def close(self) -> None:
         self.closed = True
+        self.wbuf = None
         self.exchange = None
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
+        self.wbuf = None
         self.exchange = None
         if self.transport is not None:
             self.transport.abort()
