@@ -78,6 +78,9 @@ class UpstreamConnection(asyncio.Protocol):
                 ex.upstream_failed(self, "the edge failed on this response", True)
             elif self.exchange is ex:
                 ex.upstream_failed(self, f"upstream response is not valid HTTP/1.1 ({exc})", True)
+            else:
+                # Garbage after a complete response: never reuse this connection.
+                self.close()
         finally:
             if owner:
                 conn.flush()
@@ -104,6 +107,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # A second response in the same read, after the exchange was released: nothing
+            # asked for it, so this connection cannot be trusted again.
+            self.close()
         self.headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
