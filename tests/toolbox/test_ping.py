@@ -346,3 +346,41 @@ def test_tcp_ping_in_the_lab_open_and_closed(lab, run_cli):
         listener.kill()
         listener.wait()
         listener.stdout.close()
+
+
+@pytest.mark.netns
+def test_duplicates_are_counted_not_received(lab, run_cli):
+    # router2 sends every echo reply twice (nftables dup): iputils' "(DUP!)" case
+    router1_side = lab.addresses("router1", 4)[1]
+    rules = (
+        "table ip bh_dup {\n  chain replies {\n"
+        "    type filter hook forward priority 0;\n"
+        f'    icmp type echo-reply dup to {router1_side} device "eth0"\n  }}\n}}\n'
+    )
+    subprocess.run(lab.command("router2", ["nft", "-f", "-"]), input=rules, text=True, check=True)
+    try:
+        done = run_cli(["ping", "-c", "3", "-i", "0.02", lab.address("server", 4)], lab=lab)
+    finally:
+        lab.run("router2", ["nft", "delete", "table", "ip", "bh_dup"])
+    assert done.returncode == 0, done.stderr
+    assert len(re.findall(r"icmp_seq=\d ttl=\d+ time=[\d.]+ ms \(DUP!\)$", done.stdout, re.M)) == 3
+    assert "3 packets transmitted, 3 received, +3 duplicates, 0% packet loss" in done.stdout
+
+
+@pytest.mark.netns
+def test_replies_after_the_timeout_are_late(lab, run_cli):
+    # a 1 Mbit/s bottleneck queues 1.4 kB probes sent every 2 ms: replies fall behind -W
+    lab.set_rate("client-r1", "1mbit")
+    try:
+        args = ["ping", "-s", "1400", "-c", "60", "-i", "0.002", "-W", "0.02", "--json"]
+        done = run_cli([*args, lab.address("server", 4)], lab=lab)
+    finally:
+        lab.set_rate("client-r1", None)
+    (target,) = _targets(done)
+    late = [e for e in target["events"] if e["kind"] == "late"]
+    on_time = [e for e in target["events"] if e["kind"] == "reply"]
+    assert late and on_time and target["late"] == len(late)
+    assert target["received"] == len(on_time)
+    assert all(e["rtt_ms"] > 20 for e in late)
+    assert all(e["rtt_ms"] <= 20 for e in on_time)
+    assert target["rtt_ms"]["max"] <= 20  # late replies stay out of the statistics

@@ -149,7 +149,9 @@ class EchoLedger:
             self.duplicates += 1
             return Verdict(ReplyKind.DUPLICATE, measured)
         probe.answered = True
-        if now > probe.deadline:
+        # late is judged on the measured time, so a reply stamped in time by the kernel
+        # but read a moment after its deadline still counts
+        if measured > self.timeout:
             self.late += 1
             return Verdict(ReplyKind.LATE, measured)
         self.received += 1
