@@ -30,15 +30,29 @@ from backhaul.balance.health import (
     next_state,
 )
 
-H, U, W, J, D = (HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.WARMING,
-                 HealthState.EJECTED, HealthState.DRAINING)  # fmt: skip
+H, U, W, J, D = (
+    HealthState.HEALTHY,
+    HealthState.UNHEALTHY,
+    HealthState.WARMING,
+    HealthState.EJECTED,
+    HealthState.DRAINING,
+)
 X = None  # illegal
 I = HealthInput  # noqa: E741
 
 # The specification, written out independently of the module: rows are states, columns
 # inputs in this order.
-COLUMNS = [I.CHECK_PASS, I.CHECK_RISE, I.CHECK_FAIL, I.CHECK_FALL, I.EJECT, I.UNEJECT,
-           I.DRAIN, I.RESTORE, I.WARMED]  # fmt: skip
+COLUMNS = [
+    I.CHECK_PASS,
+    I.CHECK_RISE,
+    I.CHECK_FAIL,
+    I.CHECK_FALL,
+    I.EJECT,
+    I.UNEJECT,
+    I.DRAIN,
+    I.RESTORE,
+    I.WARMED,
+]
 EXPECTED = {
     #    pass rise fail fall eject uneject drain restore warmed
     H: [H, H, H, U, J, X, D, X, X],
@@ -103,9 +117,14 @@ def test_active_thresholds_and_events_once() -> None:
 
 def test_outlier_ejection_grows_and_decays() -> None:
     members = eps(4)
-    od = OutlierDetection(consecutive_5xx=3, consecutive_connect_failures=2,
-                          base_ejection_time=10.0, max_ejection_time=25.0,
-                          max_ejection_percent=50.0, decay_interval=100.0)  # fmt: skip
+    od = OutlierDetection(
+        consecutive_5xx=3,
+        consecutive_connect_failures=2,
+        base_ejection_time=10.0,
+        max_ejection_time=25.0,
+        max_ejection_percent=50.0,
+        decay_interval=100.0,
+    )
     bal = make_balancer(members, BalanceSettings(outlier=od), name="api")
     ep = members[1]
 
@@ -161,8 +180,9 @@ def test_max_ejection_percent() -> None:
 
 def test_ejected_endpoint_that_fails_checks_becomes_unhealthy() -> None:
     members = eps(3)
-    conf = BalanceSettings(outlier=OutlierDetection(consecutive_5xx=1),
-                           health=HealthThresholds(1, 1))  # fmt: skip
+    conf = BalanceSettings(
+        outlier=OutlierDetection(consecutive_5xx=1), health=HealthThresholds(1, 1)
+    )
     bal = make_balancer(members, conf)
     ep = members[0]
     bal.started(ep)
@@ -211,8 +231,11 @@ def test_illegal_inputs_raise() -> None:
 
 def test_slow_start_after_recovery_and_for_new_members() -> None:
     members = eps(3)
-    conf = BalanceSettings(policy="weighted_round_robin", health=HealthThresholds(1, 1),
-                           slow_start=SlowStart(window=30.0, min_weight_percent=20.0))  # fmt: skip
+    conf = BalanceSettings(
+        policy="weighted_round_robin",
+        health=HealthThresholds(1, 1),
+        slow_start=SlowStart(window=30.0, min_weight_percent=20.0),
+    )
     bal = make_balancer(members, conf)
     ep = members[0]
     bal.check_result(ep, False, 0.0)
@@ -252,7 +275,7 @@ def test_random_walk_keeps_candidates_consistent(
             consecutive_connect_failures=2,
             base_ejection_time=3.0,
             max_ejection_percent=40.0,
-        ),  # fmt: skip
+        ),
         slow_start=SlowStart(window=5.0 if slow else 0.0),
         panic_threshold=50.0,
         maglev_table_size=251,
@@ -289,8 +312,7 @@ def test_random_walk_keeps_candidates_consistent(
         healthy = sum(1 for m in members if m.state in ROUTABLE)
         total = sum(1 for m in members if m.state is not D)
         assert bal.panic == (total > 0 and healthy * 100 < 50 * total)
-        expected = [m for m in members
-                    if m.state in ROUTABLE or (bal.panic and m.state is not D)]  # fmt: skip
+        expected = [m for m in members if m.state in ROUTABLE or (bal.panic and m.state is not D)]
         assert bal.candidates == expected
         assert all(m.routable == (m in expected) for m in members)
         picked = bal.pick(b"k%d" % i)

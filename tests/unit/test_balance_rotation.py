@@ -65,15 +65,18 @@ def test_round_robin_start_differs_with_rng() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8),
-       st.integers(min_value=0, max_value=2**32))  # fmt: skip
+@given(
+    st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=2**32),
+)
 def test_smooth_wrr_exact_per_cycle_and_no_bursts(weights: list[int], seed: int) -> None:
     g = math.gcd(*weights)
     reduced = [w // g for w in weights]
     cycle = sum(reduced)
     eps = endpoints(weights)
-    wrr = WeightedRoundRobin(eps, BalanceSettings(policy="weighted_round_robin"),
-                             rng=random.Random(seed))  # fmt: skip
+    wrr = WeightedRoundRobin(
+        eps, BalanceSettings(policy="weighted_round_robin"), rng=random.Random(seed)
+    )
     index = {ep.key: i for i, ep in enumerate(eps)}
     seq = [index[k] for k in picks(wrr, 3 * cycle)]
     for c in range(3):
@@ -214,8 +217,10 @@ def test_random_weighted_shares() -> None:
     assert all(abs(v / 40_000 - 0.25) < 0.01 for v in got.values())
 
 
-@pytest.mark.parametrize("policy", ["round_robin", "weighted_round_robin", "random",
-                                    "least_connections", "least_request"])  # fmt: skip
+@pytest.mark.parametrize(
+    "policy",
+    ["round_robin", "weighted_round_robin", "random", "least_connections", "least_request"],
+)
 def test_empty_and_excluding(policy: str) -> None:
     eps = endpoints([1, 2, 3])
     bal = make_balancer(eps, BalanceSettings(policy=policy), rng=random.Random(5))  # type: ignore[arg-type]
