@@ -57,7 +57,7 @@ def _ints(values: dict[str, str], what: str) -> dict[str, int]:
 
 def _console() -> Console:
     # colour only on a terminal; when piped, do not squeeze tables into 80 columns
-    console = _console()
+    console = Console(highlight=False)
     return console if console.is_terminal else Console(highlight=False, width=160)
 
 
