@@ -17,6 +17,7 @@ from backhaul.balance import (
     LeastRequest,
     make_balancer,
 )
+from backhaul.balance.balancer import CONNECT_FAILURE, FAILURE_PENALTY
 from backhaul.balance.least import SCAN_LIMIT
 
 
@@ -160,3 +161,48 @@ def test_p2c_avoids_a_slow_endpoint_and_beats_round_robin_p99(seed: int) -> None
     assert rr_sent["10.0.0.4:80"] / total == pytest.approx(0.2, abs=0.01)
     assert p99 < rr_p99, (p99, rr_p99)
     assert p99 < 0.5 * rr_p99  # not by a hair: round robin overloads the slow endpoint
+
+
+def test_least_request_finds_a_recovered_endpoint_again() -> None:
+    eps = endpoints(3)
+    lr = LeastRequest(
+        eps, BalanceSettings(policy="least_request", latency_decay=2.0), rng=random.Random(4)
+    )
+    now = 0.0
+    for ep in eps:  # warm-up samples: 10 ms, except one hiccup of 1 s
+        lr.started(ep)
+        lr.finished(ep, now, 200, 1.0 if ep is eps[2] else 0.01)
+
+    def share(rounds: int) -> float:
+        nonlocal now
+        got = 0
+        for _ in range(rounds):  # low load: one request at a time, all answer in 10 ms
+            now += 0.01
+            ep = lr.pick()
+            assert ep is not None
+            lr.started(ep)
+            lr.finished(ep, now, 200, 0.01)
+            got += ep is eps[2]
+        return got / rounds
+
+    assert share(300) == 0.0  # shunned
+    for _ in range(20):  # 10 s of ticks: its average drifts back towards the cluster's
+        now += 0.5
+        lr.tick(now)
+    assert share(600) > 0.25  # picked again, and its fresh samples keep it in
+
+
+def test_least_request_shuns_an_endpoint_that_refuses_connections() -> None:
+    eps = endpoints(3)
+    lr = LeastRequest(eps, BalanceSettings(policy="least_request"), rng=random.Random(5))
+    dead = eps[0]
+    now = 0.0
+    for _ in range(30):
+        for ep in eps:
+            lr.started(ep)
+            lr.finished(ep, now, 200, 0.01)
+    lr.started(dead)
+    lr.finished(dead, now, CONNECT_FAILURE)  # no outlier detection configured
+    assert dead.latency_ewma == pytest.approx(FAILURE_PENALTY * 0.01)
+    picks = Counter(lr.pick() for _ in range(1000))
+    assert picks[dead] == 0

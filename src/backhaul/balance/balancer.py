@@ -32,6 +32,7 @@ from backhaul.balance.settings import BalanceSettings
 
 __all__ = [
     "CONNECT_FAILURE",
+    "FAILURE_PENALTY",
     "RESET",
     "TIMEOUT",
     "Balancer",
@@ -51,6 +52,10 @@ RESET: Final = -2
 response head."""
 TIMEOUT: Final = -3
 """``finished()`` outcome: no response head within the deadline."""
+
+FAILURE_PENALTY: Final = 10.0
+"""least_request prices a connect failure, reset or timeout as a response this many times
+slower than the cluster's average latency (then it decays like any sample)."""
 
 _NO_EVENTS: Final[tuple[Event, ...]] = ()
 
@@ -224,6 +229,13 @@ class Balancer(Generic[E]):
         self._latency_hint = latency if hint == 0.0 else hint + (latency - hint) * 0.05
 
     def _failure(self, ep: E, now: float, outcome: int) -> Sequence[Event]:
+        if outcome < 0 and self._track_latency:
+            # A transport failure answers fast but is no good: price it as a slow answer, so
+            # least_request stops favouring a dead endpoint even without outlier detection.
+            penalty = FAILURE_PENALTY * max(self._latency_hint, 0.001)
+            if ep.latency_ewma < penalty:
+                ep.latency_ewma = penalty
+                ep.latency_at = now
         od = self.settings.outlier
         if outcome == CONNECT_FAILURE:
             ep.consecutive_connect_failures += 1

@@ -10,11 +10,15 @@ O(log n) (about 0.6-1.2 µs each).
 least_request is the power of two choices: two distinct random candidates, and the cheaper
 of them by ``(in_flight + 1) * latency / weight``, where latency is a peak-sensitive moving
 average of response latency (an endpoint without a sample yet is priced at the cluster's
-average). O(1), no shared ordering, and a slow endpoint loses almost every comparison.
+average; a connect failure, reset or timeout counts as a sample ``FAILURE_PENALTY`` times
+the average). O(1), no shared ordering, and a slow endpoint loses almost every comparison;
+``tick()`` decays the averages of endpoints without fresh samples, so a recovered endpoint
+is found again.
 """
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Collection, Sequence
 from typing import Final
@@ -135,7 +139,7 @@ class LeastRequest(Balancer[E]):
 
     policy = "least_request"
 
-    __slots__ = ()
+    __slots__ = ("_last_tick",)
 
     def __init__(
         self,
@@ -148,6 +152,22 @@ class LeastRequest(Balancer[E]):
     ) -> None:
         super().__init__(endpoints, settings, name=name, now=now, rng=rng)
         self._track_latency = True
+        self._last_tick = now
+
+    def tick(self, now: float) -> Sequence[Event]:
+        """Also decay the latency average of endpoints that had no sample since the last
+        tick towards zero (time constant ``latency_decay``, as Finagle's peak EWMA does at
+        read time): an endpoint shunned for being slow is tried again after a while, and its
+        fresh sample says whether it recovered."""
+        events = super().tick(now)
+        last = self._last_tick
+        self._last_tick = now
+        if now > last:
+            keep = math.exp(-(now - last) / self.settings.latency_decay)
+            for ep in self.endpoints:
+                if ep.latency_at < last:
+                    ep.latency_ewma *= keep
+        return events
 
     def pick(self, key: bytes | None = None) -> E | None:
         cands = self.candidates
