@@ -17,7 +17,7 @@ from backhaul.balance import (
     key_hash,
     make_balancer,
 )
-from backhaul.balance.consistent_hash import maglev_table, ring_points
+from backhaul.balance.consistent_hash import MAX_RING_POINTS, maglev_table, ring_points
 from backhaul.balance.hash_key import cookie_value
 
 KEYS = [b"user-%d" % i for i in range(100_000)]
@@ -195,3 +195,13 @@ def test_same_key_same_endpoint_in_every_worker() -> None:
     for key in KEYS[:5000]:
         ea, eb = a.pick(key), b.pick(key)
         assert ea is not None and eb is not None and ea.key == eb.key
+
+
+def test_heavy_weights_scale_the_ring_down() -> None:
+    weights = [10_000, 5_000, 1]
+    eps = endpoints(3, weights)
+    ring = RingHash(eps, BalanceSettings(policy="ring_hash"))
+    assert len(ring._points) <= MAX_RING_POINTS + 3
+    got = Counter(ring.pick(k) for k in KEYS[:30_000])
+    assert got[eps[0]] / got[eps[1]] == pytest.approx(2.0, rel=0.1)
+    assert got[eps[2]] < 30  # one point's worth, at most a handful of keys

@@ -29,10 +29,28 @@ Per request (the hot path; see PERFORMANCE.md for why every µs counts)::
     events = balancer.finished(ep, now, status_or_outcome, latency_seconds)
     breakers.requests.release()
 
-``pick()`` never counts; ``started()`` and ``finished()`` must pair exactly (least_connections
-keeps an index over them). ``finished()``'s outcome is the status, or ``CONNECT_FAILURE``,
-``RESET``, ``TIMEOUT``; it feeds outlier detection. Measured (timeit, 3 endpoints, this box):
-see the test ``tests/unit/test_balance_speed.py`` and the session report.
+``pick()`` never counts; ``started()`` and ``finished()`` must pair exactly, once per try
+(least_connections keeps an index over them). ``finished()``'s outcome is the status, or
+``CONNECT_FAILURE``, ``RESET``, ``TIMEOUT``; it feeds outlier detection and least_request's
+latency average. Bind the methods once (``pick = balancer.pick``) on the hot path.
+
+Measured with timeit on the 2-vCPU reference box (best of 7, ns; a call of an empty function
+is 21 ns):
+
+    pick()                  3 endpoints   100 endpoints   pick+started+finished (3)
+    round_robin                 61             50              218
+    weighted_round_robin        56             49              206
+    least_connections          199             43 (tree)       525
+    least_request (P2C)        369            373              638
+    random (weighted)          142            212              282
+    ring_hash pick(key)        316            380              409
+    maglev pick(key)           169            171              288
+
+    key_hash 108 (BLAKE2b would be 474); HashKeySpec.extract: header 228, cookie 448,
+    client_ip 73; pick_sticky 82; breaker try_acquire+release 94.
+    Builds (membership or weight changes only): maglev 65537 slots 18 ms (3 endpoints) to
+    35 ms (100); ring_hash 0.3 ms (3) to 11 ms (100 x 256 points), 150 ms at the
+    MAX_RING_POINTS cap; weighted round robin cycle 2 ms (100 endpoints).
 
 Retries
     ``RetryPolicy.decide()`` says whether a failed try is tried again;

