@@ -19,8 +19,8 @@ it does. Slow start does not apply to these policies (it would move keys).
 from __future__ import annotations
 
 import hashlib
-import struct
 import random as _random
+import struct
 from bisect import bisect_left
 from collections.abc import Collection, Sequence
 from typing import Final
