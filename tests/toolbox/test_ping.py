@@ -384,3 +384,15 @@ def test_replies_after_the_timeout_are_late(lab, run_cli):
     assert all(e["rtt_ms"] > 20 for e in late)
     assert all(e["rtt_ms"] <= 20 for e in on_time)
     assert target["rtt_ms"]["max"] <= 20  # late replies stay out of the statistics
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privilege needs root to start from")
+def test_unprivileged_user_falls_back_to_ping_sockets_where_allowed(lab, run_cli):
+    # the lab sets net.ipv4.ping_group_range to every group: no raw socket, a ping socket
+    targets = [lab.address("server", 4), lab.address("server", 6)]
+    done = run_cli(["ping", "-c", "2", "-i", "0.01", "--json", *targets], lab=lab, user=65534)
+    assert done.returncode == 0, done.stderr
+    assert [t["received"] for t in _targets(done)] == [2, 2]
+    done = run_cli(["ping", "--socket", "raw", "-c", "1", *targets], lab=lab, user=65534)
+    assert "run as root" in assert_one_line_error(done, 2)
