@@ -27,9 +27,11 @@ RunCli = Callable[..., subprocess.CompletedProcess[str]]
 def _remove_stale_labs() -> None:
     """Labs left by earlier test runs that were killed (their pid is gone)."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    for pid in {int(m) for m in re.findall(r"^bht(\d+)-\w+", listed, re.M)}:
+    # bht: the session lab; bhf, bhc: the labs test_lab.py builds and removes itself
+    for prefix, pid_text in set(re.findall(r"^(bh[tfc])(\d+)-\w+", listed, re.M)):
+        pid = int(pid_text)
         if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
-            Lab(f"bht{pid}").down(missing_ok=True)
+            Lab(f"{prefix}{pid}").down(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
