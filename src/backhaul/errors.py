@@ -111,7 +111,7 @@ class PermissionNeeded(NetworkError):
     exit_code = 2
 
 
-class TimeoutError_(BackhaulError):  # noqa: N801 - stdlib TimeoutError is a different thing
+class TimeoutError_(BackhaulError):  # stdlib TimeoutError is a different thing
     """A deadline passed. ``phase`` names which one."""
 
     phase = "total"

@@ -53,7 +53,11 @@ def _root(
 
 
 def _register_all() -> None:
-    for name in COMMAND_MODULES:
+    # Import only the command being run (each pulls in its own dependencies: pydantic,
+    # dnspython, the edge...); --help and unknown words import them all to list them.
+    wanted = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    names = (wanted,) if wanted in COMMAND_MODULES else COMMAND_MODULES
+    for name in names:
         try:
             module = importlib.import_module(f"backhaul.cli.{name}")
         except ModuleNotFoundError as exc:

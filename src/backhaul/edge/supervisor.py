@@ -1,34 +1,37 @@
 """The supervisor: starts N worker processes that share the listeners through SO_REUSEPORT,
 restarts a worker that dies, and on SIGTERM/SIGINT lets every worker drain, then exits 0.
 
-Workers are forked from the supervisor after the config is validated, so each starts with the
-same prepared config and builds its own event loop (uvloop when available). The supervisor
-itself runs no event loop and no threads, which keeps ``fork`` safe.
+``backhaul serve`` validates the config (pydantic), checks that every listener can bind, then
+replaces itself (``exec``) with this module's :func:`main`, handing over the config as plain
+data (:mod:`backhaul.edge.settings`) through a memory file. The supervisor thus holds no CLI,
+no pydantic and no toolbox code, and the workers it forks import only the edge: each process
+stays small. The supervisor runs no event loop and no threads, which keeps ``fork`` safe.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from backhaul.errors import BackhaulError, NetworkError
 
-__all__ = ["run_worker_process", "serve", "validate_binds"]
+__all__ = ["main", "run_worker_process", "serve", "validate_binds"]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def _new_loop() -> Any:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        import asyncio
+
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
 
@@ -59,6 +62,8 @@ def validate_binds(config: Any) -> None:
 
 def run_worker_process(config: Any) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return."""
+    import asyncio
+
     from backhaul.edge.worker import Worker
 
     loop = _new_loop()
@@ -173,12 +178,44 @@ class _Supervisor:
         return 0
 
 
-def serve(config: Any, workers: int | None = None) -> int:
-    """Run the edge for ``config`` with ``workers`` processes (default: config, then CPUs)."""
+def serve(config: Any, workers: int | None = None) -> NoReturn:
+    """Run the edge for a validated ``config`` with ``workers`` processes (default: the
+    config's, then the CPU count). Does not return on success: the process becomes the
+    supervisor (see the module docstring)."""
+    from backhaul.edge.settings import freeze
+
     count = workers or config.workers or os.cpu_count() or 1
     if count < 1:
         raise BackhaulError("--workers must be at least 1")
     validate_binds(config)
     for lst in config.listeners:
-        print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr, flush=True)
-    return _Supervisor(config, count).run()
+        print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
+    fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec
+    os.write(fd, freeze(config))
+    os.lseek(fd, 0, os.SEEK_SET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
+    os.execv(sys.executable, [*argv, "--workers", str(count)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the exec'd supervisor: ``--settings-fd FD --workers N``."""
+    from backhaul.edge.settings import thaw
+
+    args = sys.argv[1:] if argv is None else argv
+    opts = dict(zip(args[::2], args[1::2], strict=False))
+    fd = int(opts["--settings-fd"])
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    settings = thaw(b"".join(chunks))
+    return _Supervisor(settings, int(opts["--workers"])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

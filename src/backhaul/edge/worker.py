@@ -19,7 +19,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.accesslog import AccessLog
-from backhaul.edge.downstream import DL_NONE, HttpConnection
+from backhaul.edge.downstream import DL_IDLE, DL_NONE, HttpConnection
 from backhaul.edge.exchange import EX_NONE
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
@@ -170,9 +170,19 @@ class Worker:
 
     def tick(self, now: float) -> None:
         """Enforce deadlines, sweep pools, flush the access log."""
+        # A connection idle for more than one tick gives back its parser (see hibernate).
+        hibernate_before = now + min((lst.keepalive_timeout for lst in self.listeners), default=0)
+        hibernate_before -= TICK
         for conn in list(self.connections):
-            if conn.deadline_kind != DL_NONE and conn.deadline < now:
-                conn.on_deadline(now)
+            if conn.deadline_kind != DL_NONE:
+                if conn.deadline < now:
+                    conn.on_deadline(now)
+                elif (
+                    conn.deadline_kind == DL_IDLE
+                    and conn.parser is not None
+                    and conn.deadline < hibernate_before
+                ):
+                    conn.hibernate()
             tx = conn.tx
             if tx is not None and tx.deadline_kind != EX_NONE and tx.deadline < now:
                 tx.on_deadline(now)
