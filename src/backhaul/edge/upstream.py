@@ -10,6 +10,7 @@ no stray bytes. Anything else closes it.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -295,7 +296,9 @@ class Cluster:
                 host, port = "127.0.0.1", (builtin_ports or {})[i]
             self.endpoints.append(Endpoint(self, host, port, ep.weight))
         self._ring = [ep for ep in self.endpoints for _ in range(max(1, ep.weight))]
-        self._next = 0
+        # Each worker starts its rotation at its own place, so that N workers together
+        # spread the first requests instead of all sending them to the first endpoint.
+        self._next = int.from_bytes(os.urandom(2), "big") % len(self._ring)
 
     def pick(self) -> Endpoint:
         ring = self._ring
