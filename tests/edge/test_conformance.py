@@ -413,7 +413,9 @@ def edge_config(recorder: Recorder, bad_upstream: Recorder) -> dict[str, object]
     return config
 
 
-LISTENER = {"timeouts": {"request_headers": "2s", "body_idle": "2s", "keepalive_idle": "5s"}}
+LISTENER = {
+    "timeouts": {"request_headers": "2s", "body_idle": "2s", "keepalive_idle": "5s", "drain": "1s"}
+}
 
 
 @pytest.fixture(scope="module")

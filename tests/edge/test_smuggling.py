@@ -9,10 +9,13 @@ so only the edge's framing stands between it and the upstream.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.edge.harness import Edge
 from tests.edge.test_conformance import (
@@ -263,3 +266,308 @@ def test_head_response_then_pipelined_get(sedge: Edge, recorder: Recorder) -> No
     assert b"/t/head-1-next" in rest
     assert [s.method for s in recorder.requests if "/t/head-1" in s.target] == ["HEAD", "GET"]
     assert not recorder.desyncs()
+
+
+# -- framing under arbitrary splits --------------------------------------------------------
+
+
+def echo_targets(reply_data: bytes) -> list[tuple[int, str, str]]:
+    """(status, target, body) the upstream echoed for each response."""
+    import json
+
+    from tests.edge.harness import parse_responses
+
+    out = []
+    for status, _, body in parse_responses(reply_data):
+        info = json.loads(body) if status == 200 else {"target": "", "body": ""}
+        out.append((status, info["target"], info["body"]))
+    return out
+
+
+def test_request_sent_one_byte_at_a_time(sedge: Edge, recorder: Recorder) -> None:
+    body = b"".join(chunk(b"%02d-" % i + b"x" * i) for i in range(1, 9))
+    raw = (
+        b"POST /t/bytewise?q=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bytewise/1\r\n"
+        b"Accept: */*\r\nX-Long: " + b"v" * 40 + b"\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n" + body + b"0;ext=1\r\nX-Trailer: t\r\n\r\n"
+    )
+    assert 280 <= len(raw) <= 320
+    reply = talk(sedge.port, [raw[i : i + 1] for i in range(len(raw))], pause=0.001)
+    expected = b"".join(b"%02d-" % i + b"x" * i for i in range(1, 9)).decode()
+    assert echo_targets(reply.data) == [(200, "/t/bytewise?q=1", expected)]
+    assert reply.elapsed < 5
+
+
+PAIR = (
+    b"GET /t/pair-a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    b"POST /t/pair-b HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nConnection: close\r\n"
+    b"\r\nhello"
+)
+CHUNKED_PAIR = (
+    b"POST /t/pair-c HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3;e=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n"
+    b"GET /t/pair-d HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (PAIR, [(200, "/t/pair-a", ""), (200, "/t/pair-b", "hello")]),
+        (CHUNKED_PAIR, [(200, "/t/pair-c", "abcde"), (200, "/t/pair-d", "")]),
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_pipelined_pair_split_at_every_offset(
+    sedge: Edge, data: bytes, expected: list[tuple[int, str, str]]
+) -> None:
+    assert 110 <= len(data) <= 170
+    wrong = []
+    for offset in range(1, len(data)):
+        reply = talk(sedge.port, [data[:offset], data[offset:]], pause=0.002)
+        got = echo_targets(reply.data) if reply.data.startswith(b"HTTP/1.1 200") else []
+        if got != expected:
+            wrong.append((offset, reply.data[:200]))
+    assert not wrong, f"{len(wrong)} of {len(data) - 1} splits went wrong, first: {wrong[:3]}"
+
+
+def test_no_internal_error_was_logged(sedge: Edge) -> None:
+    # Runs after the tests above in this module: none of them may have hit an edge defect.
+    assert b"internal error" not in sedge.stderr_path.read_bytes()
+    assert sedge.proc is not None and sedge.proc.poll() is None
+
+
+# -- random bytes -------------------------------------------------------------------------------
+
+FUZZ_LISTENER = {
+    "timeouts": {
+        "request_headers": "500ms",
+        "body_idle": "500ms",
+        "keepalive_idle": "1s",
+        "drain": "1s",
+    }
+}
+# What the edge may answer to anything at all: the upstream's 200, the fallback route's 203,
+# the demo's own errors, and 505 for a version it does not speak (HTTP/2.0 on this port).
+# 502 can only come from the scripted bad upstream behind /up/.
+ALLOWED_STATUS = {100, 200, 203, 400, 404, 405, 408, 413, 414, 431, 501, 502, 505}
+
+# Each list: the usual values first, then odd ones. ``_pick`` draws a usual value 3 times in 4,
+# so most messages get deep into the edge instead of failing on their first byte.
+METHODS = ([b"GET", b"POST", b"HEAD", b"OPTIONS", b"PUT"], [b"PURGE", b"get", b"G T", b""])
+TARGETS = (
+    [b"/t/fuzz", b"/healthz", b"/t/fuzz?q=1", b"/a/../b", b"/up/ok"],
+    [b"*", b"http://other.test/x/fuzz", b"/%zz", b"/t/fuzz#f", b"//", b"/t/\xff", b""],
+)
+VERSIONS = ([b"HTTP/1.1", b"HTTP/1.0"], [b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/1.1 ", b""])
+FIELDS = (
+    [
+        b"Content-Length: 5",
+        b"Content-Length: 0",
+        b"Transfer-Encoding: chunked",
+        b"Connection: close",
+        b"Connection: keep-alive, X-A",
+        b"Expect: 100-continue",
+        b"X-A: b",
+        b"X-Request-Id: fuzz",
+        # Upgrade without "Connection: upgrade": the Upgrade path has its own tests below
+        # (test_upgrade_*), which fail today; with both fields here the fuzzer finds them too.
+        b"Upgrade: websocket",
+    ],
+    [
+        b"Host: other.test",
+        b"Host: a:99999",
+        b"Content-Length: -1",
+        b"Content-Length: 99999999999999999999",
+        b"Transfer-Encoding: gzip",
+        b"Transfer-Encoding : chunked",
+        b" folded",
+        b": empty",
+        b"X-A: \x00",
+    ],
+)
+BODIES = (
+    [b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n"],
+    [b"zz\r\n\r\n", b"1;e\r\nx\r\n", b"5\r\nhello\r\n0\r\nX: 1\r\n\r\n"],
+)
+LINE_ENDS = ([b"\r\n"], [b"\n", b"\r", b"\r\r\n"])
+
+
+def _build(parts: list[bytes], fields: list[bytes], end: bytes, body: bytes) -> bytes:
+    method, target, version = parts
+    lines = [method + b" " + target + b" " + version, b"Host: 127.0.0.1", *fields]
+    return end.join(lines) + end + end + body
+
+
+@st.composite
+def _message(draw: st.DrawFn, odd: bool) -> bytes:
+    """A request made of usual values; with ``odd``, one of its parts is an odd value."""
+    parts = [draw(st.sampled_from(c[0])) for c in (METHODS, TARGETS, VERSIONS)]
+    fields = draw(st.lists(st.sampled_from(FIELDS[0]), max_size=4))
+    end = b"\r\n"
+    body = draw(st.sampled_from(BODIES[0]))
+    if odd:
+        where = draw(st.sampled_from(["method", "target", "version", "field", "end", "body"]))
+        if where == "field":
+            fields.insert(draw(st.integers(0, len(fields))), draw(st.sampled_from(FIELDS[1])))
+        elif where == "end":
+            end = draw(st.sampled_from(LINE_ENDS[1]))
+        elif where == "body":
+            body = draw(st.sampled_from(BODIES[1]))
+        else:
+            i = ["method", "target", "version"].index(where)
+            parts[i] = draw(st.sampled_from((METHODS, TARGETS, VERSIONS)[i][1]))
+    return _build(parts, fields, end, body)
+
+
+def _mutated(data: bytes, cut: int, junk: bytes) -> bytes:
+    cut = cut % (len(data) + 1)
+    return data[:cut] + junk + data[cut:]
+
+
+FUZZ_INPUT = st.one_of(
+    st.binary(max_size=200),
+    st.lists(_message(odd=False), min_size=1, max_size=3).map(b"".join),
+    st.lists(_message(odd=True), min_size=1, max_size=2).map(b"".join),
+    st.builds(
+        _mutated, _message(odd=False), st.integers(0, 500), st.binary(min_size=1, max_size=8)
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_edge(recorder: Recorder, edge_tmp: Path) -> Iterator[Edge]:
+    with (
+        Recorder(bad_upstream_answer) as bad,
+        Edge(edge_tmp, edge_config(recorder, bad), listener=FUZZ_LISTENER) as e,
+    ):
+        yield e
+
+
+def well_formed_statuses(data: bytes) -> list[int]:
+    """The statuses of a stream of complete HTTP/1.1 responses; AssertionError otherwise.
+    Responses to HEAD have a Content-Length but no body: a body is skipped only when what
+    follows it is again a response (or nothing)."""
+    statuses = []
+    while data:
+        assert data.startswith(b"HTTP/1.1 "), data[:200]
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"incomplete response head {data[:200]!r}"
+        status = int(head[9:12])
+        statuses.append(status)
+        fields = dict(
+            (k.strip().lower(), v.strip())
+            for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        )
+        if status < 200 or status in (204, 304):
+            data = rest
+        elif b"content-length" in fields:
+            n = int(fields[b"content-length"])
+            if len(rest) >= n and (rest[n:] == b"" or rest[n:].startswith(b"HTTP/1.1 ")):
+                data = rest[n:]
+            else:
+                assert rest == b"" or rest.startswith(b"HTTP/1.1 "), rest[:200]
+                data = rest  # a response to HEAD
+        elif fields.get(b"transfer-encoding") == b"chunked":
+            while True:
+                size_line, sep, rest = rest.partition(b"\r\n")
+                assert sep, "incomplete chunked body"
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    assert rest.startswith(b"\r\n"), rest[:100]
+                    data = rest[2:]
+                    break
+                assert rest[size : size + 2] == b"\r\n"
+                rest = rest[size + 2 :]
+        else:
+            data = b""  # delimited by close
+    return statuses
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(data=FUZZ_INPUT)
+def test_random_bytes_get_an_answer_or_a_clean_close(fuzz_edge: Edge, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", fuzz_edge.port), timeout=3) as s:
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        out = b""
+        try:
+            while True:
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                out += piece
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"no answer and no close within 3 s for {data!r}")
+    statuses = well_formed_statuses(out)
+    assert set(statuses) <= ALLOWED_STATUS, (data, out[:300])
+    assert fuzz_edge.proc is not None and fuzz_edge.proc.poll() is None, "the edge died"
+
+
+def test_edge_still_serves_after_fuzzing(fuzz_edge: Edge) -> None:
+    reply = talk(
+        fuzz_edge.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    assert (reply.status, reply.responses()[0][2]) == (200, b"ok\n")
+    assert b"internal error" not in fuzz_edge.stderr_path.read_bytes()
+
+
+# -- Upgrade: the edge does not switch protocols here, so the message is plain HTTP ----------
+
+UPGRADE_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="edge bug: after llhttp's HttpParserUpgrade the edge parses the bytes that follow "
+    "the head as a new request, though they are the request's body (RFC 9112 6.3; RFC 9110 "
+    "7.8 lets a server ignore Upgrade, not the framing)",
+)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param("content-length", marks=UPGRADE_XFAIL),
+        pytest.param("chunked", marks=UPGRADE_XFAIL),
+    ],
+)
+def test_upgrade_request_body_stays_body(sedge: Edge, recorder: Recorder, framing: str) -> None:
+    case = f"upgrade-{framing}"
+    body = smuggled(case)
+    if framing == "chunked":
+        fields = b"Transfer-Encoding: chunked\r\n"
+        wire = chunk(body) + b"0\r\n\r\n"
+    else:
+        fields = b"Content-Length: %d\r\n" % len(body)
+        wire = body
+    attack = post(case, fields + b"Upgrade: websocket\r\nConnection: upgrade\r\n", wire)
+    reply = talk(sedge.port, attack + next_request(case), timeout=3)
+    assert not recorder.complete(f"smuggled-{case}")
+    assert [r[0] for r in reply.responses()] == [200, 200], reply.data[:500]
+    (first,) = recorder.complete(case)
+    assert first.body == body
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="edge bug: a malformed request pipelined after an Upgrade request gets 500 "
+    "'the edge failed on this request' (the HttpParserError raised while handling "
+    "HttpParserUpgrade has it as __context__, which the edge takes for its own defect)",
+)
+def test_upgrade_request_followed_by_garbage_is_400(sedge: Edge) -> None:
+    raw = (
+        b"GET /t/upgrade-garbage HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: upgrade\r\n\r\nGET / \r\x00\x00junk"
+    )
+    reply = talk(sedge.port, raw)
+    statuses = [r[0] for r in reply.responses()]
+    assert statuses in ([400], [200, 400]), reply.data[:500]
+    assert reply.closed
