@@ -12,14 +12,16 @@ import asyncio
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
 from backhaul.http import REASONS, encode_head, forward_response_headers, problem_response
 from backhaul.http.relay import relay_request_head, relay_response_head, status_line
 
 if TYPE_CHECKING:
+    from backhaul.edge.cluster import Endpoint
     from backhaul.edge.downstream import HttpConnection
     from backhaul.edge.routing import CompiledRoute
-    from backhaul.edge.upstream import Endpoint, UpstreamConnection
+    from backhaul.edge.upstream import UpstreamConnection
     from backhaul.http import RequestFacts
     from backhaul.http.target import Target
 
@@ -55,7 +57,10 @@ class Exchange:
         "facts",
         "finished",
         "head_sent",
+        "hash",
         "headers",
+        "holds_request",
+        "in_try",
         "interim",
         "keep_alive",
         "mark_body",
@@ -63,14 +68,21 @@ class Exchange:
         "method",
         "read_to_close",
         "request_done",
+        "replayable",
         "request_id",
         "response_done",
         "retried",
+        "retry_held",
+        "retry_timer",
         "route",
+        "set_cookie",
         "started",
         "start_time",
         "status",
         "target",
+        "tried",
+        "tries",
+        "try_start",
         "upstream",
         "upstream_start",
         "upstream_time",
@@ -117,6 +129,16 @@ class Exchange:
         self.upstream_start = 0.0
         self.upstream_time: float | None = None
         self.retried = False
+        self.tries = 0
+        self.tried: list[Endpoint] | None = None
+        self.in_try = False
+        self.try_start = 0.0
+        self.hash: bytes | None = None
+        self.holds_request = False
+        self.retry_held = 0
+        self.retry_timer: asyncio.TimerHandle | None = None
+        self.replayable = True
+        self.set_cookie: bytes | None = None
         self.chunks = 0
         self.chunk_overhead = 0
         self.mark_body = 0
@@ -144,36 +166,161 @@ class Exchange:
             return
         kind = route.kind
         if kind == "proxy":
+            cluster = route.cluster
+            if not cluster.breakers.requests.try_acquire():
+                self.respond_error(503, cluster.breakers.requests.overflow_detail(cluster.name))
+                return
+            self.holds_request = True
             if facts.expect_continue and not self.request_done:
                 self.conn_write(_CONTINUE)
-            cluster = route.cluster
-            endpoint = cluster.pick()
-            self.endpoint = endpoint
-            upstream = endpoint.acquire_nowait()
-            if upstream is not None:
-                self.attach(upstream)
+            self.replayable = not (facts.content_length or facts.chunked)
+            if cluster.hash_key is not None:
+                self.hash = cluster.hash_key.extract(
+                    self.conn.client_ip, self.target.path, self.headers
+                )
+            sticky = cluster.sticky
+            if sticky is not None:
+                endpoint, reset = cluster.balancer.pick_sticky(
+                    sticky.token(self.headers), self.hash
+                )
+                if endpoint is not None and reset:
+                    self.set_cookie = sticky.set_cookie(endpoint.token)
             else:
-                self.connect(endpoint)
+                endpoint = cluster.balancer.pick(self.hash)
+            if endpoint is None:
+                cluster.stats.no_healthy += 1
+                self.respond_error(503, cluster.describe_unhealthy())
+                return
+            self.try_endpoint(endpoint)
         elif kind == "redirect":
             self.respond_redirect()
         else:
             self.respond_direct()
 
+    # -- tries ----------------------------------------------------------------------------
+    def try_endpoint(self, endpoint: Endpoint) -> None:
+        """Send the request to ``endpoint``: one try, paired started()/finished()."""
+        cluster = endpoint.cluster
+        self.endpoint = endpoint
+        upstream = endpoint.acquire_nowait()
+        if upstream is None:
+            breakers = cluster.breakers
+            if not breakers.connections.try_acquire():
+                self.respond_error(503, breakers.connections.overflow_detail(cluster.name))
+                return
+            if not breakers.pending.try_acquire():
+                breakers.connections.release()
+                self.respond_error(503, breakers.pending.overflow_detail(cluster.name))
+                return
+        self.tries += 1
+        cluster.balancer.started(endpoint)
+        self.in_try = True
+        self.try_start = perf_counter()
+        if upstream is not None:
+            self.attach(upstream)
+        else:
+            self.connect(endpoint)
+
+    def end_try(self, outcome: int) -> None:
+        """The current try ended with ``outcome`` (a status or CONNECT_FAILURE/RESET/TIMEOUT)."""
+        if self.in_try:
+            self.in_try = False
+            endpoint = self.endpoint
+            assert endpoint is not None
+            cluster = endpoint.cluster
+            events = cluster.balancer.finished(
+                endpoint, self.worker.loop.time(), outcome, perf_counter() - self.try_start
+            )
+            if events:
+                cluster.log_events(events)
+
+    def try_failed(self, outcome: int, status: int, detail: str) -> None:
+        """A try failed before a response head was relayed: retry, or answer ``status``."""
+        self.end_try(outcome)
+        if self.finished:
+            return
+        if not self.head_sent and self.retry_scheduled(outcome):
+            return
+        label = self.endpoint.label if self.endpoint is not None else None
+        self.respond_error(status, detail, upstream=label)
+
+    def retry_scheduled(self, outcome: int) -> bool:
+        """Whether the policy, the budget and the cluster allow another try (on another
+        endpoint); if so it is scheduled after the backoff."""
+        route = self.route
+        endpoint = self.endpoint
+        if route is None or endpoint is None:
+            return False
+        cluster = endpoint.cluster
+        decision = route.retry_policy.decide(
+            self.method.decode("latin-1"), self.tries, outcome, replayable=self.replayable
+        )
+        if not decision.retry:
+            return False
+        if not cluster.retry_budget.try_acquire(cluster.breakers.requests.active):
+            cluster.stats.budget_exhausted += 1
+            return False
+        if self.tried is None:
+            self.tried = [endpoint]
+        elif endpoint not in self.tried:
+            self.tried.append(endpoint)
+        nxt = cluster.balancer.pick_excluding(self.tried, self.hash)
+        if nxt is None:
+            cluster.retry_budget.release()
+            return False
+        self.retry_held += 1
+        cluster.stats.retries += 1
+        self.tried.append(nxt)
+        delay = route.retry_policy.backoff(self.tries, cluster.rng.random)
+        self.conn.pause(PAUSE_UPSTREAM)
+        self.retry_timer = self.worker.loop.call_later(delay, self._retry, nxt)
+        return True
+
+    def _retry(self, endpoint: Endpoint) -> None:
+        self.retry_timer = None
+        if not self.finished and self.conn.transport is not None:
+            self.try_endpoint(endpoint)
+
+    def release_slots(self) -> None:
+        """Give back the circuit-breaker request slot and the retry-budget slots."""
+        route = self.route
+        if route is None or route.cluster is None:
+            return
+        cluster = route.cluster
+        if self.holds_request:
+            self.holds_request = False
+            cluster.breakers.requests.release()
+        while self.retry_held:
+            self.retry_held -= 1
+            cluster.retry_budget.release()
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+
     def connect(self, endpoint: Endpoint) -> None:
+        """Open a new connection to ``endpoint`` (its breaker slots are already held)."""
         self.conn.pause(PAUSE_UPSTREAM)
         self.connect_task = self.worker.loop.create_task(self._connect(endpoint))
 
     async def _connect(self, endpoint: Endpoint) -> None:
+        breakers = endpoint.cluster.breakers
+        connected = False
         try:
             upstream = await endpoint.wait_connected(self.worker.loop)
+            connected = True
         except ConnectTimeout as exc:
             self.connect_task = None
-            self.respond_error(504, str(exc), upstream=endpoint.label)
+            self.try_failed(CONNECT_FAILURE, 504, str(exc))
             return
         except ConnectError as exc:
             self.connect_task = None
-            self.respond_error(502, str(exc), upstream=endpoint.label)
+            self.try_failed(CONNECT_FAILURE, 502, str(exc))
             return
+        finally:
+            breakers.pending.release()
+            if not connected:
+                breakers.connections.release()
+        upstream.counted = True
         self.connect_task = None
         if self.finished or self.conn.transport is None:
             upstream.close()
@@ -224,7 +371,7 @@ class Exchange:
         else:
             self.conn.send_upstream(upstream, (head,))
         self.upstream_start = perf_counter()
-        self.deadline = worker.loop.time() + route.cluster.response_headers_timeout
+        self.deadline = worker.loop.time() + route.try_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
         self.conn.resume(PAUSE_UPSTREAM)
 
@@ -249,7 +396,7 @@ class Exchange:
             else:
                 self.conn.send_upstream(upstream, (chunk,))
             if self.deadline_kind == EX_RESPONSE_HEADERS:
-                self.deadline = self.worker.loop.time() + route.cluster.response_headers_timeout  # type: ignore[union-attr]
+                self.deadline = self.worker.loop.time() + route.try_timeout  # type: ignore[union-attr]
         elif not self.response_done and (
             not self.started or (route is not None and route.kind == "proxy")
         ):
@@ -290,6 +437,17 @@ class Exchange:
                 self.conn_write(encode_head(status_line(status), out))
             return
         worker = self.worker
+        route = self.route
+        if (
+            route is not None
+            and status in route.retry_policy.statuses
+            and not self.head_sent
+            and self.retry_scheduled(status)
+        ):
+            self.end_try(status)
+            self.upstream = None
+            upstream.abort()
+            return
         try:
             relay = relay_response_head(
                 status,
@@ -310,7 +468,10 @@ class Exchange:
         self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
-        self.conn.write(relay.head)
+        if self.set_cookie is None:
+            self.conn.write(relay.head)
+        else:
+            self.conn.write(relay.head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
         self.deadline = worker.loop.time() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
         if rf.no_body and status not in (204, 304):
@@ -340,6 +501,7 @@ class Exchange:
             return
         self.response_done = True
         self.deadline_kind = EX_NONE
+        self.end_try(self.status)
         if self.chunked_out:
             self.conn_write(_CHUNK_END)
         self.release_upstream(upstream, keep_alive and self.request_done)
@@ -359,10 +521,11 @@ class Exchange:
         upstream.abort()
         self.upstream = None
         if self.head_sent:
+            self.end_try(RESET)
             self.abort_downstream()
         else:
             label = upstream.endpoint.label
-            self.respond_error(502, f"upstream endpoint {label}: {detail}", upstream=label)
+            self.try_failed(502, 502, f"upstream endpoint {label}: {detail}")
 
     def upstream_lost(self, upstream: UpstreamConnection) -> None:
         """The upstream connection closed while this exchange used it."""
@@ -375,6 +538,7 @@ class Exchange:
                 self.read_to_close = False
                 self.upstream_end(upstream, False)
             elif not self.response_done:
+                self.end_try(RESET)
                 self.abort_downstream()
             return
         facts = self.facts
@@ -385,12 +549,17 @@ class Exchange:
             and not facts.content_length
             and not self.finished
         ):
-            # A pooled connection the upstream had already closed: try once on a new one.
+            # A pooled connection the upstream had already closed: the same try goes on,
+            # once, on a new connection to the same endpoint (not the endpoint's fault).
             self.retried = True
-            self.connect(upstream.endpoint)
-            return
-        self.respond_error(
-            502, f"upstream endpoint {label} closed the connection before responding", label
+            breakers = upstream.endpoint.cluster.breakers
+            if breakers.connections.try_acquire():
+                if breakers.pending.try_acquire():
+                    self.connect(upstream.endpoint)
+                    return
+                breakers.connections.release()
+        self.try_failed(
+            RESET, 502, f"upstream endpoint {label} closed the connection before responding"
         )
 
     # -- backpressure ----------------------------------------------------------------------
@@ -511,6 +680,8 @@ class Exchange:
         self.worker.log_exchange(self)
         if self.upstream is not None:
             self.release_upstream(self.upstream, False)
+        self.end_try(self.status)
+        self.release_slots()
         self.conn.exchange_done(self, self.keep_alive)
 
     def abort_downstream(self) -> None:
@@ -520,6 +691,8 @@ class Exchange:
             self.finished = True
             self.worker.stats.errors += 1
             self.worker.log_exchange(self)
+        self.end_try(RESET)
+        self.release_slots()
         self.conn.abort()
 
     def downstream_lost(self) -> None:
@@ -536,6 +709,8 @@ class Exchange:
             if not self.response_done:
                 self.status = self.status or 499
             self.worker.log_exchange(self)
+        self.end_try(499)
+        self.release_slots()
 
     def abandon(self) -> None:
         """Drop this exchange without logging (the connection is being rejected)."""
@@ -546,6 +721,8 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.abort()
             self.upstream = None
+        self.end_try(RESET)
+        self.release_slots()
 
     def on_deadline(self, now: float) -> None:
         kind = self.deadline_kind
@@ -556,16 +733,16 @@ class Exchange:
             if upstream is not None:
                 upstream.abort()
                 self.upstream = None
-            cluster = self.route.cluster if self.route is not None else None
-            timeout = cluster.response_headers_timeout if cluster is not None else 0
-            self.respond_error(
+            timeout = self.route.try_timeout if self.route is not None else 0
+            self.try_failed(
+                TIMEOUT,
                 504,
                 f"upstream endpoint {label} sent no response headers within {timeout:g}s",
-                upstream=label,
             )
         elif kind == EX_BODY_IDLE:
             upstream = self.upstream
             if upstream is not None:
                 upstream.abort()
                 self.upstream = None
+            self.end_try(TIMEOUT)
             self.abort_downstream()

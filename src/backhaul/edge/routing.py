@@ -39,11 +39,13 @@ class CompiledRoute:
         "path_exact",
         "path_prefix",
         "path_regex",
+        "retry_policy",
         "respond_body",
         "respond_content_type",
         "rewrite_base",
         "rewrite_root",
         "strip_prefix",
+        "try_timeout",
         "wildcard_suffixes",
     )
 
@@ -84,6 +86,8 @@ class CompiledRoute:
         self.has_header_match = bool(compiled_headers)
         self.listeners = frozenset(route.listeners) if route.listeners else None
         self.cluster: Any = None  # the worker's runtime cluster, set when the table is built
+        self.retry_policy: Any = None  # the route's or its cluster's RetryPolicy (set then too)
+        self.try_timeout = 0.0  # response-head deadline of one try (set then too)
         self.strip_prefix: str | None = None
         self.rewrite_root = "/"
         self.rewrite_base = ""

@@ -10,17 +10,15 @@ no stray bytes. Anything else closes it.
 from __future__ import annotations
 
 import asyncio
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httptools
 
-from backhaul.errors import ConnectError, ConnectTimeout
-
 if TYPE_CHECKING:
+    from backhaul.edge.cluster import Endpoint
     from backhaul.edge.exchange import Exchange
 
-__all__ = ["Cluster", "Endpoint", "UpstreamConnection"]
+__all__ = ["UpstreamConnection"]
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -31,6 +29,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "closed",
+        "counted",
         "endpoint",
         "exchange",
         "headers",
@@ -50,6 +49,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         self.closed = False
+        self.counted = False  # holds a slot of the cluster's max_connections breaker
         self.wbuf: list[bytes] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
@@ -91,6 +91,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.counted:
+            self.counted = False
+            self.endpoint.cluster.breakers.connections.release()
         ex = self.exchange
         if ex is not None:
             self.exchange = None
@@ -170,146 +173,3 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         if self.transport is not None:
             self.transport.abort()
-
-
-class Endpoint:
-    """An upstream address of a cluster, with its own LIFO pool of idle connections."""
-
-    __slots__ = (
-        "active",
-        "address",
-        "cluster",
-        "connect_timeout",
-        "host",
-        "idle",
-        "idle_timeout",
-        "label",
-        "log_name",
-        "max_idle",
-        "port",
-        "weight",
-    )
-
-    def __init__(self, cluster: Cluster, host: str, port: int, weight: int = 1) -> None:
-        self.cluster = cluster
-        self.host = host
-        self.port = port
-        self.weight = weight
-        self.label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.address = self.label
-        self.log_name = f'"{self.label}"'
-        self.idle: list[UpstreamConnection] = []
-        self.max_idle: int = cluster.max_idle
-        self.idle_timeout: float = cluster.idle_timeout
-        self.connect_timeout: float = cluster.connect_timeout
-        self.active = 0
-
-    def acquire_nowait(self) -> UpstreamConnection | None:
-        """The warmest idle connection, or None."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                return conn
-        return None
-
-    async def wait_connected(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
-        """A new connection, within the cluster's connect timeout."""
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
-                )
-        except TimeoutError as exc:
-            raise ConnectTimeout(
-                f"connecting to upstream endpoint {self.label} took longer than "
-                f"{self.connect_timeout:g}s"
-            ) from exc
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise ConnectError(
-                f"upstream endpoint {self.label} refused or failed the connection: {reason}",
-                peer=self.label,
-            ) from exc
-        return proto
-
-    def release(self, conn: UpstreamConnection, now: float) -> None:
-        """Return a clean connection to the pool (or close it when the pool is full)."""
-        conn.exchange = None
-        if conn.closed:
-            return
-        if len(self.idle) >= self.max_idle:
-            conn.close()
-            return
-        conn.idle_since = now
-        if conn.transport is not None:
-            conn.transport.resume_reading()
-        self.idle.append(conn)
-
-    def forget(self, conn: UpstreamConnection) -> None:
-        try:
-            self.idle.remove(conn)
-        except ValueError:
-            pass
-
-    def sweep(self, now: float) -> None:
-        """Close idle connections older than the idle timeout (oldest are at the front)."""
-        idle = self.idle
-        limit = now - self.idle_timeout
-        while idle and (idle[0].closed or idle[0].idle_since < limit):
-            idle.pop(0).close()
-
-    def close_idle(self) -> None:
-        while self.idle:
-            self.idle.pop().close()
-
-
-class Cluster:
-    """A named pool of endpoints; balancing is round robin (weighted by repetition)."""
-
-    __slots__ = (
-        "body_idle",
-        "connect_timeout",
-        "endpoints",
-        "idle_timeout",
-        "max_idle",
-        "name",
-        "response_headers_timeout",
-        "_ring",
-        "_next",
-    )
-
-    def __init__(self, name: str, config: Any, builtin_ports: dict[int, int] | None = None):
-        self.name = name
-        timeouts = config.timeouts
-        self.connect_timeout = float(timeouts.connect)
-        self.response_headers_timeout = float(timeouts.response_headers)
-        self.body_idle = float(timeouts.body_idle)
-        self.max_idle = int(config.pool.max_idle)
-        self.idle_timeout = float(config.pool.idle_timeout)
-        self.endpoints: list[Endpoint] = []
-        for i, ep in enumerate(config.endpoints):
-            if ep.address is not None:
-                host, port = ep.address.host, ep.address.port
-            else:
-                host, port = "127.0.0.1", (builtin_ports or {})[i]
-            self.endpoints.append(Endpoint(self, host, port, ep.weight))
-        self._ring = [ep for ep in self.endpoints for _ in range(max(1, ep.weight))]
-        # Each worker starts its rotation at its own place, so that N workers together
-        # spread the first requests instead of all sending them to the first endpoint.
-        self._next = int.from_bytes(os.urandom(2), "big") % len(self._ring)
-
-    def pick(self) -> Endpoint:
-        ring = self._ring
-        i = self._next
-        self._next = (i + 1) % len(ring)
-        return ring[i]
-
-    def sweep(self, now: float) -> None:
-        for ep in self.endpoints:
-            ep.sweep(now)
-
-    def close_idle(self) -> None:
-        for ep in self.endpoints:
-            ep.close_idle()

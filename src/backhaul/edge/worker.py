@@ -10,6 +10,8 @@ accepting and lets in-flight exchanges finish within a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import os
 import socket
@@ -19,11 +21,12 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.accesslog import AccessLog
+from backhaul.edge.cluster import Cluster, retry_policy_of
 from backhaul.edge.downstream import DL_IDLE, DL_NONE, HttpConnection
 from backhaul.edge.exchange import EX_NONE
+from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
-from backhaul.edge.upstream import Cluster
 
 if TYPE_CHECKING:
     from backhaul.edge.exchange import Exchange
@@ -142,7 +145,7 @@ class Worker:
                     server, port = await start_echo_origin(f"{name}-{i + 1}")
                     self._origins.append(server)
                     builtin_ports[i] = port
-            self.clusters[name] = Cluster(name, cluster_cfg, builtin_ports)
+            self.clusters[name] = Cluster(name, cluster_cfg, builtin_ports, self.loop.time())
         for lst in config.listeners:
             default_body = int(lst.limits.body)
             routes = []
@@ -151,7 +154,18 @@ class Worker:
                     continue
                 route = CompiledRoute(i, route_cfg, default_body)
                 if route.kind == "proxy":
-                    route.cluster = self.clusters[route_cfg.proxy.cluster]
+                    cluster = self.clusters[route_cfg.proxy.cluster]
+                    route.cluster = cluster
+                    policy = retry_policy_of(
+                        getattr(route_cfg.proxy, "retries", None), cluster.retry_policy
+                    )
+                    if getattr(route_cfg.proxy, "retry_non_idempotent", False):
+                        policy = dataclasses.replace(policy, non_idempotent=True)
+                    route.retry_policy = policy
+                    route.try_timeout = min(
+                        cluster.response_headers_timeout,
+                        policy.per_try_timeout or cluster.response_headers_timeout,
+                    )
                 routes.append(route)
             self.listeners.append(ListenerRuntime(lst, RouteTable(routes)))
         for runtime in self.listeners:
@@ -161,6 +175,8 @@ class Worker:
                 sock=sock,
                 backlog=4096,
             )
+        for cluster in self.clusters.values():
+            run_checks(cluster)
         self._tick_task = self.loop.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -187,7 +203,7 @@ class Worker:
             if tx is not None and tx.deadline_kind != EX_NONE and tx.deadline < now:
                 tx.on_deadline(now)
         for cluster in self.clusters.values():
-            cluster.sweep(now)
+            cluster.tick(now)
         if self.access_log is not None:
             self.access_log.flush()
 
@@ -230,8 +246,13 @@ class Worker:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        checks = []
         for cluster in self.clusters.values():
+            checks += cluster.cancel_checks()
             cluster.close_idle()
+        for task in checks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for server in self._origins:
             server.close()
         if self.access_log is not None:

@@ -1,0 +1,105 @@
+"""Active health checks: one task per endpoint of a cluster that has ``health_checks``.
+
+The schedule (:class:`~backhaul.balance.CheckSchedule`) and the judgment
+(:class:`~backhaul.balance.HttpCheck`) are policy; this module only connects, sends and
+reads, each step within the check's timeout, and hands the verdict to the cluster's
+balancer. A TCP check passes when the connection is accepted. An HTTP check sends its
+request with ``Connection: close`` and reads the status (and, when the check needs it, up to
+``body_limit`` bytes of body) with httptools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from backhaul.edge.cluster import Cluster, Endpoint
+
+__all__ = ["run_checks", "wait_check"]
+
+
+class _Response:
+    """httptools callbacks collecting a status and a bounded body."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.body = bytearray()
+        self.complete = False
+        self.headers_done = False
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        room = self.limit - len(self.body)
+        if room > 0:
+            self.body += body[:room]
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def wait_check(cluster: Cluster, ep: Endpoint) -> tuple[bool, str]:
+    """Run one check of ``ep``; returns (passed, reason)."""
+    schedule = cluster.check_schedule
+    assert schedule is not None
+    try:
+        async with asyncio.timeout(schedule.timeout):
+            reader, writer = await asyncio.open_connection(ep.host, ep.port)
+            try:
+                check = cluster.check
+                if check is None:  # tcp
+                    return True, "connected"
+                writer.write(check.request(ep.address))
+                result = _Response(check.body_limit)
+                parser = httptools.HttpResponseParser(result)
+                while not result.complete:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    parser.feed_data(data)
+                    if result.headers_done and not check.needs_body:
+                        break
+                    if len(result.body) >= check.body_limit:
+                        break
+                if not result.headers_done:
+                    return False, "no complete response head"
+                verdict = check.judge(parser.get_status_code(), bytes(result.body))
+                return verdict.passed, verdict.reason
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return False, f"no answer within {schedule.timeout:g}s"
+    except httptools.HttpParserError as exc:
+        return False, f"invalid HTTP response ({exc})"
+    except OSError as exc:
+        return False, f"connect failed: {exc.strerror or exc}"
+
+
+async def _check_loop(cluster: Cluster, ep: Endpoint) -> None:
+    loop = asyncio.get_running_loop()
+    schedule = cluster.check_schedule
+    assert schedule is not None
+    rand = cluster.rng.random
+    at = schedule.first(loop.time(), rand)
+    while True:
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        passed, reason = await wait_check(cluster, ep)
+        now = loop.time()
+        cluster.log_events(cluster.balancer.check_result(ep, passed, now, reason))
+        at = schedule.next(now, ep.routable, rand)
+
+
+def run_checks(cluster: Cluster) -> None:
+    """Start the check tasks of ``cluster`` (owned by it: ``cluster.cancel_checks()``)."""
+    if cluster.check_schedule is None:
+        return
+    loop = asyncio.get_running_loop()
+    for ep in cluster.endpoints:
+        cluster.check_tasks.append(loop.create_task(_check_loop(cluster, ep)))
