@@ -1,0 +1,267 @@
+"""``/metrics``: the Prometheus text exposition (format 0.0.4) of every worker's counters.
+
+The numbers come from :class:`backhaul.state.shared_counters.SharedCounters` (all worker
+slots added up); this module only writes them out. Label strings are built once per layout,
+so a scrape costs one pass over the values.
+
+Families (Prometheus naming: ``_total`` for counters, base units ``_seconds``/``_bytes``)::
+
+    backhaul_downstream_requests_total{listener,route,cluster,status_class}     counter
+    backhaul_downstream_request_duration_seconds{listener,route}                histogram
+    backhaul_downstream_received_bytes_total{listener,route}                     counter
+    backhaul_downstream_sent_bytes_total{listener,route}                         counter
+    backhaul_downstream_connections_active{listener}                             gauge
+    backhaul_upstream_request_duration_seconds{cluster}                          histogram
+    backhaul_endpoint_health{cluster,endpoint,state}                             gauge
+    backhaul_endpoint_ejections_total{cluster,endpoint}                          counter
+    backhaul_retries_total{cluster}                                              counter
+    backhaul_retry_budget_exhausted_total{cluster}                               counter
+    backhaul_circuit_breaker_overflows_total{cluster,breaker}                    counter
+    backhaul_cluster_panic{cluster}                                              gauge
+    backhaul_workers                                                             gauge
+    backhaul_build_info{version,python}                                          gauge
+
+``route=""`` and ``cluster=""`` stand for "no route matched" and "no cluster" (a redirect, a
+direct answer, a request refused before routing). Every worker has its own view of endpoint
+health and panic, so ``backhaul_endpoint_health`` is the share of live workers that see the
+endpoint in that state: 1 for the current state and 0 for the others when they agree (the
+usual case), fractions while they disagree. ``backhaul_cluster_panic`` is likewise the share
+of workers in panic for that cluster.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+
+from backhaul import __version__
+from backhaul.state.shared_counters import (
+    BREAKERS,
+    HEALTH_STATES,
+    STATUS_CLASSES,
+    Layout,
+    SharedCounters,
+    Totals,
+    WorkerMetrics,
+)
+
+__all__ = ["CONTENT_TYPE", "MetricsExposition", "metrics_renderer", "render_metrics"]
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+_P = "backhaul_"
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**pairs: str) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
+
+
+def _num(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _help(lines: list[str], name: str, kind: str, text: str) -> None:
+    lines.append(f"# HELP {name} {text}")
+    lines.append(f"# TYPE {name} {kind}")
+
+
+class MetricsExposition:
+    """Writes :class:`Totals` of one :class:`Layout` in the text format (label strings
+    precomputed)."""
+
+    def __init__(self, layout: Layout, version: str = __version__) -> None:
+        self.layout = layout
+        keys = [k for k in range(layout.keys) if layout.series_shown(k)]
+        self._keys = keys
+        self._key_lr: dict[int, str] = {}
+        self._key_lrc: dict[int, str] = {}
+        for k in keys:
+            listener, route, cluster = layout.series_names(k)
+            self._key_lr[k] = _labels(listener=listener, route=route)
+            self._key_lrc[k] = _labels(listener=listener, route=route, cluster=cluster)
+        self._les = [_le(b) for b in layout.buckets] + ["+Inf"]
+        self._clusters = [_labels(cluster=c) for c in layout.clusters]
+        self._endpoints: list[tuple[int, str]] = []  # (cluster index, labels)
+        for ci, eps in enumerate(layout.endpoints):
+            for label in eps:
+                self._endpoints.append((ci, _labels(cluster=layout.clusters[ci], endpoint=label)))
+        self._listeners = [_labels(listener=n) for n in layout.listeners]
+        self._build = _labels(version=version, python=platform.python_version())
+
+    def render(self, totals: Totals) -> bytes:
+        """The whole exposition as bytes (UTF-8)."""
+        layout = self.layout
+        ints = totals.ints
+        floats = totals.floats
+        f = layout.int_fields
+        fl = layout.float_fields
+        nb = len(layout.buckets) + 1
+        les = self._les
+        out: list[str] = []
+
+        name = _P + "downstream_requests_total"
+        _help(out, name, "counter", "Downstream requests answered, by status class.")
+        base = f["requests"][0]
+        for k in self._keys:
+            lab = self._key_lrc[k]
+            at = base + k * 5
+            for c, cls in enumerate(STATUS_CLASSES):
+                out.append(f'{name}{{{lab},status_class="{cls}"}} {ints[at + c]}')
+
+        name = _P + "downstream_request_duration_seconds"
+        _help(
+            out,
+            name,
+            "histogram",
+            "Time from the request head to the end of the response, in seconds.",
+        )
+        base = f["duration_buckets"][0]
+        sums = fl["duration_sum"][0]
+        for k in self._keys:
+            lab = self._key_lr[k]
+            self._histogram(out, name, lab, ints, base + k * nb, floats[sums + k], les)
+
+        for key, family, text in (
+            ("bytes_in", "downstream_received_bytes_total", "received from clients"),
+            ("bytes_out", "downstream_sent_bytes_total", "sent to clients"),
+        ):
+            name = _P + family
+            _help(out, name, "counter", f"Body bytes {text} (as in the access log).")
+            base = f[key][0]
+            for k in self._keys:
+                out.append(f"{name}{{{self._key_lr[k]}}} {ints[base + k]}")
+
+        name = _P + "downstream_connections_active"
+        _help(out, name, "gauge", "Open downstream connections.")
+        base = f["connections"][0]
+        for i, lab in enumerate(self._listeners):
+            out.append(f"{name}{{{lab}}} {ints[base + i]}")
+
+        name = _P + "upstream_request_duration_seconds"
+        _help(
+            out,
+            name,
+            "histogram",
+            "Time from sending a request upstream to the end of its response, in seconds.",
+        )
+        base = f["upstream_buckets"][0]
+        sums = fl["upstream_sum"][0]
+        for ci, lab in enumerate(self._clusters):
+            self._histogram(out, name, lab, ints, base + ci * nb, floats[sums + ci], les)
+
+        name = _P + "endpoint_health"
+        _help(
+            out,
+            name,
+            "gauge",
+            "Share of workers that see the endpoint in this health state (1 when all agree).",
+        )
+        workers = totals.workers
+        for e, (_, lab) in enumerate(self._endpoints):
+            counts = totals.health[e]
+            for s, state in enumerate(HEALTH_STATES):
+                value = counts[s] / workers if workers else 0
+                out.append(f'{name}{{{lab},state="{state}"}} {_num(value)}')
+
+        name = _P + "endpoint_ejections_total"
+        _help(out, name, "counter", "Ejections of the endpoint by outlier detection.")
+        base = f["ejections"][0]
+        for e, (_, lab) in enumerate(self._endpoints):
+            out.append(f"{name}{{{lab}}} {ints[base + e]}")
+
+        for key, family, text in (
+            ("retries", "retries_total", "Retries sent to the cluster."),
+            (
+                "budget_exhausted",
+                "retry_budget_exhausted_total",
+                "Retries not sent because the cluster's retry budget was spent.",
+            ),
+        ):
+            name = _P + family
+            _help(out, name, "counter", text)
+            base = f[key][0]
+            for ci, lab in enumerate(self._clusters):
+                out.append(f"{name}{{{lab}}} {ints[base + ci]}")
+
+        name = _P + "circuit_breaker_overflows_total"
+        _help(out, name, "counter", "Requests refused at once by a circuit breaker (503).")
+        base = f["overflows"][0]
+        for ci, lab in enumerate(self._clusters):
+            for b, kind in enumerate(BREAKERS):
+                value = ints[base + ci * len(BREAKERS) + b]
+                out.append(f'{name}{{{lab},breaker="{kind}"}} {value}')
+
+        name = _P + "cluster_panic"
+        _help(
+            out,
+            name,
+            "gauge",
+            "Share of workers balancing the cluster in panic mode (too few healthy endpoints).",
+        )
+        for ci, lab in enumerate(self._clusters):
+            value = totals.panic[ci] / workers if workers else 0
+            out.append(f"{name}{{{lab}}} {_num(value)}")
+
+        name = _P + "workers"
+        _help(out, name, "gauge", "Worker processes alive (flushed their counters lately).")
+        out.append(f"{name} {workers}")
+
+        name = _P + "build_info"
+        _help(out, name, "gauge", "Version of backhaul and of Python; always 1.")
+        out.append(f"{name}{{{self._build}}} 1")
+        out.append("")
+        return "\n".join(out).encode()
+
+    @staticmethod
+    def _histogram(
+        out: list[str],
+        name: str,
+        lab: str,
+        ints: list[int],
+        at: int,
+        total: float,
+        les: list[str],
+    ) -> None:
+        running = 0
+        for i, le in enumerate(les):
+            running += ints[at + i]
+            out.append(f'{name}_bucket{{{lab},le="{le}"}} {running}')
+        out.append(f"{name}_sum{{{lab}}} {_num(total)}")
+        out.append(f"{name}_count{{{lab}}} {running}")
+
+
+def render_metrics(layout: Layout, totals: Totals) -> bytes:
+    """The text exposition of ``totals`` (one-off; keep a :class:`MetricsExposition` to
+    render repeatedly)."""
+    return MetricsExposition(layout).render(totals)
+
+
+def metrics_renderer(
+    store: SharedCounters,
+    own: WorkerMetrics | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[], bytes]:
+    """The ``render`` callable for :func:`backhaul.admin.server.start_admin`: flushes this
+    worker's own counters (``own``) so they are current, then adds up every slot."""
+    exposition = MetricsExposition(store.layout)
+
+    def render() -> bytes:
+        if own is not None:
+            own.flush()
+        return exposition.render(store.totals(clock()))
+
+    return render

@@ -1,0 +1,654 @@
+"""Counters shared by the edge's worker processes, without I/O on the request path.
+
+The supervisor builds a :class:`Layout` from the config (listener, route, cluster and
+endpoint names, fixed histogram buckets) and creates one :class:`SharedCounters` store before
+it forks: an anonymous ``MAP_SHARED`` memory map that every forked worker inherits. The store
+has one *slot* per worker. A worker counts in plain Python lists (:class:`WorkerMetrics`:
+one call per finished exchange, a few list increments) and copies them into its slot on each
+tick (:meth:`WorkerMetrics.flush`). Any process can read every slot and add them up
+(:meth:`SharedCounters.totals`), which is what ``/metrics`` serves.
+
+Why copy on a tick rather than count in the shared memory directly: an increment of a list
+item costs ~17 ns, of a ``memoryview`` or ``array`` item ~45 ns (the value is boxed and
+unboxed each time); with eight of them per exchange that is ~0.25 µs per request, about 1%
+of throughput (PERFORMANCE.md). The price is that a scrape sees other workers' counts up to
+one tick late, and a worker killed by a signal loses at most one tick of counts.
+
+Slots
+    A worker owns slot ``i`` (its index among the workers). A restarted worker takes the
+    dead one's slot and starts its counters *from the slot's values*, so every counter stays
+    monotonic across restarts; its gauges start from zero. Each slot has a header: a
+    sequence number (odd while a flush is copying, a seqlock, so readers get a consistent
+    snapshot of one slot), the owner's pid, how many workers have owned it, and the
+    monotonic time of its last flush (the heartbeat).
+
+Live slots
+    Counters are summed over every slot ever used (a dead worker's counts are still part of
+    the totals). Gauges (active connections, endpoint health, cluster panic) are taken only
+    from *live* slots: flushed within :data:`STALE_AFTER` seconds and not closed.
+
+This module imports no asyncio and no sockets: the supervisor imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import time
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backhaul.errors import BackhaulError
+
+__all__ = [
+    "BREAKERS",
+    "DEFAULT_BUCKETS",
+    "HEALTH_STATES",
+    "STALE_AFTER",
+    "STATUS_CLASSES",
+    "Layout",
+    "MetricsLayoutError",
+    "SharedCounters",
+    "Totals",
+    "WorkerMetrics",
+    "build_layout",
+    "endpoint_label",
+]
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Upper bounds (seconds, ``le``) of the latency histograms; ``+Inf`` is implied. Finer than
+Prometheus' defaults at the low end: a proxy's answers take well under 5 ms."""
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+"""Values of the ``status_class`` label. A status outside 100-599 counts as ``5xx``."""
+
+HEALTH_STATES = ("healthy", "warming", "unhealthy", "ejected", "draining")
+"""The values of :class:`backhaul.balance.HealthState`, in its order (a test keeps them
+equal; this module does not import the balance package, to keep the supervisor small)."""
+
+BREAKERS = ("max_connections", "max_pending", "max_requests")
+"""Circuit-breaker kinds, as :class:`backhaul.balance.circuit.Limit` names them."""
+
+STALE_AFTER = 2.5
+"""A slot whose last flush is older than this (seconds) is not live: its gauges are left out.
+Five ticks of 0.5 s."""
+
+_MAX_SLOT_BYTES = 64 << 20
+_MAGIC = 0x6268_6D65_7472_6963  # "bhmetric"
+_VERSION = 1
+_HEADER_BYTES = 64  # magic, version, digest, slots, slot bytes (int64 each), padding
+_SLOT_HEADER = 4  # ints: seq, pid, starts, closed
+_SLOT_FLOATS = 1  # floats: heartbeat (time.monotonic of the last flush)
+_SEQ, _PID, _STARTS, _CLOSED = range(_SLOT_HEADER)
+_SNAPSHOT_TRIES = 100
+
+
+class MetricsLayoutError(BackhaulError):
+    """The metrics layout cannot hold this config, or a store does not match a layout."""
+
+
+def endpoint_label(host: str, port: int) -> str:
+    """``host:port``, or ``[v6]:port`` for an IPv6 literal (the edge labels endpoints so)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _names_unique(labels: list[str]) -> tuple[str, ...]:
+    """Labels made unique by suffixing repeats (``a``, ``a#2``): one series per endpoint."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        n = seen.get(label, 0) + 1
+        seen[label] = n
+        out.append(label if n == 1 else f"{label}#{n}")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each counter of a config lives; plain, picklable data built once per config.
+
+    A *series key* is ``listener_index * (len(routes) + 1) + route_index``, with route index
+    ``len(routes)`` standing for "no route matched" (and for requests rejected before
+    routing). The edge computes one key per (listener, route) at start
+    (:meth:`series`) and passes it on the hot path. A request's cluster is its route's.
+    """
+
+    listeners: tuple[str, ...]
+    routes: tuple[str, ...]
+    route_clusters: tuple[str | None, ...]
+    """Per route: the cluster it proxies to, or None (redirect, direct response)."""
+    route_listeners: tuple[tuple[str, ...] | None, ...]
+    """Per route: the listeners it is limited to, or None for all."""
+    clusters: tuple[str, ...]
+    endpoints: tuple[tuple[str, ...], ...]
+    """Per cluster (in ``clusters`` order): its endpoint labels, in config order."""
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+
+    # Derived, computed in __post_init__.
+    int_fields: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
+    float_fields: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
+    counters_end: int = field(init=False, repr=False, compare=False)
+    n_ints: int = field(init=False, repr=False, compare=False)
+    n_floats: int = field(init=False, repr=False, compare=False)
+    endpoint_base: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    key_cluster: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    digest: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.route_clusters) != len(self.routes) or len(self.route_listeners) != len(
+            self.routes
+        ):
+            raise MetricsLayoutError("a layout needs one cluster and listener entry per route")
+        if len(self.endpoints) != len(self.clusters):
+            raise MetricsLayoutError("a layout needs one endpoint list per cluster")
+        if list(self.buckets) != sorted(set(self.buckets)) or not self.buckets:
+            raise MetricsLayoutError("histogram buckets must be increasing and distinct")
+        cluster_index = {name: i for i, name in enumerate(self.clusters)}
+        for name in self.route_clusters:
+            if name is not None and name not in cluster_index:
+                raise MetricsLayoutError(f"a route proxies to unknown cluster {name!r}")
+        keys = len(self.listeners) * (len(self.routes) + 1)
+        nb = len(self.buckets) + 1
+        nc = len(self.clusters)
+        ne = sum(len(eps) for eps in self.endpoints)
+        counters = [
+            ("requests", keys * len(STATUS_CLASSES)),
+            ("duration_buckets", keys * nb),
+            ("bytes_in", keys),
+            ("bytes_out", keys),
+            ("upstream_buckets", (nc + 1) * nb),  # row nc: requests without a cluster
+            ("ejections", ne),
+            ("retries", nc),
+            ("budget_exhausted", nc),
+            ("overflows", nc * len(BREAKERS)),
+        ]
+        gauges = [("connections", len(self.listeners)), ("health", ne), ("panic", nc)]
+        floats = [("duration_sum", keys), ("upstream_sum", nc + 1)]
+        int_fields: dict[str, tuple[int, int]] = {}
+        at = _SLOT_HEADER
+        for name, size in counters:
+            int_fields[name] = (at, at + size)
+            at += size
+        counters_end = at
+        for name, size in gauges:
+            int_fields[name] = (at, at + size)
+            at += size
+        float_fields: dict[str, tuple[int, int]] = {}
+        fat = _SLOT_FLOATS
+        for name, size in floats:
+            float_fields[name] = (fat, fat + size)
+            fat += size
+        base = []
+        total = 0
+        for eps in self.endpoints:
+            base.append(total)
+            total += len(eps)
+        per_listener = [cluster_index[c] if c is not None else nc for c in self.route_clusters] + [
+            nc
+        ]
+        setattr_ = object.__setattr__
+        setattr_(self, "int_fields", int_fields)
+        setattr_(self, "float_fields", float_fields)
+        setattr_(self, "counters_end", counters_end)
+        setattr_(self, "n_ints", at)
+        setattr_(self, "n_floats", fat)
+        setattr_(self, "endpoint_base", tuple(base))
+        setattr_(self, "key_cluster", tuple(per_listener * len(self.listeners)))
+        text = repr(
+            (
+                self.listeners,
+                self.routes,
+                self.route_clusters,
+                self.route_listeners,
+                self.clusters,
+                self.endpoints,
+                self.buckets,
+                _VERSION,
+            )
+        )
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        setattr_(self, "digest", int.from_bytes(digest, "big", signed=True))
+        if self.slot_bytes > _MAX_SLOT_BYTES:
+            raise MetricsLayoutError(
+                f"metrics for {len(self.listeners)} listeners x {len(self.routes)} routes need"
+                f" {self.slot_bytes >> 20} MiB per worker (limit {_MAX_SLOT_BYTES >> 20} MiB);"
+                " limit routes to the listeners that use them"
+            )
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes of one worker's slot (ints then floats, rounded up to 64)."""
+        raw = (self.n_ints + self.n_floats) * 8
+        return (raw + 63) // 64 * 64
+
+    @property
+    def keys(self) -> int:
+        return len(self.listeners) * (len(self.routes) + 1)
+
+    # -- indexes (for the edge's start-up; not the hot path) ----------------------------------
+    def listener_index(self, name: str) -> int:
+        try:
+            return self.listeners.index(name)
+        except ValueError:
+            raise MetricsLayoutError(f"listener {name!r} is not in the metrics layout") from None
+
+    def route_index(self, name: str | None) -> int:
+        """The route's index; ``len(routes)`` for None (no route)."""
+        if name is None:
+            return len(self.routes)
+        try:
+            return self.routes.index(name)
+        except ValueError:
+            raise MetricsLayoutError(f"route {name!r} is not in the metrics layout") from None
+
+    def cluster_index(self, name: str) -> int:
+        try:
+            return self.clusters.index(name)
+        except ValueError:
+            raise MetricsLayoutError(f"cluster {name!r} is not in the metrics layout") from None
+
+    def series(self, listener: str, route: str | None) -> int:
+        """The series key of requests on ``listener`` that matched ``route`` (None: none)."""
+        return self.listener_index(listener) * (len(self.routes) + 1) + self.route_index(route)
+
+    def series_names(self, key: int) -> tuple[str, str, str]:
+        """``(listener, route, cluster)`` label values of a series key ("" for none)."""
+        per = len(self.routes) + 1
+        li, ri = divmod(key, per)
+        if ri == len(self.routes):
+            return self.listeners[li], "", ""
+        return self.listeners[li], self.routes[ri], self.route_clusters[ri] or ""
+
+    def series_shown(self, key: int) -> bool:
+        """Whether the key's route can be matched on the key's listener."""
+        per = len(self.routes) + 1
+        li, ri = divmod(key, per)
+        if ri == len(self.routes):
+            return True
+        only = self.route_listeners[ri]
+        return only is None or self.listeners[li] in only
+
+
+def _get(node: Any, name: str, default: Any = None) -> Any:
+    if isinstance(node, dict):
+        return node.get(name, default)
+    return getattr(node, name, default)
+
+
+def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> Layout:
+    """The layout of a config: a thawed config (:func:`backhaul.edge.settings.thaw`) or the
+    validated model itself; both have the same attributes.
+
+    Endpoint labels: ``host:port`` (``[v6]:port``) for an address, ``builtin:<cluster>-<n>``
+    (n from 1) for a built-in origin; a repeated label gets ``#2``, ``#3``.
+    """
+    listeners = tuple(str(lst.name) for lst in settings.listeners)
+    routes = []
+    route_clusters: list[str | None] = []
+    route_listeners: list[tuple[str, ...] | None] = []
+    for route in _get(settings, "routes", ()) or ():
+        routes.append(str(route.name))
+        proxy = _get(route, "proxy")
+        route_clusters.append(str(_get(proxy, "cluster")) if proxy is not None else None)
+        only = _get(route, "listeners")
+        route_listeners.append(tuple(only) if only else None)
+    clusters = []
+    endpoints = []
+    for name, cluster in (_get(settings, "clusters", {}) or {}).items():
+        clusters.append(str(name))
+        labels = []
+        for i, ep in enumerate(_get(cluster, "endpoints", ())):
+            address = _get(ep, "address")
+            if address is not None:
+                labels.append(endpoint_label(address[0], int(address[1])))
+            else:
+                labels.append(f"builtin:{name}-{i + 1}")
+        endpoints.append(_names_unique(labels))
+    return Layout(
+        listeners=listeners,
+        routes=tuple(routes),
+        route_clusters=tuple(route_clusters),
+        route_listeners=tuple(route_listeners),
+        clusters=tuple(clusters),
+        endpoints=tuple(endpoints),
+        buckets=tuple(float(b) for b in buckets),
+    )
+
+
+@dataclass
+class Totals:
+    """All slots added up (see the module docstring for what "live" means)."""
+
+    ints: list[int]
+    """Counters summed over every used slot; gauge regions summed over live slots."""
+    floats: list[float]
+    """Sums (of durations) over every used slot."""
+    health: list[list[int]]
+    """Per endpoint (flat index): how many live workers see it in each HEALTH_STATES."""
+    panic: list[int]
+    """Per cluster: how many live workers have it in panic."""
+    workers: int
+    """Live workers."""
+
+
+class SharedCounters:
+    """The anonymous shared memory holding one slot per worker.
+
+    Create it in the supervisor *before* forking (``SharedCounters(layout, slots)``); the
+    children inherit the mapping. Slot contents are written only by
+    :class:`WorkerMetrics`.
+    """
+
+    def __init__(self, layout: Layout, slots: int) -> None:
+        if slots < 1:
+            raise MetricsLayoutError(f"a metrics store needs at least one slot, not {slots}")
+        self.layout = layout
+        self.slots = slots
+        size = _HEADER_BYTES + slots * layout.slot_bytes
+        self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shared across fork
+        self._view = memoryview(self._map)
+        header = self._view[:_HEADER_BYTES].cast("q")
+        header[0:5] = array("q", [_MAGIC, _VERSION, layout.digest, slots, layout.slot_bytes])
+        header.release()
+        self._ints: list[memoryview] = []
+        self._floats: list[memoryview] = []
+        for slot in range(slots):
+            start = _HEADER_BYTES + slot * layout.slot_bytes
+            float_start = start + layout.n_ints * 8
+            self._ints.append(self._view[start:float_start].cast("q"))
+            self._floats.append(
+                self._view[float_start : float_start + layout.n_floats * 8].cast("d")
+            )
+
+    def check(self, layout: Layout) -> None:
+        """Raise :class:`MetricsLayoutError` unless this store was made for ``layout``."""
+        if layout.digest != self.layout.digest:
+            raise MetricsLayoutError("the metrics store was made for another config layout")
+
+    def slot_views(self, slot: int) -> tuple[memoryview, memoryview]:
+        """The ``(ints, floats)`` views of one slot (for :class:`WorkerMetrics`)."""
+        if not 0 <= slot < self.slots:
+            raise MetricsLayoutError(f"metrics slot {slot} is outside 0..{self.slots - 1}")
+        return self._ints[slot], self._floats[slot]
+
+    def snapshot(self, slot: int) -> tuple[list[int], list[float]]:
+        """A consistent copy of one slot (seqlock: retried while its owner is copying in).
+        A slot left mid-copy by a killed worker is returned as it is after a bounded number
+        of tries: every value in it is still one the counter really had."""
+        ints, floats = self.slot_views(slot)
+        for _ in range(_SNAPSHOT_TRIES):
+            before = ints[_SEQ]
+            if before & 1:
+                time.sleep(0)
+                continue
+            a = ints.tolist()
+            b = floats.tolist()
+            if ints[_SEQ] == before:
+                return a, b
+        return ints.tolist(), floats.tolist()
+
+    def totals(self, now: float | None = None) -> Totals:
+        """Every slot added up; ``now`` (``time.monotonic()`` by default) decides liveness."""
+        if now is None:
+            now = time.monotonic()
+        layout = self.layout
+        ints = [0] * layout.n_ints
+        floats = [0.0] * layout.n_floats
+        cend = layout.counters_end
+        h0, h1 = layout.int_fields["health"]
+        p0, p1 = layout.int_fields["panic"]
+        health = [[0] * len(HEALTH_STATES) for _ in range(h1 - h0)]
+        panic = [0] * (p1 - p0)
+        workers = 0
+        for slot in range(self.slots):
+            a, b = self.snapshot(slot)
+            if a[_STARTS] == 0:
+                continue  # never used
+            ints[_SLOT_HEADER:cend] = map(
+                int.__add__, ints[_SLOT_HEADER:cend], a[_SLOT_HEADER:cend]
+            )
+            floats[_SLOT_FLOATS:] = map(float.__add__, floats[_SLOT_FLOATS:], b[_SLOT_FLOATS:])
+            if a[_CLOSED] or now - b[0] > STALE_AFTER:
+                continue
+            workers += 1
+            ints[cend:] = map(int.__add__, ints[cend:], a[cend:])
+            for e, code in enumerate(a[h0:h1]):
+                if 0 <= code < len(HEALTH_STATES):
+                    health[e][code] += 1
+            for c, on in enumerate(a[p0:p1]):
+                if on:
+                    panic[c] += 1
+        return Totals(ints, floats, health, panic, workers)
+
+    def slot_info(self, slot: int) -> tuple[int, int, bool, float]:
+        """``(pid, starts, closed, heartbeat)`` of a slot."""
+        ints, floats = self.slot_views(slot)
+        return int(ints[_PID]), int(ints[_STARTS]), bool(ints[_CLOSED]), float(floats[0])
+
+    def close(self) -> None:
+        """Unmap (in this process only)."""
+        for view in (*self._ints, *self._floats):
+            view.release()
+        self._ints.clear()
+        self._floats.clear()
+        self._view.release()
+        self._map.close()
+
+
+class WorkerMetrics:
+    """One worker's counters: plain lists on the hot path, copied into its slot by
+    :meth:`flush` (call it from the worker's tick).
+
+    Hot path, once per finished exchange (bind it once: ``record = metrics.record``)::
+
+        record(key, status, duration, upstream_time, bytes_in, bytes_out)
+
+    ``key`` from :meth:`Layout.series` (computed at start per listener and route),
+    ``duration`` and ``upstream_time`` in seconds (``upstream_time`` None when no upstream
+    answered). Everything else is rare and takes indexes from the layout.
+    """
+
+    __slots__ = (
+        "_bytes_in",
+        "_bytes_out",
+        "_closed",
+        "_duration_buckets",
+        "_duration_sum",
+        "_floats",
+        "_ints",
+        "_lists",
+        "_seq",
+        "_upstream_buckets",
+        "_upstream_sum",
+        "layout",
+        "record",
+        "slot",
+        "store",
+    )
+
+    record: Callable[[int, int, float, float | None, int, int], None]
+
+    def __init__(self, layout: Layout, store: SharedCounters, slot: int) -> None:
+        store.check(layout)
+        self.layout = layout
+        self.store = store
+        self.slot = slot
+        self._closed = False
+        ints, floats = store.slot_views(slot)
+        self._ints = ints
+        self._floats = floats
+        # Take over the slot: counters continue from what a previous owner left.
+        a, b = store.snapshot(slot)
+        self._lists: dict[str, list[Any]] = {}
+        for name, (lo, hi) in layout.int_fields.items():
+            if lo < layout.counters_end:
+                self._lists[name] = a[lo:hi]
+            else:
+                self._lists[name] = [0] * (hi - lo)
+        for name, (lo, hi) in layout.float_fields.items():
+            self._lists[name] = b[lo:hi]
+        self._seq = a[_SEQ] + (a[_SEQ] & 1)  # even, past a copy a killed owner left half-done
+        ints[_SEQ] = self._seq
+        ints[_PID] = os.getpid()
+        ints[_STARTS] = a[_STARTS] + 1
+        ints[_CLOSED] = 0
+        self._duration_buckets = self._lists["duration_buckets"]
+        self._duration_sum = self._lists["duration_sum"]
+        self._upstream_buckets = self._lists["upstream_buckets"]
+        self._upstream_sum = self._lists["upstream_sum"]
+        self._bytes_in = self._lists["bytes_in"]
+        self._bytes_out = self._lists["bytes_out"]
+        self.record = self._recorder()
+        self.flush()
+
+    @classmethod
+    def standalone(cls, layout: Layout) -> WorkerMetrics:
+        """Metrics with a private one-slot store (a worker run without a supervisor)."""
+        return cls(layout, SharedCounters(layout, 1), 0)
+
+    def _recorder(self) -> Callable[[int, int, float, float | None, int, int], None]:
+        # A closure: its state is in cells (LOAD_DEREF), cheaper than attribute lookups.
+        requests = self._lists["requests"]
+        dbuckets = self._duration_buckets
+        dsum = self._duration_sum
+        ubuckets = self._upstream_buckets
+        usum = self._upstream_sum
+        bin_ = self._bytes_in
+        bout = self._bytes_out
+        bounds = self.layout.buckets
+        nb = len(bounds) + 1
+        key_cluster = self.layout.key_cluster
+
+        def record(
+            key: int,
+            status: int,
+            duration: float,
+            upstream_time: float | None,
+            bytes_in: int,
+            bytes_out: int,
+        ) -> None:
+            c = status // 100 - 1
+            if c > 4 or c < 0:
+                c = 4
+            requests[key * 5 + c] += 1
+            dbuckets[key * nb + bisect_left(bounds, duration)] += 1
+            dsum[key] += duration
+            bin_[key] += bytes_in
+            bout[key] += bytes_out
+            if upstream_time is not None:
+                ci = key_cluster[key]
+                ubuckets[ci * nb + bisect_left(bounds, upstream_time)] += 1
+                usum[ci] += upstream_time
+
+        return record
+
+    # -- rare events ---------------------------------------------------------------------
+    def record_reject(self, key: int, status: int, bytes_in: int, bytes_out: int) -> None:
+        """A request refused before it became an exchange (400, 408, 413, 431 ...): counted
+        in requests and bytes, not in the latency histogram."""
+        c = status // 100 - 1
+        if c > 4 or c < 0:
+            c = 4
+        self._lists["requests"][key * 5 + c] += 1
+        self._bytes_in[key] += bytes_in
+        self._bytes_out[key] += bytes_out
+
+    def set_active_connections(self, listener_i: int, n: int) -> None:
+        """Open downstream connections of one listener in this worker (gauge)."""
+        self._lists["connections"][listener_i] = n
+
+    def _endpoint(self, cluster_i: int, endpoint_i: int) -> int:
+        eps = self.layout.endpoints[cluster_i]
+        if not 0 <= endpoint_i < len(eps):
+            raise IndexError(
+                f"cluster {self.layout.clusters[cluster_i]} has no endpoint {endpoint_i}"
+            )
+        return self.layout.endpoint_base[cluster_i] + endpoint_i
+
+    def set_endpoint_health(self, cluster_i: int, endpoint_i: int, state: Any) -> None:
+        """An endpoint's health state as this worker sees it: a ``HealthState`` or its value
+        (``"healthy"``, ``"warming"``, ``"unhealthy"``, ``"ejected"``, ``"draining"``)."""
+        value = getattr(state, "value", state)
+        try:
+            code = HEALTH_STATES.index(value)
+        except ValueError:
+            raise ValueError(
+                f"unknown health state {value!r}; expected one of {HEALTH_STATES}"
+            ) from None
+        self._lists["health"][self._endpoint(cluster_i, endpoint_i)] = code
+
+    def set_panic(self, cluster_i: int, panic: bool) -> None:
+        """Whether this worker balances ``cluster_i`` in panic mode (gauge)."""
+        self._lists["panic"][cluster_i] = 1 if panic else 0
+
+    def add_ejections(self, cluster_i: int, endpoint_i: int, n: int = 1) -> None:
+        """Outlier-detection ejections of an endpoint."""
+        self._lists["ejections"][self._endpoint(cluster_i, endpoint_i)] += n
+
+    def add_retries(self, cluster_i: int, n: int = 1) -> None:
+        """Retries sent to a cluster."""
+        self._lists["retries"][cluster_i] += n
+
+    def add_retry_budget_exhausted(self, cluster_i: int, n: int = 1) -> None:
+        """Retries not sent because the cluster's retry budget was spent."""
+        self._lists["budget_exhausted"][cluster_i] += n
+
+    def add_breaker_overflows(self, cluster_i: int, breaker: str | int, n: int = 1) -> None:
+        """Requests refused by a circuit breaker (``breaker``: a :data:`BREAKERS` name or
+        index, e.g. ``limit.name``)."""
+        b = breaker if isinstance(breaker, int) else BREAKERS.index(breaker)
+        if not 0 <= b < len(BREAKERS):
+            raise IndexError(f"no circuit breaker kind {breaker!r}")
+        self._lists["overflows"][cluster_i * len(BREAKERS) + b] += n
+
+    # -- the slot ------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Copy the counters into this worker's slot (from the tick; also before a scrape
+        this worker answers, so its own numbers are current)."""
+        if self._closed:
+            return
+        ints = self._ints
+        seq = self._seq + 1
+        ints[_SEQ] = seq  # odd: copying
+        lists = self._lists
+        for name, (lo, hi) in self.layout.int_fields.items():
+            ints[lo:hi] = array("q", lists[name])
+        floats = self._floats
+        for name, (lo, hi) in self.layout.float_fields.items():
+            floats[lo:hi] = array("d", lists[name])
+        floats[0] = time.monotonic()
+        self._seq = seq + 1
+        ints[_SEQ] = seq + 1  # even: consistent
+
+    def close(self) -> None:
+        """Flush a last time and mark the slot not live (gauges no longer count); counters
+        stay in the slot for the totals and for the next owner."""
+        if self._closed:
+            return
+        for name in ("connections", "panic"):
+            lst = self._lists[name]
+            lst[:] = [0] * len(lst)
+        self.flush()
+        self._ints[_CLOSED] = 1
+        self._closed = True
