@@ -930,6 +930,18 @@ def test_valid_request_is_accepted_and_reframed(cedge: Edge, recorder: Recorder,
     assert not seen.header("x-checksum")  # trailers are dropped
 
 
+def test_empty_lines_before_a_request_line_are_ignored(cedge: Edge, recorder: Recorder) -> None:
+    # RFC 9112 2.2: a server SHOULD ignore at least one empty line received before the
+    # request-line (some clients send a CRLF after a POST body).
+    reply = talk(
+        cedge.port,
+        b"\r\nGET /t/crlf-a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"\r\nGET /t/crlf-b HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    assert [r[0] for r in reply.responses()] == [200, 200], reply.data[:300]
+    assert len(recorder.complete("crlf-a")) == len(recorder.complete("crlf-b")) == 1
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="edge bug: llhttp refuses BWS before ';' in a chunk extension, which RFC 9112 "

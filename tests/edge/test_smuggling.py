@@ -571,3 +571,26 @@ def test_upgrade_request_followed_by_garbage_is_400(sedge: Edge) -> None:
     statuses = [r[0] for r in reply.responses()]
     assert statuses in ([400], [200, 400]), reply.data[:500]
     assert reply.closed
+
+
+CONNECT_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="edge bug: CONNECT is proxied as an ordinary request with an empty request-target "
+    "('CONNECT  HTTP/1.1' reaches the upstream), and bytes after its head are parsed as a new "
+    "request; a gateway without tunnels should answer 501 (or 405) and close (RFC 9110 9.3.6)",
+)
+
+
+@CONNECT_XFAIL
+@pytest.mark.parametrize(
+    "after", [b"", b"GET /t/connect-after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]
+)
+def test_connect_is_refused_and_not_forwarded(
+    sedge: Edge, recorder: Recorder, after: bytes
+) -> None:
+    raw = b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\nX-Case: connect\r\n\r\n"
+    reply = talk(sedge.port, raw + after, timeout=3)
+    assert [r[0] for r in reply.responses()] in ([400], [405], [501]), reply.data[:300]
+    assert reply.closed
+    assert not recorder.saw_bytes(b"X-Case: connect")
+    assert not recorder.complete("connect-after")
