@@ -85,7 +85,7 @@ class MetricsExposition:
 
     def __init__(self, layout: Layout, version: str = __version__) -> None:
         self.layout = layout
-        keys = [k for k in range(layout.keys) if layout.series_shown(k)]
+        keys = list(range(layout.keys))
         self._keys = keys
         self._key_lr: dict[int, str] = {}
         self._key_lrc: dict[int, str] = {}

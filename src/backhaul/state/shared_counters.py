@@ -94,7 +94,7 @@ STALE_AFTER = 2.5
 """A slot whose last flush is older than this (seconds) is not live: its gauges are left out.
 Five ticks of 0.5 s."""
 
-_MAX_SLOT_BYTES = 64 << 20
+_MAX_SLOT_BYTES = 16 << 20
 _MAGIC = 0x6268_6D65_7472_6963  # "bhmetric"
 _VERSION = 1
 _HEADER_BYTES = 64  # magic, version, digest, slots, slot bytes (int64 each), padding
@@ -128,10 +128,11 @@ def _names_unique(labels: list[str]) -> tuple[str, ...]:
 class Layout:
     """Where each counter of a config lives; plain, picklable data built once per config.
 
-    A *series key* is ``listener_index * (len(routes) + 1) + route_index``, with route index
-    ``len(routes)`` standing for "no route matched" (and for requests rejected before
-    routing). The edge computes one key per (listener, route) at start
-    (:meth:`series`) and passes it on the hot path. A request's cluster is its route's.
+    A *series key* numbers one (listener, route) pair that can occur: a route limited to
+    some listeners has keys on those only, and each listener has one more key for "no route
+    matched" (also used for requests refused before routing). The edge computes the keys at
+    start (:meth:`series`) and passes one on the hot path. A request's cluster is its
+    route's.
     """
 
     listeners: tuple[str, ...]
@@ -152,7 +153,11 @@ class Layout:
     n_ints: int = field(init=False, repr=False, compare=False)
     n_floats: int = field(init=False, repr=False, compare=False)
     endpoint_base: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    key_pairs: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    """Per key: ``(listener index, route index)``, route index ``len(routes)`` for none."""
     key_cluster: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """Per key: its route's cluster index, ``len(clusters)`` for none."""
+    key_index: dict[tuple[int, int], int] = field(init=False, repr=False, compare=False)
     digest: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -168,7 +173,14 @@ class Layout:
         for name in self.route_clusters:
             if name is not None and name not in cluster_index:
                 raise MetricsLayoutError(f"a route proxies to unknown cluster {name!r}")
-        keys = len(self.listeners) * (len(self.routes) + 1)
+        nr = len(self.routes)
+        pairs = []
+        for li, lname in enumerate(self.listeners):
+            for ri, only in enumerate(self.route_listeners):
+                if only is None or lname in only:
+                    pairs.append((li, ri))
+            pairs.append((li, nr))
+        keys = len(pairs)
         nb = len(self.buckets) + 1
         nc = len(self.clusters)
         ne = sum(len(eps) for eps in self.endpoints)
@@ -204,9 +216,8 @@ class Layout:
         for eps in self.endpoints:
             base.append(total)
             total += len(eps)
-        per_listener = [cluster_index[c] if c is not None else nc for c in self.route_clusters] + [
-            nc
-        ]
+        route_cluster = [cluster_index[c] if c is not None else nc for c in self.route_clusters]
+        route_cluster.append(nc)
         setattr_ = object.__setattr__
         setattr_(self, "int_fields", int_fields)
         setattr_(self, "float_fields", float_fields)
@@ -214,7 +225,9 @@ class Layout:
         setattr_(self, "n_ints", at)
         setattr_(self, "n_floats", fat)
         setattr_(self, "endpoint_base", tuple(base))
-        setattr_(self, "key_cluster", tuple(per_listener * len(self.listeners)))
+        setattr_(self, "key_pairs", tuple(pairs))
+        setattr_(self, "key_cluster", tuple(route_cluster[ri] for _, ri in pairs))
+        setattr_(self, "key_index", {pair: k for k, pair in enumerate(pairs)})
         text = repr(
             (
                 self.listeners,
@@ -231,9 +244,9 @@ class Layout:
         setattr_(self, "digest", int.from_bytes(digest, "big", signed=True))
         if self.slot_bytes > _MAX_SLOT_BYTES:
             raise MetricsLayoutError(
-                f"metrics for {len(self.listeners)} listeners x {len(self.routes)} routes need"
-                f" {self.slot_bytes >> 20} MiB per worker (limit {_MAX_SLOT_BYTES >> 20} MiB);"
-                " limit routes to the listeners that use them"
+                f"metrics for {keys} listener/route pairs need {self.slot_bytes >> 20} MiB"
+                f" per worker (limit {_MAX_SLOT_BYTES >> 20} MiB); limit routes to the"
+                " listeners that use them (routes[].listeners)"
             )
 
     @property
@@ -244,7 +257,8 @@ class Layout:
 
     @property
     def keys(self) -> int:
-        return len(self.listeners) * (len(self.routes) + 1)
+        """How many series keys there are (keys are ``range(keys)``)."""
+        return len(self.key_pairs)
 
     # -- indexes (for the edge's start-up; not the hot path) ----------------------------------
     def listener_index(self, name: str) -> int:
@@ -270,24 +284,20 @@ class Layout:
 
     def series(self, listener: str, route: str | None) -> int:
         """The series key of requests on ``listener`` that matched ``route`` (None: none)."""
-        return self.listener_index(listener) * (len(self.routes) + 1) + self.route_index(route)
+        pair = (self.listener_index(listener), self.route_index(route))
+        try:
+            return self.key_index[pair]
+        except KeyError:
+            raise MetricsLayoutError(
+                f"route {route!r} is limited to other listeners than {listener!r}"
+            ) from None
 
     def series_names(self, key: int) -> tuple[str, str, str]:
         """``(listener, route, cluster)`` label values of a series key ("" for none)."""
-        per = len(self.routes) + 1
-        li, ri = divmod(key, per)
+        li, ri = self.key_pairs[key]
         if ri == len(self.routes):
             return self.listeners[li], "", ""
         return self.listeners[li], self.routes[ri], self.route_clusters[ri] or ""
-
-    def series_shown(self, key: int) -> bool:
-        """Whether the key's route can be matched on the key's listener."""
-        per = len(self.routes) + 1
-        li, ri = divmod(key, per)
-        if ri == len(self.routes):
-            return True
-        only = self.route_listeners[ri]
-        return only is None or self.listeners[li] in only
 
 
 def _get(node: Any, name: str, default: Any = None) -> Any:
@@ -297,18 +307,18 @@ def _get(node: Any, name: str, default: Any = None) -> Any:
 
 
 def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> Layout:
-    """The layout of a config: a thawed config (:func:`backhaul.edge.settings.thaw`) or the
-    validated model itself; both have the same attributes.
+    """The layout of a config: a thawed config (:func:`backhaul.edge.settings.thaw`), the
+    validated model itself (both have the same attributes) or the same as plain dicts.
 
     Endpoint labels: ``host:port`` (``[v6]:port``) for an address, ``builtin:<cluster>-<n>``
     (n from 1) for a built-in origin; a repeated label gets ``#2``, ``#3``.
     """
-    listeners = tuple(str(lst.name) for lst in settings.listeners)
+    listeners = tuple(str(_get(lst, "name")) for lst in _get(settings, "listeners", ()))
     routes = []
     route_clusters: list[str | None] = []
     route_listeners: list[tuple[str, ...] | None] = []
     for route in _get(settings, "routes", ()) or ():
-        routes.append(str(route.name))
+        routes.append(str(_get(route, "name")))
         proxy = _get(route, "proxy")
         route_clusters.append(str(_get(proxy, "cluster")) if proxy is not None else None)
         only = _get(route, "listeners")
