@@ -583,13 +583,15 @@ CONNECT_XFAIL = pytest.mark.xfail(
 
 @CONNECT_XFAIL
 @pytest.mark.parametrize(
-    "after", [b"", b"GET /t/connect-after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]
+    "after",
+    [b"", b"GET /t/connect-after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"],
+    ids=["alone", "then-get"],
 )
 def test_connect_is_refused_and_not_forwarded(
     sedge: Edge, recorder: Recorder, after: bytes
 ) -> None:
     raw = b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\nX-Case: connect\r\n\r\n"
-    reply = talk(sedge.port, raw + after, timeout=3)
+    reply = talk(sedge.port, raw + after, timeout=2)
     assert [r[0] for r in reply.responses()] in ([400], [405], [501]), reply.data[:300]
     assert reply.closed
     assert not recorder.saw_bytes(b"X-Case: connect")
