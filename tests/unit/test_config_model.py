@@ -37,12 +37,15 @@ clusters:
 
 def test_exported_names_are_what_we_mean() -> None:
     assert set(config_pkg.__all__) == {
-        "DEFAULT_YAML", "AccessLog", "Address", "Admin", "Cluster", "ClusterTimeouts",
-        "EdgeConfig", "Endpoint", "Forwarding", "HeaderMatch", "Listener", "ListenerLimits",
-        "ListenerTimeouts", "Pool", "ProxyAction", "RedirectAction", "RespondAction", "Route",
-        "RouteLimits", "RouteMatch", "default_config", "format_duration", "format_size",
-        "json_schema", "load_file", "load_text", "parse_address", "parse_duration",
-        "parse_size", "quick_config", "units",
+        "DEFAULT_YAML", "AccessLog", "Address", "Admin", "Backoff", "CircuitBreakerSettings",
+        "Cluster", "ClusterRetries", "ClusterTimeouts", "EdgeConfig", "Endpoint", "Forwarding",
+        "HashKey", "HeaderMatch", "HealthChecks", "HttpHealthCheck", "LeastRequestSettings",
+        "Listener", "ListenerLimits", "ListenerTimeouts", "MaglevSettings",
+        "OutlierDetectionSettings", "Pool", "ProxyAction", "RedirectAction", "RespondAction",
+        "Retries", "RetryBudgetSettings", "RingHashSettings", "Route", "RouteLimits",
+        "RouteMatch", "SlowStartSettings", "Sticky", "balance_settings", "default_config",
+        "format_duration", "format_size", "json_schema", "load_file", "load_text",
+        "parse_address", "parse_duration", "parse_size", "quick_config", "retry_policy", "units",
     }  # fmt: skip
     for name in config_pkg.__all__:
         assert hasattr(config_pkg, name), name

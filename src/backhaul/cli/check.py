@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
-from backhaul.config.model import Route, advisories
+from backhaul.config.model import Cluster, Retries, Route, advisories
 from backhaul.errors import ConfigError
 
 
@@ -64,12 +65,130 @@ def describe_action(route: Route) -> str:
         if proxy.host_rewrite is not None:
             extras.append(f"Host: {proxy.host_rewrite}")
         tail = f" ({', '.join(extras)})" if extras else ""
+        if proxy.retries is not None:
+            tail += f"; {describe_retries(proxy.retries)}"
+        if proxy.retry_non_idempotent:
+            tail += "; non-idempotent methods retried too"
         return f"proxy → {proxy.cluster}{tail}"
     if route.redirect is not None:
         return f"redirect {route.redirect.status} → {route.redirect.to}"
     assert route.respond is not None
     respond = route.respond
     return f"respond {respond.status} {respond.content_type} ({len(respond.body)} chars)"
+
+
+def describe_retries(retries: Retries, detail: bool = False) -> str:
+    """``retries 1: connect-failure, reset, 502-504`` (and, with ``detail``, a second line
+    with the per-try timeout and the backoff)."""
+    if retries.max_retries == 0 or not retries.retry_on:
+        return "no retries"
+    words = [str(x) for x in retries.retry_on if isinstance(x, str)]
+    statuses = [x for x in retries.retry_on if isinstance(x, int)]
+    ranges: list[tuple[int, int]] = []
+    for status in statuses:
+        if ranges and ranges[-1][1] == status - 1:
+            ranges[-1] = (ranges[-1][0], status)
+        else:
+            ranges.append((status, status))
+    if ranges:
+        words.append(format_status_ranges(tuple(ranges)))
+    text = f"retries {retries.max_retries}: {', '.join(words)}"
+    if not detail:
+        return text
+    backoff = retries.backoff
+    more = f"backoff {format_duration(backoff.base)}..{format_duration(backoff.max)}"
+    if retries.per_try_timeout is not None:
+        more = f"per try {format_duration(retries.per_try_timeout)}, {more}"
+    return f"{text}\n{more}"
+
+
+def describe_balancing(cluster: Cluster) -> str:
+    """The policy and what tunes it, one fact per line."""
+    lines = [cluster.policy]
+    if cluster.policy == "least_request":
+        lines.append(f"latency decay {format_duration(cluster.least_request.latency_decay)}")
+    elif cluster.policy == "ring_hash":
+        lines.append(f"{cluster.ring_hash.virtual_nodes} points per weight")
+    elif cluster.policy == "maglev":
+        lines.append(f"table {cluster.maglev.table_size}")
+    key = cluster.hash_key
+    if key is not None:
+        lines.append(f"key: {key.source}" + (f" {key.name}" if key.name else ""))
+    sticky = cluster.sticky
+    if sticky is not None:
+        age = "session" if sticky.max_age is None else format_duration(float(sticky.max_age))
+        lines.append(f"sticky: cookie {sticky.cookie}, {age}")
+    slow = cluster.slow_start
+    if slow.window > 0:
+        lines.append(f"slow start {format_duration(slow.window)} from {slow.min_weight_percent:g}%")
+    panic = cluster.panic_threshold
+    lines.append(f"panic under {panic:g}% healthy" if panic > 0 else "no panic mode")
+    return "\n".join(lines)
+
+
+def describe_health(cluster: Cluster) -> str:
+    """Active checks and outlier detection, one fact per line."""
+    lines: list[str] = []
+    checks = cluster.health_checks
+    if checks is None:
+        lines.append("no active checks")
+    else:
+        http = checks.http
+        if http is not None:
+            lines.append(
+                f"http {http.method} {http.path} → {format_status_ranges(http.expected_statuses)}"
+            )
+            extras = [f"Host {http.host}"] if http.host is not None else []
+            if http.body_contains is not None:
+                extras.append(f"body has {http.body_contains!r}")
+            if http.body_regex is not None:
+                extras.append(f"body ~ {http.body_regex}")
+            if extras:
+                lines.append(", ".join(extras))
+        else:
+            lines.append("tcp connect")
+        every = f"every {format_duration(checks.interval)}"
+        if checks.jitter > 0:
+            every += f" +≤{format_duration(checks.jitter)}"
+        if checks.unhealthy_interval is not None:
+            every += f" (sick {format_duration(checks.unhealthy_interval)})"
+        lines.append(f"{every}, timeout {format_duration(checks.timeout)}")
+        lines.append(
+            f"up after {checks.healthy_threshold}, down after {checks.unhealthy_threshold}"
+        )
+    outlier = cluster.outlier_detection
+    if outlier is None:
+        lines.append("no outlier detection")
+    else:
+        triggers = [
+            f"{n}×{what}"
+            for n, what in (
+                (outlier.consecutive_5xx, "5xx"),
+                (outlier.consecutive_connect_failures, "connect failure"),
+            )
+            if n
+        ]
+        lines.append(f"eject on {', '.join(triggers) or 'nothing'}")
+        lines.append(
+            f"for {format_duration(outlier.base_ejection_time)}.."
+            f"{format_duration(outlier.max_ejection_time)}, ≤{outlier.max_ejection_percent:g}%"
+            " of endpoints"
+        )
+    return "\n".join(lines)
+
+
+def describe_resilience(cluster: Cluster) -> str:
+    """Retries, their budget and the circuit breakers, one fact per line."""
+    retries = cluster.retries
+    budget = retries.budget
+    caps = cluster.circuit_breakers
+    return "\n".join(
+        [
+            describe_retries(retries, detail=True),
+            f"budget {budget.percent:g}% (min {budget.min_retry_concurrency})",
+            f"caps {caps.max_connections} conn/{caps.max_pending} pending/{caps.max_requests} req",
+        ]
+    )
 
 
 def render(config: EdgeConfig, source: str, console: Console) -> None:
@@ -83,7 +202,11 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         f"workers: {config.workers or 'one per CPU'} · server header:"
         f" {escape(repr(config.server_header)) if config.server_header else 'none'} · access log:"
         f" {escape(f'{log.format} → {log.path}') if log.enabled else 'off'} · admin:"
-        f" {config.admin.address if config.admin else 'off'}"
+        + (
+            f" {config.admin.address} (metrics {escape(config.admin.metrics_path)})"
+            if config.admin
+            else " off"
+        )
     )
 
     listeners = Table(title="listeners", title_justify="left")
@@ -120,24 +243,27 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
     console.print(routes)
 
     clusters = Table(title="clusters", title_justify="left")
-    for column in ("name", "policy", "endpoints", "timeouts", "pool"):
+    for column in ("name", "balancing", "endpoints", "health", "resilience", "upstream"):
         clusters.add_column(column)
     for name, cluster in config.clusters.items():
         endpoints = []
         for endpoint in cluster.endpoints:
             target = f"builtin {endpoint.builtin}" if endpoint.builtin else str(endpoint.address)
-            endpoints.append(
-                target + (f" (weight {endpoint.weight})" if endpoint.weight != 1 else "")
-            )
+            notes = [f"weight {endpoint.weight}"] if endpoint.weight != 1 else []
+            if endpoint.drain:
+                notes.append("drain")
+            endpoints.append(target + (f" ({', '.join(notes)})" if notes else ""))
         ctmo = cluster.timeouts
         clusters.add_row(
             escape(name),
-            cluster.policy,
+            escape(describe_balancing(cluster)),
             escape("\n".join(endpoints)),
-            f"connect {format_duration(ctmo.connect)},"
-            f" headers {format_duration(ctmo.response_headers)},"
-            f" body idle {format_duration(ctmo.body_idle)}",
-            f"{cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
+            escape(describe_health(cluster)),
+            escape(describe_resilience(cluster)),
+            f"connect {format_duration(ctmo.connect)}\n"
+            f"headers {format_duration(ctmo.response_headers)}\n"
+            f"body idle {format_duration(ctmo.body_idle)}\n"
+            f"pool {cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
         )
     console.print(clusters)
 

@@ -6,7 +6,10 @@
     json_schema() -> dict                                        the input shape, for editors
 
 Durations, sizes and addresses are parsed once at load (see :mod:`backhaul.config.units`).
-This package does no I/O beyond reading the config file and imports no asyncio.
+Each cluster's balancing, health and resilience keys carry what :mod:`backhaul.balance`'s
+constructors take; ``balance_settings(cluster)`` and ``retry_policy(retries,
+non_idempotent)`` build the two that need more than a rename. This package does no I/O beyond
+reading the config file and imports no asyncio.
 """
 
 from __future__ import annotations
@@ -19,22 +22,38 @@ from backhaul.config.load import load_file, load_text
 from backhaul.config.model import (
     AccessLog,
     Admin,
+    Backoff,
+    CircuitBreakerSettings,
     Cluster,
+    ClusterRetries,
     ClusterTimeouts,
     EdgeConfig,
     Endpoint,
     Forwarding,
+    HashKey,
     HeaderMatch,
+    HealthChecks,
+    HttpHealthCheck,
+    LeastRequestSettings,
     Listener,
     ListenerLimits,
     ListenerTimeouts,
+    MaglevSettings,
+    OutlierDetectionSettings,
     Pool,
     ProxyAction,
     RedirectAction,
     RespondAction,
+    Retries,
+    RetryBudgetSettings,
+    RingHashSettings,
     Route,
     RouteLimits,
     RouteMatch,
+    SlowStartSettings,
+    Sticky,
+    balance_settings,
+    retry_policy,
 )
 from backhaul.config.units import (
     Address,
@@ -50,22 +69,37 @@ __all__ = [
     "AccessLog",
     "Address",
     "Admin",
+    "Backoff",
+    "CircuitBreakerSettings",
     "Cluster",
+    "ClusterRetries",
     "ClusterTimeouts",
     "EdgeConfig",
     "Endpoint",
     "Forwarding",
+    "HashKey",
     "HeaderMatch",
+    "HealthChecks",
+    "HttpHealthCheck",
+    "LeastRequestSettings",
     "Listener",
     "ListenerLimits",
     "ListenerTimeouts",
+    "MaglevSettings",
+    "OutlierDetectionSettings",
     "Pool",
     "ProxyAction",
     "RedirectAction",
     "RespondAction",
+    "Retries",
+    "RetryBudgetSettings",
+    "RingHashSettings",
     "Route",
     "RouteLimits",
     "RouteMatch",
+    "SlowStartSettings",
+    "Sticky",
+    "balance_settings",
     "default_config",
     "format_duration",
     "format_size",
@@ -76,6 +110,7 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "quick_config",
+    "retry_policy",
     "units",
 ]
 
