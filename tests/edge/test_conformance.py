@@ -380,7 +380,7 @@ def edge_config(recorder: Recorder, bad_upstream: Recorder) -> dict[str, object]
     """Routes that tell which normalised path the router matched; "fallback" catches the
     rest, so a path the router saw unnormalised gets 203 instead of reaching the upstream."""
     rec = {"cluster": "rec"}
-    config = {
+    config: dict[str, object] = {
         "routes": [
             {"name": "norm-b", "match": {"path": "/b"}, "proxy": rec},
             {"name": "norm-a-b", "match": {"path": "/a/b"}, "proxy": rec},
@@ -413,7 +413,7 @@ def edge_config(recorder: Recorder, bad_upstream: Recorder) -> dict[str, object]
     return config
 
 
-LISTENER = {
+LISTENER: dict[str, object] = {
     "timeouts": {"request_headers": "2s", "body_idle": "2s", "keepalive_idle": "5s", "drain": "1s"}
 }
 
