@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import backhaul
 import backhaul.admin as admin_pkg
 from backhaul.admin.metrics import MetricsExposition, metrics_renderer, render_metrics
+from backhaul.balance import HealthState
 from backhaul.state.shared_counters import (
     DEFAULT_BUCKETS,
     STALE_AFTER,
@@ -71,17 +72,35 @@ def world() -> World:
     a.set_active_connections(0, 2)
     b.set_active_connections(0, 3)
     b.set_active_connections(1, 1)
-    a.set_endpoint_health(0, 1, "ejected")  # workers disagree on [::1]:3001
-    b.set_endpoint_health(0, 1, "healthy")
-    a.set_endpoint_health(1, 0, "draining")
-    b.set_endpoint_health(1, 0, "draining")
-    a.add_ejections(0, 1)
-    b.add_ejections(0, 1, 2)
-    a.add_retries(0, 4)
-    b.add_retry_budget_exhausted(0)
-    a.add_breaker_overflows(0, "max_requests", 3)
-    b.add_breaker_overflows(1, "max_connections")
-    a.set_panic(0, True)
+    # The workers disagree on [::1]:3001 and on panic.
+    a.sync_cluster(
+        0,
+        retries=4,
+        budget_exhausted=0,
+        overflows=(0, 0, 3),
+        ejections=(0, 1),
+        health=("healthy", "ejected"),
+        panic=True,
+    )
+    b.sync_cluster(
+        0,
+        retries=0,
+        budget_exhausted=1,
+        overflows=(0, 0, 0),
+        ejections=(0, 2),
+        health=(HealthState.HEALTHY, HealthState.HEALTHY),
+        panic=False,
+    )
+    for m, over in ((a, (0, 0, 0)), (b, (1, 0, 0))):
+        m.sync_cluster(
+            1,
+            retries=0,
+            budget_exhausted=0,
+            overflows=over,
+            ejections=(0,),
+            health=("draining",),
+            panic=False,
+        )
     a.flush()
     b.flush()
     return lay, store, a, b

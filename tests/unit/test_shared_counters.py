@@ -164,6 +164,19 @@ def test_layout_too_big_is_refused_with_advice() -> None:
         Layout(listeners, routes, (None,) * 3000, (None,) * 3000, (), ())
 
 
+def cluster(**over: object) -> dict[str, object]:
+    """sync_cluster arguments for small_layout()'s cluster (two endpoints)."""
+    args: dict[str, object] = {
+        "retries": 0,
+        "budget_exhausted": 0,
+        "overflows": (0, 0, 0),
+        "ejections": (0, 0),
+        "health": ("healthy", "healthy"),
+        "panic": False,
+    }
+    return {**args, **over}
+
+
 # -- the store -------------------------------------------------------------------------
 def test_two_slots_are_summed() -> None:
     lay = small_layout()
@@ -179,12 +192,24 @@ def test_two_slots_are_summed() -> None:
     b.record(hello, 0, 0.0001, None, 0, 0)  # no valid status: counted as 5xx
     a.set_active_connections(0, 3)
     b.set_active_connections(0, 4)
-    a.add_retries(0, 2)
-    b.add_retries(0)
-    b.add_breaker_overflows(0, "max_pending", 5)
-    a.add_breaker_overflows(0, 2)
-    a.add_ejections(0, 1)
-    a.add_retry_budget_exhausted(0, 7)
+    a.sync_cluster(
+        0,
+        retries=2,
+        budget_exhausted=7,
+        overflows=(0, 0, 1),
+        ejections=(0, 1),
+        health=("healthy", "healthy"),
+        panic=False,
+    )
+    b.sync_cluster(
+        0,
+        retries=1,
+        budget_exhausted=0,
+        overflows=(0, 5, 0),
+        ejections=(0, 0),
+        health=("healthy", "healthy"),
+        panic=False,
+    )
     a.flush()
     b.flush()
     t = store.totals()
@@ -246,8 +271,7 @@ def test_takeover_keeps_counters_monotonic_and_resets_gauges() -> None:
     for _ in range(5):
         first.record(api, 200, 0.001, 0.0005, 1, 2)
     first.set_active_connections(0, 9)
-    first.set_endpoint_health(0, 0, HealthState.EJECTED)
-    first.add_ejections(0, 0)
+    first.sync_cluster(0, **cluster(ejections=(1, 0), health=(HealthState.EJECTED, "healthy")))
     first.flush()
     first.record(api, 200, 0.001, None, 0, 0)  # never flushed: lost with the worker
     req = lay.int_fields["requests"][0] + api * 5 + 1
@@ -260,11 +284,16 @@ def test_takeover_keeps_counters_monotonic_and_resets_gauges() -> None:
     assert after.ints[lay.int_fields["connections"][0]] == 0
     assert after.health[0] == [1, 0, 0, 0, 0]  # healthy again until the edge says otherwise
     second.record(api, 200, 0.001, None, 0, 0)
-    second.add_ejections(0, 0)
+    # The new worker's own totals start from zero; the slot adds the previous owner's.
+    second.sync_cluster(0, **cluster(ejections=(1, 0), retries=3))
     second.flush()
     later = store.totals().ints
     assert later[req] == 6
     assert later[lay.int_fields["ejections"][0]] == 2
+    assert later[lay.int_fields["retries"][0]] == 3
+    second.sync_cluster(0, **cluster(ejections=(2, 0), retries=3))  # set, not added
+    second.flush()
+    assert store.totals().ints[lay.int_fields["ejections"][0]] == 3
     for i in range(lay.int_fields["requests"][0], lay.counters_end):
         assert later[i] >= before[i]
     pid, starts, closed, _ = store.slot_info(1)
@@ -344,10 +373,12 @@ def test_bounds() -> None:
         m.set_endpoint_health(0, 2, "healthy")
     with pytest.raises(ValueError, match="unknown health state 'sick'"):
         m.set_endpoint_health(0, 0, "sick")
-    with pytest.raises(ValueError):
-        m.add_breaker_overflows(0, "max_nothing")
-    with pytest.raises(IndexError):
-        m.add_breaker_overflows(0, 3)
+    with pytest.raises(ValueError, match="expected 3 values"):
+        m.sync_cluster(0, **cluster(overflows=(1, 2)))
+    with pytest.raises(ValueError, match="has 2 endpoints"):
+        m.sync_cluster(0, **cluster(ejections=(1, 2, 3)))
+    with pytest.raises(ValueError, match="has 2 endpoints"):
+        m.sync_cluster(0, **cluster(health=("healthy",)))
 
 
 def test_reject_counts_requests_and_bytes_not_latency() -> None:

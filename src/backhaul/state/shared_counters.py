@@ -38,7 +38,7 @@ import os
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -476,10 +476,13 @@ class WorkerMetrics:
 
     ``key`` from :meth:`Layout.series` (computed at start per listener and route),
     ``duration`` and ``upstream_time`` in seconds (``upstream_time`` None when no upstream
-    answered). Everything else is rare and takes indexes from the layout.
+    answered). Everything else runs from the tick: :meth:`set_active_connections`,
+    :meth:`sync_cluster` (cluster counters and health, which the edge already keeps), then
+    :meth:`flush`.
     """
 
     __slots__ = (
+        "_base",
         "_bytes_in",
         "_bytes_out",
         "_closed",
@@ -523,6 +526,11 @@ class WorkerMetrics:
         ints[_PID] = os.getpid()
         ints[_STARTS] = a[_STARTS] + 1
         ints[_CLOSED] = 0
+        # What previous owners counted, for the totals that sync_cluster sets.
+        self._base = {
+            name: list(self._lists[name])
+            for name in ("retries", "budget_exhausted", "overflows", "ejections")
+        }
         self._duration_buckets = self._lists["duration_buckets"]
         self._duration_sum = self._lists["duration_sum"]
         self._upstream_buckets = self._lists["upstream_buckets"]
@@ -612,25 +620,47 @@ class WorkerMetrics:
         """Whether this worker balances ``cluster_i`` in panic mode (gauge)."""
         self._lists["panic"][cluster_i] = 1 if panic else 0
 
-    def add_ejections(self, cluster_i: int, endpoint_i: int, n: int = 1) -> None:
-        """Outlier-detection ejections of an endpoint."""
-        self._lists["ejections"][self._endpoint(cluster_i, endpoint_i)] += n
-
-    def add_retries(self, cluster_i: int, n: int = 1) -> None:
-        """Retries sent to a cluster."""
-        self._lists["retries"][cluster_i] += n
-
-    def add_retry_budget_exhausted(self, cluster_i: int, n: int = 1) -> None:
-        """Retries not sent because the cluster's retry budget was spent."""
-        self._lists["budget_exhausted"][cluster_i] += n
-
-    def add_breaker_overflows(self, cluster_i: int, breaker: str | int, n: int = 1) -> None:
-        """Requests refused by a circuit breaker (``breaker``: a :data:`BREAKERS` name or
-        index, e.g. ``limit.name``)."""
-        b = breaker if isinstance(breaker, int) else BREAKERS.index(breaker)
-        if not 0 <= b < len(BREAKERS):
-            raise IndexError(f"no circuit breaker kind {breaker!r}")
-        self._lists["overflows"][cluster_i * len(BREAKERS) + b] += n
+    def sync_cluster(
+        self,
+        cluster_i: int,
+        *,
+        retries: int,
+        budget_exhausted: int,
+        overflows: Sequence[int],
+        ejections: Sequence[int],
+        health: Sequence[Any],
+        panic: bool,
+    ) -> None:
+        """One cluster as this worker sees it, from the tick: the counters are this worker's
+        totals since it started (``cluster.stats.retries``, ``limit.overflows_total`` per
+        :data:`BREAKERS` kind, ``ep.ejections_total`` per endpoint), the gauges its current
+        view (``ep.state`` per endpoint, ``balancer.panic``). A restarted worker starts its
+        totals from zero again; the slot adds what the previous owners counted, so the
+        exported counters never go down."""
+        nb = len(BREAKERS)
+        if len(overflows) != nb:
+            raise ValueError(f"overflows: expected {nb} values, one per {BREAKERS}")
+        eps = self.layout.endpoints[cluster_i]
+        if len(ejections) != len(eps) or len(health) != len(eps):
+            raise ValueError(
+                f"cluster {self.layout.clusters[cluster_i]} has {len(eps)} endpoints:"
+                " expected one ejection count and one health state for each"
+            )
+        base = self._base
+        lists = self._lists
+        lists["retries"][cluster_i] = base["retries"][cluster_i] + retries
+        lists["budget_exhausted"][cluster_i] = (
+            base["budget_exhausted"][cluster_i] + budget_exhausted
+        )
+        at = cluster_i * nb
+        for b, n in enumerate(overflows):
+            lists["overflows"][at + b] = base["overflows"][at + b] + n
+        first = self.layout.endpoint_base[cluster_i]
+        for e, n in enumerate(ejections):
+            lists["ejections"][first + e] = base["ejections"][first + e] + n
+        for e, state in enumerate(health):
+            self.set_endpoint_health(cluster_i, e, state)
+        self.set_panic(cluster_i, panic)
 
     # -- the slot ------------------------------------------------------------------------
     def flush(self) -> None:
