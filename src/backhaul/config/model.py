@@ -808,7 +808,9 @@ class HttpHealthCheck(_Model):
     path: str = "/"
     method: str = "GET"
     host: str | None = Field(default=None, description="Host header; default the endpoint's")
-    expected_statuses: StatusRanges = Field(default=((200, 399),), description="'200-399'")
+    expected_statuses: StatusRanges = Field(
+        default=((200, 399),), json_schema_extra={"default": "200-399"}
+    )
     body_contains: str | None = Field(default=None, min_length=1)
     body_regex: str | None = Field(default=None, description="searched in the body start")
     body_limit: PositiveSize = Field(default="64KiB", description="body bytes looked at")  # type: ignore[assignment]
