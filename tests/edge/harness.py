@@ -134,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return
         if url.path.startswith("/status/"):
-            self._send(int(url.path.rsplit("/", 1)[1]), b"{}")
+            failing = getattr(self.server, "fail_health", False)
+            self._send(503 if failing else int(url.path.rsplit("/", 1)[1]), b"{}")
             return
         info = {
             "method": self.command,
@@ -161,6 +162,15 @@ class Upstream:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def fail_health(self) -> bool:
+        """While True, ``/status/*`` answers 503 (a failing health endpoint)."""
+        return bool(getattr(self.server, "fail_health", False))
+
+    @fail_health.setter
+    def fail_health(self, value: bool) -> None:
+        self.server.fail_health = value  # type: ignore[attr-defined]
 
     def __enter__(self) -> Upstream:
         self.thread.start()

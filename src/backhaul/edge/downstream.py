@@ -131,6 +131,7 @@ class HttpConnection(asyncio.Protocol):
         self.feed_chunks = 0
         self.feed_explained = 0
         self.feed_clean = rx_before is None and not self.in_head
+        rest = b""
         try:
             self.parser.feed_data(data)
             rx = self.rx
@@ -138,11 +139,10 @@ class HttpConnection(asyncio.Protocol):
                 self.check_chunk_overhead(rx, rx_before, data)
         except httptools.HttpParserUpgrade as exc:
             # A request asked to upgrade; the edge does not switch protocols on this path,
-            # so the request was handled as plain HTTP. Keep parsing what follows it.
+            # so the request was handled as plain HTTP (it has no body: see
+            # on_headers_complete). What follows it is the next request, for a new parser.
             rest = data[exc.args[0] :] if exc.args else b""
             self.parser = httptools.HttpRequestParser(self)
-            if rest and not self.closing:
-                self.data_received(rest)
         except RemoteProtocolError as exc:
             self.reject(exc.status_hint, exc.detail)
         except httptools.HttpParserError as exc:
@@ -153,7 +153,7 @@ class HttpConnection(asyncio.Protocol):
                 self.reject(400, "the request method is not a valid token (RFC 9110 §9.1)")
             elif isinstance(exc, httptools.HttpParserInvalidURLError):
                 self.reject(400, "the request-target is not valid (RFC 9112 §3.2)")
-            elif cause is not None:
+            elif cause is not None and not isinstance(cause, httptools.HttpParserError):
                 self.worker.report_bug(cause)
                 self.reject(500, "the edge failed on this request; its log has the details")
             else:
@@ -167,6 +167,8 @@ class HttpConnection(asyncio.Protocol):
                     upstream.flush()
             if owner:
                 self.flush()
+        if rest and not self.closing:
+            self.data_received(rest)
 
     def eof_received(self) -> bool | None:
         # The client half-closed. Finish answering what it asked, then close.
@@ -244,11 +246,28 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method()
         self.feed_explained += len(method) + len(self.url) + self.header_bytes + 14
+        if method == b"CONNECT":
+            raise RemoteProtocolError(
+                "this listener is a gateway, not a forward proxy: it opens no CONNECT tunnels",
+                501,
+                rfc="RFC 9110 9.3.6",
+            )
         headers = self.headers
         target = parse_target(method, self.url)
         facts = inspect_request_head(
             parser.get_http_version(), headers, target.authority, values_checked=True
         )
+        if (facts.content_length or facts.chunked) and parser.should_upgrade():
+            # httptools stops parsing at the head of an Upgrade request (the rest would be
+            # the new protocol), so its body could not be framed: refuse rather than read
+            # the body as the next request (RFC 9110 7.8 lets a server ignore Upgrade, not
+            # the framing).
+            raise RemoteProtocolError(
+                "this listener does not switch protocols, and an Upgrade request with a body "
+                "cannot be relayed as plain HTTP/1.1; send it without Upgrade",
+                400,
+                rfc="RFC 9110 7.8",
+            )
         listener = self.listener
         route = listener.routes.match(facts.host, target.path, method, headers)
         ex = Exchange(self, method, target, facts, headers, route)
