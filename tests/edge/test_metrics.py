@@ -264,7 +264,11 @@ def edge_config(upstream: Upstream, admin_port: int) -> dict[str, object]:
         "admin": {"address": f"127.0.0.1:{admin_port}"},
         "routes": [
             {"name": "hello", "match": {"path": "/hello"}, "respond": {"body": "hi\n"}},
-            {"name": "api", "match": {"prefix": "/api/"}, "proxy": {"cluster": "app"}},
+            {
+                "name": "api",
+                "match": {"prefix": "/api/"},
+                "proxy": {"cluster": "app", "strip_prefix": "/api"},
+            },
         ],
         "clusters": {"app": {"endpoints": [upstream.address]}},
     }
@@ -363,3 +367,77 @@ def test_counters_survive_a_killed_worker(upstream: Upstream, tmp_path: Path) ->
             assert request(edge.port, "GET", "/hello") == 200
         s = wait_metrics(admin_port, lambda s: total_requests(s) >= 30)
         assert value(s, REQ, **HELLO, status_class="2xx") == 30
+
+
+@HOOKS
+def test_cluster_metrics_follow_the_balancer(tmp_path: Path) -> None:
+    """One worker (balancing state is per worker): a dead endpoint is ejected after one
+    connect failure and that try is retried on another endpoint; a breaker of one request
+    refuses concurrent ones."""
+    admin_port = free_port()
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+    with Upstream() as up1, Upstream() as up2:
+        config = {
+            "admin": {"address": f"127.0.0.1:{admin_port}"},
+            "routes": [
+                {
+                    "name": "api",
+                    "match": {"prefix": "/api/"},
+                    "proxy": {"cluster": "app", "strip_prefix": "/api"},
+                },
+                {
+                    "name": "slow",
+                    "match": {"prefix": "/slow/"},
+                    "proxy": {"cluster": "slow", "strip_prefix": "/slow"},
+                },
+            ],
+            "clusters": {
+                "app": {
+                    "endpoints": [up1.address, up2.address, dead],
+                    "outlier_detection": {
+                        "consecutive_connect_failures": 1,
+                        "consecutive_5xx": 0,
+                        "max_ejection_percent": 100,
+                        "base_ejection_time": "60s",
+                    },
+                    "retries": {"max_retries": 2, "retry_on": ["connect-failure"]},
+                },
+                "slow": {
+                    "endpoints": [up1.address],
+                    "circuit_breakers": {"max_requests": 1},
+                },
+            },
+        }
+        with Edge(tmp_path, config, workers=1) as edge:
+            wait_port(admin_port, timeout=3, proc=edge.proc)
+            assert [request(edge.port, "GET", "/api/x") for _ in range(6)] == [200] * 6
+            statuses: list[int] = []
+            threads = [
+                threading.Thread(
+                    target=lambda: statuses.append(request(edge.port, "GET", "/slow/x?delay=0.5"))
+                )
+                for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            refused = statuses.count(503)
+            assert statuses.count(200) >= 1 and refused >= 1
+            assert statuses.count(200) + refused == 4
+            s = wait_metrics(admin_port, lambda s: total_requests(s) >= 10)
+            assert total_requests(s) == 10
+            assert value(s, "backhaul_retries_total", cluster="app") == 1
+            ejections = "backhaul_endpoint_ejections_total"
+            assert value(s, ejections, cluster="app", endpoint=dead) == 1
+            assert value(s, ejections, cluster="app", endpoint=up1.address) == 0
+            health = "backhaul_endpoint_health"
+            assert value(s, health, cluster="app", endpoint=dead, state="ejected") == 1
+            assert value(s, health, cluster="app", endpoint=dead, state="healthy") == 0
+            assert value(s, health, cluster="app", endpoint=up2.address, state="healthy") == 1
+            assert value(s, "backhaul_cluster_panic", cluster="app") == 0
+            over = "backhaul_circuit_breaker_overflows_total"
+            assert value(s, over, cluster="slow", breaker="max_requests") == refused
+            assert value(s, over, cluster="app", breaker="max_requests") == 0
+            slow = {"listener": "main", "route": "slow", "cluster": "slow"}
+            assert value(s, REQ, **slow, status_class="5xx") == refused
