@@ -17,6 +17,7 @@ from typing import Any
 
 from backhaul.config import load_text
 from backhaul.edge.downstream import HttpConnection
+from backhaul.edge.settings import freeze, thaw
 from backhaul.edge.upstream import UpstreamConnection
 from backhaul.edge.worker import Worker
 
@@ -97,7 +98,7 @@ def main() -> None:
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    config = load_text(CONFIG % routes(args.routes), "<bench>")
+    config = thaw(freeze(load_text(CONFIG % routes(args.routes), "<bench>")))
     worker = Worker(config, loop)
 
     async def build() -> None:

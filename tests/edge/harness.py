@@ -150,11 +150,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_any
 
 
+class _TrackingServer(ThreadingHTTPServer):
+    """Remembers its accepted connections, so that ``kill`` can cut them all."""
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        conn, addr = super().get_request()
+        self.accepted.append(conn)  # type: ignore[attr-defined]
+        return conn, addr
+
+
 class Upstream:
     """A threaded HTTP/1.1 server on loopback (the stdlib's, a real independent peer)."""
 
     def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _TrackingServer(("127.0.0.1", 0), _Handler)
+        self.server.accepted = []  # type: ignore[attr-defined]
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -177,8 +187,18 @@ class Upstream:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        """Die like a crashed process: stop listening and cut every open connection."""
+        if getattr(self, "_killed", False):
+            return
+        self._killed = True
         self.server.shutdown()
         self.server.server_close()
+        for conn in self.server.accepted:  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 class RawUpstream:

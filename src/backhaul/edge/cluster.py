@@ -19,33 +19,22 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from backhaul.balance import (
-    BalanceSettings,
     CheckSchedule,
     CircuitBreakers,
     EndpointState,
     HashKeySpec,
-    HealthThresholds,
     HttpCheck,
-    OutlierDetection,
     RetryBudget,
     RetryPolicy,
-    SlowStart,
     StickyCookie,
     make_balancer,
 )
-from backhaul.balance.healthcheck import parse_status_ranges
 from backhaul.errors import ConnectError, ConnectTimeout
 
 if TYPE_CHECKING:
     from backhaul.edge.upstream import UpstreamConnection
 
-__all__ = ["Cluster", "ClusterStats", "Endpoint", "retry_policy_of"]
-
-
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    """A config attribute, or ``default`` when the config has no such key (or it is null)."""
-    value = getattr(cfg, name, None) if cfg is not None else None
-    return default if value is None else value
+__all__ = ["Cluster", "ClusterStats", "Endpoint"]
 
 
 class Endpoint(EndpointState):
@@ -155,57 +144,6 @@ class ClusterStats:
         self.no_healthy = 0
 
 
-def retry_policy_of(cfg: Any, default: RetryPolicy | None = None) -> RetryPolicy:
-    """The :class:`RetryPolicy` of a ``retries`` config block (None: ``default``)."""
-    if cfg is None:
-        return default if default is not None else RetryPolicy()
-    retry_on = tuple(_get(cfg, "retry_on", ("connect-failure", "reset", 502, 503, 504)))
-    statuses = frozenset(int(x) for x in retry_on if str(x).isdigit())
-    backoff = _get(cfg, "backoff")
-    return RetryPolicy(
-        max_retries=int(_get(cfg, "max_retries", 2)),
-        connect_failure="connect-failure" in retry_on,
-        reset="reset" in retry_on,
-        statuses=statuses,
-        non_idempotent=bool(_get(cfg, "non_idempotent", False)),
-        per_try_timeout=_get(cfg, "per_try_timeout"),
-        backoff_base=float(_get(backoff, "base", 0.025)),
-        backoff_max=float(_get(backoff, "max", 0.25)),
-    )
-
-
-def _balance_settings(cfg: Any) -> BalanceSettings:
-    outlier_cfg = _get(cfg, "outlier_detection")
-    outlier = None
-    if outlier_cfg is not None:
-        outlier = OutlierDetection(
-            consecutive_5xx=int(_get(outlier_cfg, "consecutive_5xx", 5)),
-            consecutive_connect_failures=int(_get(outlier_cfg, "consecutive_connect_failures", 5)),
-            base_ejection_time=float(_get(outlier_cfg, "base_ejection_time", 30.0)),
-            max_ejection_time=float(_get(outlier_cfg, "max_ejection_time", 300.0)),
-            max_ejection_percent=float(_get(outlier_cfg, "max_ejection_percent", 10.0)),
-            decay_interval=float(_get(outlier_cfg, "decay_interval", 10.0)),
-        )
-    checks = _get(cfg, "health_checks")
-    slow = _get(cfg, "slow_start")
-    return BalanceSettings(
-        policy=_get(cfg, "policy", "round_robin"),
-        health=HealthThresholds(
-            healthy_threshold=int(_get(checks, "healthy_threshold", 2)),
-            unhealthy_threshold=int(_get(checks, "unhealthy_threshold", 3)),
-        ),
-        outlier=outlier,
-        slow_start=SlowStart(
-            window=float(_get(slow, "window", 0.0)),
-            min_weight_percent=float(_get(slow, "min_weight_percent", 10.0)),
-        ),
-        panic_threshold=float(_get(cfg, "panic_threshold", 50.0)),
-        virtual_nodes=int(_get(_get(cfg, "ring_hash"), "virtual_nodes", 256)),
-        maglev_table_size=int(_get(_get(cfg, "maglev"), "table_size", 65537)),
-        latency_decay=float(_get(_get(cfg, "least_request"), "latency_decay", 10.0)),
-    )
-
-
 class Cluster:
     """A named pool of endpoints with its balancing, health and resilience policy."""
 
@@ -255,66 +193,55 @@ class Cluster:
                 port = (builtin_ports or {})[i]
                 label = f"builtin:{name}-{i + 1}"
                 self.endpoints.append(Endpoint(self, "127.0.0.1", port, ep.weight, label))
+        runtime = config.runtime
         self.balancer = make_balancer(
-            self.endpoints, _balance_settings(config), name=name, now=now, rng=self.rng
+            self.endpoints, runtime.balance, name=name, now=now, rng=self.rng
         )
         for ep_cfg, ep in zip(config.endpoints, self.endpoints, strict=True):
-            if _get(ep_cfg, "drain", False):
+            if ep_cfg.drain:
                 self.log_events(self.balancer.drain(ep, now))
-        breakers = _get(config, "circuit_breakers")
+        breakers = config.circuit_breakers
         self.breakers = CircuitBreakers(
-            max_connections=int(_get(breakers, "max_connections", 1024)),
-            max_pending=int(_get(breakers, "max_pending", 1024)),
-            max_requests=int(_get(breakers, "max_requests", 1024)),
+            breakers.max_connections, breakers.max_pending, breakers.max_requests
         )
-        retries = _get(config, "retries")
-        self.retry_policy = retry_policy_of(retries, RetryPolicy(max_retries=1))
-        budget = _get(retries, "budget")
-        self.retry_budget = RetryBudget(
-            float(_get(budget, "percent", 20.0)), int(_get(budget, "min_retry_concurrency", 3))
-        )
-        hash_cfg = _get(config, "hash_key")
-        self.hash_key = (
-            HashKeySpec(hash_cfg.source, _get(hash_cfg, "name", "")) if hash_cfg else None
-        )
-        sticky_cfg = _get(config, "sticky")
+        self.retry_policy: RetryPolicy = runtime.retry
+        budget = config.retries.budget
+        self.retry_budget = RetryBudget(budget.percent, budget.min_retry_concurrency)
+        key = config.hash_key
+        self.hash_key = HashKeySpec(key.source, key.name) if key is not None else None
+        sticky = config.sticky
         self.sticky = (
             StickyCookie(
-                name=_get(sticky_cfg, "cookie", "backhaul_sticky"),
-                path=_get(sticky_cfg, "path", "/"),
-                max_age=_get(sticky_cfg, "max_age"),
-                secure=bool(_get(sticky_cfg, "secure", False)),
-                http_only=bool(_get(sticky_cfg, "http_only", True)),
-                same_site=_get(sticky_cfg, "same_site", "Lax"),
+                name=sticky.cookie,
+                path=sticky.path,
+                max_age=sticky.max_age,
+                secure=sticky.secure,
+                http_only=sticky.http_only,
+                same_site=sticky.same_site,
             )
-            if sticky_cfg
+            if sticky is not None
             else None
         )
-        checks = _get(config, "health_checks")
+        checks = config.health_checks
         self.check_kind: str | None = None
         self.check: HttpCheck | None = None
         self.check_schedule: CheckSchedule | None = None
         self.check_tasks: list[asyncio.Task[None]] = []
         if checks is not None:
-            self.check_kind = _get(checks, "type", "http")
+            self.check_kind = checks.type
             self.check_schedule = CheckSchedule(
-                interval=float(_get(checks, "interval", 5.0)),
-                timeout=float(_get(checks, "timeout", 2.0)),
-                jitter=float(_get(checks, "jitter", 0.0)),
-                unhealthy_interval=_get(checks, "unhealthy_interval"),
+                checks.interval, checks.timeout, checks.jitter, checks.unhealthy_interval
             )
-            if self.check_kind == "http":
-                http = _get(checks, "http")
-                statuses = _get(http, "expected_statuses", "200-399")
+            http = checks.http
+            if checks.type == "http" and http is not None:
                 self.check = HttpCheck(
-                    path=_get(http, "path", "/"),
-                    method=_get(http, "method", "GET"),
-                    host=_get(http, "host"),
-                    statuses=parse_status_ranges(statuses)
-                    if isinstance(statuses, str)
-                    else tuple(tuple(r) for r in statuses),
-                    body_contains=_get(http, "body_contains"),
-                    body_regex=_get(http, "body_regex"),
+                    path=http.path,
+                    method=http.method,
+                    host=http.host,
+                    statuses=tuple(tuple(r) for r in http.expected_statuses),
+                    body_contains=http.body_contains,
+                    body_regex=http.body_regex,
+                    body_limit=http.body_limit,
                 )
 
     def log_events(self, events: Any) -> None:

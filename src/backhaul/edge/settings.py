@@ -94,6 +94,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, int | float | str | bool) or value is None:
         return value
+    if type(value).__module__.startswith("backhaul.balance."):
+        return value  # a policy object (frozen dataclass): pickled as it is
     raise TypeError(f"cannot freeze a config value of type {type(value).__name__}")
 
 
@@ -109,8 +111,31 @@ def _node(value: Any) -> Any:
 
 
 def freeze(config: Any) -> bytes:
-    """Bytes of a validated config (a pydantic model) as plain data."""
-    return pickle.dumps(_plain(config), protocol=5)
+    """Bytes of a validated config (a pydantic model) as plain data.
+
+    Each cluster also carries ``runtime``: the balance policy objects the config maps it to
+    (``balance``: BalanceSettings, ``retry``: RetryPolicy), and each proxy route
+    ``runtime_retry``: its effective RetryPolicy; the mapping is the config's own
+    (:func:`backhaul.config.balance_settings`, :func:`backhaul.config.retry_policy`).
+    """
+    from backhaul.config import balance_settings, retry_policy
+
+    data = _plain(config)
+    for name, cluster in config.clusters.items():
+        data["clusters"][name]["runtime"] = {
+            "balance": balance_settings(cluster),
+            "retry": retry_policy(cluster.retries),
+        }
+    for i, route in enumerate(config.routes):
+        proxy = route.proxy
+        if proxy is None:
+            continue
+        cluster = config.clusters[proxy.cluster]
+        retries = proxy.retries if proxy.retries is not None else cluster.retries
+        data["routes"][i]["proxy"]["runtime_retry"] = retry_policy(
+            retries, proxy.retry_non_idempotent
+        )
+    return pickle.dumps(data, protocol=5)
 
 
 def thaw(data: bytes) -> Node:

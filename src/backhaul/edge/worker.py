@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import os
 import socket
@@ -21,7 +20,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.accesslog import AccessLog
-from backhaul.edge.cluster import Cluster, retry_policy_of
+from backhaul.edge.cluster import Cluster
 from backhaul.edge.downstream import DL_IDLE, DL_NONE, HttpConnection
 from backhaul.edge.exchange import EX_NONE
 from backhaul.edge.healthcheck import run_checks
@@ -156,11 +155,7 @@ class Worker:
                 if route.kind == "proxy":
                     cluster = self.clusters[route_cfg.proxy.cluster]
                     route.cluster = cluster
-                    policy = retry_policy_of(
-                        getattr(route_cfg.proxy, "retries", None), cluster.retry_policy
-                    )
-                    if getattr(route_cfg.proxy, "retry_non_idempotent", False):
-                        policy = dataclasses.replace(policy, non_idempotent=True)
+                    policy = route_cfg.proxy.runtime_retry
                     route.retry_policy = policy
                     route.try_timeout = min(
                         cluster.response_headers_timeout,

@@ -1,0 +1,209 @@
+"""Balancing, health and resilience end to end: real upstreams on loopback, the real edge."""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tests.edge.harness import Edge, Upstream, exchange, parse_responses
+
+
+def get(port: int, path: str = "/", *headers: str) -> tuple[int, dict[str, str], bytes]:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *headers, "Connection: close"]
+    raw = exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode(), timeout=5)
+    return parse_responses(raw)[0]
+
+
+def served_by(body: bytes) -> int:
+    return int(json.loads(body)["upstream"])
+
+
+def cluster_config(upstreams: list[Upstream], **cluster: object) -> dict[str, object]:
+    return {
+        "access_log": {"enabled": False},
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [u.address for u in upstreams], **cluster}},
+    }
+
+
+class Load:
+    """Steady keep-alive GET load from a few threads, counting every outcome."""
+
+    def __init__(self, port: int, threads: int = 4) -> None:
+        self.port = port
+        self.results: list[tuple[float, int | str, int | None]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30  # bounded, whatever happens
+        sock: socket.socket | None = None
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                sock.sendall(b"GET /load HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("closed")
+                    data += chunk
+                    try:
+                        responses = parse_responses(data)
+                    except (ValueError, IndexError):
+                        continue
+                    if responses and len(data) >= len(data.partition(b"\r\n\r\n")[0]) + 4:
+                        status, headers, body = responses[0]
+                        if len(body) >= int(headers.get("content-length", len(body))):
+                            break
+                who = served_by(body) if status == 200 else None
+                self.results.append((time.monotonic(), status, who))
+                if headers.get("connection", "").lower() == "close":
+                    sock.close()
+                    sock = None
+            except (OSError, ConnectionError, ValueError) as exc:
+                self.results.append((time.monotonic(), type(exc).__name__, None))
+                if sock is not None:
+                    sock.close()
+                sock = None
+            time.sleep(0.002)
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def test_round_robin_spreads_evenly(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b, Upstream() as c:
+        with Edge(tmp_path, cluster_config([a, b, c])) as edge:
+            seen = collections.Counter(served_by(get(edge.port)[2]) for _ in range(30))
+    assert sorted(seen.values()) == [10, 10, 10]
+
+
+def test_weighted_round_robin_keeps_proportions(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b:
+        config = cluster_config([a, b], policy="weighted_round_robin")
+        config["clusters"]["app"]["endpoints"] = [  # type: ignore[index]
+            {"address": a.address, "weight": 3},
+            {"address": b.address, "weight": 1},
+        ]
+        with Edge(tmp_path, config) as edge:
+            seen = collections.Counter(served_by(get(edge.port)[2]) for _ in range(40))
+    assert seen[a.port] == 30 and seen[b.port] == 10
+
+
+def test_killed_endpoint_is_retried_then_ejected_without_client_errors(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b:
+        c = Upstream().__enter__()
+        config = cluster_config(
+            [a, b, c],
+            outlier_detection={
+                "consecutive_connect_failures": 2,
+                "consecutive_5xx": 5,
+                "base_ejection_time": "30s",
+                "max_ejection_percent": 50,
+            },
+            retries={"max_retries": 2, "retry_on": ["connect-failure", "reset", 502, 503]},
+        )
+        with Edge(tmp_path, config) as edge, Load(edge.port) as load:
+            time.sleep(0.5)
+            c.kill()  # endpoint c dies under load: no listener, open connections cut
+            killed_at = time.monotonic()
+            time.sleep(1.5)
+        errors = [r for r in load.results if r[1] != 200]
+        after = [r for r in load.results if r[0] > killed_at + 0.3]
+    assert len(load.results) > 100
+    assert errors == [], errors[:5]
+    assert after and all(r[2] != c.port for r in after)
+
+
+def test_flapping_endpoint_is_ejected_and_readmitted_by_health_checks(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b:
+        config = cluster_config(
+            [a, b],
+            health_checks={
+                "type": "http",
+                "interval": "0.1s",
+                "timeout": "0.5s",
+                "healthy_threshold": 1,
+                "unhealthy_threshold": 1,
+                "http": {"path": "/status/200"},
+            },
+        )
+        with Edge(tmp_path, config) as edge:
+            a.fail_health = True  # /status/* answers 503 from now on
+            time.sleep(0.6)
+            down = collections.Counter(served_by(get(edge.port)[2]) for _ in range(10))
+            a.fail_health = False
+            time.sleep(0.6)
+            up = collections.Counter(served_by(get(edge.port)[2]) for _ in range(10))
+            log = edge.stderr_path.read_text()
+    assert down == {b.port: 10}
+    assert up[a.port] >= 4
+    assert "unhealthy" in log and "healthy" in log
+
+
+def test_sticky_cookie_keeps_a_client_on_one_endpoint(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b, Upstream() as c:
+        config = cluster_config([a, b, c], sticky={"cookie": "bh"})
+        with Edge(tmp_path, config) as edge:
+            status, headers, body = get(edge.port)
+            cookie = headers["set-cookie"].split(";")[0]
+            first = served_by(body)
+            again = [get(edge.port, "/", f"Cookie: {cookie}") for _ in range(9)]
+    assert status == 200 and cookie.startswith("bh=")
+    assert {served_by(r[2]) for r in again} == {first}
+    assert all("set-cookie" not in r[1] for r in again)
+
+
+def test_no_healthy_endpoint_is_503_naming_the_cluster(tmp_path: Path) -> None:
+    with Upstream() as a:
+        config = cluster_config(
+            [a],
+            health_checks={
+                "type": "tcp",
+                "interval": "0.1s",
+                "timeout": "0.3s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+            },
+            panic_threshold=0,
+        )
+        edge = Edge(tmp_path, config).start()
+    try:
+        time.sleep(0.8)  # the upstream is gone: its checks fail
+        status, headers, body = get(edge.port)
+    finally:
+        edge.stop()
+    assert status == 503
+    assert headers["content-type"] == "application/problem+json"
+    assert "cluster 'app'" in json.loads(body)["detail"]
+
+
+def test_circuit_breaker_overflow_is_503_at_once(tmp_path: Path) -> None:
+    with Upstream() as a:
+        config = cluster_config([a], circuit_breakers={"max_requests": 1})
+        with Edge(tmp_path, config) as edge:
+            slow = threading.Thread(target=get, args=(edge.port, "/slow?delay=1"))
+            slow.start()
+            time.sleep(0.3)
+            start = time.monotonic()
+            status, _, body = get(edge.port)
+            elapsed = time.monotonic() - start
+            slow.join(5)
+    assert status == 503
+    assert "max_requests" in json.loads(body)["detail"]
+    assert elapsed < 0.5
