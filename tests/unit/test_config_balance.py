@@ -12,6 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backhaul.balance import (
     CONNECT_FAILURE,
@@ -91,14 +94,17 @@ def test_example_survives_freeze_and_thaw() -> None:
     assert node.routes[5].proxy.retries is None
 
 
-def test_frozen_bytes_unpickle_without_backhaul() -> None:
+def test_frozen_bytes_thaw_without_pydantic_or_the_config_package() -> None:
     """The serving processes never import pydantic or backhaul.config (edge/settings.py)."""
     data = freeze(load_file(EXAMPLE))
     code = textwrap.dedent(
         """
-        import pickle, sys
-        sys.modules["backhaul"] = None  # any import of backhaul fails
-        pickle.loads(sys.stdin.buffer.read())
+        import sys
+        from backhaul.edge.settings import thaw
+        node = thaw(sys.stdin.buffer.read())
+        assert node.clusters["api"].retries.retry_on[0] == "connect-failure"
+        for name in ("pydantic", "backhaul.config", "yaml"):
+            assert name not in sys.modules, name
         """
     )
     subprocess.run([sys.executable, "-c", code], input=data, check=True, timeout=60)
@@ -802,3 +808,60 @@ def test_check_shows_the_new_keys() -> None:
         "no active checks",
     ):
         assert words in text, words
+
+
+# --------------------------------------------------------------------------- fuzz
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(
+        ["5s", "0s", "250ms", "20%", "200-399", "/x", "x", "GET", "(", "header", "cookie",
+         "client_ip", "path", "tcp", "http", "None", "Lax", "reset", "connect-failure", 503,
+         65537, 0, 1, 100, 101]
+    ),
+)  # fmt: skip
+_keys = st.sampled_from(
+    ["policy", "hash_key", "source", "name", "ring_hash", "virtual_nodes", "maglev",
+     "table_size", "least_request", "latency_decay", "sticky", "cookie", "path", "max_age",
+     "secure", "same_site", "slow_start", "window", "min_weight_percent", "panic_threshold",
+     "health_checks", "type", "interval", "timeout", "jitter", "unhealthy_interval",
+     "healthy_threshold", "unhealthy_threshold", "http", "method", "host", "expected_statuses",
+     "body_contains", "body_regex", "body_limit", "outlier_detection", "consecutive_5xx",
+     "max_ejection_time", "base_ejection_time", "max_ejection_percent", "retries",
+     "max_retries", "retry_on", "per_try_timeout", "backoff", "base", "max", "budget",
+     "percent", "min_retry_concurrency", "circuit_breakers", "max_requests"]
+)  # fmt: skip
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=5), st.dictionaries(_keys, _values, max_size=2))
+def test_random_cluster_keys_load_or_raise_config_error(
+    cluster: dict[str, object], proxy: dict[str, object]
+) -> None:
+    data = {
+        "listeners": [{"address": "127.0.0.1:8080"}],
+        "routes": [{"proxy": {**proxy, "cluster": "api"}}],
+        "clusters": {"api": {**cluster, "endpoints": ["127.0.0.1:1", "127.0.0.1:2"]}},
+    }
+    try:
+        cfg = load_text(yaml.safe_dump(data), "random.yaml")
+    except ConfigError as exc:
+        assert exc.problems
+        for _, message in exc.problems:
+            assert "refused by the balancer" not in message, message  # a check we lack
+        return
+    thaw(freeze(cfg))
+    json.dumps(cfg.model_dump(mode="json"))
+    advisories(cfg)
+    c = cfg.clusters["api"]
+    balance_settings(c)
+    retry_policy(c.retries)
