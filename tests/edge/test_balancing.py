@@ -207,3 +207,56 @@ def test_circuit_breaker_overflow_is_503_at_once(tmp_path: Path) -> None:
     assert status == 503
     assert "max_requests" in json.loads(body)["detail"]
     assert elapsed < 0.5
+
+
+def test_without_retries_errors_stop_once_the_dead_endpoint_is_ejected(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b:
+        c = Upstream().__enter__()
+        config = cluster_config(
+            [a, b, c],
+            outlier_detection={
+                "consecutive_connect_failures": 1,
+                "consecutive_5xx": 1,
+                "base_ejection_time": "30s",
+                "max_ejection_percent": 50,
+            },
+            retries={"max_retries": 0},
+        )
+        with Edge(tmp_path, config) as edge, Load(edge.port) as load:
+            time.sleep(0.5)
+            c.kill()
+            killed_at = time.monotonic()
+            time.sleep(1.5)
+    errors = [r for r in load.results if r[1] != 200]
+    # Each worker's balancer ejects c after its first failure: at most a few errors, and
+    # none once it is out (here: 0.5 s after the kill, far more than one failure needs).
+    assert len(errors) <= 4 * 2, errors
+    assert all(r[0] < killed_at + 0.5 for r in errors), errors
+    assert [r for r in load.results if r[0] > killed_at + 0.5 and r[1] == 200]
+
+
+def test_slow_start_ramps_a_recovered_endpoint(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b:
+        config = cluster_config(
+            [a, b],
+            policy="weighted_round_robin",
+            slow_start={"window": "3s", "min_weight_percent": 10},
+            health_checks={
+                "type": "http",
+                "interval": "0.1s",
+                "timeout": "0.5s",
+                "healthy_threshold": 1,
+                "unhealthy_threshold": 1,
+                "http": {"path": "/status/200"},
+            },
+        )
+        b.fail_health = True
+        with Edge(tmp_path, config) as edge:
+            time.sleep(0.5)  # b is unhealthy
+            b.fail_health = False
+            time.sleep(0.3)  # b passes a check: it warms up from 10% of its weight
+            early = collections.Counter(served_by(get(edge.port)[2]) for _ in range(40))
+            time.sleep(2.8)  # past the window: full weight
+            late = collections.Counter(served_by(get(edge.port)[2]) for _ in range(40))
+    assert early[b.port] <= 10, early  # ~10-30% of an even share while ramping
+    assert late[b.port] >= 16, late  # an even share (20 of 40) once warm
