@@ -87,9 +87,13 @@ class Load:
 
 
 def test_round_robin_spreads_evenly(tmp_path: Path) -> None:
-    with Upstream() as a, Upstream() as b, Upstream() as c:
-        with Edge(tmp_path, cluster_config([a, b, c])) as edge:
-            seen = collections.Counter(served_by(get(edge.port)[2]) for _ in range(30))
+    with (
+        Upstream() as a,
+        Upstream() as b,
+        Upstream() as c,
+        Edge(tmp_path, cluster_config([a, b, c])) as edge,
+    ):
+        seen = collections.Counter(served_by(get(edge.port)[2]) for _ in range(30))
     assert sorted(seen.values()) == [10, 10, 10]
 
 
