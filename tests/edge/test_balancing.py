@@ -264,3 +264,18 @@ def test_slow_start_ramps_a_recovered_endpoint(tmp_path: Path) -> None:
             late = collections.Counter(served_by(get(edge.port)[2]) for _ in range(40))
     assert early[b.port] <= 10, early  # ~10-30% of an even share while ramping
     assert late[b.port] >= 16, late  # an even share (20 of 40) once warm
+
+
+def test_hash_policies_keep_a_key_on_one_endpoint(tmp_path: Path) -> None:
+    with Upstream() as a, Upstream() as b, Upstream() as c:
+        for policy in ("ring_hash", "maglev"):
+            config = cluster_config(
+                [a, b, c], policy=policy, hash_key={"source": "header", "name": "x-user"}
+            )
+            with Edge(tmp_path, config) as edge:
+                homes = {}
+                for user in range(12):
+                    seen = {served_by(get(edge.port, "/", f"X-User: u{user}")[2]) for _ in range(3)}
+                    assert len(seen) == 1, (policy, user, seen)
+                    homes[user] = seen.pop()
+            assert len(set(homes.values())) >= 2, (policy, homes)
