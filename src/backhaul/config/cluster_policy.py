@@ -211,6 +211,16 @@ class Sticky(ConfigModel):
             )
         return value
 
+    @field_validator("max_age")
+    @classmethod
+    def _lasts(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError(
+                "found 0s: expected a lifetime such as '1h' (a cookie with Max-Age=0 is"
+                " deleted at once); omit max_age for a session cookie"
+            )
+        return value
+
     @field_validator("same_site", mode="before")
     @classmethod
     def _same_site_case(cls, value: Any) -> Any:

@@ -234,7 +234,9 @@ def _status_ranges(value: object) -> tuple[tuple[int, int], ...]:
         parts.append(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         parts.append(str(value))
-    elif isinstance(value, list | tuple) and value:
+    elif isinstance(value, list | tuple):
+        if not value:
+            raise ValueError(f"found an empty list: {STATUSES_EXPECTED}")
         for item in value:
             if isinstance(item, list | tuple) and len(item) == 2:  # (low, high), as stored
                 low, high = item
