@@ -466,3 +466,21 @@ def test_record_costs_well_under_a_microsecond() -> None:
     # ~0.35 µs on the reference box; the bound leaves room for a loaded test machine.
     assert per_call < 1.5e-6
     m.store.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [(100, 0), (199, 0), (200, 1), (308, 2), (499, 3), (500, 4), (599, 4), (0, 4), (999, 4)],
+)
+def test_status_classes(status: int, cls: int) -> None:
+    lay = small_layout()
+    m = WorkerMetrics.standalone(lay)
+    key = lay.series("main", "hello")
+    m.record(key, status, 0.001, None, 0, 0)
+    m.record_reject(key, status, 0, 0)
+    m.flush()
+    lo = lay.int_fields["requests"][0] + key * 5
+    expected = [0] * 5
+    expected[cls] = 2
+    assert m.store.totals().ints[lo : lo + 5] == expected
+    m.store.close()
