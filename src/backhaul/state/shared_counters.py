@@ -385,8 +385,9 @@ class SharedCounters:
         header = self._view[:_HEADER_BYTES].cast("q")
         header[0:5] = array("q", [_MAGIC, _VERSION, layout.digest, slots, layout.slot_bytes])
         header.release()
-        self._ints: list[memoryview] = []
-        self._floats: list[memoryview] = []
+        self._ints: list[memoryview[int]] = []
+        # memoryview's stubs know no float items: typed loosely.
+        self._floats: list[Any] = []
         for slot in range(slots):
             start = _HEADER_BYTES + slot * layout.slot_bytes
             float_start = start + layout.n_ints * 8
@@ -400,7 +401,7 @@ class SharedCounters:
         if layout.digest != self.layout.digest:
             raise MetricsLayoutError("the metrics store was made for another config layout")
 
-    def slot_views(self, slot: int) -> tuple[memoryview, memoryview]:
+    def slot_views(self, slot: int) -> tuple[memoryview[int], Any]:
         """The ``(ints, floats)`` views of one slot (for :class:`WorkerMetrics`)."""
         if not 0 <= slot < self.slots:
             raise MetricsLayoutError(f"metrics slot {slot} is outside 0..{self.slots - 1}")
