@@ -98,7 +98,7 @@ STALE_AFTER = 2.5
 """A slot whose last flush is older than this (seconds) is not live: its gauges are left out.
 Five ticks of 0.5 s."""
 
-_MAX_SLOT_BYTES = 16 << 20
+_MAX_SLOT_BYTES = 4 << 20  # ~20,000 listener/route pairs; a scrape then takes ~0.1 s
 _MAGIC = 0x6268_6D65_7472_6963  # "bhmetric"
 _VERSION = 1
 _HEADER_BYTES = 64  # magic, version, digest, slots, slot bytes (int64 each), padding
