@@ -288,7 +288,7 @@ def total_requests(s: Samples) -> float:
 def test_metrics_match_the_traffic_two_workers(upstream: Upstream, tmp_path: Path) -> None:
     admin_port = free_port()
     with Edge(tmp_path, edge_config(upstream, admin_port), workers=2) as edge:
-        wait_port(admin_port, timeout=3, proc=edge.proc)
+        wait_port(admin_port, timeout=2, proc=edge.proc)
         sent: list[int] = []
         for _ in range(20):
             sent.append(request(edge.port, "GET", "/api/x"))
@@ -331,7 +331,7 @@ def test_metrics_match_the_traffic_two_workers(upstream: Upstream, tmp_path: Pat
 def test_bad_requests_are_counted_without_a_route(upstream: Upstream, tmp_path: Path) -> None:
     admin_port = free_port()
     with Edge(tmp_path, edge_config(upstream, admin_port), workers=2) as edge:
-        wait_port(admin_port, timeout=3, proc=edge.proc)
+        wait_port(admin_port, timeout=2, proc=edge.proc)
         for _ in range(3):
             out = exchange(edge.port, b"GET /hello HTTP/1.1\r\nBad Header\r\n\r\n")
             assert out.startswith(b"HTTP/1.1 400 ")
@@ -344,7 +344,7 @@ def test_bad_requests_are_counted_without_a_route(upstream: Upstream, tmp_path: 
 def test_counters_survive_a_killed_worker(upstream: Upstream, tmp_path: Path) -> None:
     admin_port = free_port()
     with Edge(tmp_path, edge_config(upstream, admin_port), workers=2) as edge:
-        wait_port(admin_port, timeout=3, proc=edge.proc)
+        wait_port(admin_port, timeout=2, proc=edge.proc)
         for _ in range(20):
             assert request(edge.port, "GET", "/hello") == 200
         s = wait_metrics(admin_port, lambda s: total_requests(s) >= 20)
@@ -409,7 +409,7 @@ def test_cluster_metrics_follow_the_balancer(tmp_path: Path) -> None:
             },
         }
         with Edge(tmp_path, config, workers=1) as edge:
-            wait_port(admin_port, timeout=3, proc=edge.proc)
+            wait_port(admin_port, timeout=2, proc=edge.proc)
             assert [request(edge.port, "GET", "/api/x") for _ in range(6)] == [200] * 6
             statuses: list[int] = []
             threads = [
