@@ -484,3 +484,43 @@ def test_status_classes(status: int, cls: int) -> None:
     expected[cls] = 2
     assert m.store.totals().ints[lo : lo + 5] == expected
     m.store.close()
+
+
+def test_snapshots_are_consistent_while_another_process_flushes() -> None:
+    """The seqlock: a reader never sees half of a flush (requests, bytes and histogram
+    counts of one series move together)."""
+    lay = small_layout()
+    store = SharedCounters(lay, 1)
+    key = lay.series("main", "api")
+    nb = len(lay.buckets) + 1
+    req = lay.int_fields["requests"][0] + key * 5 + 1
+    bytes_in = lay.int_fields["bytes_in"][0] + key
+    hist = lay.int_fields["duration_buckets"][0] + key * nb
+    ready = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            m = WorkerMetrics(lay, store, 0)
+            os.write(ready[1], b"x")
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                m.record(key, 200, 0.001, None, 1, 0)
+                m.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        assert os.read(ready[0], 1) == b"x"
+        seen = set()
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:
+            a, _ = store.snapshot(0)
+            assert a[req] == a[bytes_in] == sum(a[hist : hist + nb])
+            seen.add(a[req])
+        assert len(seen) > 10  # the reader did see the counts move
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(ready[0])
+        os.close(ready[1])
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -105,7 +105,7 @@ _HEADER_BYTES = 64  # magic, version, digest, slots, slot bytes (int64 each), pa
 _SLOT_HEADER = 4  # ints: seq, pid, starts, closed
 _SLOT_FLOATS = 1  # floats: heartbeat (time.monotonic of the last flush)
 _SEQ, _PID, _STARTS, _CLOSED = range(_SLOT_HEADER)
-_SNAPSHOT_TRIES = 100
+_SNAPSHOT_WAIT = 0.05  # seconds a reader waits for a flush in progress (a flush: < 1 ms)
 
 
 class MetricsLayoutError(BackhaulError):
@@ -409,19 +409,23 @@ class SharedCounters:
 
     def snapshot(self, slot: int) -> tuple[list[int], list[float]]:
         """A consistent copy of one slot (seqlock: retried while its owner is copying in).
-        A slot left mid-copy by a killed worker is returned as it is after a bounded number
-        of tries: every value in it is still one the counter really had."""
+        A slot left mid-copy by a killed worker is returned as it is after a bounded wait:
+        every value in it is still one the counter really had."""
         ints, floats = self.slot_views(slot)
-        for _ in range(_SNAPSHOT_TRIES):
+        deadline = 0.0
+        while True:
             before = ints[_SEQ]
-            if before & 1:
-                time.sleep(0)
-                continue
-            a = ints.tolist()
-            b = floats.tolist()
-            if ints[_SEQ] == before:
-                return a, b
-        return ints.tolist(), floats.tolist()
+            if not before & 1:
+                a = ints.tolist()
+                b = floats.tolist()
+                if ints[_SEQ] == before:
+                    return a, b
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + _SNAPSHOT_WAIT
+            elif now > deadline:
+                return ints.tolist(), floats.tolist()
+            time.sleep(0)
 
     def totals(self, now: float | None = None) -> Totals:
         """Every slot added up; ``now`` (``time.monotonic()`` by default) decides liveness."""
