@@ -223,7 +223,6 @@ def test_two_servers_share_the_port(loop_thread: LoopThread) -> None:
 
 
 # -- the running edge ----------------------------------------------------------------------
-HOOKS = pytest.mark.xfail(strict=False, reason="hooks not wired yet")
 
 
 def scrape(port: int) -> Samples:
@@ -284,7 +283,6 @@ def total_requests(s: Samples) -> float:
     return sum(v for (name, _), v in s.items() if name == REQ)
 
 
-@HOOKS
 def test_metrics_match_the_traffic_two_workers(upstream: Upstream, tmp_path: Path) -> None:
     admin_port = free_port()
     with Edge(tmp_path, edge_config(upstream, admin_port), workers=2) as edge:
@@ -327,7 +325,6 @@ def test_metrics_match_the_traffic_two_workers(upstream: Upstream, tmp_path: Pat
         assert total_requests(scrape(admin_port)) == n
 
 
-@HOOKS
 def test_bad_requests_are_counted_without_a_route(upstream: Upstream, tmp_path: Path) -> None:
     admin_port = free_port()
     with Edge(tmp_path, edge_config(upstream, admin_port), workers=2) as edge:
@@ -340,7 +337,6 @@ def test_bad_requests_are_counted_without_a_route(upstream: Upstream, tmp_path: 
         assert total_requests(s) == 3
 
 
-@HOOKS
 def test_counters_survive_a_killed_worker(upstream: Upstream, tmp_path: Path) -> None:
     admin_port = free_port()
     with Edge(tmp_path, edge_config(upstream, admin_port), workers=2) as edge:
@@ -369,7 +365,6 @@ def test_counters_survive_a_killed_worker(upstream: Upstream, tmp_path: Path) ->
         assert value(s, REQ, **HELLO, status_class="2xx") == 30
 
 
-@HOOKS
 def test_cluster_metrics_follow_the_balancer(tmp_path: Path) -> None:
     """One worker (balancing state is per worker): a dead endpoint is ejected after one
     connect failure and that try is retried on another endpoint; a breaker of one request

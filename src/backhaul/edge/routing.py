@@ -35,6 +35,7 @@ class CompiledRoute:
         "listeners",
         "log_name",
         "methods",
+        "metrics_key",
         "name",
         "path_exact",
         "path_prefix",

@@ -40,27 +40,28 @@ def validate_binds(config: Any) -> None:
     """Fail early, in the supervisor, when a listener address cannot be bound."""
     from backhaul.edge.worker import bind_listener_socket
 
-    for lst in config.listeners:
+    binds = [(f"listener {lst.name}", lst.address) for lst in config.listeners]
+    if getattr(config, "admin", None) is not None:
+        binds.append(("admin listener", config.admin.address))
+    for what, address in binds:
         try:
-            sock = bind_listener_socket(lst.address.host, lst.address.port)
+            sock = bind_listener_socket(address.host, address.port)
         except socket.gaierror as exc:
-            raise NetworkError(
-                f"listener {lst.name}: cannot resolve {lst.address.host!r}: {exc.strerror}"
-            ) from exc
+            raise NetworkError(f"{what}: cannot resolve {address.host!r}: {exc.strerror}") from exc
         except PermissionError as exc:
             raise NetworkError(
-                f"listener {lst.name}: no permission to bind {lst.address} "
+                f"{what}: no permission to bind {address} "
                 "(ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port >= 1024)"
             ) from exc
         except OSError as exc:
             raise NetworkError(
-                f"listener {lst.name}: cannot listen on {lst.address}: {exc.strerror} "
+                f"{what}: cannot listen on {address}: {exc.strerror} "
                 "(is another server using that port?)"
             ) from exc
         sock.close()
 
 
-def run_worker_process(config: Any) -> int:
+def run_worker_process(config: Any, metrics: Any = None) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return."""
     import asyncio
 
@@ -74,7 +75,7 @@ def run_worker_process(config: Any) -> int:
         stop.set()
 
     async def main() -> None:
-        worker = Worker(config, loop)
+        worker = Worker(config, loop, metrics)
         try:
             await worker.start()
             loop.add_signal_handler(signal.SIGTERM, on_term)
@@ -97,15 +98,22 @@ class _Supervisor:
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.crashes: list[float] = []
+        from backhaul.state.shared_counters import SharedCounters, build_layout
+
+        # One metrics slot per worker, in memory the forked workers share.
+        self.metrics = SharedCounters(build_layout(config), workers)
+        self.slots: dict[int, int] = {}  # pid -> metrics slot
 
     def spawn(self) -> int:
+        # A restarted worker takes the dead one's slot (its counters continue from there).
+        slot = min(set(range(self.size)) - set(self.slots.values()))
         pid = os.fork()
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             code = 1
             try:
-                code = run_worker_process(self.config)
+                code = run_worker_process(self.config, (self.metrics, slot))
             except BaseException as exc:
                 print(f"backhaul: worker {os.getpid()} failed: {exc}", file=sys.stderr)
             finally:
@@ -113,6 +121,7 @@ class _Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         self.children[pid] = time.monotonic()
+        self.slots[pid] = slot
         return pid
 
     def on_signal(self, signum: int, frame: object) -> None:
@@ -142,6 +151,7 @@ class _Supervisor:
             if pid == 0:
                 return
             self.children.pop(pid, None)
+            self.slots.pop(pid, None)
             if not restart or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)

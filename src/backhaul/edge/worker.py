@@ -26,6 +26,7 @@ from backhaul.edge.exchange import EX_NONE
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
+from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
 if TYPE_CHECKING:
     from backhaul.edge.exchange import Exchange
@@ -48,6 +49,8 @@ class ListenerRuntime:
         "max_header_bytes",
         "max_header_count",
         "max_request_line",
+        "metrics_index",
+        "metrics_none",
         "name",
         "request_id",
         "routes",
@@ -112,8 +115,20 @@ def bind_listener_socket(host: str, port: int, reuse_port: bool = True) -> socke
 class Worker:
     """Serves one config on the running loop."""
 
-    def __init__(self, config: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        loop: asyncio.AbstractEventLoop | None = None,
+        metrics: tuple[SharedCounters, int] | None = None,
+    ) -> None:
         self.config = config
+        if metrics is None:  # no supervisor: a private one-slot store
+            self.metrics = WorkerMetrics.standalone(build_layout(config))
+        else:
+            store, slot = metrics
+            self.metrics = WorkerMetrics(store.layout, store, slot)
+        self.record_metrics = self.metrics.record
+        self.admin: Any = None
         self.loop = loop or asyncio.get_event_loop()
         self.connections: set[HttpConnection] = set()
         self.stats = Stats()
@@ -152,6 +167,7 @@ class Worker:
                 if route_cfg.listeners and lst.name not in route_cfg.listeners:
                     continue
                 route = CompiledRoute(i, route_cfg, default_body)
+                route.metrics_key = self.metrics.layout.series(lst.name, route_cfg.name)
                 if route.kind == "proxy":
                     cluster = self.clusters[route_cfg.proxy.cluster]
                     route.cluster = cluster
@@ -162,7 +178,10 @@ class Worker:
                         policy.per_try_timeout or cluster.response_headers_timeout,
                     )
                 routes.append(route)
-            self.listeners.append(ListenerRuntime(lst, RouteTable(routes)))
+            runtime = ListenerRuntime(lst, RouteTable(routes))
+            runtime.metrics_index = self.metrics.layout.listener_index(lst.name)
+            runtime.metrics_none = self.metrics.layout.series(lst.name, None)
+            self.listeners.append(runtime)
         for runtime in self.listeners:
             sock = bind_listener_socket(runtime.address.host, runtime.address.port)
             runtime.server = await self.loop.create_server(
@@ -172,6 +191,13 @@ class Worker:
             )
         for cluster in self.clusters.values():
             run_checks(cluster)
+        admin = getattr(config, "admin", None)
+        if admin is not None:
+            from backhaul.admin import metrics_renderer, start_admin
+
+            self.admin = await start_admin(
+                admin.address, metrics_renderer(self.metrics.store, self.metrics)
+            )
         self._tick_task = self.loop.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -184,7 +210,9 @@ class Worker:
         # A connection idle for more than one tick gives back its parser (see hibernate).
         hibernate_before = now + min((lst.keepalive_timeout for lst in self.listeners), default=0)
         hibernate_before -= TICK
+        per_listener = [0] * len(self.listeners)
         for conn in list(self.connections):
+            per_listener[conn.listener.metrics_index] += 1
             if conn.deadline_kind != DL_NONE:
                 if conn.deadline < now:
                     conn.on_deadline(now)
@@ -201,6 +229,25 @@ class Worker:
             cluster.tick(now)
         if self.access_log is not None:
             self.access_log.flush()
+        metrics = self.metrics
+        for i, n in enumerate(per_listener):
+            metrics.set_active_connections(i, n)
+        for ci, cluster in enumerate(self.clusters.values()):
+            breakers = cluster.breakers
+            metrics.sync_cluster(
+                ci,
+                retries=cluster.stats.retries,
+                budget_exhausted=cluster.stats.budget_exhausted,
+                overflows=(
+                    breakers.connections.overflows_total,
+                    breakers.pending.overflows_total,
+                    breakers.requests.overflows_total,
+                ),
+                ejections=[ep.ejections_total for ep in cluster.endpoints],
+                health=[ep.state for ep in cluster.endpoints],
+                panic=cluster.balancer.panic,
+            )
+        metrics.flush()
 
     async def wait_drained(self, timeout: float | None = None) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish.
@@ -250,6 +297,10 @@ class Worker:
                 await task
         for server in self._origins:
             server.close()
+        if self.admin is not None:
+            await self.admin.aclose()
+            self.admin = None
+        self.metrics.close()
         if self.access_log is not None:
             self.access_log.close()
 
@@ -259,12 +310,23 @@ class Worker:
 
     def log_exchange(self, ex: Exchange) -> None:
         self.stats.exchanges += 1
+        now = perf_counter()
+        route = ex.route
+        self.record_metrics(
+            route.metrics_key if route is not None else ex.conn.listener.metrics_none,
+            ex.status,
+            now - ex.start_time,
+            ex.upstream_time,
+            ex.bytes_in,
+            ex.bytes_out,
+        )
         log = self.access_log
         if log is not None:
-            log.exchange(ex, perf_counter())
+            log.exchange(ex, now)
 
     def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int) -> None:
         self.stats.exchanges += 1
+        self.metrics.record_reject(conn.listener.metrics_none, status, 0, nbytes)
         log = self.access_log
         if log is None:
             return
