@@ -279,3 +279,54 @@ def test_hash_policies_keep_a_key_on_one_endpoint(tmp_path: Path) -> None:
                     assert len(seen) == 1, (policy, user, seen)
                     homes[user] = seen.pop()
             assert len(set(homes.values())) >= 2, (policy, homes)
+
+
+def admin_call(port: int, method: str, path: str) -> tuple[int, dict[str, object]]:
+    raw = exchange(
+        port, f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode()
+    )
+    status, _, body = parse_responses(raw)[0]
+    return status, json.loads(body)
+
+
+def test_drain_lets_in_flight_requests_finish_and_takes_no_new_ones(tmp_path: Path) -> None:
+    from tests.edge.harness import free_port
+
+    admin_port = free_port()
+    with Upstream() as a, Upstream() as b:
+        config = cluster_config([a, b])
+        config["admin"] = {"address": f"127.0.0.1:{admin_port}"}
+        with Edge(tmp_path, config, workers=2) as edge:
+            slow: list[tuple[int, dict[str, str], bytes]] = []
+            threads = [
+                threading.Thread(
+                    target=lambda: slow.append(get(edge.port, "/slow?delay=1.2")), daemon=True
+                )
+                for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            time.sleep(0.3)  # four slow requests in flight, spread over both endpoints
+            status, doc = admin_call(
+                admin_port, "POST", f"/clusters/app/endpoints/{a.address}/drain"
+            )
+            assert status == 202, doc
+            time.sleep(0.7)  # every worker applies it on its tick
+            quick = collections.Counter(served_by(get(edge.port)[2]) for _ in range(12))
+            view_status, view = admin_call(admin_port, "GET", "/clusters")
+            for t in threads:
+                t.join(5)
+            missing = admin_call(admin_port, "POST", "/clusters/app/endpoints/nope:1/drain")
+            status, _ = admin_call(
+                admin_port, "POST", f"/clusters/app/endpoints/{a.address}/restore"
+            )
+            time.sleep(0.7)
+            back = collections.Counter(served_by(get(edge.port)[2]) for _ in range(12))
+    assert [r[0] for r in slow] == [200] * 4
+    assert {served_by(r[2]) for r in slow} == {a.port, b.port}
+    assert quick == {b.port: 12}
+    assert view_status == 200
+    endpoints = view["clusters"]["app"]["endpoints"]  # type: ignore[index]
+    assert any(e["endpoint"] == a.address and e["state"] == "draining" for e in endpoints)
+    assert missing[0] == 404 and "no endpoint" in str(missing[1]["detail"])
+    assert status == 202 and back[a.port] >= 4

@@ -14,6 +14,7 @@ answer, since the metrics store holds every worker's counters.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import traceback
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 import httptools
 
 from backhaul.admin.metrics import CONTENT_TYPE
-from backhaul.http import problem_response
+from backhaul.http import REASONS, problem_response
 
 __all__ = ["AdminServer", "start_admin"]
 
@@ -155,8 +156,34 @@ class AdminConnection(asyncio.Protocol):
     # -- answers ---------------------------------------------------------------------
     def _respond(self, method: bytes, path: bytes, keep_alive: bool, http10: bool) -> None:
         if path not in (b"/metrics", b"/healthz"):
-            detail = "the admin listener serves /metrics and /healthz"
-            self._problem(404, detail, keep_alive, method == b"HEAD")
+            actions = self.owner.actions
+            answer = None
+            if actions is not None:
+                try:
+                    answer = actions(method, path)
+                except Exception as exc:
+                    self._bug(exc)
+                    return
+            if answer is None:
+                detail = "the admin listener serves /metrics, /healthz and /clusters"
+                self._problem(404, detail, keep_alive, method == b"HEAD")
+                return
+            status, body = answer
+            if status >= 400:
+                detail = json.loads(body).get("detail", "") if body else ""
+                self._problem(status, detail, keep_alive, method == b"HEAD")
+                return
+            head = [
+                b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")),
+                b"Server: " + _SERVER,
+                b"Content-Type: application/json",
+                b"Content-Length: %d" % len(body),
+                b"Cache-Control: no-store",
+            ]
+            if not keep_alive:
+                head.append(b"Connection: close")
+            head.append(b"\r\n")
+            self._send(b"\r\n".join(head) + body, keep_alive)
             return
         if method not in (b"GET", b"HEAD"):
             detail = f"{path.decode('latin-1')} answers GET and HEAD only"
@@ -254,9 +281,11 @@ class AdminServer:
         loop: asyncio.AbstractEventLoop,
         render: Callable[[], bytes],
         limits: _Limits,
+        actions: Callable[[bytes, bytes], tuple[int, bytes] | None] | None = None,
     ) -> None:
         self.loop = loop
         self.render = render
+        self.actions = actions
         self.limits = limits
         self.connections: set[AdminConnection] = set()
         self.server: asyncio.Server | None = None
@@ -291,16 +320,21 @@ async def start_admin(
     max_request_bytes: int = MAX_REQUEST_BYTES,
     read_timeout: float = READ_TIMEOUT,
     idle_timeout: float = IDLE_TIMEOUT,
+    actions: Callable[[bytes, bytes], tuple[int, bytes] | None] | None = None,
 ) -> AdminServer:
     """Serve the admin API on ``address`` (``(host, port)``, e.g. the config's
     ``admin.address``) on the running loop. ``render()`` returns the ``/metrics`` body.
-    The socket is bound with ``SO_REUSEPORT`` so that every worker can serve it."""
+    The socket is bound with ``SO_REUSEPORT`` so that every worker can serve it.
+    ``actions(method, path)`` answers the other paths (``(status, JSON body)``, or None for
+    404): the control API of :mod:`backhaul.admin.api`."""
     # Imported here: the admin layer sits above the edge, and the edge's worker imports
     # this module when it starts the admin listener.
     from backhaul.edge.worker import bind_listener_socket
 
     loop = asyncio.get_running_loop()
-    owner = AdminServer(loop, render, _Limits(max_request_bytes, read_timeout, idle_timeout))
+    owner = AdminServer(
+        loop, render, _Limits(max_request_bytes, read_timeout, idle_timeout), actions
+    )
     sock = bind_listener_socket(address[0], int(address[1]), reuse_port=reuse_port)
     try:
         owner.server = await loop.create_server(

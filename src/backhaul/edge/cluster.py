@@ -23,6 +23,7 @@ from backhaul.balance import (
     CircuitBreakers,
     EndpointState,
     HashKeySpec,
+    HealthState,
     HttpCheck,
     RetryBudget,
     RetryPolicy,
@@ -197,9 +198,6 @@ class Cluster:
         self.balancer = make_balancer(
             self.endpoints, runtime.balance, name=name, now=now, rng=self.rng
         )
-        for ep_cfg, ep in zip(config.endpoints, self.endpoints, strict=True):
-            if ep_cfg.drain:
-                self.log_events(self.balancer.drain(ep, now))
         breakers = config.circuit_breakers
         self.breakers = CircuitBreakers(
             breakers.max_connections, breakers.max_pending, breakers.max_requests
@@ -248,6 +246,20 @@ class Cluster:
         """Log each health or panic event once (this worker's state machine)."""
         for event in events:
             print(f"backhaul: worker {os.getpid()}: {self.name}: {event}", file=sys.stderr)
+
+    def apply_control(self, name: str, control: Any, now: float) -> None:
+        """Drain or restore endpoints as the operator asked (shared endpoint control)."""
+        balancer = self.balancer
+        for ep in self.endpoints:
+            i = control.find(name, ep.label)
+            if i is None:
+                continue
+            draining = ep.state is HealthState.DRAINING
+            if control.drain_wanted(i):
+                if not draining:
+                    self.log_events(balancer.drain(ep, now))
+            elif draining:
+                self.log_events(balancer.restore(ep, now))
 
     def tick(self, now: float) -> None:
         for ep in self.endpoints:

@@ -61,7 +61,7 @@ def validate_binds(config: Any) -> None:
         sock.close()
 
 
-def run_worker_process(config: Any, metrics: Any = None) -> int:
+def run_worker_process(config: Any, metrics: Any = None, control: Any = None) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return."""
     import asyncio
 
@@ -75,7 +75,7 @@ def run_worker_process(config: Any, metrics: Any = None) -> int:
         stop.set()
 
     async def main() -> None:
-        worker = Worker(config, loop, metrics)
+        worker = Worker(config, loop, metrics, control)
         try:
             await worker.start()
             loop.add_signal_handler(signal.SIGTERM, on_term)
@@ -103,6 +103,10 @@ class _Supervisor:
         # One metrics slot per worker, in memory the forked workers share.
         self.metrics = SharedCounters(build_layout(config), workers)
         self.slots: dict[int, int] = {}  # pid -> metrics slot
+        from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
+
+        # The operator's drain requests, shared by the workers (see the admin API).
+        self.control = EndpointControl(endpoint_labels(config))
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -113,7 +117,7 @@ class _Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             code = 1
             try:
-                code = run_worker_process(self.config, (self.metrics, slot))
+                code = run_worker_process(self.config, (self.metrics, slot), self.control)
             except BaseException as exc:
                 print(f"backhaul: worker {os.getpid()} failed: {exc}", file=sys.stderr)
             finally:

@@ -26,6 +26,7 @@ from backhaul.edge.exchange import EX_NONE
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
+from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
 if TYPE_CHECKING:
@@ -120,8 +121,14 @@ class Worker:
         config: Any,
         loop: asyncio.AbstractEventLoop | None = None,
         metrics: tuple[SharedCounters, int] | None = None,
+        control: EndpointControl | None = None,
     ) -> None:
         self.config = config
+        self.pid = os.getpid()
+        # What the operator asked of each endpoint (drain), shared by every worker.
+        self.endpoint_control = (
+            control if control is not None else EndpointControl(endpoint_labels(config))
+        )
         if metrics is None:  # no supervisor: a private one-slot store
             self.metrics = WorkerMetrics.standalone(build_layout(config))
         else:
@@ -194,9 +201,12 @@ class Worker:
         admin = getattr(config, "admin", None)
         if admin is not None:
             from backhaul.admin import metrics_renderer, start_admin
+            from backhaul.admin.api import control_actions
 
             self.admin = await start_admin(
-                admin.address, metrics_renderer(self.metrics.store, self.metrics)
+                admin.address,
+                metrics_renderer(self.metrics.store, self.metrics),
+                actions=control_actions(self),
             )
         self._tick_task = self.loop.create_task(self._tick())
 
@@ -225,7 +235,9 @@ class Worker:
             tx = conn.tx
             if tx is not None and tx.deadline_kind != EX_NONE and tx.deadline < now:
                 tx.on_deadline(now)
-        for cluster in self.clusters.values():
+        control = self.endpoint_control
+        for name, cluster in self.clusters.items():
+            cluster.apply_control(name, control, now)
             cluster.tick(now)
         if self.access_log is not None:
             self.access_log.flush()
