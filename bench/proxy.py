@@ -83,9 +83,17 @@ class Scenario:
 
 SCENARIOS = {
     "foundation": Scenario(),
-    # Issue 3: add {"policy": "least_request", "health_check": {...}} to backhaul_cluster once
-    # the config accepts them; nginx gets the nearest equivalent it has (least_conn).
-    "cluster": Scenario(endpoints=3, nginx_balance="least_conn;", admin=True),
+    # Issue 3: three endpoints, least_request with active HTTP health checks and metrics on;
+    # nginx gets the nearest it has without a paid edition (least_conn, passive checks only).
+    "cluster": Scenario(
+        endpoints=3,
+        nginx_balance="least_conn;",
+        admin=True,
+        backhaul_cluster={
+            "policy": "least_request",
+            "health_checks": {"type": "http", "interval": "1s", "http": {"path": "/files/13B"}},
+        },
+    ),
 }
 
 
