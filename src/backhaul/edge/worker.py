@@ -196,7 +196,9 @@ class Worker:
                 sock=sock,
                 backlog=4096,
             )
-        for cluster in self.clusters.values():
+        now = self.loop.time()
+        for name, cluster in self.clusters.items():
+            cluster.apply_control(name, self.endpoint_control, now)  # drains from the config
             run_checks(cluster)
         admin = getattr(config, "admin", None)
         if admin is not None:
