@@ -529,6 +529,7 @@ def test_edge_still_serves_after_fuzzing(fuzz_edge: Edge) -> None:
 
 # -- Upgrade: the edge does not switch protocols here, so the message is plain HTTP ----------
 
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_upgrade_request_body_stays_body(sedge: Edge, recorder: Recorder, framing: str) -> None:
     case = f"upgrade-{framing}"
