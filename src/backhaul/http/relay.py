@@ -89,6 +89,50 @@ def status_line(status: int) -> bytes:
     return line
 
 
+_KEEP_ALIVE = frozenset((b"keep-alive",))
+_CLOSE = frozenset((b"close",))
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_PLAIN_CONNECTION = {
+    b"keep-alive": _KEEP_ALIVE,
+    b"Keep-Alive": _KEEP_ALIVE,
+    b"close": _CLOSE,
+    b"Close": _CLOSE,
+}
+
+
+def _common_facts(
+    status: int,
+    version: bytes | str,
+    framing: list[tuple[bytes, bytes]],
+    request_method: bytes,
+) -> ResponseFacts | None:
+    """The facts of the most common response head without the general checks: HTTP/1.1,
+    a final status with a body, one plain Content-Length and at most a plain Connection
+    (keep-alive or close). None for anything else (then ``inspect_response_head`` decides,
+    and it decides the same for these heads: tests/unit/test_http_relay.py)."""
+    if (version != "1.1" and version != b"1.1") or not 200 <= status < 300 or status == 204:
+        return None
+    if request_method == b"HEAD" or not 1 <= len(framing) <= 2:
+        return None
+    cl: int | None = None
+    tokens = _NO_TOKENS
+    for name, value in framing:
+        if len(name) == 14:  # Content-Length (the only 14-letter framing name)
+            if cl is not None or not value.isdigit() or len(value) > 18:
+                return None
+            cl = int(value)
+        elif len(name) == 10:  # Connection
+            found = _PLAIN_CONNECTION.get(value)
+            if found is None or tokens:
+                return None
+            tokens = found
+        else:
+            return None
+    if cl is None:
+        return None
+    return ResponseFacts(status, cl, False, tokens is not _CLOSE, False, False, tokens, b"1.1")
+
+
 class ResponseRelay(NamedTuple):
     """How an upstream response head crosses the edge."""
 
@@ -136,7 +180,11 @@ def relay_response_head(
                 via_in.append(item[1].strip(_OWS))
         elif rule == _SERVER and server is None:
             lines.append(item[0] + b": " + item[1])
-    facts = inspect_response_head(status, version, framing, request_method, values_checked=True)
+    facts = _common_facts(status, version, framing, request_method)
+    if facts is None:
+        facts = inspect_response_head(
+            status, version, framing, request_method, values_checked=True
+        )
     named = facts.connection_tokens
     if named and not named <= _ALWAYS_DROPPED:
         lines = _drop_named(lines, 1, named)
@@ -145,7 +193,7 @@ def relay_response_head(
     if server is not None:
         lines.append(b"Server: " + server)
     if via is not None:
-        mine = _via_element(via, facts.version)
+        mine = via if b" " in via else _via_element(via, facts.version)
         if via_in is not None:
             via_in.append(mine)
             lines.append(b"Via: " + b", ".join(via_in))
