@@ -359,7 +359,10 @@ ALLOWED_STATUS = {100, 200, 203, 400, 404, 405, 408, 413, 414, 431, 501, 502, 50
 
 # Each list: the usual values first, then odd ones. ``_pick`` draws a usual value 3 times in 4,
 # so most messages get deep into the edge instead of failing on their first byte.
-METHODS = ([b"GET", b"POST", b"HEAD", b"OPTIONS", b"PUT"], [b"PURGE", b"get", b"G T", b""])
+METHODS = (
+    [b"GET", b"POST", b"HEAD", b"OPTIONS", b"PUT"],
+    [b"PURGE", b"get", b"G T", b"", b"CONNECT"],
+)
 TARGETS = (
     [b"/t/fuzz", b"/healthz", b"/t/fuzz?q=1", b"/a/../b", b"/up/ok"],
     [b"*", b"http://other.test/x/fuzz", b"/%zz", b"/t/fuzz#f", b"//", b"/t/\xff", b""],
@@ -375,9 +378,8 @@ FIELDS = (
         b"Expect: 100-continue",
         b"X-A: b",
         b"X-Request-Id: fuzz",
-        # Upgrade without "Connection: upgrade": the Upgrade path has its own tests below
-        # (test_upgrade_*), which fail today; with both fields here the fuzzer finds them too.
         b"Upgrade: websocket",
+        b"Connection: upgrade",
     ],
     [
         b"Host: other.test",
