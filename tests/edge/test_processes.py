@@ -205,3 +205,58 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert f"127.0.0.1:{port}" in out.stderr
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(upstream: Upstream, tmp_path: Path) -> None:
+    config = {
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    edge = Edge(tmp_path, config, workers=2).start()
+    workers = edge.worker_pids()
+    assert edge.proc is not None
+    edge.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+    edge.proc.wait(5)
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        time.sleep(0.05)
+    edge.stop()
+    assert alive == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def test_too_many_workers_is_a_usage_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*BACKHAUL, "serve", "--to", "127.0.0.1:1", "--workers", "100000"],
+        capture_output=True,
+        timeout=20,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "at most" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--listen", "127.0.0.1:18085"], "--listen goes with --to"),
+        (
+            ["--to", "127.0.0.1:1", "--access-log", "/nonexistent/dir/x.log"],
+            "directory does not exist",
+        ),
+        (["--to", "ftp://127.0.0.1:21"], "--to"),
+    ],
+)
+def test_serve_usage_errors_are_one_clear_line(args: list[str], expected: str) -> None:
+    out = subprocess.run([*BACKHAUL, "serve", *args], capture_output=True, timeout=20, text=True)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr

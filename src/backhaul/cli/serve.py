@@ -20,10 +20,11 @@ def serve(
         "--to",
         help="Quick mode: proxy everything to this upstream, e.g. http://127.0.0.1:3000.",
     ),
-    listen: str = typer.Option(
-        "127.0.0.1:8080",
+    listen: str | None = typer.Option(
+        None,
         "--listen",
-        help="Quick mode: the address to listen on (`:8080` means every interface).",
+        help="Quick mode (with --to): the address to listen on, default 127.0.0.1:8080 "
+        "(`:8080` means every IPv4 address).",
     ),
     workers: int | None = typer.Option(
         None, "--workers", "-w", min=1, help="Worker processes (default: config, then CPUs)."
@@ -42,10 +43,14 @@ def serve(
 
     if config is not None and to is not None:
         raise UsageError("use either --config or --to, not both")
+    if listen is not None and to is None:
+        raise UsageError(
+            "--listen goes with --to (quick mode); with a config file, set listeners[].address"
+        )
     if config is not None:
         cfg = load_file(config)
     elif to is not None:
-        cfg = quick_config(to, listen)
+        cfg = quick_config(to, listen or "127.0.0.1:8080")
     else:
         cfg = default_config()
     if access_log is not None:
@@ -55,7 +60,25 @@ def serve(
         else:
             log = log.model_copy(update={"enabled": True, "path": access_log})
         cfg = cfg.model_copy(update={"access_log": log})
+    if cfg.access_log.enabled and cfg.access_log.path != "-":
+        check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))
+
+
+def check_writable(path: str) -> None:
+    """Fail before any worker starts when the access log cannot be written."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"access log {path}: its directory does not exist; create it, or set "
+            "access_log.path (or --access-log) to an existing place or '-'"
+        ) from exc
+    except OSError as exc:
+        raise UsageError(
+            f"access log {path}: cannot write it ({exc.strerror}); choose another path or '-'"
+        ) from exc
 
 
 def register(app: typer.Typer) -> None:

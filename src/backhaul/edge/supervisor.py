@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from backhaul.errors import BackhaulError, NetworkError
+from backhaul.errors import NetworkError, UsageError
 
 __all__ = ["main", "run_worker_process", "serve", "validate_binds"]
 
@@ -91,6 +91,25 @@ def run_worker_process(config: Any, metrics: Any = None, control: Any = None) ->
     return 0
 
 
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to send this worker SIGTERM (so it drains and exits) when the
+    supervisor dies, however it dies: no worker outlives its supervisor."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os._exit(0)
+
+
+def max_workers() -> int:
+    """More worker processes than this only add memory (8 per CPU, at least 16)."""
+    return max(16, 8 * (os.cpu_count() or 1))
+
+
 class _Supervisor:
     def __init__(self, config: Any, workers: int) -> None:
         self.config = config
@@ -111,10 +130,12 @@ class _Supervisor:
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
         slot = min(set(range(self.size)) - set(self.slots.values()))
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _die_with_parent(parent)
             code = 1
             try:
                 code = run_worker_process(self.config, (self.metrics, slot), self.control)
@@ -200,7 +221,12 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
 
     count = workers or config.workers or os.cpu_count() or 1
     if count < 1:
-        raise BackhaulError("--workers must be at least 1")
+        raise UsageError("--workers must be at least 1")
+    if count > max_workers():
+        raise UsageError(
+            f"{count} workers is more than this machine can use: at most {max_workers()} "
+            f"(8 per CPU); one per CPU is the usual choice"
+        )
     validate_binds(config)
     for lst in config.listeners:
         print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)

@@ -182,9 +182,7 @@ def relay_response_head(
             lines.append(item[0] + b": " + item[1])
     facts = _common_facts(status, version, framing, request_method)
     if facts is None:
-        facts = inspect_response_head(
-            status, version, framing, request_method, values_checked=True
-        )
+        facts = inspect_response_head(status, version, framing, request_method, values_checked=True)
     named = facts.connection_tokens
     if named and not named <= _ALWAYS_DROPPED:
         lines = _drop_named(lines, 1, named)

@@ -286,6 +286,8 @@ def parse_args(argv: Sequence[str]) -> DigRequest:
 
     while index < len(tokens):
         token = tokens[index]
+        if token == "@":
+            raise UsageError("@ needs a server address right after it, such as @127.0.0.1")
         if token.startswith("@") and len(token) > 1:
             request.servers.append(token[1:])
         elif token.startswith("+") and len(token) > 1:
@@ -393,6 +395,10 @@ def resolve_servers(request: DigRequest) -> list[Server]:
                 raise UsageError(
                     f"cannot find the address of server {name!r}: {exc.strerror}; "
                     "give an IP address after @"
+                ) from exc
+            except UnicodeError as exc:
+                raise UsageError(
+                    f"'@{name}' is not a valid server name; give an IP address after @"
                 ) from exc
             for info in infos:
                 address = str(info[4][0])
