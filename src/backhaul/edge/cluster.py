@@ -30,6 +30,7 @@ from backhaul.balance import (
     StickyCookie,
     make_balancer,
 )
+from backhaul.edge.settings import unpickle
 from backhaul.errors import ConnectError, ConnectTimeout
 
 if TYPE_CHECKING:
@@ -194,15 +195,15 @@ class Cluster:
                 port = (builtin_ports or {})[i]
                 label = f"builtin:{name}-{i + 1}"
                 self.endpoints.append(Endpoint(self, "127.0.0.1", port, ep.weight, label))
-        runtime = config.runtime
+        runtime = unpickle(config.runtime)
         self.balancer = make_balancer(
-            self.endpoints, runtime.balance, name=name, now=now, rng=self.rng
+            self.endpoints, runtime["balance"], name=name, now=now, rng=self.rng
         )
         breakers = config.circuit_breakers
         self.breakers = CircuitBreakers(
             breakers.max_connections, breakers.max_pending, breakers.max_requests
         )
-        self.retry_policy: RetryPolicy = runtime.retry
+        self.retry_policy: RetryPolicy = runtime["retry"]
         budget = config.retries.budget
         self.retry_budget = RetryBudget(budget.percent, budget.min_retry_concurrency)
         key = config.hash_key

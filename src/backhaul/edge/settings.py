@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-__all__ = ["Node", "SocketAddress", "freeze", "thaw"]
+__all__ = ["Node", "SocketAddress", "freeze", "thaw", "unpickle"]
 
 _ADDRESS_TAG = "__address__"
 
@@ -116,26 +116,33 @@ def freeze(config: Any) -> bytes:
     Each cluster also carries ``runtime``: the balance policy objects the config maps it to
     (``balance``: BalanceSettings, ``retry``: RetryPolicy), and each proxy route
     ``runtime_retry``: its effective RetryPolicy; the mapping is the config's own
-    (:func:`backhaul.config.balance_settings`, :func:`backhaul.config.retry_policy`).
+    (:func:`backhaul.config.balance_settings`, :func:`backhaul.config.retry_policy`). Both
+    stay pickled bytes after :func:`thaw`; :func:`unpickle` opens them in a worker.
     """
     from backhaul.config import balance_settings, retry_policy
 
     data = _plain(config)
     for name, cluster in config.clusters.items():
-        data["clusters"][name]["runtime"] = {
-            "balance": balance_settings(cluster),
-            "retry": retry_policy(cluster.retries),
-        }
+        # Pickled once more: only the workers unpickle them (the supervisor stays without
+        # the balance package).
+        data["clusters"][name]["runtime"] = pickle.dumps(
+            {"balance": balance_settings(cluster), "retry": retry_policy(cluster.retries)}
+        )
     for i, route in enumerate(config.routes):
         proxy = route.proxy
         if proxy is None:
             continue
         cluster = config.clusters[proxy.cluster]
         retries = proxy.retries if proxy.retries is not None else cluster.retries
-        data["routes"][i]["proxy"]["runtime_retry"] = retry_policy(
-            retries, proxy.retry_non_idempotent
+        data["routes"][i]["proxy"]["runtime_retry"] = pickle.dumps(
+            retry_policy(retries, proxy.retry_non_idempotent)
         )
     return pickle.dumps(data, protocol=5)
+
+
+def unpickle(data: bytes) -> Any:
+    """A policy object that :func:`freeze` pickled for the workers."""
+    return pickle.loads(data)  # our own bytes, handed from parent to child
 
 
 def thaw(data: bytes) -> Node:

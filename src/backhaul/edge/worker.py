@@ -26,6 +26,7 @@ from backhaul.edge.exchange import EX_NONE
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
+from backhaul.edge.settings import unpickle
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
@@ -178,7 +179,7 @@ class Worker:
                 if route.kind == "proxy":
                     cluster = self.clusters[route_cfg.proxy.cluster]
                     route.cluster = cluster
-                    policy = route_cfg.proxy.runtime_retry
+                    policy = unpickle(route_cfg.proxy.runtime_retry)
                     route.retry_policy = policy
                     route.try_timeout = min(
                         cluster.response_headers_timeout,

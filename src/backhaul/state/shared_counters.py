@@ -32,10 +32,10 @@ This module imports no asyncio and no sockets: the supervisor imports it.
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import time
+import zlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -244,7 +244,9 @@ class Layout:
                 _VERSION,
             )
         )
-        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        # A 64-bit fingerprint from zlib (hashlib would load OpenSSL into the lean supervisor).
+        raw = text.encode()
+        digest = ((zlib.crc32(raw) << 32) | zlib.adler32(raw)).to_bytes(8, "big")
         setattr_(self, "digest", int.from_bytes(digest, "big", signed=True))
         if self.slot_bytes > _MAX_SLOT_BYTES:
             raise MetricsLayoutError(
