@@ -270,3 +270,36 @@ def test_access_log_json_lines(edge: Edge) -> None:
     assert line["upstream_time"] is not None
     assert line["request_id"] == "log-me-1"
     assert line["bytes_out"] > 0
+
+
+def test_combined_log_format_and_rfc7239_forwarded(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import re
+    import time as _time
+
+    from tests.edge.harness import Edge as _Edge
+
+    log = tmp_path / "combined.log"
+    config = {
+        "access_log": {"path": str(log), "format": "combined"},
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    with _Edge(tmp_path, config, listener={"forwarding": {"forwarded": True}}) as edge:
+        raw = exchange(
+            edge.port,
+            b"GET /combined?x=1 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: probe/1.0\r\n"
+            b"Referer: http://ref.test/\r\nForwarded: for=192.0.2.1\r\nConnection: close\r\n\r\n",
+        )
+        deadline = _time.monotonic() + 5
+        while _time.monotonic() < deadline and not (log.exists() and log.read_text()):
+            _time.sleep(0.05)
+    status, _, body = one(raw)
+    assert status == 200
+    h = echoed(body)["h"]
+    assert h["forwarded"] == "for=192.0.2.1, for=127.0.0.1;host=example.test;proto=http"
+    line = log.read_text().strip()
+    assert re.fullmatch(
+        r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
+        r'"GET /combined\?x=1 HTTP/1\.1" 200 \d+ "http://ref\.test/" "probe/1\.0"',
+        line,
+    ), line
