@@ -216,3 +216,21 @@ def test_upstream_response_header_timeout_is_504(strict_edge: Edge) -> None:
     assert status == 504
     assert time.monotonic() - start < 2.5
     assert "1s" in str(doc["detail"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "words"),
+    [
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "HTTP/2"),
+        (b"GET / HTTP/3.7\r\nHost: a\r\n\r\n", 505, "HTTP version"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400, "folding"),
+        (b"\x16\x03\x01\x00\x05hello", 400, "TLS"),
+        (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "method"),
+    ],
+)
+def test_refusals_say_what_was_wrong(
+    strict_edge: Edge, raw: bytes, status: int, words: str
+) -> None:
+    got, doc = problem(exchange(strict_edge.port, raw))
+    assert got == status
+    assert words in str(doc["detail"])

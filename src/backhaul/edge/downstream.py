@@ -43,6 +43,22 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 
 
+def _parse_failure(exc: Exception, data: bytes) -> tuple[int, str]:
+    """Status and detail for a request llhttp refused, in words an operator can act on."""
+    reason = str(exc) or type(exc).__name__
+    if data[:2] == b"\x16\x03":
+        return 400, "this listener speaks plain HTTP; the client sent a TLS handshake (use http://)"
+    if data.startswith(b"PRI * HTTP/2.0") or "PRI" in reason:
+        return 505, "HTTP/2 with prior knowledge is not served on this listener; use HTTP/1.1"
+    if "HTTP version" in reason:
+        return 505, "the request's HTTP version is not served here; use HTTP/1.1 or HTTP/1.0"
+    if "whitespace after header value" in reason:
+        return 400, "header line folding (obs-fold) is not allowed (RFC 9112 5.2)"
+    if "CRLF" in reason or "LF" in reason:
+        return 400, f"lines must end with CRLF (RFC 9112 2.2): {reason}"
+    return 400, f"the request is not valid HTTP/1.1: {reason}"
+
+
 class HttpConnection(asyncio.Protocol):
     """One downstream (client) connection speaking HTTP/1.1."""
 
@@ -150,15 +166,21 @@ class HttpConnection(asyncio.Protocol):
             if isinstance(cause, RemoteProtocolError):
                 self.reject(cause.status_hint, cause.detail)
             elif isinstance(exc, httptools.HttpParserInvalidMethodError):
-                self.reject(400, "the request method is not a valid token (RFC 9110 §9.1)")
+                if data[:2] == b"\x16\x03":
+                    self.reject(*_parse_failure(exc, data))
+                else:
+                    self.reject(
+                        400,
+                        "the request line does not start with a known method in capitals "
+                        "(RFC 9110 9.1, RFC 9112 3)",
+                    )
             elif isinstance(exc, httptools.HttpParserInvalidURLError):
                 self.reject(400, "the request-target is not valid (RFC 9112 §3.2)")
             elif cause is not None and not isinstance(cause, httptools.HttpParserError):
                 self.worker.report_bug(cause)
                 self.reject(500, "the edge failed on this request; its log has the details")
             else:
-                reason = str(exc) or type(exc).__name__
-                self.reject(400, f"the request is not valid HTTP/1.1: {reason}")
+                self.reject(*_parse_failure(exc, data))
         finally:
             dirty = self.up_dirty
             self.up_dirty = None
