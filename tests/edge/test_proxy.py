@@ -303,3 +303,11 @@ def test_combined_log_format_and_rfc7239_forwarded(upstream, tmp_path) -> None: 
         r'"GET /combined\?x=1 HTTP/1\.1" 200 \d+ "http://ref\.test/" "probe/1\.0"',
         line,
     ), line
+
+
+def test_access_log_escapes_what_the_client_sent(edge: Edge) -> None:
+    one(get(edge, '/esc?q="x"\\y', 'X-Request-Id: id"with\\quote'))
+    lines = edge.access_log(lambda x: str(x["target"]).startswith("/esc"))
+    assert lines, "the request was not logged"
+    assert lines[-1]["target"] == '/esc?q="x"\\y'
+    assert lines[-1]["request_id"] == 'id"with\\quote'

@@ -88,18 +88,29 @@ class AccessLog:
         self.exchange = self._json_exchange if fmt == "json" else self._combined_exchange
 
     def _json_exchange(self, ex: Exchange, now: float) -> None:
-        """The JSON line of one exchange (the hot path: one f-string, few calls)."""
+        """The JSON line of one exchange (the hot path: one f-string, few calls).
+
+        The method is a token and the edge's own request ids are hex, so only the target
+        and a client's request id can hold a quote or a backslash: those are escaped when
+        they do."""
         target = ex.target
-        query = target.query
+        text = target.path + "?" + target.query if target.query else target.path
+        if '"' in text or "\\" in text:
+            text = _json_str(text)[1:-1]
         rid = ex.request_id
+        rid_text = rid.decode("latin-1") if rid else ""
+        if ex.request_id_foreign:
+            rid_text = _json_str(rid_text)[1:-1]
         route = ex.route
         endpoint = ex.endpoint
         ut = ex.upstream_time
+        clock = self._clock
+        wall = _time()
+        stamp = clock._iso if int(wall * 1000) == clock._milli else clock.iso(wall)
         self._batch.append(
-            f'{{"time":"{self._clock.iso(_time())}",'
-            f'"request_id":{_json_str(rid.decode("latin-1")) if rid else chr(34) * 2},'
-            f'"client":"{ex.conn.client_ip}","method":{_json_str(ex.method.decode("latin-1"))},'
-            f'"target":{_json_str(target.path + "?" + query if query else target.path)},'
+            f'{{"time":"{stamp}","request_id":"{rid_text}",'
+            f'"client":"{ex.conn.client_ip}","method":"{ex.method.decode("latin-1")}",'
+            f'"target":"{text}",'
             f'"status":{ex.status},"bytes_in":{ex.bytes_in},"bytes_out":{ex.bytes_out},'
             f'"route":{"null" if route is None else route.log_name},'
             f'"upstream":{"null" if endpoint is None else endpoint.log_name},'

@@ -295,6 +295,7 @@ class HttpConnection(asyncio.Protocol):
         ex = Exchange(self, method, target, facts, headers, route)
         if self.request_id_in is not None:
             ex.request_id = self.request_id_in
+            ex.request_id_foreign = True
         # Trailer fields (after a chunked body) also arrive through on_header: they land in
         # a fresh list and are dropped, never merged into the forwarded head.
         self.headers = []

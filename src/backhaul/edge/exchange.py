@@ -70,6 +70,7 @@ class Exchange:
         "request_done",
         "replayable",
         "request_id",
+        "request_id_foreign",
         "response_done",
         "retried",
         "retry_held",
@@ -108,6 +109,7 @@ class Exchange:
         self.route = route
         self.start_time = perf_counter()
         self.request_id: bytes | None = None
+        self.request_id_foreign = False  # the client's (may need escaping in logs)
         self.started = False
         self.request_done = False
         self.response_done = False
