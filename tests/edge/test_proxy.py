@@ -311,3 +311,16 @@ def test_access_log_escapes_what_the_client_sent(edge: Edge) -> None:
     assert lines, "the request was not logged"
     assert lines[-1]["target"] == '/esc?q="x"\\y'
     assert lines[-1]["request_id"] == 'id"with\\quote'
+
+
+def test_http10_request_without_host_gets_the_endpoint_as_host_upstream(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.edge.harness import Edge as _Edge
+
+    config = {
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    with _Edge(tmp_path, config) as edge:
+        status, _, body = one(exchange(edge.port, b"GET /nohost HTTP/1.0\r\n\r\n"))
+    assert status == 200
+    assert echoed(body)["h"]["host"] == upstream.address

@@ -350,7 +350,7 @@ class Exchange:
             facts,
             client_ip=self.conn.client_ip,
             proto=listener.scheme,
-            host_out=route.host_out if route.host_out is not None else self.target.authority,
+            host_out=self.upstream_host(route, upstream),
             request_id=self.request_id if listener.request_id else None,
             x_forwarded=listener.x_forwarded,
             forwarded=listener.forwarded,
@@ -376,6 +376,18 @@ class Exchange:
         self.deadline = worker.loop.time() + route.try_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
         self.conn.resume(PAUSE_UPSTREAM)
+
+    def upstream_host(self, route: CompiledRoute, upstream: UpstreamConnection) -> bytes | None:
+        """The Host sent upstream: the route's rewrite, else the absolute-form authority,
+        else the client's Host; a request that named no host (HTTP/1.0) gets the
+        endpoint's address rather than an empty Host line."""
+        if route.host_out is not None:
+            return route.host_out
+        if self.target.authority is not None:
+            return self.target.authority
+        if not self.facts.authority:
+            return upstream.endpoint.address.encode()
+        return None
 
     # -- the request body ------------------------------------------------------------------
     def request_body(self, chunk: bytes) -> None:
