@@ -16,6 +16,9 @@ declare -A test_pkgs=(
   [ping]=iputils-ping
   [traceroute]=traceroute
   [redis-server]=redis-server
+  [sysctl]=procps
+  [unshare]=util-linux
+  [setpriv]=util-linux
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light
