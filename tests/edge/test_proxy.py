@@ -324,3 +324,20 @@ def test_http10_request_without_host_gets_the_endpoint_as_host_upstream(upstream
         status, _, body = one(exchange(edge.port, b"GET /nohost HTTP/1.0\r\n\r\n"))
     assert status == 200
     assert echoed(body)["h"]["host"] == upstream.address
+
+
+def test_bytes_out_counts_body_bytes_for_every_answer(edge: Edge) -> None:
+    raw = exchange(
+        edge.port, b"GET /bytes-404 HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n"
+    )
+    status, _, body = one(raw)
+    _, _, proxied = one(get(edge, "/bytes/777"))
+    lines = {
+        x["target"]: x
+        for x in edge.access_log(
+            lambda x: str(x["target"]).startswith(("/bytes-404", "/bytes/777")), 2
+        )
+    }
+    assert status == 404
+    assert lines["/bytes-404"]["bytes_out"] == len(body)
+    assert lines["/bytes/777"]["bytes_out"] == len(proxied) == 777

@@ -462,7 +462,7 @@ class HttpConnection(asyncio.Protocol):
         self.worker.stats.rejected += 1
         body = problem_response(status, detail, server=self.worker.server_header)
         self.write(body)
-        self.worker.access_log_reject(self, status, len(body))
+        self.worker.access_log_reject(self, status, len(body) - body.index(b"\r\n\r\n") - 4)
         self.close()
 
     def on_deadline(self, now: float) -> None:

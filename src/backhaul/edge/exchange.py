@@ -675,7 +675,8 @@ class Exchange:
         self.status = status
         self.head_sent = True
         self.response_done = True
-        self.bytes_out += len(data)
+        # bytes_out counts body bytes (like nginx's $body_bytes_sent and Envoy's BYTES_SENT)
+        self.bytes_out += len(data) - data.index(b"\r\n\r\n") - 4
         self.conn_write(data)
         if upstream is not None and self.endpoint is not None:
             self.upstream_time = perf_counter() - self.start_time
