@@ -105,7 +105,8 @@ _HEADER_BYTES = 64  # magic, version, digest, slots, slot bytes (int64 each), pa
 _SLOT_HEADER = 4  # ints: seq, pid, starts, closed
 _SLOT_FLOATS = 1  # floats: heartbeat (time.monotonic of the last flush)
 _SEQ, _PID, _STARTS, _CLOSED = range(_SLOT_HEADER)
-_SNAPSHOT_WAIT = 0.05  # seconds a reader waits for a flush in progress (a flush: < 1 ms)
+_SNAPSHOT_WAIT = 0.5  # seconds a reader waits for a flush in progress (a flush takes < 1 ms,
+# but its writer can be descheduled mid-copy on a busy machine; only a killed one waits this)
 
 
 class MetricsLayoutError(BackhaulError):
