@@ -16,21 +16,29 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from backhaul.http.head import RequestFacts, ResponseFacts, inspect_response_head
-from backhaul.http.headers import _ALWAYS_DROPPED, _forwarded_value, _via_element
+from backhaul.http.headers import (
+    _ALWAYS_DROPPED,
+    _DROP,
+    _FORWARDED,
+    _HOST,
+    _PASS,
+    _REQUEST_CACHE,
+    _REQUEST_ID,
+    _REQUEST_RULES,
+    _VIA,
+    _XFF,
+    _forwarded_value,
+    _rule,
+    _via_element,
+)
 from backhaul.http.problem import REASONS
 
 __all__ = ["ResponseRelay", "relay_request_head", "relay_response_head", "status_line"]
 
-_PASS = 0
-_DROP = 1
-_FRAMING = 2  # Content-Length, Transfer-Encoding, Connection: inspected, never forwarded
-_VIA = 3
-_SERVER = 4
-_XFF = 5
-_FORWARDED = 6
-_REQUEST_ID = 7
-_HOST = 8
-_REPLACED = 9  # X-Forwarded-Proto/-Host
+# The request rules and their codes are those of backhaul.http.headers (one table); the
+# response side adds two codes for what a relayed response head needs besides them.
+_FRAMING = 8  # Content-Length, Transfer-Encoding, Connection: inspected, never forwarded
+_SERVER = 9
 
 _RESPONSE_RULES: dict[bytes, int] = dict.fromkeys(_ALWAYS_DROPPED, _DROP)
 _RESPONSE_RULES.update(
@@ -42,36 +50,13 @@ _RESPONSE_RULES.update(
         b"server": _SERVER,
     }
 )
-_REQUEST_RULES: dict[bytes, int] = dict.fromkeys(_ALWAYS_DROPPED, _DROP)
-_REQUEST_RULES.update(
-    {
-        b"content-length": _DROP,
-        b"x-forwarded-for": _XFF,
-        b"forwarded": _FORWARDED,
-        b"via": _VIA,
-        b"x-request-id": _REQUEST_ID,
-        b"host": _HOST,
-        b"x-forwarded-proto": _REPLACED,
-        b"x-forwarded-host": _REPLACED,
-    }
-)
-# Raw spellings -> rule, bounded: cleared when full.
+# Raw spellings -> rule, bounded (the request side shares headers' cache).
 _RESPONSE_CACHE: dict[bytes, int] = {}
-_REQUEST_CACHE: dict[bytes, int] = {}
-_CACHE_MAX = 512
 _OWS = b" \t"
 
 _STATUS_LINES: dict[int, bytes] = {
     code: b"HTTP/1.1 %d %s" % (code, reason) for code, reason in REASONS.items()
 }
-
-
-def _rule(name: bytes, rules: dict[bytes, int], cache: dict[bytes, int]) -> int:
-    rule = rules.get(name.lower(), _PASS)
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[name] = rule
-    return rule
 
 
 def _drop_named(lines: list[bytes], start: int, named: frozenset[bytes]) -> list[bytes]:
