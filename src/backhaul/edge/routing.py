@@ -125,10 +125,6 @@ class CompiledRoute:
             return self.rewrite_root
         return self.rewrite_base + "/" + rest.lstrip("/")
 
-    @property
-    def host_free(self) -> bool:
-        return not self.exact_hosts and not self.wildcard_suffixes
-
     def host_matches(self, host: str) -> bool:
         if not self.exact_hosts and not self.wildcard_suffixes:
             return True

@@ -85,10 +85,9 @@ class ListenerRuntime:
 class Stats:
     """Plain integer counters, read when scraped."""
 
-    __slots__ = ("connections", "errors", "exchanges", "rejected")
+    __slots__ = ("errors", "exchanges", "rejected")
 
     def __init__(self) -> None:
-        self.connections = 0
         self.exchanges = 0
         self.errors = 0
         self.rejected = 0

@@ -73,17 +73,6 @@ _REQUEST_RULES.update(
         b"x-forwarded-host": _REPLACED,
     }
 )
-# Connection may name these, but the edge's own value is added anyway.
-_EDGE_REQUEST_NAMES = frozenset(
-    (
-        b"x-forwarded-for",
-        b"forwarded",
-        b"via",
-        b"x-request-id",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-    )
-)
 
 _RESP_VIA = 1
 _RESP_SERVER = 2
