@@ -10,11 +10,16 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# The edge's data plane is compiled (Cython + llhttp): a change to its sources rebuilds it.
+DATAPLANE := setup.py $(wildcard src/backhaul/edge/*.pyx src/backhaul/edge/*.pxd)
+
+$(VENV)/.installed: pyproject.toml $(DATAPLANE) | $(BIN)/activate
+	bash scripts/sysdeps.sh build
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed-test: pyproject.toml $(DATAPLANE) | $(BIN)/activate
+	bash scripts/sysdeps.sh build
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -24,8 +29,8 @@ run: $(VENV)/.installed
 
 ## make test: everything the tests need, then lint, type checks and the tests
 test: $(VENV)/.installed-test sysdeps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
+	$(BIN)/ruff format --check src tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -2,6 +2,7 @@
 # Installs the system packages a purpose needs, only when something is missing.
 #   sysdeps.sh test   : real clients and servers the test suite drives
 #   sysdeps.sh bench  : the peers the benchmarks compare against
+#   sysdeps.sh build  : the C compiler and Python headers the compiled data plane needs
 set -euo pipefail
 
 purpose=${1:-test}
@@ -26,8 +27,14 @@ declare -A bench_pkgs=(
   [taskset]=util-linux
 )
 
+declare -A build_pkgs=(
+  [cc]=gcc
+)
+
 if [ "$purpose" = bench ]; then
   declare -n wanted=bench_pkgs
+elif [ "$purpose" = build ]; then
+  declare -n wanted=build_pkgs
 else
   declare -n wanted=test_pkgs
 fi
@@ -38,6 +45,14 @@ for cmd in "${!wanted[@]}"; do
     missing+=("${wanted[$cmd]}")
   fi
 done
+if [ "$purpose" = build ]; then
+  # Python's headers, for the interpreter that builds (Debian's python3 needs python3-dev).
+  py=${PYTHON:-python3}
+  inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+  if [ -z "$inc" ] || [ ! -f "$inc/Python.h" ]; then
+    missing+=(python3-dev)
+  fi
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

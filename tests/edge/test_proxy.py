@@ -341,3 +341,18 @@ def test_bytes_out_counts_body_bytes_for_every_answer(edge: Edge) -> None:
     assert status == 404
     assert lines["/bytes-404"]["bytes_out"] == len(body)
     assert lines["/bytes/777"]["bytes_out"] == len(proxied) == 777
+
+
+def test_valid_requests_pipelined_before_a_bad_one_are_answered_first(edge: Edge) -> None:
+    # nginx's behaviour: each complete request is answered in order, then the bad one gets
+    # its 400 and the connection closes.
+    host = f"Host: 127.0.0.1:{edge.port}"
+    good = f"GET /first HTTP/1.1\r\n{host}\r\n\r\nGET /second HTTP/1.1\r\n{host}\r\n\r\n"
+    bad = f"GET /bad HTTP/1.1\r\nHost : x\r\n\r\nGET /never HTTP/1.1\r\n{host}\r\n\r\n"
+    responses = parse_responses(exchange(edge.port, (good + bad).encode()))
+    assert [r[0] for r in responses] == [200, 200, 400]
+    assert json.loads(responses[0][2])["path"] == "/first"
+    assert json.loads(responses[1][2])["path"] == "/second"
+    assert "connection" not in responses[0][1]  # the first answers keep the connection
+    assert responses[2][1]["content-type"] == "application/problem+json"
+    assert responses[2][1]["connection"] == "close"

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[at
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from backhaul.edge.exchange import Exchange
+    from backhaul.edge.datapath import Exchange
 
 _time = time.time
 

@@ -34,7 +34,7 @@ from backhaul.edge.settings import unpickle
 from backhaul.errors import ConnectError, ConnectTimeout
 
 if TYPE_CHECKING:
-    from backhaul.edge.upstream import UpstreamConnection
+    from backhaul.edge.datapath import UpstreamConnection
 
 __all__ = ["Cluster", "ClusterStats", "Endpoint"]
 
@@ -82,14 +82,15 @@ class Endpoint(EndpointState):
                 return conn
         return None
 
-    async def wait_connected(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
-        """A new connection, within the cluster's connect timeout."""
-        from backhaul.edge.upstream import UpstreamConnection
-
+    async def wait_connected(
+        self, loop: asyncio.AbstractEventLoop, protocol: type[UpstreamConnection]
+    ) -> UpstreamConnection:
+        """A new connection of ``protocol`` (the data plane's upstream driver), within the
+        cluster's connect timeout."""
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
+                    lambda: protocol(self), self.host, self.port
                 )
         except TimeoutError as exc:
             raise ConnectTimeout(

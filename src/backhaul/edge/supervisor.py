@@ -228,6 +228,15 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
             f"(8 per CPU); one per CPU is the usual choice"
         )
     validate_binds(config)
+    try:
+        from backhaul.edge.datapath import DATA_PLANE
+    except ImportError as exc:
+        raise UsageError(
+            "the edge's compiled data plane is not built in this installation "
+            f"({exc}); build it with `make run` or `pip install -e .` "
+            "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
+        ) from exc
+    print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
     for lst in config.listeners:
         print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec

@@ -21,8 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.accesslog import AccessLog
 from backhaul.edge.cluster import Cluster
-from backhaul.edge.downstream import DL_IDLE, DL_NONE, HttpConnection
-from backhaul.edge.exchange import EX_NONE
+from backhaul.edge.datapath import (
+    DEADLINE_IDLE,
+    DEADLINE_NONE,
+    EXCHANGE_DEADLINE_NONE,
+    HttpConnection,
+)
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
@@ -31,7 +35,7 @@ from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
 if TYPE_CHECKING:
-    from backhaul.edge.exchange import Exchange
+    from backhaul.edge.datapath import Exchange
 
 __all__ = ["ListenerRuntime", "Worker", "bind_listener_socket"]
 
@@ -225,17 +229,17 @@ class Worker:
         per_listener = [0] * len(self.listeners)
         for conn in list(self.connections):
             per_listener[conn.listener.metrics_index] += 1
-            if conn.deadline_kind != DL_NONE:
+            if conn.deadline_kind != DEADLINE_NONE:
                 if conn.deadline < now:
                     conn.on_deadline(now)
                 elif (
-                    conn.deadline_kind == DL_IDLE
-                    and conn.parser is not None
+                    conn.deadline_kind == DEADLINE_IDLE
+                    and not conn.hibernating
                     and conn.deadline < hibernate_before
                 ):
                     conn.hibernate()
             tx = conn.tx
-            if tx is not None and tx.deadline_kind != EX_NONE and tx.deadline < now:
+            if tx is not None and tx.deadline_kind != EXCHANGE_DEADLINE_NONE and tx.deadline < now:
                 tx.on_deadline(now)
         control = self.endpoint_control
         for name, cluster in self.clusters.items():
@@ -338,7 +342,7 @@ class Worker:
         if log is not None:
             log.exchange(ex, now)
 
-    def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int) -> None:
+    def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int, url: bytes) -> None:
         self.stats.exchanges += 1
         self.metrics.record_reject(conn.listener.metrics_none, status, 0, nbytes)
         log = self.access_log
@@ -348,7 +352,7 @@ class Worker:
             self.next_request_id().decode(),
             conn.client_ip,
             "-",
-            conn.url.decode("latin-1")[:512],
+            url.decode("latin-1")[:512],
             status,
             0,
             nbytes,

@@ -1,0 +1,1769 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: freethreading_compatible=False
+"""The edge's compiled data plane: the HTTP/1.1 request path from the client's bytes to the
+upstream and back.
+
+One module, compiled with Cython (the core is compiled-only, as uvloop's and httptools' are:
+one implementation of every rule, no interpreted twin that could drift):
+
+- :class:`Http1Peer`, the base of both connection drivers, runs llhttp directly. Its C
+  callbacks copy the head into one bounded buffer and record where each header's name and
+  value lie; the driver is called once per head, once per body piece and once per message
+  end, not once per header.
+- :class:`HttpConnection` is the downstream driver (one ``asyncio.Protocol`` per client
+  connection): limits and deadlines, pipelining, the hand-over to an :class:`Exchange`.
+- :class:`Exchange` is one request and its response: route action, balancer pick, tries and
+  retries, streaming both ways, the access-log line. Its life is an explicit state machine
+  (see ``EXCHANGE_STATES``) that ends through one ``terminate``.
+- :class:`UpstreamConnection` is the upstream driver, pooled per endpoint.
+- :class:`FlowControl` is the one object that ties the two transports' backpressure
+  together: why reading from the client is paused, and whether the client is writable.
+
+The header rules themselves (what is hop-by-hop, how X-Forwarded-* and Via are built, what
+framing is valid) are :mod:`backhaul.http`'s, compiled from the same source.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+from backhaul.edge.llhttp cimport *
+
+import asyncio
+from time import perf_counter
+
+from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
+from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
+from backhaul.http import REASONS, encode_head, forward_response_headers, problem_response
+from backhaul.http import inspect_request_head
+from backhaul.http.relay import relay_request_head, relay_response_head, status_line
+from backhaul.http.target import parse_target
+
+__all__ = [
+    "DATA_PLANE",
+    "EXCHANGE_STATES",
+    "Exchange",
+    "FlowControl",
+    "HttpConnection",
+    "UpstreamConnection",
+]
+
+DATA_PLANE = "compiled (Cython, llhttp)"
+
+# -- connection deadlines -----------------------------------------------------------------
+cdef enum:
+    DL_NONE = 0
+    DL_HEADERS = 1
+    DL_BODY = 2
+    DL_IDLE = 3
+
+# -- why reading from the client is paused (read resumes when no reason is left) -------------
+cdef enum:
+    PAUSE_PIPELINE = 1
+    PAUSE_UPSTREAM = 2  # upstream not connected yet, or its write buffer is full
+
+# -- exchange deadlines ---------------------------------------------------------------------
+cdef enum:
+    EX_NONE = 0
+    EX_RESPONSE_HEADERS = 1
+    EX_BODY_IDLE = 2
+
+cdef enum:
+    HIGH_WATER = 256 * 1024
+    LOW_WATER = 64 * 1024
+    HEAD_BUFFER_START = 2048
+
+# For the worker's tick (the C names above are not visible from Python).
+DEADLINE_NONE = DL_NONE
+DEADLINE_IDLE = DL_IDLE
+EXCHANGE_DEADLINE_NONE = EX_NONE
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNK_END = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+
+
+# =========================================================================================
+# llhttp driven from C
+# =========================================================================================
+
+cdef struct HeaderSpan:
+    Py_ssize_t name_off
+    Py_ssize_t name_len
+    Py_ssize_t value_off
+    Py_ssize_t value_len
+
+
+cdef llhttp_settings_t _settings
+
+
+cdef int _cb_message_begin(llhttp_t* p) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    try:
+        return peer.message_begin()
+    except BaseException as exc:
+        peer.cb_error = exc
+        return -1
+
+
+cdef int _cb_url(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    if peer.append(at, n, 0) < 0:
+        return -1
+    peer.url_len += <Py_ssize_t>n
+    if peer.url_len > peer.max_url:
+        peer.cb_error = RemoteProtocolError(
+            f"the request-target is longer than this listener's limit of "
+            f"{peer.max_url} bytes",
+            414,
+        )
+        return -1
+    return 0
+
+
+cdef int _cb_header_field(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    cdef HeaderSpan* span
+    if not peer.in_field:
+        if peer.n_spans >= peer.span_cap:
+            peer.cb_error = peer.too_many_fields()
+            return -1
+        peer.in_field = True
+        span = &peer.spans[peer.n_spans]
+        span.name_off = peer.hlen
+        span.name_len = 0
+        span.value_off = 0
+        span.value_len = 0
+    if peer.append(at, n, 1) < 0:
+        return -1
+    peer.spans[peer.n_spans].name_len += <Py_ssize_t>n
+    return 0
+
+
+cdef int _cb_header_field_complete(llhttp_t* p) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    peer.in_field = False
+    peer.spans[peer.n_spans].value_off = peer.hlen
+    return 0
+
+
+cdef int _cb_header_value(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    if peer.append(at, n, 1) < 0:
+        return -1
+    peer.spans[peer.n_spans].value_len += <Py_ssize_t>n
+    return 0
+
+
+cdef int _cb_header_value_complete(llhttp_t* p) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    cdef HeaderSpan* span = &peer.spans[peer.n_spans]
+    peer.n_spans += 1
+    peer.header_bytes += span.name_len + span.value_len + 4
+    if not peer.in_head:
+        peer.feed_explained += span.name_len + span.value_len + 4
+    if peer.header_bytes > peer.max_header_bytes:
+        peer.cb_error = peer.too_large_head()
+        return -1
+    if peer.n_spans > peer.max_headers:
+        peer.cb_error = peer.too_many_fields()
+        return -1
+    return 0
+
+
+cdef int _cb_headers_complete(llhttp_t* p) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    try:
+        return peer.headers_complete()
+    except BaseException as exc:
+        peer.cb_error = exc
+        return -1
+
+
+cdef int _cb_body(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    try:
+        return peer.body(at, n)
+    except BaseException as exc:
+        peer.cb_error = exc
+        return -1
+
+
+cdef int _cb_chunk_header(llhttp_t* p) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    try:
+        return peer.chunk_header()
+    except BaseException as exc:
+        peer.cb_error = exc
+        return -1
+
+
+cdef int _cb_message_complete(llhttp_t* p) noexcept:
+    cdef Http1Peer peer = <Http1Peer>p.data
+    try:
+        return peer.message_complete()
+    except BaseException as exc:
+        peer.cb_error = exc
+        return -1
+
+
+llhttp_settings_init(&_settings)
+_settings.on_message_begin = _cb_message_begin
+_settings.on_url = _cb_url
+_settings.on_header_field = _cb_header_field
+_settings.on_header_field_complete = _cb_header_field_complete
+_settings.on_header_value = _cb_header_value
+_settings.on_header_value_complete = _cb_header_value_complete
+_settings.on_headers_complete = _cb_headers_complete
+_settings.on_body = _cb_body
+_settings.on_chunk_header = _cb_chunk_header
+_settings.on_message_complete = _cb_message_complete
+
+
+class ParseError(Exception):
+    """llhttp refused the bytes: ``args`` are (llhttp error name, reason)."""
+
+    def __init__(self, code: int, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.name = name
+        self.reason = reason
+
+
+cdef class Http1Peer:
+    """An HTTP/1.1 peer parsed by llhttp: the head goes into one bounded buffer, with a span
+    per header; subclasses act on the head, the body pieces and the message end."""
+
+    cdef llhttp_t parser
+    cdef int parser_type
+    cdef char* hbuf
+    cdef Py_ssize_t hlen
+    cdef Py_ssize_t hcap
+    cdef HeaderSpan* spans
+    cdef Py_ssize_t n_spans
+    cdef Py_ssize_t span_cap
+    cdef Py_ssize_t url_len
+    cdef Py_ssize_t max_url
+    cdef Py_ssize_t max_header_bytes
+    cdef Py_ssize_t max_headers
+    cdef bint in_field
+    cdef str side  # "request" or "response", for the words of a refusal
+    cdef str limit_owner  # whose limit: "this listener's" or "the edge's"
+    cdef public bint in_head
+    cdef public Py_ssize_t header_bytes
+    cdef Py_ssize_t feed_explained
+    cdef object cb_error
+
+    def __cinit__(self):
+        self.hbuf = NULL
+        self.spans = NULL
+
+    def __dealloc__(self):
+        if self.hbuf != NULL:
+            free(self.hbuf)
+        if self.spans != NULL:
+            free(self.spans)
+
+    cdef int init_parser(self, int kind, Py_ssize_t max_url, Py_ssize_t max_header_bytes,
+                         Py_ssize_t max_headers) except -1:
+        self.parser_type = kind
+        if kind == HTTP_REQUEST:
+            self.side = "request"
+            self.limit_owner = "this listener's"
+        else:
+            self.side = "response"
+            self.limit_owner = "the edge's"
+        self.max_url = max_url
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        llhttp_init(&self.parser, <llhttp_type_t>kind, &_settings)
+        self.parser.data = <void*>self
+        return 0
+
+    cdef int reset_parser(self) except -1:
+        """A fresh parser state (a new message stream from its start)."""
+        llhttp_init(&self.parser, <llhttp_type_t>self.parser_type, &_settings)
+        self.parser.data = <void*>self
+        return 0
+
+    cdef int ensure_buffers(self) except -1:
+        if self.hbuf == NULL:
+            self.hbuf = <char*>malloc(HEAD_BUFFER_START)
+            if self.hbuf == NULL:
+                raise MemoryError()
+            self.hcap = HEAD_BUFFER_START
+        if self.spans == NULL:
+            # One slot beyond the limit so that the limit itself is detected.
+            self.span_cap = self.max_headers + 1
+            self.spans = <HeaderSpan*>malloc(self.span_cap * sizeof(HeaderSpan))
+            if self.spans == NULL:
+                raise MemoryError()
+        return 0
+
+    cdef void free_buffers(self):
+        """Give back the head buffers (an idle keep-alive connection needs none)."""
+        if self.hbuf != NULL:
+            free(self.hbuf)
+            self.hbuf = NULL
+            self.hcap = 0
+        if self.spans != NULL:
+            free(self.spans)
+            self.spans = NULL
+        self.hlen = 0
+        self.n_spans = 0
+
+    cdef int append(self, const char* at, size_t n, int in_header) noexcept:
+        """Copy head bytes into the buffer, bounded by the limits."""
+        cdef Py_ssize_t need = self.hlen + <Py_ssize_t>n
+        cdef Py_ssize_t cap
+        cdef char* grown
+        if in_header and need - self.url_len > self.max_header_bytes + 4096:
+            # The header section is far past its limit before a field even ended.
+            self.cb_error = self.too_large_head()
+            return -1
+        if need > self.hcap:
+            cap = self.hcap * 2
+            while cap < need:
+                cap *= 2
+            grown = <char*>realloc(self.hbuf, cap)
+            if grown == NULL:
+                self.cb_error = MemoryError()
+                return -1
+            self.hbuf = grown
+            self.hcap = cap
+        memcpy(self.hbuf + self.hlen, at, n)
+        self.hlen = need
+        return 0
+
+    cdef int message_begin(self) except -1:
+        self.hlen = 0
+        self.n_spans = 0
+        self.url_len = 0
+        self.header_bytes = 0
+        self.in_field = False
+        self.in_head = True
+        return 0
+
+    cdef list header_list(self):
+        """The head's headers as a list of (name, value) bytes pairs."""
+        cdef list out = []
+        cdef Py_ssize_t i
+        cdef HeaderSpan* span
+        cdef char* buf = self.hbuf
+        for i in range(self.n_spans):
+            span = &self.spans[i]
+            out.append(
+                (
+                    PyBytes_FromStringAndSize(buf + span.name_off, span.name_len),
+                    PyBytes_FromStringAndSize(buf + span.value_off, span.value_len),
+                )
+            )
+        return out
+
+    cdef object too_many_fields(self):
+        return RemoteProtocolError(
+            f"the {self.side} has more than {self.limit_owner} limit of "
+            f"{self.max_headers} header fields",
+            431,
+        )
+
+    cdef object too_large_head(self):
+        return RemoteProtocolError(
+            f"the {self.side} header section is larger than {self.limit_owner} limit of "
+            f"{self.max_header_bytes} bytes",
+            431,
+        )
+
+    cdef bytes url_bytes(self):
+        if self.hbuf == NULL or not self.in_head:
+            return b""
+        return PyBytes_FromStringAndSize(self.hbuf, self.url_len)
+
+    cdef int headers_complete(self) except -1:
+        return 0
+
+    cdef int body(self, const char* at, size_t n) except -1:
+        return 0
+
+    cdef int chunk_header(self) except -1:
+        return 0
+
+    cdef int message_complete(self) except -1:
+        return 0
+
+    cdef llhttp_errno_t execute(self, const char* data, Py_ssize_t n):
+        self.cb_error = None
+        return llhttp_execute(&self.parser, data, <size_t>n)
+
+    cdef object parse_error(self, llhttp_errno_t err):
+        """The exception for a failed ``execute``: a callback's own, or llhttp's refusal."""
+        exc = self.cb_error
+        if exc is not None:
+            self.cb_error = None
+            return exc
+        reason = llhttp_get_error_reason(&self.parser)
+        text = (<bytes>reason).decode("latin-1") if reason != NULL else ""
+        return ParseError(err, (<bytes>llhttp_errno_name(err)).decode("ascii"), text)
+
+    cdef bytes method_name(self):
+        return <bytes>llhttp_method_name(<llhttp_method_t>self.parser.method)
+
+    cdef bytes version(self):
+        if self.parser.http_major == 1 and self.parser.http_minor == 1:
+            return b"1.1"
+        if self.parser.http_major == 1 and self.parser.http_minor == 0:
+            return b"1.0"
+        return b"%d.%d" % (self.parser.http_major, self.parser.http_minor)
+
+
+# =========================================================================================
+# Flow control
+# =========================================================================================
+
+cdef class FlowControl:
+    """Backpressure of one downstream connection and the upstream serving it.
+
+    Reading from the client is paused for a set of reasons (a pipelined request waits its
+    turn; the upstream is not connected or cannot take more) and resumes when none is left.
+    Whether the client can take more bytes is one flag; while it cannot, the upstream
+    transport stops being read.
+    """
+
+    cdef object transport
+    cdef public int reasons
+    cdef public bint write_paused
+    cdef public bint closing
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.reasons = 0
+        self.write_paused = False
+        self.closing = False
+
+    cdef inline void pause(self, int reason):
+        if not self.reasons and self.transport is not None:
+            self.transport.pause_reading()
+        self.reasons |= reason
+
+    cdef inline void resume(self, int reason):
+        if self.reasons & reason:
+            self.reasons &= ~reason
+            if not self.reasons and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+
+# =========================================================================================
+# Downstream
+# =========================================================================================
+
+def _parse_failure(exc, bytes data):
+    """Status and detail for a request llhttp refused, in words an operator can act on."""
+    reason = str(exc) or type(exc).__name__
+    if data[:2] == b"\x16\x03":
+        return 400, "this listener speaks plain HTTP; the client sent a TLS handshake (use http://)"
+    if data.startswith(b"PRI * HTTP/2.0") or "PRI" in reason:
+        return 505, "HTTP/2 with prior knowledge is not served on this listener; use HTTP/1.1"
+    if "HTTP version" in reason:
+        return 505, "the request's HTTP version is not served here; use HTTP/1.1 or HTTP/1.0"
+    if "whitespace after header value" in reason:
+        return 400, "header line folding (obs-fold) is not allowed (RFC 9112 5.2)"
+    if "CRLF" in reason or "LF" in reason:
+        return 400, f"lines must end with CRLF (RFC 9112 2.2): {reason}"
+    return 400, f"the request is not valid HTTP/1.1: {reason}"
+
+
+cdef class HttpConnection(Http1Peer):
+    """One downstream (client) connection speaking HTTP/1.1."""
+
+    cdef public object worker
+    cdef public object listener
+    cdef public object transport
+    cdef public FlowControl flow
+    cdef public str client_ip
+    cdef public bytes url
+    cdef public object request_id_in
+    cdef public Exchange rx  # the exchange whose request is being received
+    cdef public Exchange tx  # the exchange whose response is being sent
+    cdef public list pending
+    cdef public double deadline
+    cdef public int deadline_kind
+    cdef public bint hibernating
+    cdef Py_ssize_t feed_chunks
+    cdef bint feed_clean
+    cdef list wbuf
+    cdef list up_dirty
+    cdef object refusal  # (status, detail, url): sent once earlier answers are done
+
+    def __init__(self, worker, listener):
+        self.worker = worker
+        self.listener = listener
+        self.transport = None
+        self.flow = FlowControl(None)
+        self.client_ip = ""
+        self.url = b""
+        self.request_id_in = None
+        self.rx = None
+        self.tx = None
+        self.pending = []
+        self.deadline = 0.0
+        self.deadline_kind = DL_NONE
+        self.hibernating = False
+        self.wbuf = None
+        self.up_dirty = None
+        self.refusal = None
+        self.init_parser(
+            HTTP_REQUEST,
+            listener.max_request_line,
+            listener.max_header_bytes,
+            listener.max_header_count,
+        )
+
+    # -- asyncio callbacks -------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        self.flow.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        worker = self.worker
+        worker.connections.add(self)
+        self.deadline = worker.loop.time() + self.listener.headers_timeout
+        self.deadline_kind = DL_HEADERS
+        if worker.draining:
+            self.flow.closing = True
+
+    @property
+    def closing(self):
+        return self.flow.closing
+
+    @property
+    def parser_active(self):
+        """Whether the connection holds head buffers (False once hibernating)."""
+        return self.hbuf != NULL
+
+    def data_received(self, bytes data):
+        cdef Exchange rx_before
+        cdef Exchange rx
+        cdef llhttp_errno_t err
+        cdef bint owner
+        cdef Py_ssize_t consumed
+        cdef const char* pos
+        if self.refusal is not None:
+            return  # a bad request was read: nothing after it is
+        if self.deadline_kind == DL_IDLE:
+            self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+            self.deadline_kind = DL_HEADERS
+        self.ensure_buffers()
+        self.hibernating = False
+        owner = self.wbuf is None
+        if owner:
+            self.wbuf = []
+        self.up_dirty = []
+        rx_before = self.rx
+        self.feed_chunks = 0
+        self.feed_explained = 0
+        self.feed_clean = rx_before is None and not self.in_head
+        rest = None
+        try:
+            err = self.execute(data, len(data))
+            if err == HPE_OK:
+                rx = self.rx
+                if self.feed_chunks or (rx is not None and rx.facts.chunked):
+                    self.check_chunk_overhead(rx, rx_before, data)
+            elif err == HPE_PAUSED_UPGRADE:
+                # A request asked to upgrade; the edge does not switch protocols on this
+                # path, so the request was handled as plain HTTP (it has no body: see
+                # headers_complete). What follows it is the next request, from a fresh
+                # parser state.
+                pos = llhttp_get_error_pos(&self.parser)
+                consumed = pos - <const char*>data
+                rest = data[consumed:]
+                self.reset_parser()
+            else:
+                self.refuse(self.parse_error(err), data)
+        except RemoteProtocolError as exc:
+            self.reject(exc.status_hint, exc.detail)
+        finally:
+            dirty = self.up_dirty
+            self.up_dirty = None
+            if dirty:
+                for upstream in dirty:
+                    (<UpstreamConnection>upstream).flush()
+            if owner:
+                self.flush()
+        if rest and not self.flow.closing:
+            self.data_received(rest)
+
+    cdef refuse(self, exc, bytes data):
+        """Answer a request that could not be parsed (after the complete ones before it)."""
+        cdef int status
+        cdef str detail
+        if isinstance(exc, RemoteProtocolError):
+            status, detail = exc.status_hint, exc.detail
+        elif isinstance(exc, ParseError):
+            code = exc.code
+            if code == HPE_INVALID_METHOD and data[:2] != b"\x16\x03":
+                status = 400
+                detail = (
+                    "the request line does not start with a known method in capitals "
+                    "(RFC 9110 9.1, RFC 9112 3)"
+                )
+            elif code == HPE_INVALID_URL:
+                status, detail = 400, "the request-target is not valid (RFC 9112 §3.2)"
+            else:
+                status, detail = _parse_failure(exc, data)
+        else:
+            self.worker.report_bug(exc)
+            status, detail = 500, "the edge failed on this request; its log has the details"
+        self.reject(status, detail, True)
+
+    def eof_received(self):
+        # The client half-closed. Finish answering what it asked, then close.
+        if self.tx is None and self.rx is None:
+            return None  # close now
+        self.flow.closing = True
+        return True
+
+    def connection_lost(self, exc):
+        self.worker.connections.discard(self)
+        self.flow.closing = True
+        tx = self.tx
+        self.tx = None
+        if tx is not None:
+            tx.downstream_lost()
+        for ex in self.pending:
+            (<Exchange>ex).downstream_lost()
+        self.pending = []
+        self.transport = None
+        self.flow.transport = None
+        self.free_buffers()
+
+    def pause_writing(self):
+        self.flow.write_paused = True
+        if self.tx is not None:
+            self.tx.downstream_pause_writing()
+
+    def resume_writing(self):
+        self.flow.write_paused = False
+        if self.tx is not None:
+            self.tx.downstream_resume_writing()
+
+    # -- llhttp events -----------------------------------------------------------------
+    cdef int message_begin(self) except -1:
+        Http1Peer.message_begin(self)
+        self.url = b""
+        self.request_id_in = None
+        if self.deadline_kind != DL_HEADERS:
+            self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+            self.deadline_kind = DL_HEADERS
+        return 0
+
+    cdef int headers_complete(self) except -1:
+        cdef Exchange ex
+        cdef bytes method = self.method_name()
+        cdef bytes url = PyBytes_FromStringAndSize(self.hbuf, self.url_len)
+        cdef list headers = self.header_list()
+        self.in_head = False
+        self.url = url
+        self.feed_explained += len(method) + self.url_len + self.header_bytes + 14
+        if method == b"CONNECT":
+            raise RemoteProtocolError(
+                "this listener is a gateway, not a forward proxy: it opens no CONNECT tunnels",
+                501,
+                rfc="RFC 9110 9.3.6",
+            )
+        for name, value in headers:
+            if len(name) == 12 and name.lower() == b"x-request-id":
+                self.request_id_in = value.strip()
+        target = parse_target(method, url)
+        facts = inspect_request_head(self.version(), headers, target.authority, values_checked=True)
+        if (facts.content_length or facts.chunked) and self.parser.upgrade:
+            # llhttp stops parsing at the head of an Upgrade request (the rest would be the
+            # new protocol), so its body could not be framed: refuse rather than read the
+            # body as the next request (RFC 9110 7.8 lets a server ignore Upgrade, not the
+            # framing).
+            raise RemoteProtocolError(
+                "this listener does not switch protocols, and an Upgrade request with a body "
+                "cannot be relayed as plain HTTP/1.1; send it without Upgrade",
+                400,
+                rfc="RFC 9110 7.8",
+            )
+        listener = self.listener
+        route = listener.routes.match(facts.host, target.path, method, headers)
+        ex = Exchange(self, method, target, facts, headers, route)
+        if self.request_id_in is not None:
+            ex.request_id = self.request_id_in
+            ex.request_id_foreign = True
+        # Trailer fields (after a chunked body) are parsed into the spans again, counted
+        # against the limits and never forwarded.
+        self.n_spans = 0
+        self.hlen = 0
+        self.rx = ex
+        if facts.content_length or facts.chunked:
+            self.deadline = self.worker.loop.time() + listener.body_idle_timeout
+            self.deadline_kind = DL_BODY
+        else:
+            self.deadline_kind = DL_NONE
+        if self.tx is None:
+            self.tx = ex
+            ex.start()
+        else:
+            self.pending.append(ex)
+            self.flow.pause(PAUSE_PIPELINE)
+        return 0
+
+    cdef int body(self, const char* at, size_t n) except -1:
+        cdef Exchange ex = self.rx
+        self.feed_explained += <Py_ssize_t>n
+        if ex is not None:
+            if self.deadline_kind == DL_BODY:
+                self.deadline = self.worker.loop.time() + self.listener.body_idle_timeout
+            ex.request_body(PyBytes_FromStringAndSize(at, <Py_ssize_t>n))
+        return 0
+
+    cdef int chunk_header(self) except -1:
+        self.feed_chunks += 1
+        self.feed_explained += 5  # the shortest size line and the CRLF after the data
+        if self.rx is not None:
+            self.rx.chunks += 1
+        return 0
+
+    cdef check_chunk_overhead(self, Exchange rx, Exchange rx_before, bytes data):
+        """Bound what a chunked body may carry besides data (chunk extensions, size lines).
+
+        llhttp reads chunk extensions without a callback, so without this a client could
+        stream an endless extension. The bytes of each read that are not explained by heads,
+        body data and the shortest chunk framing may be at most 4 KiB plus 64 bytes per chunk
+        (RFC 9112 7.1.1 lets a recipient limit extensions).
+        """
+        cdef Py_ssize_t overhead, chunks, partial
+        if self.feed_clean:
+            # The read began between messages: every byte of it belongs to messages that
+            # began in it, whose heads and data were counted as they went by.
+            partial = self.url_len + self.header_bytes if self.in_head else 0
+            overhead = len(data) - self.feed_explained - partial
+            chunks = self.feed_chunks
+        elif rx is not None and rx is rx_before:
+            overhead = len(data) - (rx.bytes_in - rx.mark_body) - (self.header_bytes - rx.mark_head)
+            chunks = rx.chunks
+        else:
+            overhead = 0
+            chunks = 0
+        if rx is not None:
+            rx.mark_body = rx.bytes_in
+            rx.mark_head = self.header_bytes
+            if not self.feed_clean:
+                rx.chunk_overhead += max(0, overhead)
+                overhead = rx.chunk_overhead
+        if overhead > 4096 + 64 * chunks:
+            raise RemoteProtocolError(
+                "the chunked body carries more than 4 KiB of chunk extensions or framing "
+                "without data; chunk extensions are limited",
+                400,
+            )
+
+    cdef int message_complete(self) except -1:
+        cdef Exchange ex = self.rx
+        self.rx = None
+        if self.deadline_kind == DL_BODY:
+            self.deadline_kind = DL_NONE
+        if ex is not None:
+            ex.request_end()
+        return 0
+
+    # -- used by exchanges and the worker ----------------------------------------------
+    cdef inline void write(self, bytes data):
+        if self.wbuf is not None:
+            self.wbuf.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    cdef void send_upstream(self, UpstreamConnection upstream, parts):
+        """Write to ``upstream`` now, or when the read being handled was accepted."""
+        dirty = self.up_dirty
+        if dirty is None:
+            upstream.write_many(parts)
+            return
+        if upstream.wbuf is None:
+            upstream.wbuf = []
+            dirty.append(upstream)
+        upstream.wbuf.extend(parts)
+
+    cdef void write_many(self, parts):
+        if self.wbuf is not None:
+            self.wbuf.extend(parts)
+        elif self.transport is not None:
+            self.transport.writelines(parts)
+
+    cdef void flush(self):
+        wbuf = self.wbuf
+        self.wbuf = None
+        if wbuf and self.transport is not None:
+            if len(wbuf) == 1:
+                self.transport.write(wbuf[0])
+            else:
+                self.transport.writelines(wbuf)
+
+    cpdef abort(self):
+        self.flow.closing = True
+        self.wbuf = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    cdef void exchange_done(self, Exchange ex, bint keep_alive):
+        """The exchange ``ex`` (the current ``tx``) has answered and read its request."""
+        cdef Exchange nxt
+        if self.tx is not ex:
+            return
+        self.tx = None
+        if not keep_alive or self.flow.closing or self.worker.draining:
+            self.close()
+            return
+        if self.pending:
+            nxt = self.pending.pop(0)
+            self.tx = nxt
+            if not self.pending and self.refusal is None:
+                self.flow.resume(PAUSE_PIPELINE)
+            nxt.start()
+        elif self.refusal is not None:
+            status, detail, url = self.refusal
+            self.send_refusal(status, detail, url)
+        elif self.rx is None:
+            self.deadline = self.worker.loop.time() + self.listener.keepalive_timeout
+            self.deadline_kind = DL_IDLE
+
+    cpdef reject(self, int status, str detail, bint after_answers=False):
+        """A request could not be read: answer ``status`` and close. With
+        ``after_answers`` (the bad bytes are a new request's), complete requests pipelined
+        before it are answered first, then the refusal is sent; otherwise, and always for
+        the request being read and any after it, they are dropped."""
+        cdef Exchange refused = self.rx
+        cdef Exchange tx = self.tx
+        cdef Exchange ex
+        cdef Py_ssize_t i
+        self.rx = None
+        if self.transport is None:
+            self.flow.closing = True
+            return
+        url = self.url_bytes() or self.url
+        if refused is not None:
+            for i in range(len(self.pending)):
+                if self.pending[i] is refused:
+                    for ex in self.pending[i:]:
+                        ex.abandon()
+                    del self.pending[i:]
+                    break
+        if (
+            after_answers
+            and tx is not None
+            and tx is not refused
+            and tx.request_done
+            and not tx.finished
+        ):
+            # Earlier requests are complete: let them be answered, then refuse.
+            self.refusal = (status, detail, url)
+            self.flow.pause(PAUSE_PIPELINE)
+            return
+        if tx is not None and tx.head_sent:
+            self.flow.closing = True
+            self.abort()
+            return
+        self.flow.closing = True
+        if tx is not None:
+            tx.abandon()
+            self.tx = None
+        for ex in self.pending:
+            ex.abandon()
+        self.pending = []
+        self.send_refusal(status, detail, url)
+
+    cdef send_refusal(self, int status, str detail, bytes url):
+        self.flow.closing = True
+        self.refusal = None
+        self.worker.stats.rejected += 1
+        body = problem_response(status, detail, server=self.worker.server_header)
+        self.write(body)
+        self.worker.access_log_reject(
+            self, status, len(body) - body.index(b"\r\n\r\n") - 4, url
+        )
+        self.close()
+
+    def on_deadline(self, double now):
+        kind = self.deadline_kind
+        self.deadline_kind = DL_NONE
+        if kind == DL_IDLE:
+            self.close()
+        elif kind == DL_HEADERS:
+            if self.url_len or self.n_spans or self.in_head or self.rx is not None or self.tx is not None:
+                self.reject(408, "the request head did not arrive in time")
+            else:
+                # A connection that never sent a byte: close without an answer.
+                self.close()
+        elif kind == DL_BODY:
+            self.reject(408, "the request body stalled: no bytes arrived in time")
+
+    def hibernate(self):
+        """Free what an idle keep-alive connection does not need until its next request
+        (the head buffers, the last URL): with thousands of idle clients this is most of
+        their memory. Only called between messages, when the parser holds no head."""
+        if self.in_head:
+            return
+        self.free_buffers()
+        self.url = b""
+        self.hibernating = True
+
+    cpdef close(self):
+        """Send what is gathered, then close once the write buffer is empty."""
+        self.flow.closing = True
+        if self.wbuf:
+            self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+
+# =========================================================================================
+# The exchange
+# =========================================================================================
+
+EXCHANGE_STATES = ("waiting", "active", "finished")
+
+
+cdef class Exchange:
+    """A request/response pair on one downstream connection."""
+
+    cdef public HttpConnection conn
+    cdef public object worker
+    cdef public bytes method
+    cdef public object target
+    cdef public object facts
+    cdef public list headers
+    cdef public object route
+    cdef public double start_time
+    cdef public object request_id
+    cdef public bint request_id_foreign
+    cdef public bint started
+    cdef public bint request_done
+    cdef public bint response_done
+    cdef public bint finished
+    cdef public bint head_sent
+    cdef public bint interim
+    cdef public bint read_to_close
+    cdef public bint chunked_out
+    cdef public bint keep_alive
+    cdef public int status
+    cdef public Py_ssize_t bytes_in
+    cdef public Py_ssize_t bytes_out
+    cdef public UpstreamConnection upstream
+    cdef public object endpoint
+    cdef public list early
+    cdef public object connect_task
+    cdef public double deadline
+    cdef public int deadline_kind
+    cdef public double upstream_start
+    cdef public object upstream_time
+    cdef public bint retried
+    cdef public int tries
+    cdef public list tried
+    cdef public bint in_try
+    cdef public double try_start
+    cdef public object hash
+    cdef public bint holds_request
+    cdef public int retry_held
+    cdef public object retry_timer
+    cdef public bint replayable
+    cdef public object set_cookie
+    cdef public Py_ssize_t chunks
+    cdef public Py_ssize_t chunk_overhead
+    cdef public Py_ssize_t mark_body
+    cdef public Py_ssize_t mark_head
+
+    def __init__(self, HttpConnection conn, bytes method, target, facts, list headers, route):
+        self.conn = conn
+        self.worker = conn.worker
+        self.method = method
+        self.target = target
+        self.facts = facts
+        self.headers = headers
+        self.route = route
+        self.start_time = perf_counter()
+        self.request_id = None
+        self.keep_alive = facts.keep_alive
+        self.upstream_time = None
+        self.replayable = True
+
+    # -- starting -----------------------------------------------------------------------
+    cpdef start(self):
+        """Act on the route. Called when this exchange's turn to answer has come."""
+        self.started = True
+        route = self.route
+        facts = self.facts
+        if route is None:
+            self.respond_error(
+                404,
+                f"no route matches host '{facts.host}' and path '{self.target.path}'",
+            )
+            return
+        limit = route.body_limit
+        if limit is not None and facts.content_length is not None and facts.content_length > limit:
+            self.respond_error(
+                413,
+                f"the request body of {facts.content_length} bytes is larger than the limit "
+                f"of {limit} bytes for route '{route.name}'",
+            )
+            return
+        kind = route.kind
+        if kind == "proxy":
+            cluster = route.cluster
+            if not cluster.breakers.requests.try_acquire():
+                self.respond_error(503, cluster.breakers.requests.overflow_detail(cluster.name))
+                return
+            self.holds_request = True
+            if facts.expect_continue and not self.request_done:
+                self.conn.write(_CONTINUE)
+            self.replayable = not (facts.content_length or facts.chunked)
+            if cluster.hash_key is not None:
+                self.hash = cluster.hash_key.extract(
+                    self.conn.client_ip, self.target.path, self.headers
+                )
+            sticky = cluster.sticky
+            if sticky is not None:
+                endpoint, reset = cluster.balancer.pick_sticky(
+                    sticky.token(self.headers), self.hash
+                )
+                if endpoint is not None and reset:
+                    self.set_cookie = sticky.set_cookie(endpoint.token)
+            else:
+                endpoint = cluster.balancer.pick(self.hash)
+            if endpoint is None:
+                cluster.stats.no_healthy += 1
+                self.respond_error(503, cluster.describe_unhealthy())
+                return
+            self.try_endpoint(endpoint)
+        elif kind == "redirect":
+            self.respond_redirect()
+        else:
+            self.respond_direct()
+
+    # -- tries ----------------------------------------------------------------------------
+    cdef try_endpoint(self, endpoint):
+        """Send the request to ``endpoint``: one try, paired started()/finished()."""
+        cluster = endpoint.cluster
+        self.endpoint = endpoint
+        upstream = endpoint.acquire_nowait()
+        if upstream is None:
+            breakers = cluster.breakers
+            if not breakers.connections.try_acquire():
+                self.respond_error(503, breakers.connections.overflow_detail(cluster.name))
+                return
+            if not breakers.pending.try_acquire():
+                breakers.connections.release()
+                self.respond_error(503, breakers.pending.overflow_detail(cluster.name))
+                return
+        self.tries += 1
+        cluster.balancer.started(endpoint)
+        self.in_try = True
+        self.try_start = perf_counter()
+        if upstream is not None:
+            self.attach(upstream)
+        else:
+            self.connect(endpoint)
+
+    cdef end_try(self, int outcome):
+        """The current try ended with ``outcome`` (a status or CONNECT_FAILURE/RESET/TIMEOUT)."""
+        if self.in_try:
+            self.in_try = False
+            endpoint = self.endpoint
+            cluster = endpoint.cluster
+            events = cluster.balancer.finished(
+                endpoint, self.worker.loop.time(), outcome, perf_counter() - self.try_start
+            )
+            if events:
+                cluster.log_events(events)
+
+    cdef try_failed(self, int outcome, int status, str detail):
+        """A try failed before a response head was relayed: retry, or answer ``status``."""
+        self.end_try(outcome)
+        if self.finished:
+            return
+        if not self.head_sent and self.retry_scheduled(outcome):
+            return
+        label = self.endpoint.label if self.endpoint is not None else None
+        self.respond_error(status, detail, label)
+
+    cdef bint retry_scheduled(self, int outcome) except -1:
+        """Whether the policy, the budget and the cluster allow another try (on another
+        endpoint); if so it is scheduled after the backoff."""
+        route = self.route
+        endpoint = self.endpoint
+        if route is None or endpoint is None:
+            return False
+        cluster = endpoint.cluster
+        decision = route.retry_policy.decide(
+            self.method.decode("latin-1"), self.tries, outcome, replayable=self.replayable
+        )
+        if not decision.retry:
+            return False
+        if not cluster.retry_budget.try_acquire(cluster.breakers.requests.active):
+            cluster.stats.budget_exhausted += 1
+            return False
+        if self.tried is None:
+            self.tried = [endpoint]
+        elif endpoint not in self.tried:
+            self.tried.append(endpoint)
+        nxt = cluster.balancer.pick_excluding(self.tried, self.hash)
+        if nxt is None:
+            cluster.retry_budget.release()
+            return False
+        self.retry_held += 1
+        cluster.stats.retries += 1
+        self.tried.append(nxt)
+        delay = route.retry_policy.backoff(self.tries, cluster.rng.random)
+        self.conn.flow.pause(PAUSE_UPSTREAM)
+        self.retry_timer = self.worker.loop.call_later(delay, self._retry, nxt)
+        return True
+
+    def _retry(self, endpoint):
+        self.retry_timer = None
+        if not self.finished and self.conn.transport is not None:
+            self.try_endpoint(endpoint)
+
+    cdef release_slots(self):
+        """Give back the circuit-breaker request slot and the retry-budget slots."""
+        route = self.route
+        if route is None or route.cluster is None:
+            return
+        cluster = route.cluster
+        if self.holds_request:
+            self.holds_request = False
+            cluster.breakers.requests.release()
+        while self.retry_held:
+            self.retry_held -= 1
+            cluster.retry_budget.release()
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+
+    cdef connect(self, endpoint):
+        """Open a new connection to ``endpoint`` (its breaker slots are already held)."""
+        self.conn.flow.pause(PAUSE_UPSTREAM)
+        self.connect_task = self.worker.loop.create_task(self._connect(endpoint))
+
+    async def _connect(self, endpoint):
+        breakers = endpoint.cluster.breakers
+        connected = False
+        try:
+            upstream = await endpoint.wait_connected(self.worker.loop, UpstreamConnection)
+            connected = True
+        except ConnectTimeout as exc:
+            self.connect_task = None
+            self.try_failed(CONNECT_FAILURE, 504, str(exc))
+            return
+        except ConnectError as exc:
+            self.connect_task = None
+            self.try_failed(CONNECT_FAILURE, 502, str(exc))
+            return
+        finally:
+            breakers.pending.release()
+            if not connected:
+                breakers.connections.release()
+        upstream.counted = True
+        self.connect_task = None
+        if self.finished or self.conn.transport is None:
+            upstream.close()
+            return
+        self.attach(upstream)
+
+    cdef attach(self, UpstreamConnection upstream):
+        """Send the request head (and any body that arrived meanwhile) on ``upstream``."""
+        cdef HttpConnection conn = self.conn
+        self.upstream = upstream
+        upstream.exchange = self
+        route = self.route
+        worker = self.worker
+        facts = self.facts
+        path = route.rewrite_path(self.target.path)
+        query = self.target.query
+        target = (path + "?" + query if query else path).encode()
+        listener = conn.listener
+        if self.request_id is None:
+            self.request_id = worker.next_request_id()
+        head = relay_request_head(
+            self.method,
+            target,
+            self.headers,
+            facts,
+            client_ip=conn.client_ip,
+            proto=listener.scheme,
+            host_out=self.upstream_host(route, upstream),
+            request_id=self.request_id if listener.request_id else None,
+            x_forwarded=listener.x_forwarded,
+            forwarded=listener.forwarded,
+            via=worker.via,
+        )
+        early = self.early
+        if early:
+            self.early = None
+            if facts.chunked:
+                parts = [head]
+                for chunk in early:
+                    parts += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+                if self.request_done:
+                    parts.append(_CHUNK_END)
+                conn.send_upstream(upstream, parts)
+            else:
+                conn.send_upstream(upstream, [head, *early])
+        elif facts.chunked and self.request_done:
+            conn.send_upstream(upstream, (head, _CHUNK_END))
+        else:
+            conn.send_upstream(upstream, (head,))
+        self.upstream_start = perf_counter()
+        self.deadline = worker.loop.time() + route.try_timeout
+        self.deadline_kind = EX_RESPONSE_HEADERS
+        conn.flow.resume(PAUSE_UPSTREAM)
+
+    cdef upstream_host(self, route, UpstreamConnection upstream):
+        """The Host sent upstream: the route's rewrite, else the absolute-form authority,
+        else the client's Host; a request that named no host (HTTP/1.0) gets the
+        endpoint's address rather than an empty Host line."""
+        if route.host_out is not None:
+            return route.host_out
+        if self.target.authority is not None:
+            return self.target.authority
+        if not self.facts.authority:
+            return upstream.endpoint.address.encode()
+        return None
+
+    # -- the request body ------------------------------------------------------------------
+    cdef request_body(self, bytes chunk):
+        self.bytes_in += len(chunk)
+        route = self.route
+        limit = route.body_limit if route is not None else None
+        if limit is not None and self.bytes_in > limit:
+            self.conn.reject(
+                413,
+                f"the request body is larger than the limit of {limit} bytes"
+                + (f" for route '{route.name}'" if route is not None else ""),
+            )
+            return
+        upstream = self.upstream
+        if upstream is not None:
+            if upstream.closed:
+                return
+            if self.facts.chunked:
+                self.conn.send_upstream(upstream, (b"%x\r\n" % len(chunk), chunk, _CRLF))
+            else:
+                self.conn.send_upstream(upstream, (chunk,))
+            if self.deadline_kind == EX_RESPONSE_HEADERS:
+                self.deadline = self.worker.loop.time() + route.try_timeout
+        elif not self.response_done and (
+            not self.started or (route is not None and route.kind == "proxy")
+        ):
+            # Not connected yet (or waiting for an earlier pipelined answer): hold the bytes.
+            # Reading is paused meanwhile, so this holds at most one read's worth.
+            if self.early is None:
+                self.early = [chunk]
+            else:
+                self.early.append(chunk)
+        # else: the answer was already decided without the body; the body is read and dropped.
+
+    cdef request_end(self):
+        self.request_done = True
+        upstream = self.upstream
+        if upstream is not None and self.facts.chunked and not upstream.closed:
+            self.conn.send_upstream(upstream, (_CHUNK_END,))
+        if self.response_done:
+            self.finish()
+
+    # -- the upstream response -------------------------------------------------------------
+    cdef int upstream_head(self, UpstreamConnection upstream, int status, bytes version,
+                           list headers) except -1:
+        """A response head arrived; returns 1 when it has no body for llhttp to read (the
+        answer to HEAD), else 0."""
+        cdef HttpConnection conn = self.conn
+        if status < 200:
+            if status == 101:
+                self.upstream_failed(
+                    upstream, "upstream endpoint switched protocols without being asked", False
+                )
+                return 0
+            self.interim = True
+            if status != 100 and self.facts.keep_alive and not self.head_sent:
+                # 1xx informational (e.g. 103 Early Hints) is passed on to HTTP/1.1 clients.
+                out = forward_response_headers(headers, None, via=None, server=None)
+                conn.write(encode_head(status_line(status), out))
+            return 0
+        worker = self.worker
+        route = self.route
+        if (
+            route is not None
+            and status in route.retry_policy.statuses
+            and not self.head_sent
+            and self.retry_scheduled(status)
+        ):
+            self.end_try(status)
+            self.upstream = None
+            upstream.abort()
+            return 0
+        try:
+            relay = relay_response_head(
+                status,
+                version,
+                headers,
+                self.method,
+                via=worker.via,
+                server=None,
+                client_version=self.facts.version,
+                keep_alive=self.keep_alive and not conn.flow.closing and not worker.draining,
+            )
+        except RemoteProtocolError as exc:
+            self.upstream_failed(upstream, exc.detail, False)
+            return 0
+        rf = relay.facts
+        self.chunked_out = relay.chunked_out
+        self.read_to_close = rf.until_close
+        self.keep_alive = relay.keep_alive
+        self.status = status
+        self.head_sent = True
+        if self.set_cookie is None:
+            conn.write(relay.head)
+        else:
+            conn.write(relay.head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
+        self.deadline = worker.loop.time() + upstream.endpoint.cluster.body_idle
+        self.deadline_kind = EX_BODY_IDLE
+        if rf.no_body and status != 204 and status != 304:
+            # A response to HEAD: llhttp cannot know it has no body; say so, and end here.
+            self.upstream_end(upstream, rf.keep_alive)
+            return 1
+        return 0
+
+    cdef upstream_body(self, bytes chunk):
+        cdef HttpConnection conn = self.conn
+        if conn.transport is None:
+            return
+        self.bytes_out += len(chunk)
+        if self.chunked_out:
+            conn.write_many((b"%x\r\n" % len(chunk), chunk, _CRLF))
+        else:
+            conn.write(chunk)
+        self.deadline = self.worker.loop.time() + self.route.cluster.body_idle
+
+    cdef upstream_end(self, UpstreamConnection upstream, bint keep_alive):
+        if self.interim:
+            self.interim = False
+            return
+        if self.response_done:
+            return
+        self.response_done = True
+        self.deadline_kind = EX_NONE
+        self.end_try(self.status)
+        if self.chunked_out:
+            self.conn.write(_CHUNK_END)
+        self.release_upstream(upstream, keep_alive and self.request_done)
+        if self.request_done:
+            self.finish()
+
+    cdef release_upstream(self, UpstreamConnection upstream, bint reusable):
+        self.upstream = None
+        self.upstream_time = perf_counter() - self.upstream_start
+        if reusable and not upstream.closed:
+            upstream.endpoint.release(upstream, self.worker.loop.time())
+        else:
+            upstream.close()
+
+    cdef upstream_failed(self, UpstreamConnection upstream, str detail, bint parse_error):
+        """The upstream broke the protocol: its connection is closed, never reused."""
+        upstream.abort()
+        self.upstream = None
+        if self.head_sent:
+            self.end_try(RESET)
+            self.abort_downstream()
+        else:
+            label = upstream.endpoint.label
+            self.try_failed(502, 502, f"upstream endpoint {label}: {detail}")
+
+    cdef upstream_lost(self, UpstreamConnection upstream):
+        """The upstream connection closed while this exchange used it."""
+        self.upstream = None
+        label = upstream.endpoint.label
+        if self.head_sent:
+            if self.read_to_close:
+                # The end of a read-until-close body.
+                self.keep_alive = self.keep_alive and self.chunked_out
+                self.read_to_close = False
+                self.upstream_end(upstream, False)
+            elif not self.response_done:
+                self.end_try(RESET)
+                self.abort_downstream()
+            return
+        facts = self.facts
+        if (
+            upstream.reused
+            and not self.retried
+            and not facts.chunked
+            and not facts.content_length
+            and not self.finished
+        ):
+            # A pooled connection the upstream had already closed: the same try goes on,
+            # once, on a new connection to the same endpoint (not the endpoint's fault).
+            self.retried = True
+            breakers = upstream.endpoint.cluster.breakers
+            if breakers.connections.try_acquire():
+                if breakers.pending.try_acquire():
+                    self.connect(upstream.endpoint)
+                    return
+                breakers.connections.release()
+        self.try_failed(
+            RESET, 502, f"upstream endpoint {label} closed the connection before responding"
+        )
+
+    # -- backpressure ----------------------------------------------------------------------
+    cdef downstream_pause_writing(self):
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    cdef downstream_resume_writing(self):
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
+
+    # -- direct answers --------------------------------------------------------------------
+    cdef respond_direct(self):
+        route = self.route
+        action = route.config.respond
+        self.send_simple(action.status, route.respond_body, route.respond_content_type, None)
+
+    cdef respond_redirect(self):
+        route = self.route
+        action = route.config.redirect
+        location = action.to.replace("{path}", self.target.path).replace(
+            "{query}", self.target.query
+        )
+        self.send_simple(action.status, b"", None, [(b"Location", location.encode())])
+
+    cdef send_simple(self, int status, bytes body, content_type, list extra):
+        worker = self.worker
+        if not self.request_done and (self.facts.content_length or self.facts.chunked):
+            # Answering before the body arrived: close afterwards rather than read it all.
+            self.keep_alive = False
+        keep_alive = self.keep_alive and not worker.draining and not self.conn.flow.closing
+        out = []
+        if worker.server_header:
+            out.append((b"Server", worker.server_header))
+        if content_type is not None:
+            out.append((b"Content-Type", content_type))
+        if extra:
+            out += extra
+        out.append((b"Content-Length", b"%d" % len(body)))
+        if not keep_alive:
+            out.append((b"Connection", b"close"))
+        elif self.facts.version != b"1.1":
+            out.append((b"Connection", b"keep-alive"))
+        self.keep_alive = keep_alive
+        self.status = status
+        self.head_sent = True
+        head = encode_head(b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), out)
+        if self.method == b"HEAD":
+            self.conn.write(head)
+        else:
+            self.conn.write(head + body)
+            self.bytes_out += len(body)
+        self.response_done = True
+        if self.request_done or not keep_alive:
+            self.finish()
+
+    cpdef respond_error(self, int status, str detail, upstream=None):
+        """Answer with an RFC 9457 problem (if no head was sent yet) and close."""
+        if self.finished:
+            return
+        if self.head_sent:
+            self.abort_downstream()
+            return
+        worker = self.worker
+        worker.stats.errors += 1
+        keep_alive = (
+            status == 404
+            and self.keep_alive
+            and (self.request_done or not (self.facts.content_length or self.facts.chunked))
+            and not worker.draining
+        )
+        if self.request_id is None:
+            self.request_id = worker.next_request_id()
+        data = problem_response(
+            status,
+            detail,
+            request_id=self.request_id.decode(),
+            close=not keep_alive,
+            server=worker.server_header,
+            head_only=self.method == b"HEAD",
+        )
+        self.keep_alive = keep_alive
+        self.status = status
+        self.head_sent = True
+        self.response_done = True
+        # bytes_out counts body bytes (like nginx's $body_bytes_sent and Envoy's BYTES_SENT)
+        self.bytes_out += len(data) - data.index(b"\r\n\r\n") - 4
+        self.conn.write(data)
+        if upstream is not None and self.endpoint is not None:
+            self.upstream_time = perf_counter() - self.start_time
+        if self.request_done or not keep_alive:
+            self.finish()
+
+    # -- ending ------------------------------------------------------------------------
+    cdef finish(self):
+        if self.finished:
+            return
+        self.finished = True
+        self.deadline_kind = EX_NONE
+        self.worker.log_exchange(self)
+        if self.upstream is not None:
+            self.release_upstream(self.upstream, False)
+        self.end_try(self.status)
+        self.release_slots()
+        self.conn.exchange_done(self, self.keep_alive)
+
+    cdef abort_downstream(self):
+        """Cut the client connection: the response cannot be completed correctly."""
+        self.keep_alive = False
+        if not self.finished:
+            self.finished = True
+            self.worker.stats.errors += 1
+            self.worker.log_exchange(self)
+        self.end_try(RESET)
+        self.release_slots()
+        self.conn.abort()
+
+    cdef downstream_lost(self):
+        """The client went away: drop the upstream side (it cannot be reused mid-exchange)."""
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.abort()
+        if not self.finished:
+            self.finished = True
+            if not self.response_done:
+                self.status = self.status or 499
+            self.worker.log_exchange(self)
+        self.end_try(499)
+        self.release_slots()
+
+    cdef abandon(self):
+        """Drop this exchange without logging (the connection is being rejected)."""
+        self.finished = True
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        self.end_try(RESET)
+        self.release_slots()
+
+    def on_deadline(self, double now):
+        kind = self.deadline_kind
+        self.deadline_kind = EX_NONE
+        label = self.endpoint.label if self.endpoint is not None else "?"
+        if kind == EX_RESPONSE_HEADERS:
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.abort()
+                self.upstream = None
+            timeout = self.route.try_timeout if self.route is not None else 0
+            self.try_failed(
+                TIMEOUT,
+                504,
+                f"upstream endpoint {label} sent no response headers within {timeout:g}s",
+            )
+        elif kind == EX_BODY_IDLE:
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.abort()
+                self.upstream = None
+            self.end_try(TIMEOUT)
+            self.abort_downstream()
+
+
+# =========================================================================================
+# Upstream
+# =========================================================================================
+
+cdef class UpstreamConnection(Http1Peer):
+    """One HTTP/1.1 connection to an upstream endpoint; serves one exchange at a time.
+
+    A connection goes back to its endpoint's pool only when its last exchange ended
+    cleanly: a complete response with keep-alive, no framing doubt, no stray bytes.
+    """
+
+    cdef public object endpoint
+    cdef public object transport
+    cdef public Exchange exchange
+    cdef public double idle_since
+    cdef public bint reused
+    cdef public bint closed
+    cdef public bint counted  # holds a slot of the cluster's max_connections breaker
+    cdef public list wbuf
+    cdef bint ended_at_head  # the response ended with its head (the answer to HEAD)
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.transport = None
+        self.exchange = None
+        self.idle_since = 0.0
+        self.reused = False
+        self.closed = False
+        self.counted = False
+        self.wbuf = None
+        # Upstream heads are bounded too (64 KiB, 256 fields).
+        self.init_parser(HTTP_RESPONSE, 0, 65536, 256)
+
+    # -- asyncio callbacks -------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, bytes data):
+        cdef Exchange ex = self.exchange
+        cdef HttpConnection conn
+        cdef llhttp_errno_t err
+        cdef bint owner
+        if ex is None:
+            # Bytes from an idle upstream connection: nothing asked for them.
+            self.close()
+            return
+        conn = ex.conn
+        owner = conn.wbuf is None
+        if owner:
+            conn.wbuf = []
+        self.ensure_buffers()
+        try:
+            err = self.execute(data, len(data))
+            if err == HPE_OK:
+                pass
+            elif err == HPE_PAUSED_UPGRADE:
+                if self.exchange is not None:
+                    ex.upstream_failed(self, "upstream endpoint switched protocols unasked", True)
+                else:
+                    self.close()
+            else:
+                exc = self.parse_error(err)
+                if isinstance(exc, ParseError):
+                    if self.exchange is ex:
+                        ex.upstream_failed(
+                            self, f"upstream response is not valid HTTP/1.1 ({exc})", True
+                        )
+                    else:
+                        # Garbage after a complete response: never reuse this connection.
+                        self.close()
+                elif isinstance(exc, RemoteProtocolError):
+                    if self.exchange is ex:
+                        ex.upstream_failed(self, exc.detail, True)
+                    else:
+                        self.close()
+                else:
+                    # An exception raised by our own code: a defect, not bad input.
+                    ex.worker.report_bug(exc)
+                    if self.exchange is ex:
+                        ex.upstream_failed(self, "the edge failed on this response", True)
+                    else:
+                        self.close()
+        finally:
+            if owner:
+                conn.flush()
+
+    def eof_received(self):
+        return None
+
+    def connection_lost(self, exc):
+        cdef Exchange ex
+        self.closed = True
+        if self.counted:
+            self.counted = False
+            self.endpoint.cluster.breakers.connections.release()
+        ex = self.exchange
+        self.free_buffers()
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(self)
+        else:
+            self.endpoint.forget(self)
+
+    def pause_writing(self):
+        if self.exchange is not None:
+            self.exchange.conn.flow.pause(PAUSE_UPSTREAM)
+
+    def resume_writing(self):
+        if self.exchange is not None:
+            self.exchange.conn.flow.resume(PAUSE_UPSTREAM)
+
+    # -- llhttp events -----------------------------------------------------------------
+    cdef int message_begin(self) except -1:
+        Http1Peer.message_begin(self)
+        if self.exchange is None:
+            # A second response in the same read, after the exchange was released: nothing
+            # asked for it, so this connection cannot be trusted again.
+            self.close()
+        return 0
+
+    cdef int headers_complete(self) except -1:
+        cdef Exchange ex = self.exchange
+        self.in_head = False
+        if ex is None:
+            return 0
+        headers = self.header_list()
+        self.n_spans = 0
+        self.hlen = 0
+        if ex.upstream_head(self, self.parser.status_code, self.version(), headers):
+            # Already ended (and this connection possibly handed to the next exchange):
+            # llhttp's message end for it is not news.
+            self.ended_at_head = True
+            return 1
+        return 0
+
+    cdef int body(self, const char* at, size_t n) except -1:
+        cdef Exchange ex = self.exchange
+        if ex is None:
+            self.close()
+        else:
+            ex.upstream_body(PyBytes_FromStringAndSize(at, <Py_ssize_t>n))
+        return 0
+
+    cdef int message_complete(self) except -1:
+        cdef Exchange ex = self.exchange
+        if self.ended_at_head:
+            self.ended_at_head = False
+            return 0
+        if ex is not None:
+            ex.upstream_end(self, llhttp_should_keep_alive(&self.parser))
+        return 0
+
+    # -- used by the exchange ----------------------------------------------------------
+    cdef void write_many(self, parts):
+        if self.transport is not None and not self.closed:
+            if len(parts) == 1:
+                self.transport.write(parts[0])
+            else:
+                self.transport.writelines(parts)
+
+    cdef void flush(self):
+        """Send what the downstream side gathered during one read."""
+        wbuf = self.wbuf
+        self.wbuf = None
+        if wbuf:
+            self.write_many(wbuf)
+
+    cpdef close(self):
+        self.closed = True
+        self.wbuf = None
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    cpdef abort(self):
+        self.closed = True
+        self.wbuf = None
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
