@@ -24,6 +24,16 @@ SOURCE_PACKAGE = "httptools==0.9.0"
 SOURCE_SHA256 = "d484ebb7e3a3f3597b0f645fbd1b85633674ca808c1f5ba11c2caf7c66f5c8b6"
 
 
+COMPILED_PYTHON = (
+    "backhaul.http.head",
+    "backhaul.http.target",
+    "backhaul.http.headers",
+    "backhaul.http.relay",
+    "backhaul.edge.accesslog",
+    "backhaul.edge.routing",
+)
+
+
 class BuildError(SystemExit):
     def __init__(self, message: str) -> None:
         super().__init__(f"backhaul build: {message}")
@@ -80,8 +90,14 @@ def extensions() -> list[Extension]:
         include_dirs=[str(llhttp / "include")],
         extra_compile_args=["-O2"],
     )
+    # Modules of plain typed Python that the request path calls, compiled from the same
+    # source (the .py stays the one implementation; the compiled module is preferred on import).
+    compiled_python = [
+        Extension(name, [f"src/{name.replace('.', '/')}.py"], extra_compile_args=["-O2"])
+        for name in COMPILED_PYTHON
+    ]
     return cythonize(
-        [datapath],
+        [datapath, *compiled_python],
         compiler_directives={"language_level": "3"},
         quiet=True,
     )
