@@ -28,7 +28,6 @@ COMPILED_PYTHON = (
     "backhaul.http.head",
     "backhaul.http.target",
     "backhaul.http.headers",
-    "backhaul.http.relay",
     "backhaul.edge.accesslog",
     "backhaul.edge.routing",
 )

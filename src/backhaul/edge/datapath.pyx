@@ -23,9 +23,9 @@ The header rules themselves (what is hop-by-hop, how X-Forwarded-* and Via are b
 framing is valid) are :mod:`backhaul.http`'s, compiled from the same source.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from backhaul.edge.llhttp cimport *
 
@@ -34,13 +34,36 @@ from time import perf_counter
 
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
-from backhaul.http import REASONS, encode_head, forward_response_headers, problem_response
-from backhaul.http import inspect_request_head
-from backhaul.http.relay import relay_request_head, relay_response_head, status_line
+from backhaul.http import REASONS, encode_head, problem_response
+from backhaul.http import inspect_request_head, inspect_response_head
+from backhaul.http.head import ResponseFacts
+from backhaul.http.headers import (
+    ALWAYS_DROPPED,
+    REQUEST_RULES,
+    RESPONSE_RULES,
+    RULE_DROP,
+    RULE_FORWARDED,
+    RULE_FRAMING,
+    RULE_HOST,
+    RULE_PASS,
+    RULE_REPLACED,
+    RULE_REQUEST_ID,
+    RULE_SERVER,
+    RULE_VIA,
+    RULE_XFF,
+    connection_options,
+    forwarded_value,
+    via_element,
+)
 from backhaul.http.target import parse_target
 
 __all__ = [
     "DATA_PLANE",
+    "ResponseRelay",
+    "relay_interim_head",
+    "relay_request_head",
+    "relay_response_head",
+    "status_line",
     "EXCHANGE_STATES",
     "Exchange",
     "FlowControl",
@@ -417,6 +440,598 @@ cdef class Http1Peer:
 
 
 # =========================================================================================
+# Header rules, applied in one pass over a head's spans
+# =========================================================================================
+#
+# What happens to each header name is the table of backhaul.http.headers (REQUEST_RULES,
+# RESPONSE_RULES): it is read here once, into C, at import. The procedure below is the one
+# implementation of forwarding a head; `relay_request_head` / `relay_response_head` are its
+# Python face (tests, the rare paths).
+
+cdef struct NameRule:
+    char name[24]
+    Py_ssize_t length
+    int request_rule
+    int response_rule
+    bint always_dropped
+
+cdef NameRule _rules[40]
+cdef int _n_rules = 0
+
+cdef int _RULE_PASS = RULE_PASS
+cdef int _RULE_DROP = RULE_DROP
+cdef int _RULE_XFF = RULE_XFF
+cdef int _RULE_FORWARDED = RULE_FORWARDED
+cdef int _RULE_VIA = RULE_VIA
+cdef int _RULE_REQUEST_ID = RULE_REQUEST_ID
+cdef int _RULE_HOST = RULE_HOST
+cdef int _RULE_REPLACED = RULE_REPLACED
+cdef int _RULE_FRAMING = RULE_FRAMING
+cdef int _RULE_SERVER = RULE_SERVER
+
+
+cdef _load_rules():
+    global _n_rules
+    cdef NameRule* rule
+    names = sorted(set(REQUEST_RULES) | set(RESPONSE_RULES) | set(ALWAYS_DROPPED))
+    if len(names) > 40:
+        raise RuntimeError("the header rule table outgrew the data plane's C table")
+    for name in names:
+        if len(name) >= 24:
+            raise RuntimeError(f"header name {name!r} is too long for the C table")
+        rule = &_rules[_n_rules]
+        memcpy(rule.name, <char*>name, len(name))
+        rule.length = len(name)
+        rule.request_rule = REQUEST_RULES.get(name, RULE_PASS)
+        rule.response_rule = RESPONSE_RULES.get(name, RULE_PASS)
+        rule.always_dropped = name in ALWAYS_DROPPED
+        _n_rules += 1
+
+
+_load_rules()
+
+
+cdef inline char _lower(char c) noexcept nogil:
+    if c >= 65 and c <= 90:
+        return c + 32
+    return c
+
+
+cdef inline bint _same_name(const char* a, const char* lower_b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _lower(a[i]) != lower_b[i]:
+            return False
+    return True
+
+
+cdef inline NameRule* _find_rule(const char* name, Py_ssize_t n) noexcept nogil:
+    cdef int i
+    for i in range(_n_rules):
+        if _rules[i].length == n and _same_name(name, _rules[i].name, n):
+            return &_rules[i]
+    return NULL
+
+
+cdef struct OutBuf:
+    char* data
+    Py_ssize_t length
+    Py_ssize_t capacity
+
+
+cdef int _out_init(OutBuf* out, Py_ssize_t capacity) except -1:
+    out.data = <char*>malloc(capacity)
+    if out.data == NULL:
+        raise MemoryError()
+    out.length = 0
+    out.capacity = capacity
+    return 0
+
+
+cdef int _out_put(OutBuf* out, const char* data, Py_ssize_t n) except -1:
+    cdef Py_ssize_t need = out.length + n
+    cdef Py_ssize_t cap
+    cdef char* grown
+    if need > out.capacity:
+        cap = out.capacity * 2
+        while cap < need:
+            cap *= 2
+        grown = <char*>realloc(out.data, cap)
+        if grown == NULL:
+            raise MemoryError()
+        out.data = grown
+        out.capacity = cap
+    memcpy(out.data + out.length, data, n)
+    out.length = need
+    return 0
+
+
+cdef inline int _out_bytes(OutBuf* out, bytes data) except -1:
+    return _out_put(out, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+cdef inline int _out_line(OutBuf* out, const char* name, Py_ssize_t name_len,
+                          const char* value, Py_ssize_t value_len) except -1:
+    _out_put(out, name, name_len)
+    _out_put(out, ": ", 2)
+    _out_put(out, value, value_len)
+    return _out_put(out, "\r\n", 2)
+
+
+cdef inline int _out_field(OutBuf* out, const char* name, bytes value) except -1:
+    """A line with a C-string name (no colon) and a bytes value."""
+    cdef Py_ssize_t n = 0
+    while name[n] != 0:
+        n += 1
+    return _out_line(out, name, n, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+
+
+cdef inline bytes _out_finish(OutBuf* out):
+    cdef bytes result = PyBytes_FromStringAndSize(out.data, out.length)
+    free(out.data)
+    out.data = NULL
+    return result
+
+
+cdef inline bint _is_ows(char c) noexcept nogil:
+    return c == 32 or c == 9
+
+
+cdef bytes _stripped(const char* value, Py_ssize_t n):
+    """The value without surrounding optional whitespace (SP, HTAB)."""
+    cdef Py_ssize_t start = 0
+    while start < n and _is_ows(value[start]):
+        start += 1
+    while n > start and _is_ows(value[n - 1]):
+        n -= 1
+    return PyBytes_FromStringAndSize(value + start, n - start)
+
+
+cdef bint _named(const char* name, Py_ssize_t n, frozenset named) except -1:
+    """Whether Connection (its lower-cased options ``named``) names this field."""
+    cdef bytes lowered = PyBytes_FromStringAndSize(name, n)
+    return lowered.lower() in named
+
+
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s" % (code, reason) for code, reason in REASONS.items()}
+
+
+cpdef bytes status_line(int status):
+    """``HTTP/1.1 <status> <reason>`` (no CRLF)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b""))
+    return line
+
+
+_NO_TOKENS = frozenset()
+_KEEP_ALIVE_TOKENS = frozenset((b"keep-alive",))
+_CLOSE_TOKENS = frozenset((b"close",))
+
+
+cdef bytes _request_head(
+    const char* buf, HeaderSpan* spans, Py_ssize_t n,
+    bytes method, bytes target, facts,
+    str client_ip, str proto, object host_out, object request_id,
+    bint x_forwarded, bint forwarded, object via,
+):
+    cdef OutBuf out
+    cdef Py_ssize_t i
+    cdef HeaderSpan* span
+    cdef NameRule* found
+    cdef int rule
+    cdef const char* name
+    cdef const char* value
+    cdef bint host_done = False
+    cdef frozenset named = facts.connection_tokens
+    cdef list xff = None
+    cdef list fwd = None
+    cdef list via_in = None
+    cdef object rid = None
+    cdef bytes host
+    if named and named <= ALWAYS_DROPPED:
+        named = None
+    elif not named:
+        named = None
+    host = facts.authority if host_out is None else host_out
+    _out_init(&out, 256 + (spans[n - 1].value_off + spans[n - 1].value_len if n else 0) + 2 * n)
+    try:
+        _out_bytes(&out, method)
+        _out_put(&out, " ", 1)
+        _out_bytes(&out, target)
+        _out_put(&out, " HTTP/1.1\r\n", 11)
+        for i in range(n):
+            span = &spans[i]
+            name = buf + span.name_off
+            value = buf + span.value_off
+            found = _find_rule(name, span.name_len)
+            rule = _RULE_PASS if found == NULL else found.request_rule
+            if rule == _RULE_PASS:
+                if named is None or not _named(name, span.name_len, named):
+                    _out_line(&out, name, span.name_len, value, span.value_len)
+                continue
+            if rule == _RULE_DROP:
+                continue
+            if rule == _RULE_HOST:  # never dropped, even when Connection names it
+                if not host_done:
+                    _out_line(&out, name, span.name_len, PyBytes_AS_STRING(host),
+                              PyBytes_GET_SIZE(host))
+                    host_done = True
+                continue
+            if named is not None and _named(name, span.name_len, named):
+                continue  # the client's copy is hop-by-hop; the edge's is still added
+            if rule == _RULE_XFF:
+                if xff is None:
+                    xff = []
+                xff.append(_stripped(value, span.value_len))
+            elif rule == _RULE_FORWARDED:
+                if fwd is None:
+                    fwd = []
+                fwd.append(_stripped(value, span.value_len))
+            elif rule == _RULE_VIA:
+                if via_in is None:
+                    via_in = []
+                via_in.append(_stripped(value, span.value_len))
+            elif rule == _RULE_REQUEST_ID:
+                if rid is None:
+                    rid = _stripped(value, span.value_len)
+                    _out_line(&out, name, span.name_len, value, span.value_len)
+            elif not x_forwarded:  # replaced, and the edge does not set X-Forwarded-*
+                _out_line(&out, name, span.name_len, value, span.value_len)
+        if not host_done:
+            _out_field(&out, "Host", host)
+        if rid is None and request_id is not None:
+            _out_field(&out, "X-Request-Id", request_id)
+        ip = client_ip.encode("ascii")
+        authority = facts.authority
+        if x_forwarded:
+            if xff is not None:
+                xff.append(ip)
+                _out_field(&out, "X-Forwarded-For", b", ".join(xff))
+            else:
+                _out_field(&out, "X-Forwarded-For", ip)
+            _out_field(&out, "X-Forwarded-Proto", proto.encode("ascii"))
+            if authority:
+                _out_field(&out, "X-Forwarded-Host", authority)
+        elif xff is not None:
+            _out_field(&out, "X-Forwarded-For", b", ".join(xff))
+        if forwarded:
+            node = b'"[' + ip + b']"' if b":" in ip else ip
+            element = b"for=" + node
+            if authority:
+                element += b";host=" + forwarded_value(authority)
+            element += b";proto=" + proto.encode("ascii")
+            if fwd is not None:
+                fwd.append(element)
+                _out_field(&out, "Forwarded", b", ".join(fwd))
+            else:
+                _out_field(&out, "Forwarded", element)
+        elif fwd is not None:
+            _out_field(&out, "Forwarded", b", ".join(fwd))
+        if via is not None:
+            mine = via_element(via, facts.version)
+            if via_in is not None:
+                via_in.append(mine)
+                _out_field(&out, "Via", b", ".join(via_in))
+            else:
+                _out_field(&out, "Via", mine)
+        elif via_in is not None:
+            _out_field(&out, "Via", b", ".join(via_in))
+        if facts.chunked:
+            _out_put(&out, "Transfer-Encoding: chunked\r\n", 28)
+        elif facts.content_length is not None:
+            _out_field(&out, "Content-Length", b"%d" % facts.content_length)
+        _out_put(&out, "\r\n", 2)
+        return _out_finish(&out)
+    finally:
+        if out.data != NULL:
+            free(out.data)
+
+
+cdef class ResponseRelay:
+    """How an upstream response head crosses the edge."""
+
+    cdef readonly bytes head  # the encoded head for the client, framing included
+    cdef readonly object facts  # ResponseFacts
+    cdef readonly bint chunked_out  # the body is sent chunked to the client
+    cdef readonly bint keep_alive  # the client connection stays open after this response
+
+    def __iter__(self):
+        return iter((self.head, self.facts, self.chunked_out, self.keep_alive))
+
+
+cdef object _common_response_facts(
+    const char* buf, HeaderSpan* spans, int* framing, Py_ssize_t n_framing,
+    int status, int major, int minor, bytes request_method,
+):
+    """The facts of the most common response head without the general checks: HTTP/1.1,
+    a final status with a body, one plain Content-Length and at most a plain Connection
+    (keep-alive or close). None for anything else (then ``inspect_response_head`` decides,
+    and it decides the same for these heads: tests/unit/test_http_relay.py)."""
+    cdef Py_ssize_t i, j
+    cdef HeaderSpan* span
+    cdef const char* value
+    cdef long long cl = -1
+    cdef int tokens = 0  # 1 keep-alive, 2 close
+    if major != 1 or minor != 1 or status < 200 or status >= 300 or status == 204:
+        return None
+    if request_method == b"HEAD" or n_framing < 1 or n_framing > 2:
+        return None
+    for i in range(n_framing):
+        span = &spans[framing[i]]
+        value = buf + span.value_off
+        if span.name_len == 14:  # Content-Length (the only 14-letter framing name)
+            if cl >= 0 or span.value_len == 0 or span.value_len > 18:
+                return None
+            cl = 0
+            for j in range(span.value_len):
+                if value[j] < 48 or value[j] > 57:
+                    return None
+                cl = cl * 10 + (value[j] - 48)
+        elif span.name_len == 10:  # Connection
+            if tokens:
+                return None
+            if span.value_len == 10 and (value[0] == 107 or value[0] == 75) and \
+                    memcmp(value + 1, b"eep-alive", 9) == 0:
+                tokens = 1
+            elif span.value_len == 5 and (value[0] == 99 or value[0] == 67) and \
+                    memcmp(value + 1, b"lose", 4) == 0:
+                tokens = 2
+            else:
+                return None
+        else:
+            return None
+    if cl < 0:
+        return None
+    return ResponseFacts(
+        status,
+        cl,
+        False,
+        tokens != 2,
+        False,
+        False,
+        _NO_TOKENS if tokens == 0 else (_KEEP_ALIVE_TOKENS if tokens == 1 else _CLOSE_TOKENS),
+        b"1.1",
+    )
+
+
+cdef ResponseRelay _response_head(
+    const char* buf, HeaderSpan* spans, Py_ssize_t n,
+    int status, int major, int minor, bytes request_method,
+    object via, object server, bytes client_version, bint keep_alive, bint interim,
+):
+    """Validate an upstream response head and encode it for the client (see
+    :func:`relay_response_head`). ``interim``: a 1xx head, relayed without framing or
+    inspection (its Connection options are read here)."""
+    cdef OutBuf out
+    cdef Py_ssize_t i
+    cdef HeaderSpan* span
+    cdef NameRule* found
+    cdef int rule
+    cdef const char* name
+    cdef const char* value
+    cdef int stack_rules[64]
+    cdef int stack_framing[64]
+    cdef int* rules = stack_rules
+    cdef int* framing = stack_framing
+    cdef Py_ssize_t n_framing = 0
+    cdef list via_in = None
+    cdef frozenset named
+    cdef bint chunked_out = False
+    cdef bint client_11 = client_version == b"1.1"
+    cdef ResponseRelay relay = ResponseRelay.__new__(ResponseRelay)
+    if n > 64:
+        rules = <int*>malloc(n * sizeof(int))
+        framing = <int*>malloc(n * sizeof(int))
+        if rules == NULL or framing == NULL:
+            free(rules)
+            free(framing)
+            raise MemoryError()
+    out.data = NULL
+    try:
+        for i in range(n):
+            span = &spans[i]
+            found = _find_rule(buf + span.name_off, span.name_len)
+            rule = _RULE_PASS if found == NULL else found.response_rule
+            if rule == _RULE_SERVER and server is not None:
+                rule = _RULE_DROP
+            elif rule == _RULE_SERVER:
+                rule = _RULE_PASS
+            rules[i] = rule
+            if rule == _RULE_FRAMING:
+                framing[n_framing] = i
+                n_framing += 1
+            elif rule == _RULE_VIA:
+                if via_in is None:
+                    via_in = []
+                via_in.append(_stripped(buf + span.value_off, span.value_len))
+        if interim:
+            facts = None
+            named = connection_options(_pairs(buf, spans, n))
+            version = b"1.1"
+        else:
+            facts = _common_response_facts(
+                buf, spans, framing, n_framing, status, major, minor, request_method
+            )
+            if facts is None:
+                facts = inspect_response_head(
+                    status,
+                    b"%d.%d" % (major, minor),
+                    [_pair(buf, &spans[framing[i]]) for i in range(n_framing)],
+                    request_method,
+                    values_checked=True,
+                )
+            named = facts.connection_tokens
+            version = facts.version
+        if named and named <= ALWAYS_DROPPED:
+            named = None
+        elif not named:
+            named = None
+        if named is not None and via_in is not None and b"via" in named:
+            via_in = None
+        _out_init(&out, 256 + (spans[n - 1].value_off + spans[n - 1].value_len if n else 0) + 2 * n)
+        _out_bytes(&out, status_line(status))
+        _out_put(&out, "\r\n", 2)
+        for i in range(n):
+            if rules[i] != _RULE_PASS:
+                continue
+            span = &spans[i]
+            name = buf + span.name_off
+            if named is not None and _named(name, span.name_len, named):
+                continue
+            _out_line(&out, name, span.name_len, buf + span.value_off, span.value_len)
+        if server is not None:
+            _out_field(&out, "Server", server)
+        if via is not None:
+            mine = via if b" " in via else via_element(via, version)
+            if via_in is not None:
+                via_in.append(mine)
+                _out_field(&out, "Via", b", ".join(via_in))
+            else:
+                _out_field(&out, "Via", mine)
+        elif via_in is not None:
+            _out_field(&out, "Via", b", ".join(via_in))
+        if not interim:
+            if facts.content_length is not None:
+                _out_field(&out, "Content-Length", b"%d" % facts.content_length)
+            elif facts.no_body:
+                pass
+            elif client_11:
+                chunked_out = True
+                _out_put(&out, "Transfer-Encoding: chunked\r\n", 28)
+            else:
+                keep_alive = False
+            if not keep_alive:
+                _out_put(&out, "Connection: close\r\n", 19)
+            elif not client_11:
+                _out_put(&out, "Connection: keep-alive\r\n", 24)
+        _out_put(&out, "\r\n", 2)
+        relay.head = _out_finish(&out)
+        relay.facts = facts
+        relay.chunked_out = chunked_out
+        relay.keep_alive = keep_alive
+        return relay
+    finally:
+        if out.data != NULL:
+            free(out.data)
+        if rules != stack_rules:
+            free(rules)
+            free(framing)
+
+
+cdef inline tuple _pair(const char* buf, HeaderSpan* span):
+    return (
+        PyBytes_FromStringAndSize(buf + span.name_off, span.name_len),
+        PyBytes_FromStringAndSize(buf + span.value_off, span.value_len),
+    )
+
+
+cdef list _pairs(const char* buf, HeaderSpan* spans, Py_ssize_t n):
+    return [_pair(buf, &spans[i]) for i in range(n)]
+
+
+cdef class _SpannedHead:
+    """A list of (name, value) pairs laid out as a buffer and spans (the Python face)."""
+
+    cdef bytes data
+    cdef HeaderSpan* spans
+    cdef Py_ssize_t n
+
+    def __cinit__(self, list headers):
+        cdef Py_ssize_t i, offset = 0
+        self.n = len(headers)
+        self.data = b"".join([name + value for name, value in headers])
+        self.spans = <HeaderSpan*>malloc((self.n + 1) * sizeof(HeaderSpan))
+        if self.spans == NULL:
+            raise MemoryError()
+        for i in range(self.n):
+            name, value = headers[i]
+            self.spans[i].name_off = offset
+            self.spans[i].name_len = len(name)
+            offset += len(name)
+            self.spans[i].value_off = offset
+            self.spans[i].value_len = len(value)
+            offset += len(value)
+
+    def __dealloc__(self):
+        if self.spans != NULL:
+            free(self.spans)
+
+
+def relay_request_head(
+    bytes method,
+    bytes target,
+    list headers,
+    facts,
+    *,
+    str client_ip,
+    str proto,
+    host_out,
+    request_id,
+    bint x_forwarded,
+    bint forwarded,
+    via,
+):
+    """The encoded request head for the upstream, framing included.
+
+    Drops hop-by-hop headers, those named in Connection, and Content-Length; writes one Host
+    line with ``host_out`` when given, else ``facts.authority`` (so an absolute-form target's
+    authority replaces the Host line, RFC 9112 3.2.2); keeps an incoming X-Request-Id, else
+    adds ``request_id``; when ``x_forwarded``, appends ``client_ip`` to X-Forwarded-For and
+    sets X-Forwarded-Proto/-Host; when ``forwarded``, appends an RFC 7239 element; when
+    ``via`` is given (``b"backhaul"`` or a full ``b"1.1 backhaul"``), appends it to Via;
+    then ``Transfer-Encoding: chunked`` or ``Content-Length`` from ``facts``.
+    ``headers`` must have passed :func:`~backhaul.http.head.inspect_request_head`.
+    """
+    cdef _SpannedHead head = _SpannedHead(headers)
+    return _request_head(
+        PyBytes_AS_STRING(head.data), head.spans, head.n, method, target, facts,
+        client_ip, proto, host_out, request_id, x_forwarded, forwarded, via,
+    )
+
+
+def relay_response_head(
+    int status,
+    version,
+    list headers,
+    bytes request_method,
+    *,
+    via,
+    server,
+    client_version,
+    bint keep_alive,
+):
+    """Validate an upstream response head and encode it for the client.
+
+    Drops hop-by-hop headers and those named in Connection; ``server``: None keeps the
+    upstream's Server header (Envoy's pass-through), a value replaces it; ``via`` is
+    appended to Via. Framing: the upstream's Content-Length is kept (also for HEAD and
+    304); a chunked or read-until-close body goes chunked to an HTTP/1.1 client, or
+    close-delimited to an HTTP/1.0 one. ``keep_alive`` is whether the client connection may
+    stay open (the client's wish and the edge's state); the result says whether it will.
+    Raises RemoteProtocolError (502) for framing the edge cannot relay.
+    """
+    cdef _SpannedHead head = _SpannedHead(headers)
+    if isinstance(version, str):
+        version = version.encode("ascii")
+    major, _, minor = version.partition(b".")
+    return _response_head(
+        PyBytes_AS_STRING(head.data), head.spans, head.n, status, int(major),
+        int(minor or 0), request_method, via, server, client_version, keep_alive, False,
+    )
+
+
+def relay_interim_head(int status, list headers, *, via=None):
+    """The encoded 1xx head for the client: hop-by-hop and framing dropped (Connection's
+    options are read from ``headers``, which were not inspected)."""
+    cdef _SpannedHead head = _SpannedHead(headers)
+    return _response_head(
+        PyBytes_AS_STRING(head.data), head.spans, head.n, status, 1, 1, b"GET",
+        via, None, b"1.1", True, True,
+    ).head
+
+
+# =========================================================================================
 # Flow control
 # =========================================================================================
 
@@ -694,6 +1309,8 @@ cdef class HttpConnection(Http1Peer):
         if self.request_id_in is not None:
             ex.request_id = self.request_id_in
             ex.request_id_foreign = True
+        if route is not None and route.kind == "proxy":
+            ex.prepare_upstream_head(self.hbuf, self.spans, self.n_spans)
         # Trailer fields (after a chunked body) are parsed into the spans again, counted
         # against the limits and never forwarded.
         self.n_spans = 0
@@ -976,6 +1593,7 @@ cdef class Exchange:
     cdef public Py_ssize_t chunk_overhead
     cdef public Py_ssize_t mark_body
     cdef public Py_ssize_t mark_head
+    cdef bytes up_head  # the head for the upstream, made while the request's spans were live
 
     def __init__(self, HttpConnection conn, bytes method, target, facts, list headers, route):
         self.conn = conn
@@ -1181,25 +1799,10 @@ cdef class Exchange:
         route = self.route
         worker = self.worker
         facts = self.facts
-        path = route.rewrite_path(self.target.path)
-        query = self.target.query
-        target = (path + "?" + query if query else path).encode()
-        listener = conn.listener
-        if self.request_id is None:
-            self.request_id = worker.next_request_id()
-        head = relay_request_head(
-            self.method,
-            target,
-            self.headers,
-            facts,
-            client_ip=conn.client_ip,
-            proto=listener.scheme,
-            host_out=self.upstream_host(route, upstream),
-            request_id=self.request_id if listener.request_id else None,
-            x_forwarded=listener.x_forwarded,
-            forwarded=listener.forwarded,
-            via=worker.via,
-        )
+        head = self.up_head
+        if head is None:
+            # The request named no host: its Host line is the endpoint's address.
+            head = self.upstream_head_for(upstream)
         early = self.early
         if early:
             self.early = None
@@ -1220,6 +1823,35 @@ cdef class Exchange:
         self.deadline = worker.loop.time() + route.try_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
         conn.flow.resume(PAUSE_UPSTREAM)
+
+    cdef prepare_upstream_head(self, const char* buf, HeaderSpan* spans, Py_ssize_t n):
+        """The request head for the upstream, from the head's spans (while they are live).
+        Left None when it depends on the endpoint (a request that named no host)."""
+        if self.route.host_out is None and self.target.authority is None \
+                and not self.facts.authority:
+            return
+        self.up_head = self.encode_upstream_head(buf, spans, n, None)
+
+    cdef bytes encode_upstream_head(self, const char* buf, HeaderSpan* spans, Py_ssize_t n,
+                                    UpstreamConnection upstream):
+        cdef HttpConnection conn = self.conn
+        route = self.route
+        listener = conn.listener
+        path = route.rewrite_path(self.target.path)
+        query = self.target.query
+        target = (path + "?" + query if query else path).encode()
+        if self.request_id is None:
+            self.request_id = self.worker.next_request_id()
+        return _request_head(
+            buf, spans, n, self.method, target, self.facts,
+            conn.client_ip, listener.scheme, self.upstream_host(route, upstream),
+            self.request_id if listener.request_id else None,
+            listener.x_forwarded, listener.forwarded, self.worker.via,
+        )
+
+    cdef bytes upstream_head_for(self, UpstreamConnection upstream):
+        cdef _SpannedHead head = _SpannedHead(self.headers)
+        return self.encode_upstream_head(PyBytes_AS_STRING(head.data), head.spans, head.n, upstream)
 
     cdef upstream_host(self, route, UpstreamConnection upstream):
         """The Host sent upstream: the route's rewrite, else the absolute-form authority,
@@ -1275,11 +1907,11 @@ cdef class Exchange:
             self.finish()
 
     # -- the upstream response -------------------------------------------------------------
-    cdef int upstream_head(self, UpstreamConnection upstream, int status, bytes version,
-                           list headers) except -1:
+    cdef int upstream_head(self, UpstreamConnection upstream, int status) except -1:
         """A response head arrived; returns 1 when it has no body for llhttp to read (the
         answer to HEAD), else 0."""
         cdef HttpConnection conn = self.conn
+        cdef ResponseRelay relay
         if status < 200:
             if status == 101:
                 self.upstream_failed(
@@ -1289,8 +1921,10 @@ cdef class Exchange:
             self.interim = True
             if status != 100 and self.facts.keep_alive and not self.head_sent:
                 # 1xx informational (e.g. 103 Early Hints) is passed on to HTTP/1.1 clients.
-                out = forward_response_headers(headers, None, via=None, server=None)
-                conn.write(encode_head(status_line(status), out))
+                conn.write(_response_head(
+                    upstream.hbuf, upstream.spans, upstream.n_spans, status, 1, 1, b"GET",
+                    None, None, b"1.1", True, True,
+                ).head)
             return 0
         worker = self.worker
         route = self.route
@@ -1305,15 +1939,11 @@ cdef class Exchange:
             upstream.abort()
             return 0
         try:
-            relay = relay_response_head(
-                status,
-                version,
-                headers,
-                self.method,
-                via=worker.via,
-                server=None,
-                client_version=self.facts.version,
-                keep_alive=self.keep_alive and not conn.flow.closing and not worker.draining,
+            relay = _response_head(
+                upstream.hbuf, upstream.spans, upstream.n_spans, status,
+                upstream.parser.http_major, upstream.parser.http_minor, self.method,
+                worker.via, None, self.facts.version,
+                self.keep_alive and not conn.flow.closing and not worker.draining, False,
             )
         except RemoteProtocolError as exc:
             self.upstream_failed(upstream, exc.detail, False)
@@ -1712,10 +2342,10 @@ cdef class UpstreamConnection(Http1Peer):
         self.in_head = False
         if ex is None:
             return 0
-        headers = self.header_list()
+        code = ex.upstream_head(self, self.parser.status_code)
         self.n_spans = 0
         self.hlen = 0
-        if ex.upstream_head(self, self.parser.status_code, self.version(), headers):
+        if code:
             # Already ended (and this connection possibly handed to the next exchange):
             # llhttp's message end for it is not news.
             self.ended_at_head = True
