@@ -436,3 +436,21 @@ def test_cluster_metrics_follow_the_balancer(tmp_path: Path) -> None:
             assert value(s, over, cluster="app", breaker="max_requests") == 0
             slow = {"listener": "main", "route": "slow", "cluster": "slow"}
             assert value(s, REQ, **slow, status_class="5xx") == refused
+
+
+def test_access_log_write_errors_reach_metrics(upstream: Upstream, tmp_path: Path) -> None:
+    # /dev/full takes the open but fails every write (ENOSPC): the lines are lost, and
+    # /metrics says how many.
+    admin_port = free_port()
+    config = edge_config(upstream, admin_port)
+    config["access_log"] = {"path": "/dev/full"}
+    with Edge(tmp_path, config) as edge:
+        wait_port(admin_port, timeout=2, proc=edge.proc)
+        for _ in range(5):
+            assert request(edge.port, "GET", "/hello") == 200
+        errors = "backhaul_access_log_write_errors_total"
+        s = wait_metrics(admin_port, lambda s: value(s, errors) >= 5)
+        assert value(s, errors) == 5
+        assert value(s, "backhaul_access_log_dropped_lines_total") == 0
+        assert edge.proc is not None and edge.proc.poll() is None  # still serving
+        assert request(edge.port, "GET", "/hello") == 200

@@ -216,6 +216,22 @@ class MetricsExposition:
             value = totals.panic[ci] / workers if workers else 0
             out.append(f"{name}{{{lab}}} {_num(value)}")
 
+        for key, family, text in (
+            (
+                "access_log_dropped",
+                "access_log_dropped_lines_total",
+                "Access-log lines dropped because the writer fell behind.",
+            ),
+            (
+                "access_log_write_errors",
+                "access_log_write_errors_total",
+                "Access-log lines lost to write errors (disk full, closed pipe).",
+            ),
+        ):
+            name = _P + family
+            _help(out, name, "counter", text)
+            out.append(f"{name} {ints[f[key][0]]}")
+
         name = _P + "workers"
         _help(out, name, "gauge", "Worker processes alive (flushed their counters lately).")
         out.append(f"{name} {workers}")

@@ -23,13 +23,17 @@ The header rules themselves (what is hop-by-hop, how X-Forwarded-* and Via are b
 framing is valid) are :mod:`backhaul.http`'s, compiled from the same source.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
 from backhaul.edge.llhttp cimport *
 
 import asyncio
+import time
 from time import perf_counter
 
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
@@ -1029,6 +1033,198 @@ def relay_interim_head(int status, list headers, *, via=None):
         PyBytes_AS_STRING(head.data), head.spans, head.n, status, 1, 1, b"GET",
         via, None, b"1.1", True, True,
     ).head
+
+
+# =========================================================================================
+# The access-log line (JSON), formatted in C into the log's batch
+# =========================================================================================
+
+cdef long long _stamp_second = -1
+cdef char _stamp_prefix[24]  # "YYYY-MM-DDTHH:MM:SS"
+
+
+cdef int _out_int(OutBuf* out, long long value) except -1:
+    cdef char digits[24]
+    cdef int i = 24
+    cdef bint negative = value < 0
+    if negative:
+        value = -value
+    if value == 0:
+        i -= 1
+        digits[i] = 48
+    while value > 0:
+        i -= 1
+        digits[i] = <char>(48 + value % 10)
+        value //= 10
+    if negative:
+        i -= 1
+        digits[i] = 45
+    return _out_put(out, digits + i, 24 - i)
+
+
+cdef int _out_seconds(OutBuf* out, double seconds) except -1:
+    """``seconds`` with six decimals (microseconds), as the log's durations are written."""
+    cdef long long micros = <long long>(seconds * 1e6 + 0.5)
+    cdef char frac[6]
+    cdef int i
+    if seconds < 0:
+        micros = 0
+    _out_int(out, micros // 1000000)
+    micros %= 1000000
+    for i in range(5, -1, -1):
+        frac[i] = <char>(48 + micros % 10)
+        micros //= 10
+    _out_put(out, ".", 1)
+    return _out_put(out, frac, 6)
+
+
+cdef int _out_json_text(OutBuf* out, const char* text, Py_ssize_t n) except -1:
+    """JSON string content (no quotes): quote, backslash, control and non-ASCII bytes
+    escaped (bytes as Latin-1 code points, as the log has always written them)."""
+    cdef Py_ssize_t i, start = 0
+    cdef unsigned char c
+    cdef char esc[6]
+    for i in range(n):
+        c = <unsigned char>text[i]
+        if c >= 0x20 and c < 0x7F and c != 34 and c != 92:
+            continue
+        _out_put(out, text + start, i - start)
+        start = i + 1
+        if c == 34:
+            _out_put(out, "\\\"", 2)
+        elif c == 92:
+            _out_put(out, "\\\\", 2)
+        else:
+            esc[0] = 92
+            esc[1] = 117
+            esc[2] = 48
+            esc[3] = 48
+            esc[4] = b"0123456789abcdef"[c >> 4]
+            esc[5] = b"0123456789abcdef"[c & 15]
+            _out_put(out, esc, 6)
+    return _out_put(out, text + start, n - start)
+
+
+cdef int _out_str(OutBuf* out, str text) except -1:
+    cdef Py_ssize_t n
+    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
+    return _out_put(out, data, n)
+
+
+cdef int _out_stamp(OutBuf* out) except -1:
+    """The wall-clock time as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    global _stamp_second
+    cdef timespec ts
+    cdef char milli[5]
+    cdef long ms
+    clock_gettime(CLOCK_REALTIME, &ts)
+    if ts.tv_sec != _stamp_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts.tv_sec)).encode("ascii")
+        memcpy(_stamp_prefix, <char*>prefix, 19)
+        _stamp_second = ts.tv_sec
+    _out_put(out, _stamp_prefix, 19)
+    ms = ts.tv_nsec // 1000000
+    milli[0] = 46
+    milli[1] = <char>(48 + ms // 100)
+    milli[2] = <char>(48 + (ms // 10) % 10)
+    milli[3] = <char>(48 + ms % 10)
+    milli[4] = 90
+    return _out_put(out, milli, 5)
+
+
+cdef int _log_json_line(bytearray batch, Exchange ex, double now) except -1:
+    """Append the JSON access-log line of ``ex`` to ``batch``."""
+    cdef OutBuf out
+    cdef Py_ssize_t n
+    cdef const char* data
+    cdef Py_ssize_t old
+    target = ex.target
+    _out_init(&out, 512)
+    try:
+        _out_put(&out, "{\"time\":\"", 9)
+        _out_stamp(&out)
+        _out_put(&out, "\",\"request_id\":\"", 16)
+        rid = ex.request_id
+        if rid is not None:
+            _out_json_text(&out, PyBytes_AS_STRING(rid), PyBytes_GET_SIZE(rid))
+        _out_put(&out, "\",\"client\":\"", 12)
+        _out_str(&out, ex.conn.client_ip)
+        _out_put(&out, "\",\"method\":\"", 12)
+        _out_bytes(&out, ex.method)
+        _out_put(&out, "\",\"target\":\"", 12)
+        data = PyUnicode_AsUTF8AndSize(target.path, &n)
+        _out_json_text(&out, data, n)
+        query = target.query
+        if query:
+            _out_put(&out, "?", 1)
+            data = PyUnicode_AsUTF8AndSize(query, &n)
+            _out_json_text(&out, data, n)
+        _out_put(&out, "\",\"status\":", 11)
+        _out_int(&out, ex.status)
+        _out_put(&out, ",\"bytes_in\":", 12)
+        _out_int(&out, ex.bytes_in)
+        _out_put(&out, ",\"bytes_out\":", 13)
+        _out_int(&out, ex.bytes_out)
+        _out_put(&out, ",\"route\":", 9)
+        route = ex.route
+        if route is None:
+            _out_put(&out, "null", 4)
+        else:
+            _out_str(&out, route.log_name)
+        _out_put(&out, ",\"upstream\":", 12)
+        endpoint = ex.endpoint
+        if endpoint is None:
+            _out_put(&out, "null", 4)
+        else:
+            _out_str(&out, endpoint.log_name)
+        _out_put(&out, ",\"upstream_time\":", 17)
+        ut = ex.upstream_time
+        if ut is None:
+            _out_put(&out, "null", 4)
+        else:
+            _out_seconds(&out, ut)
+        _out_put(&out, ",\"duration\":", 12)
+        _out_seconds(&out, now - ex.start_time)
+        _out_put(&out, "}\n", 2)
+        old = PyByteArray_GET_SIZE(batch)
+        PyByteArray_Resize(batch, old + out.length)
+        memcpy(PyByteArray_AS_STRING(batch) + old, out.data, out.length)
+    finally:
+        free(out.data)
+    return 0
+
+
+def format_json_line(Exchange ex, double now):
+    """The JSON access-log line of ``ex`` (the Python face of the data plane's formatter)."""
+    batch = bytearray()
+    _log_json_line(batch, ex, now)
+    return bytes(batch)
+
+
+cdef int _log_exchange(Exchange ex) except -1:
+    """Count the exchange in the metrics and write its access-log line."""
+    cdef double now = perf_counter()
+    worker = ex.worker
+    worker.stats.exchanges += 1
+    route = ex.route
+    worker.record_metrics(
+        route.metrics_key if route is not None else ex.conn.listener.metrics_none,
+        ex.status,
+        now - ex.start_time,
+        ex.upstream_time,
+        ex.bytes_in,
+        ex.bytes_out,
+    )
+    log = worker.access_log
+    if log is not None:
+        if log.json:
+            _log_json_line(log.batch, ex, now)
+            log.lines += 1
+            if PyByteArray_GET_SIZE(log.batch) > log.max_batch_bytes:
+                log.flush()
+        else:
+            log.exchange(ex, now)
+    return 0
 
 
 # =========================================================================================
@@ -2145,7 +2341,7 @@ cdef class Exchange:
             return
         self.finished = True
         self.deadline_kind = EX_NONE
-        self.worker.log_exchange(self)
+        _log_exchange(self)
         if self.upstream is not None:
             self.release_upstream(self.upstream, False)
         self.end_try(self.status)
@@ -2158,7 +2354,7 @@ cdef class Exchange:
         if not self.finished:
             self.finished = True
             self.worker.stats.errors += 1
-            self.worker.log_exchange(self)
+            _log_exchange(self)
         self.end_try(RESET)
         self.release_slots()
         self.conn.abort()
@@ -2176,7 +2372,7 @@ cdef class Exchange:
             self.finished = True
             if not self.response_done:
                 self.status = self.status or 499
-            self.worker.log_exchange(self)
+            _log_exchange(self)
         self.end_try(499)
         self.release_slots()
 

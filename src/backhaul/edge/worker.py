@@ -16,8 +16,7 @@ import os
 import socket
 import sys
 import traceback
-from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backhaul.edge.accesslog import AccessLog
 from backhaul.edge.cluster import Cluster
@@ -33,9 +32,6 @@ from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.settings import unpickle
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
-
-if TYPE_CHECKING:
-    from backhaul.edge.datapath import Exchange
 
 __all__ = ["ListenerRuntime", "Worker", "bind_listener_socket"]
 
@@ -245,9 +241,11 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
             cluster.tick(now)
-        if self.access_log is not None:
-            self.access_log.flush()
         metrics = self.metrics
+        log = self.access_log
+        if log is not None:
+            log.flush()
+            metrics.sync_access_log(dropped=log.dropped, write_errors=log.write_errors)
         for i, n in enumerate(per_listener):
             metrics.set_active_connections(i, n)
         for ci, cluster in enumerate(self.clusters.values()):
@@ -325,22 +323,6 @@ class Worker:
     # -- used by connections -------------------------------------------------------------
     def next_request_id(self) -> bytes:
         return f"{self._id_prefix}{next(self._ids):010x}".encode()
-
-    def log_exchange(self, ex: Exchange) -> None:
-        self.stats.exchanges += 1
-        now = perf_counter()
-        route = ex.route
-        self.record_metrics(
-            route.metrics_key if route is not None else ex.conn.listener.metrics_none,
-            ex.status,
-            now - ex.start_time,
-            ex.upstream_time,
-            ex.bytes_in,
-            ex.bytes_out,
-        )
-        log = self.access_log
-        if log is not None:
-            log.exchange(ex, now)
 
     def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int, url: bytes) -> None:
         self.stats.exchanges += 1

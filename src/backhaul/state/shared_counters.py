@@ -199,6 +199,8 @@ class Layout:
             ("retries", nc),
             ("budget_exhausted", nc),
             ("overflows", nc * len(BREAKERS)),
+            ("access_log_dropped", 1),
+            ("access_log_write_errors", 1),
         ]
         gauges = [("connections", len(self.listeners)), ("health", ne), ("panic", nc)]
         floats = [("duration_sum", keys), ("upstream_sum", nc + 1)]
@@ -541,7 +543,14 @@ class WorkerMetrics:
         # What previous owners counted, for the totals that sync_cluster sets.
         self._base = {
             name: list(self._lists[name])
-            for name in ("retries", "budget_exhausted", "overflows", "ejections")
+            for name in (
+                "retries",
+                "budget_exhausted",
+                "overflows",
+                "ejections",
+                "access_log_dropped",
+                "access_log_write_errors",
+            )
         }
         self._duration_buckets = self._lists["duration_buckets"]
         self._duration_sum = self._lists["duration_sum"]
@@ -669,6 +678,14 @@ class WorkerMetrics:
         for e, state in enumerate(health):
             self.set_endpoint_health(cluster_i, e, state)
         self.set_panic(cluster_i, panic)
+
+    def sync_access_log(self, *, dropped: int, write_errors: int) -> None:
+        """This worker's access-log losses since it started (from the tick): lines dropped
+        because the writer fell behind, lines lost to write errors."""
+        base = self._base
+        lists = self._lists
+        lists["access_log_dropped"][0] = base["access_log_dropped"][0] + dropped
+        lists["access_log_write_errors"][0] = base["access_log_write_errors"][0] + write_errors
 
     # -- the slot ------------------------------------------------------------------------
     def flush(self) -> None:
