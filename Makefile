@@ -11,7 +11,9 @@ $(BIN)/activate:
 	$(BIN)/pip install -q --upgrade pip
 
 # The edge's data plane is compiled (Cython + llhttp): a change to its sources rebuilds it.
-DATAPLANE := setup.py $(wildcard src/backhaul/edge/*.pyx src/backhaul/edge/*.pxd)
+# (and the modules compiled from their .py sources, listed in setup.py's COMPILED_PYTHON)
+DATAPLANE := setup.py $(wildcard src/backhaul/*/*.pyx src/backhaul/*/*.pxd) \
+	$(addprefix src/,$(addsuffix .py,$(shell sed -n 's/^    "\(backhaul\..*\)",$$/\1/p' setup.py | tr . /)))
 
 $(VENV)/.installed: pyproject.toml $(DATAPLANE) | $(BIN)/activate
 	bash scripts/sysdeps.sh build

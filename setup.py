@@ -89,6 +89,11 @@ def extensions() -> list[Extension]:
         include_dirs=[str(llhttp / "include")],
         extra_compile_args=["-O2"],
     )
+    recorder = Extension(
+        "backhaul.state.recorder",
+        sources=["src/backhaul/state/recorder.pyx"],
+        extra_compile_args=["-O2"],
+    )
     # Modules of plain typed Python that the request path calls, compiled from the same
     # source (the .py stays the one implementation; the compiled module is preferred on import).
     compiled_python = [
@@ -96,7 +101,7 @@ def extensions() -> list[Extension]:
         for name in COMPILED_PYTHON
     ]
     return cythonize(
-        [datapath, *compiled_python],
+        [datapath, recorder, *compiled_python],
         compiler_directives={"language_level": "3"},
         quiet=True,
     )

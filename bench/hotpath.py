@@ -110,7 +110,7 @@ def main() -> None:
     up_transport = MemoryTransport(("127.0.0.1", 9))
     upstream.connection_made(up_transport)
     endpoint.idle.append(upstream)
-    down = HttpConnection(worker, listener)
+    down = HttpConnection(worker.context, listener)
     down_transport = MemoryTransport(("127.0.0.1", 40000))
     down.connection_made(down_transport)
 

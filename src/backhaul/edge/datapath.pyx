@@ -31,6 +31,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
 from backhaul.edge.llhttp cimport *
+from backhaul.state.recorder cimport Recorder
 
 import asyncio
 import time
@@ -63,6 +64,7 @@ from backhaul.http.target import parse_target
 
 __all__ = [
     "DATA_PLANE",
+    "WorkerContext",
     "ResponseRelay",
     "relay_interim_head",
     "relay_request_head",
@@ -1204,14 +1206,16 @@ def format_json_line(Exchange ex, double now):
 cdef int _log_exchange(Exchange ex) except -1:
     """Count the exchange in the metrics and write its access-log line."""
     cdef double now = perf_counter()
-    worker = ex.worker
+    cdef WorkerContext worker = ex.worker
     worker.stats.exchanges += 1
     route = ex.route
-    worker.record_metrics(
+    ut = ex.upstream_time
+    worker.recorder.record_c(
         route.metrics_key if route is not None else ex.conn.listener.metrics_none,
         ex.status,
         now - ex.start_time,
-        ex.upstream_time,
+        0.0 if ut is None else <double>ut,
+        ut is not None,
         ex.bytes_in,
         ex.bytes_out,
     )
@@ -1225,6 +1229,67 @@ cdef int _log_exchange(Exchange ex) except -1:
         else:
             log.exchange(ex, now)
     return 0
+
+
+# =========================================================================================
+# The worker, as the data plane sees it
+# =========================================================================================
+
+cdef class WorkerContext:
+    """What the data plane reads from its worker on every request, typed: the loop's clock,
+    draining, the edge's own headers, the access log, the metrics recorder, request ids and
+    counters. The rare paths (internal errors, refusal log lines) go to ``owner``, the
+    worker itself."""
+
+    cdef public object owner
+    cdef public object loop
+    cdef object loop_time
+    cdef public bint draining
+    cdef public object via  # bytes or None
+    cdef public object server_header  # bytes or None
+    cdef public object access_log
+    cdef public object stats
+    cdef public set connections
+    cdef Recorder recorder
+    cdef bytes id_prefix
+    cdef unsigned long long id_counter
+
+    def __init__(self, owner, loop, via, server_header, access_log, stats, recorder, bytes id_prefix):
+        self.owner = owner
+        self.loop = loop
+        self.loop_time = loop.time
+        self.draining = False
+        self.via = via
+        self.server_header = server_header
+        self.access_log = access_log
+        self.stats = stats
+        self.connections = set()
+        self.recorder = recorder
+        self.id_prefix = id_prefix
+        self.id_counter = 0
+
+    cdef inline double now(self) except? -1.0:
+        return self.loop_time()
+
+    cpdef bytes next_request_id(self):
+        """A request id unique to this worker: its random prefix and a counter, in hex."""
+        cdef char buf[64]
+        cdef Py_ssize_t n = len(self.id_prefix)
+        cdef unsigned long long value
+        cdef int i
+        self.id_counter += 1
+        value = self.id_counter
+        memcpy(buf, PyBytes_AS_STRING(self.id_prefix), n)
+        for i in range(9, -1, -1):
+            buf[n + i] = b"0123456789abcdef"[value & 15]
+            value >>= 4
+        return PyBytes_FromStringAndSize(buf, n + 10)
+
+    def report_bug(self, exc):
+        self.owner.report_bug(exc)
+
+    def access_log_reject(self, conn, status, nbytes, url):
+        self.owner.access_log_reject(conn, status, nbytes, url)
 
 
 # =========================================================================================
@@ -1286,7 +1351,7 @@ def _parse_failure(exc, bytes data):
 cdef class HttpConnection(Http1Peer):
     """One downstream (client) connection speaking HTTP/1.1."""
 
-    cdef public object worker
+    cdef public WorkerContext worker
     cdef public object listener
     cdef public object transport
     cdef public FlowControl flow
@@ -1338,7 +1403,7 @@ cdef class HttpConnection(Http1Peer):
         self.client_ip = peer[0] if peer else ""
         worker = self.worker
         worker.connections.add(self)
-        self.deadline = worker.loop.time() + self.listener.headers_timeout
+        self.deadline = worker.now() + self.listener.headers_timeout
         self.deadline_kind = DL_HEADERS
         if worker.draining:
             self.flow.closing = True
@@ -1362,7 +1427,7 @@ cdef class HttpConnection(Http1Peer):
         if self.refusal is not None:
             return  # a bad request was read: nothing after it is
         if self.deadline_kind == DL_IDLE:
-            self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+            self.deadline = self.worker.now() + self.listener.headers_timeout
             self.deadline_kind = DL_HEADERS
         self.ensure_buffers()
         self.hibernating = False
@@ -1465,7 +1530,7 @@ cdef class HttpConnection(Http1Peer):
         self.url = b""
         self.request_id_in = None
         if self.deadline_kind != DL_HEADERS:
-            self.deadline = self.worker.loop.time() + self.listener.headers_timeout
+            self.deadline = self.worker.now() + self.listener.headers_timeout
             self.deadline_kind = DL_HEADERS
         return 0
 
@@ -1513,7 +1578,7 @@ cdef class HttpConnection(Http1Peer):
         self.hlen = 0
         self.rx = ex
         if facts.content_length or facts.chunked:
-            self.deadline = self.worker.loop.time() + listener.body_idle_timeout
+            self.deadline = self.worker.now() + listener.body_idle_timeout
             self.deadline_kind = DL_BODY
         else:
             self.deadline_kind = DL_NONE
@@ -1530,7 +1595,7 @@ cdef class HttpConnection(Http1Peer):
         self.feed_explained += <Py_ssize_t>n
         if ex is not None:
             if self.deadline_kind == DL_BODY:
-                self.deadline = self.worker.loop.time() + self.listener.body_idle_timeout
+                self.deadline = self.worker.now() + self.listener.body_idle_timeout
             ex.request_body(PyBytes_FromStringAndSize(at, <Py_ssize_t>n))
         return 0
 
@@ -1642,7 +1707,7 @@ cdef class HttpConnection(Http1Peer):
             status, detail, url = self.refusal
             self.send_refusal(status, detail, url)
         elif self.rx is None:
-            self.deadline = self.worker.loop.time() + self.listener.keepalive_timeout
+            self.deadline = self.worker.now() + self.listener.keepalive_timeout
             self.deadline_kind = DL_IDLE
 
     cpdef reject(self, int status, str detail, bint after_answers=False):
@@ -1745,7 +1810,7 @@ cdef class Exchange:
     """A request/response pair on one downstream connection."""
 
     cdef public HttpConnection conn
-    cdef public object worker
+    cdef public WorkerContext worker
     cdef public bytes method
     cdef public object target
     cdef public object facts
@@ -1889,7 +1954,7 @@ cdef class Exchange:
             endpoint = self.endpoint
             cluster = endpoint.cluster
             events = cluster.balancer.finished(
-                endpoint, self.worker.loop.time(), outcome, perf_counter() - self.try_start
+                endpoint, self.worker.now(), outcome, perf_counter() - self.try_start
             )
             if events:
                 cluster.log_events(events)
@@ -2016,7 +2081,7 @@ cdef class Exchange:
         else:
             conn.send_upstream(upstream, (head,))
         self.upstream_start = perf_counter()
-        self.deadline = worker.loop.time() + route.try_timeout
+        self.deadline = worker.now() + route.try_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
         conn.flow.resume(PAUSE_UPSTREAM)
 
@@ -2082,7 +2147,7 @@ cdef class Exchange:
             else:
                 self.conn.send_upstream(upstream, (chunk,))
             if self.deadline_kind == EX_RESPONSE_HEADERS:
-                self.deadline = self.worker.loop.time() + route.try_timeout
+                self.deadline = self.worker.now() + route.try_timeout
         elif not self.response_done and (
             not self.started or (route is not None and route.kind == "proxy")
         ):
@@ -2154,7 +2219,7 @@ cdef class Exchange:
             conn.write(relay.head)
         else:
             conn.write(relay.head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
-        self.deadline = worker.loop.time() + upstream.endpoint.cluster.body_idle
+        self.deadline = worker.now() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
         if rf.no_body and status != 204 and status != 304:
             # A response to HEAD: llhttp cannot know it has no body; say so, and end here.
@@ -2171,7 +2236,7 @@ cdef class Exchange:
             conn.write_many((b"%x\r\n" % len(chunk), chunk, _CRLF))
         else:
             conn.write(chunk)
-        self.deadline = self.worker.loop.time() + self.route.cluster.body_idle
+        self.deadline = self.worker.now() + self.route.cluster.body_idle
 
     cdef upstream_end(self, UpstreamConnection upstream, bint keep_alive):
         if self.interim:
@@ -2192,7 +2257,7 @@ cdef class Exchange:
         self.upstream = None
         self.upstream_time = perf_counter() - self.upstream_start
         if reusable and not upstream.closed:
-            upstream.endpoint.release(upstream, self.worker.loop.time())
+            upstream.endpoint.release(upstream, self.worker.now())
         else:
             upstream.close()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import socket
 import sys
@@ -25,6 +24,7 @@ from backhaul.edge.datapath import (
     DEADLINE_NONE,
     EXCHANGE_DEADLINE_NONE,
     HttpConnection,
+    WorkerContext,
 )
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
@@ -134,12 +134,9 @@ class Worker:
         else:
             store, slot = metrics
             self.metrics = WorkerMetrics(store.layout, store, slot)
-        self.record_metrics = self.metrics.record
         self.admin: Any = None
         self.loop = loop or asyncio.get_event_loop()
-        self.connections: set[HttpConnection] = set()
         self.stats = Stats()
-        self.draining = False
         self.server_header: bytes | None = (
             config.server_header.encode() if config.server_header else None
         )
@@ -148,12 +145,31 @@ class Worker:
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._id_prefix = os.urandom(6).hex()
         log_cfg = config.access_log
         self.access_log: AccessLog | None = (
             AccessLog(log_cfg.path, log_cfg.format) if log_cfg.enabled else None
         )
+        # What the data plane reads on every request, typed (see datapath.WorkerContext).
+        self.context = WorkerContext(
+            self,
+            self.loop,
+            self.via,
+            self.server_header,
+            self.access_log,
+            self.stats,
+            self.metrics.recorder,
+            os.urandom(6).hex().encode(),
+        )
+        self.connections: set[HttpConnection] = self.context.connections
+
+    @property
+    def draining(self) -> bool:
+        """Whether the worker stops taking new requests (connections close when idle)."""
+        return bool(self.context.draining)
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.context.draining = value
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -192,7 +208,7 @@ class Worker:
         for runtime in self.listeners:
             sock = bind_listener_socket(runtime.address.host, runtime.address.port)
             runtime.server = await self.loop.create_server(
-                lambda r=runtime: HttpConnection(self, r),  # type: ignore[misc]
+                lambda r=runtime: HttpConnection(self.context, r),  # type: ignore[misc]
                 sock=sock,
                 backlog=4096,
             )
@@ -322,7 +338,7 @@ class Worker:
 
     # -- used by connections -------------------------------------------------------------
     def next_request_id(self) -> bytes:
-        return f"{self._id_prefix}{next(self._ids):010x}".encode()
+        return bytes(self.context.next_request_id())
 
     def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int, url: bytes) -> None:
         self.stats.exchanges += 1

@@ -37,12 +37,12 @@ import os
 import time
 import zlib
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from backhaul.errors import BackhaulError
+from backhaul.state.recorder import Recorder
 
 __all__ = [
     "BREAKERS",
@@ -510,11 +510,13 @@ class WorkerMetrics:
         "_upstream_sum",
         "layout",
         "record",
+        "recorder",
         "slot",
         "store",
     )
 
     record: Callable[[int, int, float, float | None, int, int], None]
+    recorder: Recorder
 
     def __init__(self, layout: Layout, store: SharedCounters, slot: int) -> None:
         store.check(layout)
@@ -527,14 +529,15 @@ class WorkerMetrics:
         self._floats = floats
         # Take over the slot: counters continue from what a previous owner left.
         a, b = store.snapshot(slot)
-        self._lists: dict[str, list[Any]] = {}
+        # Arrays (not lists): the compiled recorder increments them in C.
+        self._lists: dict[str, array[Any]] = {}
         for name, (lo, hi) in layout.int_fields.items():
             if lo < layout.counters_end:
-                self._lists[name] = a[lo:hi]
+                self._lists[name] = array("q", a[lo:hi])
             else:
-                self._lists[name] = [0] * (hi - lo)
+                self._lists[name] = array("q", bytes(8 * (hi - lo)))
         for name, (lo, hi) in layout.float_fields.items():
-            self._lists[name] = b[lo:hi]
+            self._lists[name] = array("d", b[lo:hi])
         self._seq = a[_SEQ] + (a[_SEQ] & 1)  # even, past a copy a killed owner left half-done
         ints[_SEQ] = self._seq
         ints[_PID] = os.getpid()
@@ -558,7 +561,8 @@ class WorkerMetrics:
         self._upstream_sum = self._lists["upstream_sum"]
         self._bytes_in = self._lists["bytes_in"]
         self._bytes_out = self._lists["bytes_out"]
-        self.record = self._recorder()
+        self.recorder = self._recorder()
+        self.record = self.recorder.record
         self.flush()
 
     @classmethod
@@ -566,40 +570,19 @@ class WorkerMetrics:
         """Metrics with a private one-slot store (a worker run without a supervisor)."""
         return cls(layout, SharedCounters(layout, 1), 0)
 
-    def _recorder(self) -> Callable[[int, int, float, float | None, int, int], None]:
-        # A closure: its state is in cells (LOAD_DEREF), cheaper than attribute lookups.
-        requests = self._lists["requests"]
-        dbuckets = self._duration_buckets
-        dsum = self._duration_sum
-        ubuckets = self._upstream_buckets
-        usum = self._upstream_sum
-        bin_ = self._bytes_in
-        bout = self._bytes_out
-        bounds = self.layout.buckets
-        nb = len(bounds) + 1
-        key_cluster = self.layout.key_cluster
-        status_class = _STATUS_CLASS
-        bisect = bisect_left
-
-        def record(
-            key: int,
-            status: int,
-            duration: float,
-            upstream_time: float | None,
-            bytes_in: int,
-            bytes_out: int,
-        ) -> None:
-            requests[key * 5 + status_class[status]] += 1
-            dbuckets[key * nb + bisect(bounds, duration)] += 1
-            dsum[key] += duration
-            bin_[key] += bytes_in
-            bout[key] += bytes_out
-            if upstream_time is not None:
-                ci = key_cluster[key]
-                ubuckets[ci * nb + bisect(bounds, upstream_time)] += 1
-                usum[ci] += upstream_time
-
-        return record
+    def _recorder(self) -> Recorder:
+        lists = self._lists
+        return Recorder(
+            lists["requests"],
+            self._duration_buckets,
+            self._upstream_buckets,
+            self._bytes_in,
+            self._bytes_out,
+            self._duration_sum,
+            self._upstream_sum,
+            array("d", self.layout.buckets),
+            array("q", self.layout.key_cluster),
+        )
 
     # -- rare events ---------------------------------------------------------------------
     def record_reject(self, key: int, status: int, bytes_in: int, bytes_out: int) -> None:
@@ -698,10 +681,10 @@ class WorkerMetrics:
         ints[_SEQ] = seq  # odd: copying
         lists = self._lists
         for name, (lo, hi) in self.layout.int_fields.items():
-            ints[lo:hi] = array("q", lists[name])
+            ints[lo:hi] = lists[name]
         floats = self._floats
         for name, (lo, hi) in self.layout.float_fields.items():
-            floats[lo:hi] = array("d", lists[name])
+            floats[lo:hi] = lists[name]
         floats[0] = time.monotonic()
         self._seq = seq + 1
         ints[_SEQ] = seq + 1  # even: consistent
@@ -713,7 +696,7 @@ class WorkerMetrics:
             return
         for name in ("connections", "panic"):
             lst = self._lists[name]
-            lst[:] = [0] * len(lst)
+            lst[:] = array("q", bytes(8 * len(lst)))
         self.flush()
         self._ints[_CLOSED] = 1
         self._closed = True
