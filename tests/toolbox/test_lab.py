@@ -94,6 +94,6 @@ def test_lab_command_up_status_down(run_cli):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privilege needs root to start from")
 def test_without_root_lab_up_says_why(run_cli):
-    done = run_cli(["lab", "up", "--name", f"bhn{os.getpid()}"], user=65534)
+    done = run_cli(["lab", "up", "--name", f"bhn{os.getpid()}"], unprivileged=True)
     line = assert_one_line_error(done, 2)
     assert "need root" in line

@@ -126,9 +126,31 @@ class LabUnavailable(LabError):
     exit_code = 2
 
 
+#: capability numbers (linux/capability.h)
+_CAP_NET_ADMIN = 12
+_CAP_SYS_ADMIN = 21
+
+
+def _has_capabilities(*caps: int) -> bool:
+    """Whether this process holds every one of ``caps`` in its effective set.
+
+    Being uid 0 is not enough (a container or ``setpriv`` may have dropped them), and a
+    non-root process may hold them (file capabilities, ambient capabilities).
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return os.geteuid() == 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return all(effective >> cap & 1 for cap in caps)
+    return os.geteuid() == 0
+
+
 def lab_unavailable_reason() -> str | None:
     """Why a lab cannot be built on this machine, or ``None`` if it looks possible."""
-    if os.geteuid() != 0:
+    if not _has_capabilities(_CAP_NET_ADMIN, _CAP_SYS_ADMIN):
         return (
             "network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN): "
             "run as root, e.g. `sudo backhaul lab up`"
