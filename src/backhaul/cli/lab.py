@@ -33,7 +33,12 @@ lab_app = typer.Typer(
 )
 
 NAME_OPTION = typer.Option("bhlab", "--name", help="Lab name; namespaces are NAME-client etc.")
-JSON_OPTION = typer.Option(False, "--json", help="Print JSON (shape: see module docs).")
+JSON_OPTION = typer.Option(
+    False,
+    "--json",
+    help='Print JSON: {"name", "up", "hosts": [{"role", "namespace", "up", "interfaces":'
+    ' [{"name", "link", "ipv4", "ipv6"}]}], "links": [{"link", "loss_percent", "rate", "mtu"}]}.',
+)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
