@@ -37,9 +37,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,11 +52,13 @@ from typing import Any
 from backhaul.errors import BackhaulError, UsageError
 
 __all__ = [
+    "IPV6_MIN_MTU",
     "LINKS",
     "ROLES",
     "Lab",
     "LabError",
     "LabUnavailable",
+    "backhaul_command",
     "lab_unavailable_reason",
 ]
 
@@ -148,12 +152,28 @@ def _has_capabilities(*caps: int) -> bool:
     return os.geteuid() == 0
 
 
+#: The least MTU an IPv6 link may have (RFC 8200, section 5); every lab link carries IPv6.
+IPV6_MIN_MTU = 1280
+
+
+def backhaul_command() -> str:
+    """This program as a command that works where the venv is not on PATH (under ``sudo``,
+    in ``ip netns exec``): its full path, shell-quoted."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "backhaul" and script.is_file():
+        return shlex.quote(str(script.resolve()))
+    installed = Path(sys.executable).with_name("backhaul")
+    if installed.is_file():
+        return shlex.quote(str(installed))
+    return f"{shlex.quote(sys.executable)} -m backhaul"
+
+
 def lab_unavailable_reason() -> str | None:
     """Why a lab cannot be built on this machine, or ``None`` if it looks possible."""
     if not _has_capabilities(_CAP_NET_ADMIN, _CAP_SYS_ADMIN):
         return (
             "network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN): "
-            "run as root, e.g. `sudo backhaul lab up`"
+            f"run as root, e.g. `sudo {backhaul_command()} lab up`"
         )
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed: apt-get install iproute2"
@@ -220,6 +240,16 @@ def _check_link(link: str) -> _LinkPlan:
     return plan
 
 
+def _check_mtu(link: str, mtu: int) -> _LinkPlan:
+    plan = _check_link(link)
+    if not IPV6_MIN_MTU <= mtu <= 65535:
+        raise UsageError(
+            f"mtu {mtu} on {link} is not within {IPV6_MIN_MTU}-65535: every lab link carries"
+            f" IPv6, whose links need an MTU of at least {IPV6_MIN_MTU} (RFC 8200)"
+        )
+    return plan
+
+
 @dataclass
 class Lab:
     """The four-namespace lab. Use as a context manager: it is always torn down on exit.
@@ -251,9 +281,7 @@ class Lab:
             _check_link(link)
             _parse_rate(rate)
         for link, mtu in self.mtu.items():
-            _check_link(link)
-            if not 68 <= mtu <= 65535:
-                raise UsageError(f"mtu {mtu} on {link} is not within 68-65535")
+            _check_mtu(link, mtu)
         self.hosts = _plan_hosts(self.name)
 
     # ------------------------------------------------------------------ addresses
@@ -320,7 +348,7 @@ class Lab:
         if any(self.exists().values()):
             raise LabError(
                 f"lab {self.name!r} is already (partly) up; "
-                f"run `backhaul lab down --name {self.name}` first"
+                f"run `{backhaul_command()} lab down --name {self.name}` first"
             )
         try:
             self._build()
@@ -523,9 +551,7 @@ class Lab:
         self.rate[link] = rate
 
     def set_mtu(self, link: str, mtu: int) -> None:
-        plan = _check_link(link)
-        if not 68 <= mtu <= 65535:
-            raise UsageError(f"mtu {mtu} on {link} is not within 68-65535")
+        plan = _check_mtu(link, mtu)
         for role, dev in ((plan.a, plan.a_dev), (plan.b, plan.b_dev)):
             _ip(["-n", self.hosts[role].namespace, "link", "set", dev, "mtu", str(mtu)])
         self.mtu[link] = mtu
