@@ -545,3 +545,52 @@ def test_libyaml_deep_nesting_is_a_config_error() -> None:
     path, message = one_problem("a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert path == ""
     assert "nested too deeply" in message or "nesting depth" in message
+
+
+def test_a_bad_part_hides_no_problem_between_the_others() -> None:
+    """A duplicate endpoint (a cluster's own check) once hid every cross-check: all of them
+    are reported at once, each at its path and line."""
+    text = """\
+listeners:
+  - {name: a, address: "127.0.0.1:8080"}
+  - {name: a, address: "127.0.0.1:8081"}
+  - {name: bad, address: "127.0.0.1:99999"}
+admin: {address: "127.0.0.1:8080"}
+routes:
+  - {name: r, proxy: {cluster: nope}}
+  - {name: r, listeners: [a, bad, zz], proxy: {cluster: api, retries: {backoff: {base: 2s}}}}
+clusters:
+  api:
+    endpoints: ["127.0.0.1:1", "127.0.0.1:1"]
+    retries: {backoff: {max: 1s}}
+  ok:
+    endpoints: ["127.0.0.1:2"]
+"""
+    found = problems(text)
+    assert set(found) == {
+        "listeners[1].name",  # duplicate name
+        "listeners[2].address",  # port out of range
+        "admin.address",  # overlaps listeners[0]
+        "routes[0].proxy.cluster",  # unknown cluster
+        "routes[1].name",  # duplicate name
+        "routes[1].listeners[2]",  # unknown listener ('bad' is known, though invalid)
+        "clusters.api.endpoints[1].address",  # duplicate endpoint
+    }
+    assert "unique listener name" in found["listeners[1].name"]
+    assert "(line 8)" in found["routes[1].listeners[2]"]
+    assert "found '127.0.0.1:1' again" in found["clusters.api.endpoints[1].address"]
+
+
+def test_merged_retries_are_checked_when_another_part_is_bad() -> None:
+    text = """\
+listeners: [{address: "127.0.0.1:99999"}]
+routes:
+  - {proxy: {cluster: api, retries: {backoff: {base: 2s}}}}
+clusters:
+  api:
+    endpoints: ["127.0.0.1:1"]
+    retries: {backoff: {max: 1s}}
+"""
+    found = problems(text)
+    assert set(found) == {"listeners[0].address", "routes[0].proxy.retries.backoff.base"}
+    assert "with the cluster's retries" in found["routes[0].proxy.retries.backoff.base"]
