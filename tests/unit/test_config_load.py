@@ -225,6 +225,12 @@ def test_endpoint_port_zero_is_refused() -> None:
          "found proxy and respond"),
         ("proxy: {cluster: api}", "redirect: {to: x}", "routes[0].redirect.to",
          "absolute URL"),
+        ("proxy: {cluster: api}", "redirect: {to: 'https://new.test{pth}?{query}'}",
+         "routes[0].redirect.to", "found the placeholder {pth} in 'https://new.test{pth}?"
+         "{query}': expected only {path} and {query} (write {{ or }} for a literal brace);"
+         " did you mean {path}? (line"),
+        ("proxy: {cluster: api}", "redirect: {to: '/a/{path'}", "routes[0].redirect.to",
+         "a brace that opens or closes nothing"),
         ("proxy: {cluster: api}", "redirect: {to: /x, status: 304}",
          "routes[0].redirect.status", "found 304: expected 301, 302, 303, 307 or 308"),
         ("proxy: {cluster: api}", "respond: {status: 99}", "routes[0].respond.status",

@@ -75,6 +75,7 @@ from backhaul.config.fields import (
     header_value,
     one_of,
 )
+from backhaul.config.redirect import RedirectTemplate, parse_redirect
 from backhaul.config.units import Address, describe, format_duration
 
 __all__ = [
@@ -321,7 +322,8 @@ class ProxyAction(ConfigModel):
 
 
 class RedirectAction(ConfigModel):
-    """Answer with a redirect; ``{path}`` and ``{query}`` in ``to`` expand."""
+    """Answer with a redirect; ``{path}`` and ``{query}`` in ``to`` expand (see
+    :mod:`backhaul.config.redirect`; an empty query leaves no bare ``?``)."""
 
     to: str = Field(min_length=1, description="absolute URL or path")
     status: Literal[301, 302, 303, 307, 308] = 302
@@ -338,7 +340,13 @@ class RedirectAction(ConfigModel):
                 f"found {describe(value)}: expected an absolute URL ('https://...') or a path"
                 " starting with '/'"
             )
+        parse_redirect(value)  # unknown placeholders ({pth}) and stray braces
         return value
+
+    @property
+    def template(self) -> RedirectTemplate:
+        """``to``, parsed: ``template.location(path, query)`` is the ``Location``."""
+        return parse_redirect(self.to)
 
 
 class RespondAction(ConfigModel):
