@@ -169,3 +169,14 @@ def test_config_without_subcommand_shows_help() -> None:
     result = backhaul("config")
     assert "schema" in result.stdout + result.stderr
     assert "default" in result.stdout + result.stderr
+
+
+def test_check_shows_the_access_log_beside_the_config(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "edge.yaml").write_text(
+        "listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: access.log}\n"
+    )
+    result = backhaul("check", "--json", "conf/edge.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["config"]["access_log"]["path"] == str(conf / "access.log")

@@ -600,3 +600,26 @@ clusters:
     found = problems(text)
     assert set(found) == {"listeners[0].address", "routes[0].proxy.retries.backoff.base"}
     assert "with the cluster's retries" in found["routes[0].proxy.retries.backoff.base"]
+
+
+def test_a_relative_access_log_path_is_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    config = folder / "edge.yaml"
+    config.write_text(
+        "listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: logs/access.log}\n"
+    )
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_file(config).access_log.path == str(folder / "logs" / "access.log")
+    monkeypatch.chdir(tmp_path)
+    assert load_file("conf/edge.yaml").access_log.path == str(folder / "logs" / "access.log")
+    # absolute paths and stdout stay as written; text without a file has no folder
+    config.write_text("listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: /x/a.log}\n")
+    assert load_file(config).access_log.path == "/x/a.log"
+    config.write_text("listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: '-'}\n")
+    assert load_file(config).access_log.path == "-"
+    text = "listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: a.log}\n"
+    assert load_text(text).access_log.path == "a.log"

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from backhaul.config.model import (
+    CONFIG_DIR,
     Admin,
     Cluster,
     EdgeConfig,
@@ -396,14 +397,20 @@ def _split(path: str) -> tuple[int | str, ...]:
 # --------------------------------------------------------------------------- entry points
 
 
-def load_data(data: object, source: str, root: Node | None = None) -> EdgeConfig:
-    """Validate already-parsed data (a dict, as from YAML) into an :class:`EdgeConfig`."""
+def load_data(
+    data: object, source: str, root: Node | None = None, folder: str | None = None
+) -> EdgeConfig:
+    """Validate already-parsed data (a dict, as from YAML) into an :class:`EdgeConfig`.
+
+    ``folder`` is where the config file is: relative paths in it (``access_log.path``) are
+    resolved against it. Without one they stay as written.
+    """
     if data is None:
         raise ConfigError(source, [("", f"found an empty document: {_TOP_EXPECTED}")])
     if not isinstance(data, dict):
         raise ConfigError(source, [("", f"found {describe(data)}: {_TOP_EXPECTED}")])
     try:
-        return EdgeConfig.model_validate(data)
+        return EdgeConfig.model_validate(data, context={CONFIG_DIR: folder})
     except ValidationError as exc:
         problems = _problems(exc, root) + _between_parts(data, root)
         unique = dict.fromkeys(problems)  # a failed cross-check is found both ways
@@ -411,10 +418,11 @@ def load_data(data: object, source: str, root: Node | None = None) -> EdgeConfig
         raise ConfigError(source, [(path, message) for _, path, message in ordered]) from exc
 
 
-def load_text(text: str, source: str = "<text>") -> EdgeConfig:
-    """Parse and validate YAML ``text``; ``source`` names it in errors."""
+def load_text(text: str, source: str = "<text>", folder: str | None = None) -> EdgeConfig:
+    """Parse and validate YAML ``text``; ``source`` names it in errors; ``folder`` as for
+    :func:`load_data`."""
     data, root = parse_yaml(text, source)
-    return load_data(data, source, root)
+    return load_data(data, source, root, folder)
 
 
 def load_file(path: str | Path) -> EdgeConfig:
@@ -446,4 +454,4 @@ def load_file(path: str | Path) -> EdgeConfig:
             source,
             [("", f"found bytes that are not UTF-8 at offset {exc.start}: expected UTF-8 text")],
         ) from exc
-    return load_text(text, source)
+    return load_text(text, source, str(file.absolute().parent))

@@ -16,11 +16,13 @@ effective policy from one block.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import (
     Field,
     GetJsonSchemaHandler,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -79,6 +81,7 @@ from backhaul.config.redirect import RedirectTemplate, parse_redirect
 from backhaul.config.units import Address, describe, format_duration
 
 __all__ = [
+    "CONFIG_DIR",
     "HASH_POLICIES",
     "RETRY_CONDITIONS",
     "AccessLog",
@@ -134,6 +137,9 @@ __all__ = [
 ]
 
 
+#: Validation context key: the folder of the config file, for the paths in it.
+CONFIG_DIR = "config_dir"
+
 # --------------------------------------------------------------------------- models
 
 
@@ -141,8 +147,22 @@ class AccessLog(ConfigModel):
     """One line per request; JSON objects or the combined log format."""
 
     enabled: bool = True
-    path: str = Field(default="-", min_length=1, description="'-' = stdout, else a file path")
+    path: str = Field(
+        default="-",
+        min_length=1,
+        description="'-' = stdout, else a file path (a relative one is in the config's folder)",
+    )
     format: Literal["json", "combined"] = "json"
+
+    @field_validator("path")
+    @classmethod
+    def _beside_the_config(cls, value: str, info: ValidationInfo) -> str:
+        # A relative path names a file next to the config file, whatever the working
+        # directory of `backhaul serve` (the loader passes the config's folder).
+        folder = (info.context or {}).get(CONFIG_DIR)
+        if value == "-" or folder is None or PurePath(value).is_absolute():
+            return value
+        return str(PurePath(folder) / value)
 
 
 class Admin(ConfigModel):
