@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -92,11 +93,45 @@ def test_dead_worker_is_restarted(upstream: Upstream, tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert len(after) == 2 and before[0] not in after
+        restarted = wait_for_text(
+            edge.stderr_path, f"worker {before[0]} was killed by SIGKILL; started worker"
+        )
+        assert restarted, edge.stderr_path.read_text()
         for _ in range(10):
             raw = exchange(
                 edge.port, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             )
             assert raw.startswith(b"HTTP/1.1 200")
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> bool:
+    """Whether ``text`` shows up in the file at ``path`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("child", "expected"),
+    [
+        ("os.kill(os.getpid(), signal.SIGKILL)", "was killed by SIGKILL"),
+        ("os.kill(os.getpid(), signal.SIGTERM)", "was killed by SIGTERM"),
+        ("sys.exit(3)", "exited with status 3"),
+        ("pass", "exited with status 0"),
+    ],
+)
+def test_exit_statuses_in_words(child: str, expected: str) -> None:
+    from backhaul.edge.supervisor import describe_exit
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import os, signal, sys; {child}"], start_new_session=True
+    )
+    _, status = os.waitpid(proc.pid, 0)
+    proc.returncode = 0  # reaped here, not by Popen
+    assert describe_exit(status) == expected
 
 
 def run_serve(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:

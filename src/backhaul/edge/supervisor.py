@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
 
-__all__ = ["main", "run_worker_process", "serve", "validate_binds"]
+__all__ = ["describe_exit", "main", "run_worker_process", "serve", "validate_binds"]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
@@ -179,20 +179,20 @@ class _Supervisor:
             self.slots.pop(pid, None)
             if not restart or self.stopping:
                 continue
-            code = os.waitstatus_to_exitcode(status)
+            code = describe_exit(status)
             now = time.monotonic()
             self.crashes = [t for t in self.crashes if now - t < _RESTART_WINDOW]
             self.crashes.append(now)
             if len(self.crashes) > _RESTART_LIMIT:
                 print(
                     f"backhaul: workers keep dying ({len(self.crashes)} in "
-                    f"{_RESTART_WINDOW:g}s, last exit {code}); not restarting",
+                    f"{_RESTART_WINDOW:g}s, the last {code}); not restarting",
                     file=sys.stderr,
                 )
                 continue
             new = self.spawn()
             print(
-                f"backhaul: worker {pid} exited ({code}); started worker {new}",
+                f"backhaul: worker {pid} {code}; started worker {new}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -255,6 +255,21 @@ def main(argv: list[str] | None = None) -> int:
     os.close(fd)
     settings = thaw(b"".join(chunks))
     return _Supervisor(settings, int(opts["--workers"])).run()
+
+
+def describe_exit(status: int) -> str:
+    """A ``waitpid`` status in words: ``exited with status 3``, ``was killed by SIGKILL``."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"was killed by {name}{core}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"changed state ({status:#x})"
 
 
 if __name__ == "__main__":
