@@ -239,7 +239,23 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         holder.close()
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
-    assert f"127.0.0.1:{port}" in out.stderr
+    assert f"127.0.0.1:{port} is already in use (another server listens on that port)" in (
+        out.stderr
+    )
+
+
+def test_an_address_not_on_this_machine_is_named_so() -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): no interface here has it; bind() fails, no packet
+    out = subprocess.run(
+        [*BACKHAUL, "serve", "--to", "127.0.0.1:1", "--listen", f"192.0.2.1:{free_port()}"],
+        capture_output=True,
+        timeout=20,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "192.0.2.1 is not an address of this machine" in out.stderr
+    assert "another server" not in out.stderr
 
 
 def test_workers_do_not_outlive_a_killed_supervisor(upstream: Upstream, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import time
 from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
+from backhaul.net.bind_error import explain_bind_error
 
 __all__ = ["describe_exit", "main", "run_worker_process", "serve", "validate_binds"]
 
@@ -48,16 +49,9 @@ def validate_binds(config: Any) -> None:
             sock = bind_listener_socket(address.host, address.port)
         except socket.gaierror as exc:
             raise NetworkError(f"{what}: cannot resolve {address.host!r}: {exc.strerror}") from exc
-        except PermissionError as exc:
-            raise NetworkError(
-                f"{what}: no permission to bind {address} "
-                "(ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port >= 1024)"
-            ) from exc
         except OSError as exc:
-            raise NetworkError(
-                f"{what}: cannot listen on {address}: {exc.strerror} "
-                "(is another server using that port?)"
-            ) from exc
+            reason = explain_bind_error(exc.errno, address.host, address.port)
+            raise NetworkError(f"{what}: {reason}") from exc
         sock.close()
 
 
