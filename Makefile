@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 .PHONY: run test lint typecheck pytest sysdeps bench clean
 
 $(BIN)/activate:
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
