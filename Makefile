@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 .PHONY: run test lint typecheck pytest sysdeps bench clean
 
 $(BIN)/activate:
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
@@ -16,12 +17,12 @@ DATAPLANE := setup.py $(wildcard src/backhaul/*/*.pyx src/backhaul/*/*.pxd) \
 	$(addprefix src/,$(addsuffix .py,$(shell sed -n 's/^    "\(backhaul\..*\)",$$/\1/p' setup.py | tr . /)))
 
 $(VENV)/.installed: pyproject.toml $(DATAPLANE) | $(BIN)/activate
-	bash scripts/sysdeps.sh build
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(BIN)/pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(DATAPLANE) | $(BIN)/activate
-	bash scripts/sysdeps.sh build
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 

@@ -8,9 +8,12 @@ and line, when it is not. Nothing is started and nothing is resolved.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -18,6 +21,7 @@ from rich.table import Table
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
 from backhaul.config.model import Cluster, Retries, Route, advisories
+from backhaul.config.units import Address
 from backhaul.errors import ConfigError
 
 
@@ -271,6 +275,25 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         console.print(f"[yellow]note[/yellow] {escape(path)}: {escape(message)}")
 
 
+def parsed_units(value: object) -> Any:
+    """``value`` (a config or any part of it) as JSON data with the values the edge uses:
+    durations as float seconds, sizes as int bytes (not the ``"1m30s"``/``"64KiB"`` that
+    the config's own serialisers write back), addresses and patterns as text."""
+    if isinstance(value, BaseModel):
+        return {name: parsed_units(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Address):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): parsed_units(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [parsed_units(item) for item in value]
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``backhaul check`` to the root app."""
 
@@ -278,13 +301,23 @@ def register(app: typer.Typer) -> None:
     def check(
         file: Path = typer.Argument(..., help="The YAML config file to validate."),
         as_json: bool = typer.Option(
-            False, "--json", help="Print the validated config, units parsed, as JSON."
+            False,
+            "--json",
+            help='Print JSON, valid or not: {"source", "valid", "problems": [{"path",'
+            ' "message"}], "config", "notes": [{"path", "message"}]}; "config" is null when'
+            " the file is bad, else the config with every default filled in and units parsed:"
+            " durations in seconds, sizes in bytes, addresses as host:port.",
         ),
     ) -> None:
         """Validate an edge config and print what it would run (exit 2 if it is bad)."""
         try:
             config = load_file(file)
         except ConfigError as exc:
+            if as_json:
+                problems = [{"path": path, "message": text} for path, text in exc.problems]
+                document = {"source": exc.source, "valid": False, "problems": problems}
+                typer.echo(json.dumps({**document, "config": None, "notes": []}, indent=2))
+                raise typer.Exit(exc.exit_code) from None
             err = _console(stderr=True)
             err.print(
                 f"[red]✗[/red] {escape(exc.source)}: {len(exc.problems)} problem(s);"
@@ -294,6 +327,9 @@ def register(app: typer.Typer) -> None:
                 err.print(f"  [bold]{escape(path or '<top>')}[/bold]: {escape(message)}")
             raise typer.Exit(exc.exit_code) from None
         if as_json:
-            typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
+            notes = [{"path": path, "message": text} for path, text in advisories(config)]
+            document = {"source": str(file), "valid": True, "problems": [], "config": None}
+            document["config"] = parsed_units(config)
+            typer.echo(json.dumps({**document, "notes": notes}, indent=2))
             return
         render(config, str(file), _console())

@@ -13,24 +13,38 @@ __all__ = ["register"]
 
 def serve(
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML config file (see `backhaul config schema`)."
+        None,
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="YAML config file (see `backhaul config schema`).",
     ),
     to: str | None = typer.Option(
         None,
         "--to",
+        metavar="URL",
         help="Quick mode: proxy everything to this upstream, e.g. http://127.0.0.1:3000.",
     ),
     listen: str | None = typer.Option(
         None,
         "--listen",
+        metavar="ADDRESS",
         help="Quick mode (with --to): the address to listen on, default 127.0.0.1:8080 "
         "(`:8080` means every IPv4 address).",
     ),
     workers: int | None = typer.Option(
-        None, "--workers", "-w", min=1, help="Worker processes (default: config, then CPUs)."
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        metavar="N",
+        help="Worker processes (default: config, then CPUs).",
     ),
     access_log: str | None = typer.Option(
-        None, "--access-log", help="Access-log destination: a file, `-` for stdout, `off`."
+        None,
+        "--access-log",
+        metavar="FILE",
+        help="Access-log destination: a file, `-` for stdout, `off`.",
     ),
 ) -> None:
     """Run the edge.

@@ -19,8 +19,9 @@ import time
 from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
+from backhaul.net.bind_error import explain_bind_error
 
-__all__ = ["main", "run_worker_process", "serve", "validate_binds"]
+__all__ = ["describe_exit", "main", "run_worker_process", "serve", "validate_binds"]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
@@ -48,16 +49,9 @@ def validate_binds(config: Any) -> None:
             sock = bind_listener_socket(address.host, address.port)
         except socket.gaierror as exc:
             raise NetworkError(f"{what}: cannot resolve {address.host!r}: {exc.strerror}") from exc
-        except PermissionError as exc:
-            raise NetworkError(
-                f"{what}: no permission to bind {address} "
-                "(ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port >= 1024)"
-            ) from exc
         except OSError as exc:
-            raise NetworkError(
-                f"{what}: cannot listen on {address}: {exc.strerror} "
-                "(is another server using that port?)"
-            ) from exc
+            reason = explain_bind_error(exc.errno, address.host, address.port)
+            raise NetworkError(f"{what}: {reason}") from exc
         sock.close()
 
 
@@ -179,20 +173,20 @@ class _Supervisor:
             self.slots.pop(pid, None)
             if not restart or self.stopping:
                 continue
-            code = os.waitstatus_to_exitcode(status)
+            code = describe_exit(status)
             now = time.monotonic()
             self.crashes = [t for t in self.crashes if now - t < _RESTART_WINDOW]
             self.crashes.append(now)
             if len(self.crashes) > _RESTART_LIMIT:
                 print(
                     f"backhaul: workers keep dying ({len(self.crashes)} in "
-                    f"{_RESTART_WINDOW:g}s, last exit {code}); not restarting",
+                    f"{_RESTART_WINDOW:g}s, the last {code}); not restarting",
                     file=sys.stderr,
                 )
                 continue
             new = self.spawn()
             print(
-                f"backhaul: worker {pid} exited ({code}); started worker {new}",
+                f"backhaul: worker {pid} {code}; started worker {new}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -264,6 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     os.close(fd)
     settings = thaw(b"".join(chunks))
     return _Supervisor(settings, int(opts["--workers"])).run()
+
+
+def describe_exit(status: int) -> str:
+    """A ``waitpid`` status in words: ``exited with status 3``, ``was killed by SIGKILL``."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"was killed by {name}{core}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"changed state ({status:#x})"
 
 
 if __name__ == "__main__":
