@@ -306,3 +306,28 @@ def test_serve_usage_errors_are_one_clear_line(args: list[str], expected: str) -
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_second_edge_on_a_served_port_is_refused(upstream: Upstream, tmp_path: Path) -> None:
+    # The supervisor owns each listening socket (its workers inherit it), without
+    # SO_REUSEPORT: another process cannot silently join the port and split its traffic.
+    config = {
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    with Edge(tmp_path, config, workers=2) as first:
+        second_dir = tmp_path / "second"
+        second_dir.mkdir()
+        listener = {"name": "main", "address": f"127.0.0.1:{first.port}"}
+        second = Edge(second_dir, {**config, "listeners": [listener]})
+        proc = subprocess.run(
+            [*BACKHAUL, "serve", "-c", str(second.config_path)],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert b"already in use" in proc.stderr, proc.stderr
+        assert b"Traceback" not in proc.stderr
+        raw = exchange(first.port, b"GET /still HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200")

@@ -55,7 +55,9 @@ def validate_binds(config: Any) -> None:
         sock.close()
 
 
-def run_worker_process(config: Any, metrics: Any = None, control: Any = None) -> int:
+def run_worker_process(
+    config: Any, metrics: Any = None, control: Any = None, sockets: Any = None
+) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return."""
     import asyncio
 
@@ -69,7 +71,7 @@ def run_worker_process(config: Any, metrics: Any = None, control: Any = None) ->
         stop.set()
 
     async def main() -> None:
-        worker = Worker(config, loop, metrics, control)
+        worker = Worker(config, loop, metrics, control, sockets)
         try:
             await worker.start()
             loop.add_signal_handler(signal.SIGTERM, on_term)
@@ -120,6 +122,15 @@ class _Supervisor:
 
         # The operator's drain requests, shared by the workers (see the admin API).
         self.control = EndpointControl(endpoint_labels(config))
+        # Each listener's socket, bound once here and inherited by every worker it forks: a
+        # restarted worker never opens a window in which connections are refused, and no
+        # other process can join the port (no SO_REUSEPORT on it).
+        from backhaul.edge.worker import bind_listener_socket
+
+        self.sockets = {
+            lst.name: bind_listener_socket(lst.address.host, lst.address.port, reuse_port=False)
+            for lst in config.listeners
+        }
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -132,7 +143,9 @@ class _Supervisor:
             _die_with_parent(parent)
             code = 1
             try:
-                code = run_worker_process(self.config, (self.metrics, slot), self.control)
+                code = run_worker_process(
+                    self.config, (self.metrics, slot), self.control, self.sockets
+                )
             except BaseException as exc:
                 print(f"backhaul: worker {os.getpid()} failed: {exc}", file=sys.stderr)
             finally:
@@ -192,6 +205,10 @@ class _Supervisor:
             )
 
     def shutdown(self) -> int:
+        # Stop taking connections: once the workers close theirs, no copy of the listening
+        # sockets is left open, so new clients are refused rather than left queued.
+        for sock in self.sockets.values():
+            sock.close()
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):

@@ -122,8 +122,12 @@ class Worker:
         loop: asyncio.AbstractEventLoop | None = None,
         metrics: tuple[SharedCounters, int] | None = None,
         control: EndpointControl | None = None,
+        sockets: dict[str, socket.socket] | None = None,
     ) -> None:
+        """``sockets``: listening sockets by listener name, bound by the supervisor and
+        shared by its workers; a listener without one is bound here (SO_REUSEPORT)."""
         self.config = config
+        self._sockets = sockets or {}
         self.pid = os.getpid()
         # What the operator asked of each endpoint (drain), shared by every worker.
         self.endpoint_control = (
@@ -206,7 +210,9 @@ class Worker:
             runtime.metrics_none = self.metrics.layout.series(lst.name, None)
             self.listeners.append(runtime)
         for runtime in self.listeners:
-            sock = bind_listener_socket(runtime.address.host, runtime.address.port)
+            sock = self._sockets.get(runtime.name)
+            if sock is None:
+                sock = bind_listener_socket(runtime.address.host, runtime.address.port)
             runtime.server = await self.loop.create_server(
                 lambda r=runtime: HttpConnection(self.context, r),  # type: ignore[misc]
                 sock=sock,
