@@ -460,6 +460,7 @@ def test_an_unreadable_resolv_conf_is_an_error(tmp_path: Path, make, needle: str
     path = make(tmp_path)
     proc = ours_process("--resolv-conf", str(path), "x.test", "+time=60")
     assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""  # refused before the banner
     assert proc.stderr.startswith(f"backhaul: error: --resolv-conf {path}: {needle}")
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 

@@ -136,6 +136,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(0) from None
         request.root_hints = root_hints
         request.resolv_conf = resolv_conf
+        if not request.servers:
+            driver.system_nameservers(resolv_conf)  # a missing --resolv-conf fails before output
         for warning in request.warnings:
             print(warning, file=sys.stderr)
         first = request.lookups[0].options
