@@ -356,3 +356,22 @@ def test_valid_requests_pipelined_before_a_bad_one_are_answered_first(edge: Edge
     assert "connection" not in responses[0][1]  # the first answers keep the connection
     assert responses[2][1]["content-type"] == "application/problem+json"
     assert responses[2][1]["connection"] == "close"
+
+
+def test_redirect_template_with_query_leaves_no_bare_question_mark(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = {
+        "routes": [
+            {
+                "name": "moved",
+                "match": {"prefix": "/m/"},
+                "redirect": {"to": "https://new.test{path}?{query}", "status": 308},
+            }
+        ],
+        "clusters": {},
+    }
+    with Edge(tmp_path, config) as edge:
+        status, headers, _ = one(get(edge, "/m/a"))
+        assert status == 308
+        assert headers["location"] == "https://new.test/m/a"
+        _, headers, _ = one(get(edge, "/m/b?x=1&y=2"))
+        assert headers["location"] == "https://new.test/m/b?x=1&y=2"

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backhaul.config import load_text
-from backhaul.config.redirect import parse_redirect
 from backhaul.errors import ConfigError
+from backhaul.http.redirect import parse_redirect
 
 
 @pytest.mark.parametrize(

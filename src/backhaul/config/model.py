@@ -77,8 +77,8 @@ from backhaul.config.fields import (
     header_value,
     one_of,
 )
-from backhaul.config.redirect import RedirectTemplate, parse_redirect
 from backhaul.config.units import Address, describe, format_duration
+from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = [
     "CONFIG_DIR",
@@ -343,7 +343,7 @@ class ProxyAction(ConfigModel):
 
 class RedirectAction(ConfigModel):
     """Answer with a redirect; ``{path}`` and ``{query}`` in ``to`` expand (see
-    :mod:`backhaul.config.redirect`; an empty query leaves no bare ``?``)."""
+    :mod:`backhaul.http.redirect`; an empty query leaves no bare ``?``)."""
 
     to: str = Field(min_length=1, description="absolute URL or path")
     status: Literal[301, 302, 303, 307, 308] = 302

@@ -2326,11 +2326,10 @@ cdef class Exchange:
 
     cdef respond_redirect(self):
         route = self.route
-        action = route.config.redirect
-        location = action.to.replace("{path}", self.target.path).replace(
-            "{query}", self.target.query
+        location = route.redirect.location(self.target.path, self.target.query)
+        self.send_simple(
+            route.config.redirect.status, b"", None, [(b"Location", location.encode())]
         )
-        self.send_simple(action.status, b"", None, [(b"Location", location.encode())])
 
     cdef send_simple(self, int status, bytes body, content_type, list extra):
         worker = self.worker

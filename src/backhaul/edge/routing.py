@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from backhaul.http.redirect import RedirectTemplate, parse_redirect
+
 __all__ = ["CompiledRoute", "RouteTable"]
 
 _CACHE_MAX = 4096
@@ -40,6 +42,7 @@ class CompiledRoute:
         "path_exact",
         "path_prefix",
         "path_regex",
+        "redirect",
         "retry_policy",
         "respond_body",
         "respond_content_type",
@@ -95,6 +98,7 @@ class CompiledRoute:
         self.host_out: bytes | None = None
         self.respond_body = b""
         self.respond_content_type = b""
+        self.redirect: RedirectTemplate | None = None
         if route.proxy is not None:
             self.kind = "proxy"
             proxy = route.proxy
@@ -106,6 +110,7 @@ class CompiledRoute:
                 self.host_out = proxy.host_rewrite.encode()
         elif route.redirect is not None:
             self.kind = "redirect"
+            self.redirect = parse_redirect(route.redirect.to)
         else:
             self.kind = "respond"
             self.respond_body = route.respond.body.encode()
