@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "trace",
     "dig",
     "lab",
+    "ca",
 )
 
 app = typer.Typer(
