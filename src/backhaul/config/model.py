@@ -74,6 +74,7 @@ from backhaul.config.fields import (
     header_value,
     one_of,
 )
+from backhaul.config.tls import Hsts, ListenerTls, RedirectHttps, UpstreamTls
 from backhaul.config.units import Address, describe, format_duration
 
 __all__ = [
@@ -195,6 +196,10 @@ class Listener(ConfigModel):
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
     timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts)
     forwarding: Forwarding = Field(default_factory=Forwarding)
+    tls: ListenerTls | None = Field(default=None, description="HTTPS (see config/tls.py)")
+    redirect_https: RedirectHttps | None = Field(
+        default=None, description="answer every request with a redirect to https://"
+    )
 
 
 class HeaderMatch(ConfigModel):
@@ -368,6 +373,7 @@ class Route(ConfigModel):
     redirect: RedirectAction | None = None
     respond: RespondAction | None = None
     limits: RouteLimits | None = None
+    hsts: Hsts | None = Field(default=None, description="Strict-Transport-Security over HTTPS")
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:
@@ -457,6 +463,7 @@ class Cluster(ConfigModel):
     )
     retries: ClusterRetries = Field(default_factory=ClusterRetries)
     circuit_breakers: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    tls: UpstreamTls | None = Field(default=None, description="TLS to the endpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> Cluster:
@@ -583,6 +590,14 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
             )
         else:
             seen_names[listener.name] = i
+        if listener.tls is not None and listener.redirect_https is not None:
+            problems.append(
+                (
+                    f"listeners[{i}].redirect_https",
+                    "found redirect_https on a TLS listener: expected it on a plain-HTTP"
+                    " listener (it sends clients to the HTTPS one)",
+                )
+            )
         for j in range(i):
             other = config.listeners[j].address
             if _overlap(listener.address, other):

@@ -31,6 +31,7 @@ from backhaul.balance import (
     make_balancer,
 )
 from backhaul.edge.settings import unpickle
+from backhaul.edge.tls import describe_connect_error
 from backhaul.errors import ConnectError, ConnectTimeout
 
 if TYPE_CHECKING:
@@ -86,10 +87,15 @@ class Endpoint(EndpointState):
         """A new connection, within the cluster's connect timeout."""
         from backhaul.edge.upstream import UpstreamConnection
 
+        tls = self.cluster.tls  # TLS hook: ssl= and the name to verify
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=tls.context if tls is not None else None,
+                    server_hostname=tls.server_hostname(self.host) if tls is not None else None,
                 )
         except TimeoutError as exc:
             raise ConnectTimeout(
@@ -97,7 +103,7 @@ class Endpoint(EndpointState):
                 f"{self.connect_timeout:g}s"
             ) from exc
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = describe_connect_error(exc) if tls is not None else exc.strerror or str(exc)
             raise ConnectError(
                 f"upstream endpoint {self.label} refused or failed the connection: {reason}",
                 peer=self.label,
@@ -169,6 +175,7 @@ class Cluster:
         "rng",
         "stats",
         "sticky",
+        "tls",
     )
 
     def __init__(
@@ -186,6 +193,7 @@ class Cluster:
         self.max_idle = int(config.pool.max_idle)
         self.idle_timeout = float(config.pool.idle_timeout)
         self.stats = ClusterStats()
+        self.tls: Any = None  # TLS hook: edge.tls.ClientTls when the cluster has tls
         self.rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.endpoints: list[Endpoint] = []
         for i, ep in enumerate(config.endpoints):

@@ -356,6 +356,9 @@ class Exchange:
             forwarded=listener.forwarded,
             via=worker.via,
         )
+        tls = listener.tls  # TLS hook: RFC 9440 Client-Cert headers of a verified client
+        if tls is not None and tls.forward_client_cert:
+            head = head[:-2] + tls.client_cert_lines(self.conn.transport) + b"\r\n"
         early = self.early
         if early:
             self.early = None
@@ -482,10 +485,14 @@ class Exchange:
         self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
+        head = relay.head
+        tls = self.conn.listener.tls  # TLS hook: the route's Strict-Transport-Security
+        if tls is not None and tls.hsts:
+            head = tls.add_hsts(head, self.route)
         if self.set_cookie is None:
-            self.conn.write(relay.head)
+            self.conn.write(head)
         else:
-            self.conn.write(relay.head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
+            self.conn.write(head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
         self.deadline = worker.loop.time() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
         if rf.no_body and status not in (204, 304):
@@ -637,6 +644,9 @@ class Exchange:
         self.status = status
         self.head_sent = True
         head = encode_head(b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), out)
+        tls = self.conn.listener.tls  # TLS hook: the route's Strict-Transport-Security
+        if tls is not None and tls.hsts:
+            head = tls.add_hsts(head, self.route)
         if self.method in _NO_BODY_METHODS:
             self.conn_write(head)
         else:

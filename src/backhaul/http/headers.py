@@ -71,6 +71,10 @@ _REQUEST_RULES.update(
         b"host": _HOST,
         b"x-forwarded-proto": _REPLACED,
         b"x-forwarded-host": _REPLACED,
+        # TLS hook: RFC 9440 client-certificate fields come only from the edge (a verified
+        # TLS client certificate, see edge/tls.py), never from what a client sends.
+        b"client-cert": _DROP,
+        b"client-cert-chain": _DROP,
     }
 )
 

@@ -33,6 +33,7 @@ from backhaul.pki.certificate import (
     server_name_problem,
     validity_problem,
 )
+from backhaul.pki.files import check_ca_file, check_pair_files, read_file, read_passphrase
 from backhaul.pki.names import NameIndex
 from backhaul.pki.store import CaStore, CaStoreError, default_state_dir
 
@@ -47,6 +48,8 @@ __all__ = [
     "LoadedPair",
     "NameIndex",
     "certificate_names",
+    "check_ca_file",
+    "check_pair_files",
     "create_root",
     "default_state_dir",
     "describe_certificate",
@@ -55,6 +58,8 @@ __all__ = [
     "load_certificates",
     "load_pair",
     "load_private_key",
+    "read_file",
+    "read_passphrase",
     "renewal_due",
     "server_name_problem",
     "validity_problem",
