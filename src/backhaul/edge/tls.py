@@ -367,13 +367,16 @@ class ServerTls:
         self.ticket_keys_shared = shared
 
     # -- reload --------------------------------------------------------------------------
-    def reload(self) -> bool:
-        """Re-read the certificate files; a set that fails is refused, the old one kept."""
+    def reload(self, now: Any = None) -> bool:
+        """Re-read the certificate files; a set that fails (checked at ``now``, a UTC
+        datetime, default the wall clock) is refused and the old one kept."""
         from backhaul.pki.files import check_pair_files
 
         problems: list[str] = []
         for cert, key, passphrase in self.pairs:
-            problems += [msg for _, msg in check_pair_files(cert, key, passphrase, _utc_now())]
+            problems += [
+                msg for _, msg in check_pair_files(cert, key, passphrase, now or _utc_now())
+            ]
         if not problems:
             try:
                 fresh = [server_context(self.config, pair, self.counts) for pair in self.pairs]
@@ -498,7 +501,7 @@ class ClientTls:
         (an IP address is verified against the certificate's IP entries, without SNI)."""
         return self.server_name or host
 
-    def reload(self) -> bool:
+    def reload(self, now: Any = None) -> bool:
         try:
             self.context = self._build()
         except TlsSetupError as exc:
@@ -522,8 +525,16 @@ def describe_connect_error(exc: BaseException) -> str:
 class EdgeTls:
     """Every TLS context of one worker, by listener and by cluster."""
 
-    def __init__(self, config: Any, tickets: TicketKeys | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        tickets: TicketKeys | None = None,
+        clock: Callable[[], Any] | None = None,
+    ) -> None:
+        """``clock``: the UTC wall clock certificates are checked against on reload (tests
+        give their own)."""
         self.tickets = tickets if tickets is not None else shared_tickets()
+        self.clock = clock or _utc_now
         self.listeners: dict[str, ServerTls] = {}
         self.clusters: dict[str, ClientTls] = {}
         self.cert_generation = self.tickets.cert_generation if self.tickets is not None else 0
@@ -550,10 +561,11 @@ class EdgeTls:
         return None
 
     def reload(self) -> None:
+        now = self.clock()
         for server in self.listeners.values():
-            server.reload()
+            server.reload(now)
         for client in self.clusters.values():
-            client.reload()
+            client.reload(now)
 
     def tick(self, now: float, metrics: Any = None) -> None:
         """Install a rotated ticket key, reload certificates when asked, log failures,
