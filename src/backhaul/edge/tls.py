@@ -225,9 +225,28 @@ def _load_chain(context: ssl.SSLContext, cert: str, key: str, passphrase_file: s
 
 
 def _counting_sslobject(counts: list[int]) -> type[ssl.SSLObject]:
-    """An ``SSLObject`` class whose ``do_handshake`` counts failures in ``counts``."""
+    """An ``SSLObject`` class whose ``do_handshake`` counts outcomes in ``counts`` (failures
+    by reason, completed handshakes in the last slot).
+
+    It also binds the methods uvloop calls per record (``read``, ``write``, ``pending``) and
+    after the handshake (``getpeercert``, ``cipher``, ``compression``) to the C object's own
+    methods: ``ssl.SSLObject``'s are Python functions that only forward their arguments, so
+    this saves a Python call per TLS record read or written (same arguments, same errors).
+    """
 
     class CountingSSLObject(ssl.SSLObject):
+        @classmethod
+        def _create(cls, *args: Any, **kwargs: Any) -> CountingSSLObject:
+            self: Any = super()._create(*args, **kwargs)  # type: ignore[misc]
+            c = self._sslobj
+            self.read = c.read
+            self.write = c.write
+            self.pending = c.pending
+            self.getpeercert = c.getpeercert
+            self.cipher = c.cipher
+            self.compression = c.compression
+            return self  # type: ignore[no-any-return]
+
         def do_handshake(self) -> None:
             try:
                 self._sslobj.do_handshake()  # type: ignore[attr-defined]
@@ -236,7 +255,7 @@ def _counting_sslobject(counts: list[int]) -> type[ssl.SSLObject]:
             except ssl.SSLError as exc:
                 counts[_REASON_INDEX.get(_REASONS.get(str(exc.reason or ""), ""), _OTHER)] += 1
                 raise
-            counts[-1] += 1  # completed handshakes, the last slot
+            counts[-1] += 1
 
     return CountingSSLObject
 
