@@ -172,3 +172,42 @@ def test_a_damaged_store_is_reported(tmp_path: Path) -> None:
     store.root_key_path.write_bytes(issue_leaf(create_root(NOW), ["a.test"], NOW).key_pem)
     with pytest.raises(CaStoreError, match="damaged"):
         store.load()
+
+
+def test_pki_exports_are_what_we_mean() -> None:
+    import backhaul.pki as pki
+
+    assert set(pki.__all__) == {
+        "DEFAULT_LEAF_LIFETIME",
+        "DEFAULT_ROOT_LIFETIME",
+        "Authority",
+        "CaStore",
+        "CaStoreError",
+        "CertificateProblem",
+        "IssuedLeaf",
+        "LoadedPair",
+        "NameIndex",
+        "certificate_names",
+        "check_ca_file",
+        "check_pair_files",
+        "create_root",
+        "default_state_dir",
+        "describe_certificate",
+        "issue_leaf",
+        "key_pem",
+        "load_certificates",
+        "load_pair",
+        "load_private_key",
+        "read_file",
+        "read_passphrase",
+        "renewal_due",
+        "server_name_problem",
+        "validity_problem",
+    }
+    for name in pki.__all__:
+        assert hasattr(pki, name), name
+    assert issubclass(pki.CertificateProblem, Exception)
+    from backhaul.errors import BackhaulError
+
+    assert issubclass(pki.CaStoreError, BackhaulError)
+    assert issubclass(pki.CertificateProblem, BackhaulError)
