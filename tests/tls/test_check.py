@@ -204,3 +204,24 @@ def test_ca_commands_on_a_fresh_state_dir(tmp_path: Path) -> None:
     assert verify.returncode == 0 and ": OK" in verify.stdout
     bad = ca("issue", "a.*.test")
     assert bad.returncode == 2 and "wildcard in the wrong place" in bad.stderr
+
+
+def test_client_cert_route_conditions_are_checked(material: Material) -> None:
+    from backhaul.config.model import advisories
+
+    base = """
+listeners:
+  - name: plain
+    address: 127.0.0.1:8080
+routes:
+  - match: {client_cert: %s}
+    respond: {body: x}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_text(base % "{}")
+    assert "expected at least one" in caught.value.problems[0][1]
+    with pytest.raises(ConfigError):
+        load_text(base % "{subject: '(unclosed'}")
+    config = load_text(base % "{present: true}")
+    notes = dict(advisories(config))
+    assert "asks for client certificates" in notes["routes[0].match.client_cert"]

@@ -83,6 +83,15 @@ def setup(
         {"tls": {**server, "client_auth": {"ca": str(m.root), "mode": "optional"}}},
     ]
     routes = [
+        {
+            "match": {"prefix": "/whoami", "client_cert": {"subject": r"CN=client-1\.test"}},
+            "respond": {"body": "client-1\n"},
+        },
+        {
+            "match": {"prefix": "/whoami", "client_cert": {"present": True}},
+            "respond": {"body": "someone\n"},
+        },
+        {"match": {"prefix": "/whoami"}, "respond": {"body": "anonymous\n"}},
         {"match": {"prefix": "/up/good"}, "proxy": {"cluster": "good"}},
         {"match": {"prefix": "/up/system"}, "proxy": {"cluster": "system"}},
         {"match": {"prefix": "/up/wrongname"}, "proxy": {"cluster": "wrongname"}},
@@ -264,3 +273,17 @@ def test_health_checks_speak_tls(
         'state="healthy"}'
     )
     wait_for(lambda: metrics(admin).get(key) == 1, what="the TLS health check to pass")
+
+
+def test_routes_match_the_client_certificate(
+    setup: tuple[Edge, list[int], int], material: Material, client: Pair
+) -> None:
+    _, ports, _ = setup
+    url = f"https://localhost:{ports[1]}/whoami"
+    root = ["--cacert", str(material.root)]
+    assert curl(*root, "--cert", str(client.cert), "--key", str(client.key), url).stdout == (
+        "client-1\n"
+    )
+    other = curl(*root, "--cert", str(material.a.cert), "--key", str(material.a.key), url)
+    assert other.stdout == "someone\n"
+    assert curl(*root, url).stdout == "anonymous\n"

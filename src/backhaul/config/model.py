@@ -74,7 +74,7 @@ from backhaul.config.fields import (
     header_value,
     one_of,
 )
-from backhaul.config.tls import Hsts, ListenerTls, RedirectHttps, UpstreamTls
+from backhaul.config.tls import ClientCertMatch, Hsts, ListenerTls, RedirectHttps, UpstreamTls
 from backhaul.config.units import Address, describe, format_duration
 
 __all__ = [
@@ -240,6 +240,9 @@ class RouteMatch(ConfigModel):
     regex: str | None = Field(default=None, description="full-match regex on the path")
     methods: tuple[str, ...] | None = Field(default=None, min_length=1)
     headers: tuple[HeaderMatch, ...] = ()
+    client_cert: ClientCertMatch | None = Field(
+        default=None, description="the verified TLS client certificate (client_auth)"
+    )
 
     @field_validator("regex")
     @classmethod
@@ -723,6 +726,17 @@ def advisories(config: EdgeConfig) -> list[tuple[str, str]]:
                     " timeouts.response_headers"
                     f" ({format_duration(target.timeouts.response_headers)}), so it never"
                     " ends a try first",
+                )
+            )
+    mtls = {lst.name for lst in config.listeners if lst.tls and lst.tls.client_auth}
+    for i, route in enumerate(config.routes):
+        on = set(route.listeners) if route.listeners else {lst.name for lst in config.listeners}
+        if route.match.client_cert is not None and not on & mtls:
+            notes.append(
+                (
+                    f"routes[{i}].match.client_cert",
+                    "none of this route's listeners asks for client certificates"
+                    " (tls.client_auth), so no request has one",
                 )
             )
     catch_all: tuple[int, Route] | None = None

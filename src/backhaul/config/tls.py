@@ -24,6 +24,7 @@ from backhaul.config.fields import (
     PositiveDuration,
     Problems,
     WholeSeconds,
+    compiles,
 )
 from backhaul.config.units import describe
 from backhaul.pki import default_state_dir, server_name_problem
@@ -32,6 +33,7 @@ from backhaul.pki.files import check_ca_file, check_pair_files
 __all__ = [
     "CertificateFiles",
     "ClientAuth",
+    "ClientCertMatch",
     "Hsts",
     "ListenerTls",
     "RedirectHttps",
@@ -168,6 +170,28 @@ class ListenerTls(ConfigModel):
             problems += [(f"client_auth.{k}", m) for k, m in self.client_auth.check()]
         if problems:
             raise Problems(problems)
+        return self
+
+
+class ClientCertMatch(ConfigModel):
+    """A route condition on the connection's verified client certificate (mutual TLS)."""
+
+    present: bool | None = Field(default=None, description="a verified certificate was sent")
+    subject: str | None = Field(
+        default=None, description="full-match regex on the subject, such as 'CN=admin\\..*'"
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return compiles(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> ClientCertMatch:
+        if self.present is None and self.subject is None:
+            raise ValueError("found neither present nor subject: expected at least one")
+        if self.present is False and self.subject is not None:
+            raise ValueError("found present: false with a subject: expected one or the other")
         return self
 
 

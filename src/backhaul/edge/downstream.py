@@ -291,7 +291,13 @@ class HttpConnection(asyncio.Protocol):
                 rfc="RFC 9110 7.8",
             )
         listener = self.listener
-        route = listener.routes.match(facts.host, target.path, method, headers)
+        tls = listener.tls  # TLS hook: routes may match the verified client certificate
+        route = listener.routes.match(
+            facts.host,
+            target.path,
+            method,
+            headers if tls is None else tls.route_headers(headers, self.transport),
+        )
         ex = Exchange(self, method, target, facts, headers, route)
         if self.request_id_in is not None:
             ex.request_id = self.request_id_in

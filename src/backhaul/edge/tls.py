@@ -50,6 +50,7 @@ from typing import Any
 
 import httptools
 
+from backhaul.edge.routing import CLIENT_CERT_FIELD, CLIENT_SUBJECT_FIELD
 from backhaul.edge.tls_supervisor import TicketKeys, shared_tickets
 from backhaul.state.shared_counters import TLS_HANDSHAKE_FAILURES
 
@@ -326,6 +327,10 @@ class ServerTls:
             self.config.client_auth.forward
         )
         self._client_cert: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+        self.client_auth = self.config.client_auth is not None
+        self._route_fields: weakref.WeakKeyDictionary[Any, list[tuple[bytes, bytes]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.hsts: dict[int, bytes] = {}
         for i, route in enumerate(routes):
             if route.hsts is not None and (not route.listeners or self.name in route.listeners):
@@ -441,6 +446,29 @@ class ServerTls:
                     )
             self._client_cert[sslobj] = lines
         return lines
+
+    def route_headers(
+        self, headers: list[tuple[bytes, bytes]], transport: Any
+    ) -> list[tuple[bytes, bytes]]:
+        """``headers`` plus the pseudo-fields routes match the client certificate on (see
+        :mod:`backhaul.edge.routing`); clients cannot send such names (llhttp refuses a
+        name that starts with ':'). Unchanged on a listener without ``client_auth``."""
+        if not self.client_auth:
+            return headers
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        if sslobj is None:
+            return headers
+        fields = self._route_fields.get(sslobj)
+        if fields is None:
+            fields = []
+            der = sslobj.getpeercert(True)
+            if der:
+                from cryptography import x509
+
+                subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+                fields = [(CLIENT_CERT_FIELD, b"1"), (CLIENT_SUBJECT_FIELD, subject.encode())]
+            self._route_fields[sslobj] = fields
+        return headers + fields if fields else headers
 
     def add_hsts(self, head: bytes, route: Any) -> bytes:
         """``head`` (ending in CRLF CRLF) with the route's Strict-Transport-Security."""
