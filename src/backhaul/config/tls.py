@@ -94,6 +94,9 @@ class ListenerTls(ConfigModel):
     certificates: tuple[CertificateFiles, ...] = Field(
         default=(), description="chosen by SNI; the first is the default"
     )
+    cert: str | None = Field(default=None, description="short for certificates: [{cert, key}]")
+    key: str | None = Field(default=None, description="(moved into certificates at load)")
+    passphrase_file: str | None = Field(default=None, description="(likewise)")
     internal: bool = Field(default=False, description="certificate from the built-in CA")
     names: tuple[str, ...] = Field(
         default=(),

@@ -229,8 +229,9 @@ def _counting_sslobject(counts: list[int]) -> type[ssl.SSLObject]:
     """An ``SSLObject`` class whose ``do_handshake`` counts outcomes in ``counts`` (failures
     by reason, completed handshakes in the last slot).
 
-    It also binds the methods uvloop calls per record (``read``, ``write``, ``pending``) and
-    after the handshake (``getpeercert``, ``cipher``, ``compression``) to the C object's own
+    It also binds the methods uvloop calls per record (``read``, ``write``, ``pending``),
+    after the handshake (``getpeercert``, ``cipher``, ``compression``) and at the end
+    (``unwrap``, the C ``shutdown``) to the C object's own
     methods: ``ssl.SSLObject``'s are Python functions that only forward their arguments, so
     this saves a Python call per TLS record read or written (same arguments, same errors).
     """
@@ -246,6 +247,7 @@ def _counting_sslobject(counts: list[int]) -> type[ssl.SSLObject]:
             self.getpeercert = c.getpeercert
             self.cipher = c.cipher
             self.compression = c.compression
+            self.unwrap = c.shutdown  # SSLObject.unwrap only forwards to it
             return self  # type: ignore[no-any-return]
 
         def do_handshake(self) -> None:
