@@ -97,6 +97,8 @@ def setup(
         {"match": {"prefix": "/up/wrongname"}, "proxy": {"cluster": "wrongname"}},
         {"match": {"prefix": "/up/plain"}, "proxy": {"cluster": "plain-to-tls"}},
         {"match": {"prefix": "/up/mtls"}, "proxy": {"cluster": "mtls"}},
+        {"match": {"prefix": "/up/verifyname"}, "proxy": {"cluster": "verifyname"}},
+        {"match": {"prefix": "/up/badverify"}, "proxy": {"cluster": "badverify"}},
         {"match": {"prefix": "/up/nocert"}, "proxy": {"cluster": "nocert"}},
         {"proxy": {"cluster": "app"}},
     ]
@@ -125,6 +127,14 @@ def setup(
             },
         },
         "nocert": {"endpoints": [mtls_upstream.address], "tls": {"ca": str(m.root)}},
+        "verifyname": {
+            "endpoints": [https_upstream.address],
+            "tls": {"ca": str(m.root), "server_name": "sni.test", "verify_name": "localhost"},
+        },
+        "badverify": {
+            "endpoints": [https_upstream.address],
+            "tls": {"ca": str(m.root), "verify_name": "elsewhere.test"},
+        },
     }
     tmp = tmp_path_factory.mktemp("mtls")
     with tls_edge(tmp, listeners, routes=routes, clusters=clusters) as running:
@@ -236,6 +246,7 @@ def test_upstream_tls_verified_with_a_ca_file(
         ("/up/system", "upstream TLS certificate not trusted: self-signed certificate in"),
         ("/up/wrongname", "upstream TLS certificate not trusted: Hostname mismatch"),
         ("/up/nocert", "upstream"),
+        ("/up/badverify", "not 'elsewhere.test' (tls.verify_name)"),
     ],
 )
 def test_upstream_tls_failures_are_502_with_a_clear_detail(
@@ -287,3 +298,10 @@ def test_routes_match_the_client_certificate(
     other = curl(*root, "--cert", str(material.a.cert), "--key", str(material.a.key), url)
     assert other.stdout == "someone\n"
     assert curl(*root, url).stdout == "anonymous\n"
+
+
+def test_upstream_verify_name_differs_from_sni(
+    setup: tuple[Edge, list[int], int], material: Material
+) -> None:
+    status, text = get(setup, material, "/up/verifyname/x")
+    assert status == 200, text

@@ -221,6 +221,9 @@ class UpstreamTls(ConfigModel):
     server_name: str | None = Field(
         default=None, description="SNI and the name verified; default: the endpoint's host"
     )
+    verify_name: str | None = Field(
+        default=None, description="verify this name instead of server_name (SNI stays)"
+    )
     cert: str | None = Field(default=None, description="client certificate (upstream mTLS)")
     key: str | None = None
     passphrase_file: str | None = None
@@ -233,13 +236,17 @@ class UpstreamTls(ConfigModel):
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> UpstreamTls:
         problems: list[tuple[str, str]] = []
-        name = self.server_name
-        if name is not None:
+        for key in ("server_name", "verify_name"):
+            name = getattr(self, key)
+            if name is None:
+                continue
             problem = server_name_problem(name)
             if problem is None and "*" in name:
                 problem = f"found {describe(name)}: expected a host name without a wildcard"
             if problem is not None:
-                problems.append(("server_name", problem))
+                problems.append((key, problem))
+        if self.verify_name is not None and not self.verify:
+            problems.append(("verify_name", "found verify_name with verify: false: pick one"))
         if self.ca is not None:
             problem = check_ca_file(self.ca)
             if problem is not None:

@@ -108,6 +108,10 @@ class Endpoint(EndpointState):
                 f"upstream endpoint {self.label} refused or failed the connection: {reason}",
                 peer=self.label,
             ) from exc
+        problem = tls.check_peer(proto.transport) if tls is not None else None  # TLS hook
+        if problem is not None:
+            proto.close()
+            raise ConnectError(f"upstream endpoint {self.label}: {problem}", peer=self.label)
         return proto
 
     def release(self, conn: UpstreamConnection, now: float) -> None:

@@ -57,6 +57,9 @@ async def wait_check(cluster: Cluster, ep: Endpoint) -> tuple[bool, str]:
                 server_hostname=tls.server_hostname(ep.host) if tls is not None else None,
             )
             try:
+                problem = tls.check_peer(writer.transport) if tls is not None else None
+                if problem is not None:  # TLS hook: tls.verify_name
+                    return False, problem
                 check = cluster.check
                 if check is None:  # tcp
                     return True, "connected"

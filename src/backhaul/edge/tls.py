@@ -523,6 +523,7 @@ class ClientTls:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.server_name: str | None = config.server_name
+        self.verify_name: str | None = getattr(config, "verify_name", None)
         self.context = self._build()
 
     def _build(self) -> ssl.SSLContext:
@@ -541,6 +542,8 @@ class ClientTls:
         else:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if config.verify and self.verify_name is not None:
+            context.check_hostname = False  # the chain is verified; the name by check_peer
         if config.cert is not None:
             _load_chain(context, config.cert, config.key, config.passphrase_file)
         return context
@@ -549,6 +552,29 @@ class ClientTls:
         """The name sent in SNI and verified: the configured one, else the endpoint host
         (an IP address is verified against the certificate's IP entries, without SNI)."""
         return self.server_name or host
+
+    def check_peer(self, transport: Any) -> str | None:
+        """With ``verify_name``: why the upstream's (verified) certificate is not for that
+        name, or None. Without it the handshake already checked the name."""
+        name = self.verify_name
+        if name is None:
+            return None
+        from backhaul.pki import NameIndex, certificate_names
+
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = sslobj.getpeercert(True) if sslobj is not None else None
+        if not der:
+            return "upstream TLS: no certificate to verify"
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        dns, ips = certificate_names(cert)
+        if name in ips or NameIndex([dns]).select(name) is not None:
+            return None
+        return (
+            f"upstream TLS certificate not trusted: it is for {', '.join((*dns, *ips))},"
+            f" not {name!r} (tls.verify_name)"
+        )
 
     def reload(self, now: Any = None) -> bool:
         try:
