@@ -409,9 +409,13 @@ class ServerTls:
                 from backhaul.pki import NameIndex
 
                 index = NameIndex(_pair_names(pair[0]) for pair in self.pairs)
-                # The context create_server holds stays; it takes the new default pair.
+                # The context create_server holds stays; it takes the new default pair (and
+                # the client CAs again: added to its store, so a CA removed from the file
+                # stays trusted until a restart).
                 _load_chain(self.context, *self.pairs[0])
-            except TlsSetupError as exc:
+                if self.config.client_auth is not None:
+                    self.context.load_verify_locations(cafile=self.config.client_auth.ca)
+            except (TlsSetupError, OSError, ssl.SSLError) as exc:
                 problems.append(str(exc))
         if problems:
             _log(
