@@ -266,3 +266,14 @@ def test_handshakes_are_counted(setup: tuple[Edge, list[int], int], material: Ma
     tls_get(ports[0], ctx(material))
     key = 'backhaul_tls_handshakes_total{listener="l0"}'
     assert wait_for(lambda: metrics(admin).get(key, 0) >= 1, what="the handshake counter")
+
+
+def test_a_client_that_distrusts_the_certificate_is_counted(
+    setup: tuple[Edge, list[int], int],
+) -> None:
+    _, ports, admin = setup
+    key = 'backhaul_tls_handshake_failures_total{listener="l0",reason="certificate_rejected"}'
+    before = metrics(admin).get(key, 0)
+    result = curl(f"https://localhost:{ports[0]}/")  # no --cacert: the system store
+    assert result.returncode != 0
+    wait_for(lambda: metrics(admin).get(key, 0) > before, what="the certificate_rejected count")

@@ -12,8 +12,10 @@ prepares contexts and hooks in where the standard library allows:
 - **SNI**: one context per certificate. With several certificates (or ``unknown_sni:
   refuse``) the listener's context gets an ``sni_callback`` that switches the connection to
   the context whose certificate names the server name (:class:`backhaul.pki.NameIndex`),
-  keeps the default, or refuses with an ``unrecognized_name`` alert. A listener with one
-  certificate has no callback (no Python call per handshake).
+  keeps the default, or refuses the name (OpenSSL fails the handshake with
+  ``unrecognized_name``; uvloop closes without flushing the alert, so the client sees the
+  connection end). A listener with one certificate has no callback (no Python call per
+  handshake).
 - **Session tickets**: OpenSSL makes random ticket keys per ``SSL_CTX``, so each worker
   would mint tickets the others cannot read, and the stdlib has no API to set them. The
   supervisor keeps one 80-byte key (name, HMAC and AES secrets) in anonymous shared memory
@@ -27,8 +29,8 @@ prepares contexts and hooks in where the standard library allows:
 - **Reload**: :meth:`ServerTls.reload` re-reads the certificate files; a set that does not
   load (missing file, key mismatch, expired) is refused and the old one kept, with one log
   line. Connections already established keep their session; new handshakes get the new
-  certificate (a single-certificate context is reloaded in place, which OpenSSL allows: an
-  ``SSL`` copies its certificate when it is created).
+  certificates (the context ``create_server`` holds is reloaded in place, which OpenSSL
+  allows: an ``SSL`` copies its certificate when it is created; the others are replaced).
 - **Handshake failures** are counted by reason (:data:`HANDSHAKE_FAILURES`) through the
   ``sslobject_class`` of the contexts, whose ``do_handshake`` sees the error uvloop would
   otherwise drop silently; the worker logs a summary at most once a minute per listener.
@@ -52,6 +54,7 @@ import httptools
 
 from backhaul.edge.routing import CLIENT_CERT_FIELD, CLIENT_SUBJECT_FIELD
 from backhaul.edge.tls_supervisor import TicketKeys, shared_tickets
+from backhaul.errors import BackhaulError
 from backhaul.state.shared_counters import TLS_HANDSHAKE_FAILURES
 
 __all__ = [
@@ -62,7 +65,6 @@ __all__ = [
     "HttpsRedirect",
     "ServerTls",
     "TlsSetupError",
-    "failure_reason",
 ]
 
 MOZILLA_INTERMEDIATE_ECDHE = ":".join(
@@ -112,14 +114,9 @@ _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 _LOG_EVERY = 60.0  # seconds between handshake-failure summaries of one listener
 
 
-class TlsSetupError(Exception):
+class TlsSetupError(BackhaulError):
     """A TLS context could not be built from files that passed the config checks (they
     changed since); the message names the file and what to do."""
-
-
-def failure_reason(exc: ssl.SSLError) -> str:
-    """The :data:`HANDSHAKE_FAILURES` name of a handshake error."""
-    return _REASONS.get(str(getattr(exc, "reason", "") or ""), "other")
 
 
 def _log(text: str) -> None:
