@@ -257,3 +257,46 @@ def test_quick_mode_with_the_internal_ca_serves_curl_with_verification(
             err.close()
         log = (tmp_path / "err.log").read_text()
         assert "created the built-in CA" in log and "https://127.0.0.1" in log
+
+
+def test_ticket_key_rotation_reaches_the_contexts(material: Material, tmp_path: Path) -> None:
+    """Two workers' contexts built apart share tickets through the shared key; after a
+    rotation, a ticket minted before it gets a full handshake, a new one resumes."""
+    text = f"""
+listeners:
+  - name: web
+    address: 127.0.0.1:8443
+    tls: {{cert: {material.localhost.cert}, key: {material.localhost.key}}}
+routes: [{{respond: {{body: ok}}}}]
+"""
+    config = thaw(freeze(load_text(text)))
+    supervision = TlsSupervision.before_fork(config)
+    assert supervision is not None
+    one = EdgeTls(config, supervision.tickets).server("web")
+    two = EdgeTls(config, supervision.tickets).server("web")
+    assert one is not None and two is not None and one.ticket_keys_shared
+    client = ssl.create_default_context(cafile=str(material.root))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is there after the handshake
+
+    def connect(server: ssl.SSLContext, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        cli = client.wrap_bio(c_in, c_out, server_hostname="localhost", session=session)
+        srv = server.wrap_bio(s_in, s_out, server_side=True)
+        for _ in range(20):
+            for obj in (cli, srv):
+                try:
+                    obj.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+        return cli
+
+    old = connect(one.context).session
+    assert connect(two.context, old).session_reused  # minted by one, read by two
+    supervision.tickets.rotate(0.0)
+    one.install_ticket_key()
+    two.install_ticket_key()
+    assert not connect(two.context, old).session_reused  # the old key is gone
+    fresh = connect(two.context).session
+    assert connect(one.context, fresh).session_reused
