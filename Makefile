@@ -44,6 +44,7 @@ sysdeps:
 bench: $(VENV)/.installed-test
 	bash scripts/sysdeps.sh bench
 	$(BIN)/python -m bench.proxy
+	$(BIN)/python -m bench.tls
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

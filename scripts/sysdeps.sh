@@ -23,6 +23,7 @@ declare -A test_pkgs=(
   [sysctl]=procps
   [unshare]=util-linux
   [setpriv]=util-linux
+  [openssl]=openssl
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light

@@ -30,6 +30,8 @@ _REQUEST.update(
         b"host": _HOST,
         b"x-forwarded-proto": _REPLACED,
         b"x-forwarded-host": _REPLACED,
+        b"client-cert": _DROP,
+        b"client-cert-chain": _DROP,
     }
 )
 _RESP_VIA = 1

@@ -206,7 +206,7 @@ def test_quick_config_default_listen() -> None:
 @pytest.mark.parametrize(
     ("to", "listen", "path", "text"),
     [
-        ("https://127.0.0.1:3000", ":8080", "--to", "expected http://"),
+        ("gopher://127.0.0.1:3000", ":8080", "--to", "expected http:// or https://"),
         ("ftp://x:1", ":8080", "--to", "expected http://"),
         ("http://127.0.0.1:3000/api", ":8080", "--to", "found the path '/api'"),
         ("127.0.0.1", ":8080", "--to", "port is missing"),

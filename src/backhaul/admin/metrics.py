@@ -18,6 +18,8 @@ Families (Prometheus naming: ``_total`` for counters, base units ``_seconds``/``
     backhaul_retry_budget_exhausted_total{cluster}                               counter
     backhaul_circuit_breaker_overflows_total{cluster,breaker}                    counter
     backhaul_cluster_panic{cluster}                                              gauge
+    backhaul_tls_handshakes_total{listener}                                      counter
+    backhaul_tls_handshake_failures_total{listener,reason}                       counter
     backhaul_workers                                                             gauge
     backhaul_build_info{version,python}                                          gauge
 
@@ -40,6 +42,7 @@ from backhaul.state.shared_counters import (
     BREAKERS,
     HEALTH_STATES,
     STATUS_CLASSES,
+    TLS_HANDSHAKE_FAILURES,
     Layout,
     SharedCounters,
     Totals,
@@ -231,6 +234,20 @@ class MetricsExposition:
             name = _P + family
             _help(out, name, "counter", text)
             out.append(f"{name} {ints[f[key][0]]}")
+        tls_names = layout.tls_listeners
+        if tls_names:
+            nr = len(TLS_HANDSHAKE_FAILURES) + 1
+            base = f["tls_handshakes"][0]
+            name = _P + "tls_handshakes_total"
+            _help(out, name, "counter", "Downstream TLS handshakes completed.")
+            for t, listener in enumerate(tls_names):
+                out.append(f"{name}{{{_labels(listener=listener)}}} {ints[base + t * nr + nr - 1]}")
+            name = _P + "tls_handshake_failures_total"
+            _help(out, name, "counter", "Downstream TLS handshakes that failed, by reason.")
+            for t, listener in enumerate(tls_names):
+                lab = _labels(listener=listener)
+                for r, reason in enumerate(TLS_HANDSHAKE_FAILURES):
+                    out.append(f'{name}{{{lab},reason="{reason}"}} {ints[base + t * nr + r]}')
 
         name = _P + "workers"
         _help(out, name, "gauge", "Worker processes alive (flushed their counters lately).")

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
-from backhaul.config.model import Cluster, Retries, Route, advisories
+from backhaul.config.model import Cluster, Listener, Retries, Route, advisories
 from backhaul.config.units import Address
 from backhaul.errors import ConfigError
 
@@ -79,6 +79,25 @@ def describe_action(route: Route) -> str:
     assert route.respond is not None
     respond = route.respond
     return f"respond {respond.status} {respond.content_type} ({len(respond.body)} chars)"
+
+
+def describe_tls(listener: Listener) -> str:
+    """``https (2 certificates by SNI, TLS 1.2+, mTLS require)``, ``http → https:443``."""
+    tls = listener.tls
+    if tls is None:
+        redirect = listener.redirect_https
+        return listener.protocol if redirect is None else f"http → https:{redirect.port}"
+    if tls.internal:
+        source = "built-in CA"
+    else:
+        n = len(tls.certificates)
+        source = f"{n} certificates by SNI" if n > 1 else "1 certificate"
+    parts = [source, f"TLS {tls.min_version}+"]
+    if tls.unknown_sni == "refuse":
+        parts.append("unknown SNI refused")
+    if tls.client_auth is not None:
+        parts.append(f"mTLS {tls.client_auth.mode}")
+    return f"https ({', '.join(parts)})"
 
 
 def describe_retries(retries: Retries, detail: bool = False) -> str:
@@ -221,7 +240,7 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         listeners.add_row(
             escape(listener.name),
             str(listener.address),
-            listener.protocol,
+            escape(describe_tls(listener)),
             f"line {format_size(lim.request_line)}, head {format_size(lim.header_bytes)}"
             f"/{lim.header_count}, body {format_size(lim.body)}",
             f"head {format_duration(tmo.request_headers)}, body idle"

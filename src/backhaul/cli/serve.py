@@ -46,6 +46,13 @@ def serve(
         metavar="FILE",
         help="Access-log destination: a file, `-` for stdout, `off`.",
     ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="Quick mode: serve HTTPS with this PEM certificate (chain)."
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Quick mode: its private key."),
+    tls_internal: bool = typer.Option(
+        False, "--tls-internal", help="Quick mode: HTTPS with a certificate from `backhaul ca`."
+    ),
 ) -> None:
     """Run the edge.
 
@@ -61,10 +68,16 @@ def serve(
         raise UsageError(
             "--listen goes with --to (quick mode); with a config file, set listeners[].address"
         )
+    tls = _quick_tls(tls_cert, tls_key, tls_internal)
+    if tls is not None and to is None:
+        raise UsageError(
+            "--tls-cert/--tls-key/--tls-internal go with --to (quick mode); with a config"
+            " file, set listeners[].tls"
+        )
     if config is not None:
         cfg = load_file(config)
     elif to is not None:
-        cfg = quick_config(to, listen or "127.0.0.1:8080")
+        cfg = quick_config(to, listen or ("127.0.0.1:8443" if tls else "127.0.0.1:8080"), tls)
     else:
         cfg = default_config()
     if access_log is not None:
@@ -77,6 +90,19 @@ def serve(
     if cfg.access_log.enabled and cfg.access_log.path != "-":
         check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))
+
+
+def _quick_tls(cert: Path | None, key: Path | None, internal: bool) -> dict[str, object] | None:
+    """The listener's ``tls`` block from the quick-mode flags (None: plain HTTP)."""
+    if internal:
+        if cert is not None or key is not None:
+            raise UsageError("use either --tls-internal or --tls-cert/--tls-key, not both")
+        return {"internal": True}
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both")
+    if cert is None or key is None:
+        return None
+    return {"cert": str(cert), "key": str(key)}
 
 
 def check_writable(path: str) -> None:

@@ -77,6 +77,7 @@ from backhaul.config.fields import (
     header_value,
     one_of,
 )
+from backhaul.config.tls import ClientCertMatch, Hsts, ListenerTls, RedirectHttps, UpstreamTls
 from backhaul.config.units import Address, describe, format_duration
 from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
@@ -220,6 +221,10 @@ class Listener(ConfigModel):
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
     timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts)
     forwarding: Forwarding = Field(default_factory=Forwarding)
+    tls: ListenerTls | None = Field(default=None, description="HTTPS (see config/tls.py)")
+    redirect_https: RedirectHttps | None = Field(
+        default=None, description="answer every request with a redirect to https://"
+    )
 
 
 class HeaderMatch(ConfigModel):
@@ -260,6 +265,9 @@ class RouteMatch(ConfigModel):
     regex: str | None = Field(default=None, description="full-match regex on the path")
     methods: tuple[str, ...] | None = Field(default=None, min_length=1)
     headers: tuple[HeaderMatch, ...] = ()
+    client_cert: ClientCertMatch | None = Field(
+        default=None, description="the verified TLS client certificate (client_auth)"
+    )
 
     @field_validator("regex")
     @classmethod
@@ -400,6 +408,7 @@ class Route(ConfigModel):
     redirect: RedirectAction | None = None
     respond: RespondAction | None = None
     limits: RouteLimits | None = None
+    hsts: Hsts | None = Field(default=None, description="Strict-Transport-Security over HTTPS")
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:
@@ -489,6 +498,7 @@ class Cluster(ConfigModel):
     )
     retries: ClusterRetries = Field(default_factory=ClusterRetries)
     circuit_breakers: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    tls: UpstreamTls | None = Field(default=None, description="TLS to the endpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> Cluster:
@@ -641,6 +651,14 @@ def cross_check_parts(
             )
         else:
             seen_names[listener.name] = i
+        if listener.tls is not None and listener.redirect_https is not None:
+            problems.append(
+                (
+                    f"listeners[{i}].redirect_https",
+                    "found redirect_https on a TLS listener: expected it on a plain-HTTP"
+                    " listener (it sends clients to the HTTPS one)",
+                )
+            )
         for j in range(i):
             earlier = listeners[j]
             if earlier is None:
@@ -782,6 +800,17 @@ def advisories(config: EdgeConfig) -> list[tuple[str, str]]:
                     " timeouts.response_headers"
                     f" ({format_duration(target.timeouts.response_headers)}), so it never"
                     " ends a try first",
+                )
+            )
+    mtls = {lst.name for lst in config.listeners if lst.tls and lst.tls.client_auth}
+    for i, route in enumerate(config.routes):
+        on = set(route.listeners) if route.listeners else {lst.name for lst in config.listeners}
+        if route.match.client_cert is not None and not on & mtls:
+            notes.append(
+                (
+                    f"routes[{i}].match.client_cert",
+                    "none of this route's listeners asks for client certificates"
+                    " (tls.client_auth), so no request has one",
                 )
             )
     catch_all: tuple[int, Route] | None = None

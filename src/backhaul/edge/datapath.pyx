@@ -1565,7 +1565,13 @@ cdef class HttpConnection(Http1Peer):
                 rfc="RFC 9110 7.8",
             )
         listener = self.listener
-        route = listener.routes.match(facts.host, target.path, method, headers)
+        tls = listener.tls  # routes may match the verified client certificate
+        route = listener.routes.match(
+            facts.host,
+            target.path,
+            method,
+            headers if tls is None else tls.route_headers(headers, self.transport),
+        )
         ex = Exchange(self, method, target, facts, headers, route)
         if self.request_id_in is not None:
             ex.request_id = self.request_id_in
@@ -2064,6 +2070,9 @@ cdef class Exchange:
         if head is None:
             # The request named no host: its Host line is the endpoint's address.
             head = self.upstream_head_for(upstream)
+        tls = conn.listener.tls  # RFC 9440 Client-Cert headers of a verified client
+        if tls is not None and tls.forward_client_cert:
+            head = head[:-2] + tls.client_cert_lines(conn.transport) + b"\r\n"
         early = self.early
         if early:
             self.early = None
@@ -2215,10 +2224,14 @@ cdef class Exchange:
         self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
+        head = relay.head
+        tls = conn.listener.tls  # the route's Strict-Transport-Security
+        if tls is not None and tls.hsts:
+            head = tls.add_hsts(head, self.route)
         if self.set_cookie is None:
-            conn.write(relay.head)
+            conn.write(head)
         else:
-            conn.write(relay.head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
+            conn.write(head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
         self.deadline = worker.now() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
         if rf.no_body and status != 204 and status != 304:
@@ -2353,6 +2366,9 @@ cdef class Exchange:
         self.status = status
         self.head_sent = True
         head = encode_head(b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), out)
+        tls = self.conn.listener.tls  # the route's Strict-Transport-Security
+        if tls is not None and tls.hsts:
+            head = tls.add_hsts(head, self.route)
         if self.method == b"HEAD":
             self.conn.write(head)
         else:

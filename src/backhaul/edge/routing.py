@@ -20,6 +20,23 @@ __all__ = ["CompiledRoute", "RouteTable"]
 
 _CACHE_MAX = 4096
 
+# TLS hook: routes may match the verified client certificate (match.client_cert) through
+# two pseudo-fields that edge/tls.py adds to the fields routing sees on mTLS listeners;
+# clients cannot send them (llhttp refuses a field name that starts with ':').
+CLIENT_CERT_FIELD = b":client-cert"
+CLIENT_SUBJECT_FIELD = b":client-cert-subject"
+
+
+def _client_cert_matches(cond: Any) -> list[tuple[bytes, str, Any]]:
+    if cond is None:
+        return []
+    out: list[tuple[bytes, str, Any]] = []
+    if cond.present is not None:
+        out.append((CLIENT_CERT_FIELD, "present", bool(cond.present)))
+    if cond.subject is not None:
+        out.append((CLIENT_SUBJECT_FIELD, "regex", re.compile(cond.subject.encode())))
+    return out
+
 
 class CompiledRoute:
     """One route with its match precompiled. ``action`` keeps the config's action object."""
@@ -86,6 +103,7 @@ class CompiledRoute:
                 compiled_headers.append((name, "regex", re.compile(hm.regex.encode())))
             else:
                 compiled_headers.append((name, "present", bool(hm.present)))
+        compiled_headers += _client_cert_matches(getattr(match, "client_cert", None))  # TLS hook
         self.header_matches = tuple(compiled_headers)
         self.has_header_match = bool(compiled_headers)
         self.listeners = frozenset(route.listeners) if route.listeners else None

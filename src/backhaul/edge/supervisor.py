@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
@@ -131,6 +132,11 @@ class _Supervisor:
             lst.name: bind_listener_socket(lst.address.host, lst.address.port, reuse_port=False)
             for lst in config.listeners
         }
+        from backhaul.edge.tls_supervisor import TlsSupervision
+
+        # TLS hook: the ticket key shared by the workers (mapped before fork), certificate
+        # reloads on SIGHUP, renewal of internal-CA certificates. None without TLS.
+        self.tls = TlsSupervision.before_fork(config)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -140,6 +146,7 @@ class _Supervisor:
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # TLS hook: the supervisor's signal
             _die_with_parent(parent)
             code = 1
             try:
@@ -159,14 +166,23 @@ class _Supervisor:
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
+    def on_reload(self, signum: int, frame: object) -> None:
+        """SIGHUP: workers re-read their certificate files (TLS hook)."""
+        if self.tls is not None:
+            self.tls.request_reload()
+            print("backhaul: SIGHUP: reloading certificate files", file=sys.stderr, flush=True)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGHUP, self.on_reload)  # TLS hook
         for _ in range(self.size):
             self.spawn()
         pids = " ".join(str(p) for p in self.children)
         print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
         while not self.stopping:
+            if self.tls is not None:  # TLS hook: ticket-key rotation, internal renewal
+                self.tls.tick(time.monotonic(), datetime.now(UTC))
             self.reap(restart=True)
             if not self.children:
                 print("backhaul: no worker left; stopping", file=sys.stderr)
@@ -248,8 +264,13 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
             "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
         ) from exc
     print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
+    if any(lst.tls is not None and lst.tls.internal for lst in config.listeners):
+        from backhaul.edge.tls_supervisor import InternalCertificates
+
+        InternalCertificates(config).ensure(datetime.now(UTC))  # TLS hook: before workers
     for lst in config.listeners:
-        print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
+        scheme = "https" if lst.tls is not None else "http"  # TLS hook
+        print(f"backhaul: listener {lst.name} on {scheme}://{lst.address}", file=sys.stderr)
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec
     os.write(fd, freeze(config))
     os.lseek(fd, 0, os.SEEK_SET)

@@ -30,6 +30,7 @@ from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.settings import unpickle
+from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
@@ -58,6 +59,7 @@ class ListenerRuntime:
         "routes",
         "scheme",
         "server",
+        "tls",
         "x_forwarded",
     )
 
@@ -80,6 +82,7 @@ class ListenerRuntime:
         self.forwarded = bool(fwd.forwarded)
         self.request_id = bool(fwd.request_id)
         self.server: asyncio.Server | None = None
+        self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
 
 class Stats:
@@ -146,6 +149,7 @@ class Worker:
         )
         self.via: bytes | None = b"1.1 backhaul"
         self.clusters: dict[str, Cluster] = {}
+        self.tls = EdgeTls.empty()  # TLS hook: set in start()
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
@@ -187,6 +191,9 @@ class Worker:
                     self._origins.append(server)
                     builtin_ports[i] = port
             self.clusters[name] = Cluster(name, cluster_cfg, builtin_ports, self.loop.time())
+        self.tls = EdgeTls(config)  # TLS hook: contexts of HTTPS listeners and TLS clusters
+        for name, client_tls in self.tls.clusters.items():
+            self.clusters[name].tls = client_tls
         for lst in config.listeners:
             default_body = int(lst.limits.body)
             routes = []
@@ -208,15 +215,22 @@ class Worker:
             runtime = ListenerRuntime(lst, RouteTable(routes))
             runtime.metrics_index = self.metrics.layout.listener_index(lst.name)
             runtime.metrics_none = self.metrics.layout.series(lst.name, None)
+            runtime.tls = self.tls.server(lst.name)  # TLS hook
+            if runtime.tls is not None:
+                runtime.scheme = "https"
             self.listeners.append(runtime)
-        for runtime in self.listeners:
+        for runtime, lst in zip(self.listeners, config.listeners, strict=True):
             sock = self._sockets.get(runtime.name)
             if sock is None:
                 sock = bind_listener_socket(runtime.address.host, runtime.address.port)
+            tls = runtime.tls  # ssl= for HTTPS, the redirect protocol for redirect_https
             runtime.server = await self.loop.create_server(
-                lambda r=runtime: HttpConnection(self.context, r),  # type: ignore[misc]
+                self.tls.protocol_factory(lst, self.loop)
+                or (lambda r=runtime: HttpConnection(self.context, r)),  # type: ignore[misc]
                 sock=sock,
                 backlog=4096,
+                ssl=tls.context if tls is not None else None,
+                ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
             )
         now = self.loop.time()
         for name, cluster in self.clusters.items():
@@ -259,6 +273,7 @@ class Worker:
             tx = conn.tx
             if tx is not None and tx.deadline_kind != EXCHANGE_DEADLINE_NONE and tx.deadline < now:
                 tx.on_deadline(now)
+        self.tls.tick(now, metrics=self.metrics)  # TLS hook: ticket keys, reloads, counters
         control = self.endpoint_control
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)

@@ -80,6 +80,10 @@ REQUEST_RULES.update(
         b"host": RULE_HOST,
         b"x-forwarded-proto": RULE_REPLACED,
         b"x-forwarded-host": RULE_REPLACED,
+        # RFC 9440 client-certificate fields come only from the edge (a verified TLS client
+        # certificate, see edge/tls.py), never from what a client sends.
+        b"client-cert": RULE_DROP,
+        b"client-cert-chain": RULE_DROP,
     }
 )
 RESPONSE_RULES: dict[bytes, int] = dict.fromkeys(ALWAYS_DROPPED, RULE_DROP)

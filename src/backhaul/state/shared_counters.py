@@ -50,6 +50,7 @@ __all__ = [
     "HEALTH_STATES",
     "STALE_AFTER",
     "STATUS_CLASSES",
+    "TLS_HANDSHAKE_FAILURES",
     "Layout",
     "MetricsLayoutError",
     "SharedCounters",
@@ -93,6 +94,19 @@ equal; this module does not import the balance package, to keep the supervisor s
 
 BREAKERS = ("max_connections", "max_pending", "max_requests")
 """Circuit-breaker kinds, as :class:`backhaul.balance.circuit.Limit` names them."""
+
+TLS_HANDSHAKE_FAILURES = (
+    "protocol_version",
+    "no_shared_cipher",
+    "unknown_sni",
+    "no_client_certificate",
+    "bad_client_certificate",
+    "certificate_rejected",
+    "plain_http",
+    "other",
+)
+"""Reasons a downstream TLS handshake fails (see :mod:`backhaul.edge.tls`); a TLS listener
+has one counter per reason, then one of completed handshakes."""
 
 STALE_AFTER = 2.5
 """A slot whose last flush is older than this (seconds) is not live: its gauges are left out.
@@ -150,6 +164,8 @@ class Layout:
     endpoints: tuple[tuple[str, ...], ...]
     """Per cluster (in ``clusters`` order): its endpoint labels, in config order."""
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    tls_listeners: tuple[str, ...] = ()
+    """The listeners that speak TLS (handshake counters)."""
 
     # Derived, computed in __post_init__.
     int_fields: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
@@ -201,6 +217,7 @@ class Layout:
             ("overflows", nc * len(BREAKERS)),
             ("access_log_dropped", 1),
             ("access_log_write_errors", 1),
+            ("tls_handshakes", len(self.tls_listeners) * (len(TLS_HANDSHAKE_FAILURES) + 1)),
         ]
         gauges = [("connections", len(self.listeners)), ("health", ne), ("panic", nc)]
         floats = [("duration_sum", keys), ("upstream_sum", nc + 1)]
@@ -244,6 +261,7 @@ class Layout:
                 self.clusters,
                 self.endpoints,
                 self.buckets,
+                self.tls_listeners,
                 _VERSION,
             )
         )
@@ -344,6 +362,11 @@ def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> L
             else:
                 labels.append(f"builtin:{name}-{i + 1}")
         endpoints.append(_names_unique(labels))
+    tls_listeners = tuple(
+        str(_get(lst, "name"))
+        for lst in _get(settings, "listeners", ())
+        if _get(lst, "tls") is not None
+    )
     return Layout(
         listeners=listeners,
         routes=tuple(routes),
@@ -352,6 +375,7 @@ def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> L
         clusters=tuple(clusters),
         endpoints=tuple(endpoints),
         buckets=tuple(float(b) for b in buckets),
+        tls_listeners=tls_listeners,
     )
 
 
@@ -553,6 +577,7 @@ class WorkerMetrics:
                 "ejections",
                 "access_log_dropped",
                 "access_log_write_errors",
+                "tls_handshakes",
             )
         }
         self._duration_buckets = self._lists["duration_buckets"]
@@ -619,6 +644,18 @@ class WorkerMetrics:
     def set_panic(self, cluster_i: int, panic: bool) -> None:
         """Whether this worker balances ``cluster_i`` in panic mode (gauge)."""
         self._lists["panic"][cluster_i] = 1 if panic else 0
+
+    def sync_tls(self, tls_i: int, counts: Sequence[int]) -> None:
+        """One TLS listener's handshake totals since this worker started (failures by
+        :data:`TLS_HANDSHAKE_FAILURES`, then completed), from the tick."""
+        n = len(TLS_HANDSHAKE_FAILURES) + 1
+        if len(counts) != n:
+            raise ValueError(f"expected {n} handshake counts, not {len(counts)}")
+        at = tls_i * n
+        mine = self._lists["tls_handshakes"]
+        base = self._base["tls_handshakes"]
+        for r, count in enumerate(counts):
+            mine[at + r] = base[at + r] + count
 
     def sync_cluster(
         self,
