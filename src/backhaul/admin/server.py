@@ -329,7 +329,7 @@ async def start_admin(
     404): the control API of :mod:`backhaul.admin.api`."""
     # Imported here: the admin layer sits above the edge, and the edge's worker imports
     # this module when it starts the admin listener.
-    from backhaul.edge.worker import bind_listener_socket
+    from backhaul.edge.listen import bind_listener_socket
 
     loop = asyncio.get_running_loop()
     owner = AdminServer(

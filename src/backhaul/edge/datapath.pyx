@@ -1368,6 +1368,7 @@ cdef class HttpConnection(Http1Peer):
     cdef bint feed_clean
     cdef list wbuf
     cdef list up_dirty
+    cdef bint release_buffers  # a message ended in this read: free the head buffers after it
     cdef object refusal  # (status, detail, url): sent once earlier answers are done
 
     def __init__(self, worker, listener):
@@ -1460,6 +1461,9 @@ cdef class HttpConnection(Http1Peer):
         except RemoteProtocolError as exc:
             self.reject(exc.status_hint, exc.detail)
         finally:
+            if self.release_buffers and not self.in_head:
+                self.release_buffers = False
+                self.free_buffers()
             dirty = self.up_dirty
             self.up_dirty = None
             if dirty:
@@ -1651,6 +1655,9 @@ cdef class HttpConnection(Http1Peer):
         self.rx = None
         if self.deadline_kind == DL_BODY:
             self.deadline_kind = DL_NONE
+        # The head buffers are for a head in progress: an idle connection holds none (with
+        # thousands of keep-alive clients this is most of their memory).
+        self.release_buffers = True
         if ex is not None:
             ex.request_end()
         return 0

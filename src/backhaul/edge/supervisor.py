@@ -40,7 +40,7 @@ def _new_loop() -> Any:
 
 def validate_binds(config: Any) -> None:
     """Fail early, in the supervisor, when a listener address cannot be bound."""
-    from backhaul.edge.worker import bind_listener_socket
+    from backhaul.edge.listen import bind_listener_socket
 
     binds = [(f"listener {lst.name}", lst.address) for lst in config.listeners]
     if getattr(config, "admin", None) is not None:
@@ -126,7 +126,7 @@ class _Supervisor:
         # Each listener's socket, bound once here and inherited by every worker it forks: a
         # restarted worker never opens a window in which connections are refused, and no
         # other process can join the port (no SO_REUSEPORT on it).
-        from backhaul.edge.worker import bind_listener_socket
+        from backhaul.edge.listen import bind_listener_socket
 
         self.sockets = {
             lst.name: bind_listener_socket(lst.address.host, lst.address.port, reuse_port=False)

@@ -27,6 +27,7 @@ from backhaul.edge.datapath import (
     WorkerContext,
 )
 from backhaul.edge.healthcheck import run_checks
+from backhaul.edge.listen import bind_listener_socket
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.settings import unpickle
@@ -94,26 +95,6 @@ class Stats:
         self.exchanges = 0
         self.errors = 0
         self.rejected = 0
-
-
-def bind_listener_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
-    """A listening TCP socket for ``host:port``, shared between workers with SO_REUSEPORT."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(4096)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class Worker:
