@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "trace",
     "dig",
     "lab",
+    "dns",
 )
 
 app = typer.Typer(

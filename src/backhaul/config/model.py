@@ -50,6 +50,7 @@ from backhaul.config.cluster_policy import (
     merged_retries,
     retry_policy,
 )
+from backhaul.config.dns import DnsConfig
 from backhaul.config.fields import (
     ADDRESS_PATTERN,
     AUTHORITY,
@@ -502,9 +503,10 @@ class EdgeConfig(ConfigModel):
     workers: int | None = Field(default=None, ge=1, le=1024, description="None = CPU count")
     access_log: AccessLog = Field(default_factory=AccessLog)
     admin: Admin | None = None
-    listeners: tuple[Listener, ...] = Field(min_length=1)
+    listeners: tuple[Listener, ...] = Field(default=(), description="at least one, or dns")
     routes: tuple[Route, ...] = ()
     clusters: dict[str, Cluster] = Field(default_factory=dict)
+    dns: DnsConfig | None = Field(default=None, description="the DNS server (None = off)")
 
     @field_validator("server_header")
     @classmethod
@@ -568,6 +570,11 @@ def _overlap(a: Address, b: Address) -> bool:
 def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
     """Problems that span several parts of ``config``, each with its config path."""
     problems: list[tuple[str, str]] = []
+    if not config.listeners and config.dns is None:
+        problems.append(
+            ("listeners", "found no listener: expected at least one listener or a dns section")
+        )
+    problems.extend(_dns_overlaps(config))
     seen_names: dict[str, int] = {}
     for i, listener in enumerate(config.listeners):
         if not listener.name.strip():
@@ -642,6 +649,30 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
     for name in config.clusters:
         if not name.strip():
             problems.append(("clusters", "found an empty cluster name: expected a name"))
+    return problems
+
+
+def _dns_overlaps(config: EdgeConfig) -> list[tuple[str, str]]:
+    """A DNS address whose TCP port an HTTP listener or the admin listener also takes."""
+    if config.dns is None:
+        return []
+    taken = [(f"listeners[{j}]", lst.address) for j, lst in enumerate(config.listeners)]
+    if config.admin is not None:
+        taken.append(("admin", config.admin.address))
+    if config.dns.metrics is not None:
+        taken.append(("dns.metrics", config.dns.metrics))
+    problems = []
+    for i, address in enumerate(config.dns.listen):
+        for where, other in taken:
+            if _overlap(address, other):
+                problems.append(
+                    (
+                        f"dns.listen[{i}]",
+                        f"found {describe(str(address))}, which overlaps {where} ({other}):"
+                        " expected a port of its own (DNS takes TCP too)",
+                    )
+                )
+                break
     return problems
 
 

@@ -241,6 +241,7 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
             cluster.tick(now)
+            control.publish_health(name, cluster.endpoints)  # read by the DNS service
         if self.access_log is not None:
             self.access_log.flush()
         metrics = self.metrics
