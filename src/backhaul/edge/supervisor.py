@@ -126,6 +126,11 @@ class _Supervisor:
 
         # The operator's drain requests, shared by the workers (see the admin API).
         self.control = EndpointControl(endpoint_labels(config))
+        self.dns = None  # the DNS service's processes (backhaul.services.dns), if configured
+        if getattr(config, "dns", None) is not None:
+            from backhaul.services.dns.process import DnsProcesses
+
+            self.dns = DnsProcesses(config.dns, config.clusters, self.control)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -157,6 +162,8 @@ class _Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         for _ in range(self.size):
             self.spawn()
+        if self.dns is not None:
+            self.dns.start()
         pids = " ".join(str(p) for p in self.children)
         print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
         while not self.stopping:
@@ -175,6 +182,8 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
+            if self.dns is not None and self.dns.reaped(pid, status, restart and not self.stopping):
+                continue
             self.children.pop(pid, None)
             self.slots.pop(pid, None)
             if not restart or self.stopping:
@@ -198,6 +207,8 @@ class _Supervisor:
             )
 
     def shutdown(self) -> int:
+        if self.dns is not None:
+            self.dns.stop()
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
@@ -228,6 +239,11 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
             f"(8 per CPU); one per CPU is the usual choice"
         )
     validate_binds(config)
+    if getattr(config, "dns", None) is not None:
+        from backhaul.services.dns.process import check_ports_free, describe_listen
+
+        check_ports_free(config.dns.listen, config.dns.metrics)
+        print(f"backhaul: dns on {describe_listen(config.dns)}", file=sys.stderr)
     for lst in config.listeners:
         print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec

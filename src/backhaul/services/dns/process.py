@@ -225,14 +225,14 @@ class DnsProcesses:
         self.signal_all(signal.SIGTERM)
         end = time.monotonic() + deadline
         while self.children and time.monotonic() < end:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.02)
-                continue
-            self.children.pop(pid, None)
+            for pid in list(self.children):  # only our own: the caller reaps its others
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    self.children.pop(pid, None)
+            time.sleep(0.02)
         self.signal_all(signal.SIGKILL)
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
