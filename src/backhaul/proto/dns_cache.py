@@ -138,9 +138,9 @@ class ResponseCache:
             return None
         entry = CacheEntry(
             response.rcode(),
-            list(response.answer),
-            list(response.authority),
-            list(response.additional),
+            self._clamped(response.answer, ttl),
+            self._clamped(response.authority, ttl),
+            self._clamped(response.additional, ttl),
             now,
             ttl,
             size,
@@ -153,6 +153,16 @@ class ResponseCache:
         self.stats.stored += 1
         self._evict(now)
         return entry
+
+    def _clamped(self, section: list[dns.rrset.RRset], ttl: int) -> list[dns.rrset.RRset]:
+        """Copies whose TTLs lie within the clamps and end with the entry (a negative
+        answer's SOA carries the negative TTL, RFC 2308 §5)."""
+        out = []
+        for rrset in section:
+            copy = rrset.copy()  # type: ignore[no-untyped-call]
+            copy.ttl = min(max(int(rrset.ttl), self.settings.min_ttl), ttl)
+            out.append(copy)
+        return out
 
     def _evict(self, now: float) -> None:
         s = self.settings
