@@ -123,7 +123,6 @@ class Server:
         _stop(self.process)
 
 
-
 def start_dnsmasq(workdir: Path, args: Sequence[str], port: int | None = None) -> Server:
     if not os.path.exists(DNSMASQ):
         pytest.skip("dnsmasq is not installed (scripts/sysdeps.sh test installs it)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +17,10 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+import yaml
 
 from tests.services.dns_harness import (
+    Server,
     ask,
     counting_upstream,
     dig,
@@ -25,6 +29,7 @@ from tests.services.dns_harness import (
     start_backhaul,
     start_dnsmasq,
     status,
+    wait_answering,
 )
 
 BIG = [f"--txt-record=big.up.test,{'y' * 200}{i}" for i in range(8)]
@@ -94,9 +99,7 @@ def test_single_flight(tmp_path: Path) -> None:
         ours = start_backhaul(tmp_path, {"forward": {"upstreams": [f"127.0.0.1:{up.port}"]}})
         try:
             with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
-                replies = list(
-                    pool.map(lambda _: ask(ours.port, "flight.example.test"), range(20))
-                )
+                replies = list(pool.map(lambda _: ask(ours.port, "flight.example.test"), range(20)))
             assert all(r.answer[0][0].address == "10.9.9.9" for r in replies)
             assert up.count("flight.example.test") == 1
         finally:
@@ -235,13 +238,6 @@ def test_ipv6_listener(tmp_path: Path, family: str) -> None:
         port = free_port("::1")
     except OSError:
         pytest.skip("no IPv6 loopback")
-    from tests.services.dns_harness import Server, wait_answering
-
-    import subprocess
-    import sys
-
-    import yaml
-
     config = tmp_path / "v6.yaml"
     config.write_text(
         yaml.safe_dump(
