@@ -22,6 +22,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.services.dns_harness import (
     DIG,
@@ -357,3 +359,40 @@ def test_quick_mode(data_dir: Path, tmp_path: Path) -> None:
         assert ask(port, "example.com").rcode() == dns.rcode.REFUSED  # no forwarder
     finally:
         server.stop()
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    packet=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda at, junk: _mutated(at, junk),
+            st.integers(min_value=0, max_value=60),
+            st.binary(min_size=1, max_size=6),
+        ),
+    )
+)
+def test_fuzzed_packets_never_crash_the_server(ours: Server, packet: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(packet or b"\x00", ("127.0.0.1", ours.port))
+    with socket.create_connection(("127.0.0.1", ours.port), timeout=5) as sock:
+        sock.sendall(len(packet).to_bytes(2, "big") + packet)
+    assert ours.process.poll() is None
+
+
+def test_server_still_answers_after_fuzzing(ours: Server) -> None:
+    """Runs last in this module: stops the server and reads everything it printed."""
+    assert ask(ours.port, "web.example.internal").answer
+    assert ask(ours.port, "web.example.internal", tcp=True).answer
+    assert ours.process.poll() is None
+    ours.process.send_signal(signal.SIGTERM)
+    _, err = ours.process.communicate(timeout=20)
+    text = err.decode(errors="replace")
+    assert "Traceback" not in text and "Exception" not in text, text
+    assert "exited" not in text, text  # no worker died and was restarted
+
+
+def _mutated(at: int, junk: bytes) -> bytes:
+    wire = bytearray(dns.message.make_query("web.example.internal", "A", use_edns=0).to_wire())
+    wire[at : at + len(junk)] = junk
+    return bytes(wire)

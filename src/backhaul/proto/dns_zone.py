@@ -151,6 +151,10 @@ def parse_zone(spec: ZoneSource, default_ttl: int = 3600) -> dns.zone.Zone:
                         f"records[{index}]", f"{record!r}: {_strip_location(str(one))}"
                     ) from exc
         raise ZoneDataError(spec.source, message, line - shift if line else None) from exc
+    except dns.zone.UnknownOrigin as exc:
+        raise ZoneDataError(
+            spec.source, "no origin: set the zone's origin or add $ORIGIN to the file"
+        ) from exc
     except dns.exception.DNSException as exc:
         raise ZoneDataError(spec.source, str(exc) or type(exc).__name__) from exc
     if zone.origin is None:
