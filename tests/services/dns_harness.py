@@ -158,7 +158,8 @@ def start_backhaul(
 ) -> Server:
     """``backhaul serve -c`` with a ``dns`` section (and ``extra`` top-level keys) on a
     free port, waited until it answers."""
-    port = free_port()
+    listen = dns_section.get("listen")
+    port = int(str(listen[0]).rsplit(":", 1)[1]) if isinstance(listen, list) else free_port()
     section = {"listen": [f"127.0.0.1:{port}"], **dns_section}
     config = {"dns": section, **(extra or {})}
     path = workdir / f"backhaul-{port}.yaml"

@@ -48,7 +48,10 @@ def test_only_healthy_endpoints_are_published(tmp_path: Path) -> None:
         "routes": [{"proxy": {"cluster": "api"}}],
         "clusters": {
             "api": {
-                "endpoints": [f"127.0.0.2:{port_a}", {"address": f"127.0.0.3:{port_b}", "weight": 3}],
+                "endpoints": [
+                    f"127.0.0.2:{port_a}",
+                    {"address": f"127.0.0.3:{port_b}", "weight": 3},
+                ],
                 "health_checks": {
                     "type": "tcp",
                     "interval": "200ms",
@@ -60,7 +63,9 @@ def test_only_healthy_endpoints_are_published(tmp_path: Path) -> None:
         },
     }
     with listening("127.0.0.2", port_a) as a:
-        server = start_backhaul(tmp_path, {"services": {"domain": "service.internal", "ttl": 2}}, extra)
+        server = start_backhaul(
+            tmp_path, {"services": {"domain": "service.internal", "ttl": 2}}, extra
+        )
         try:
             _wait_for(server.port, ["127.0.0.2"])  # B does not listen: unhealthy, not published
             reply = ask(server.port, "_http._tcp.api.service.internal", "SRV")

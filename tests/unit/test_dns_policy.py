@@ -335,7 +335,10 @@ def test_service_records_publish_only_healthy() -> None:
     assert [r.address for r in a.answer[0]] == ["10.0.0.1"] and a.answer[0].ttl == 5
     srv = auth.lookup(name("_http._tcp.api.service.test"), dns.rdatatype.SRV)
     assert sorted((r.port, r.weight) for r in srv.answer[0]) == [(8080, 3), (8081, 1)]
-    assert {r.name for r in srv.additional} == {name("e1.api.service.test"), name("e2.api.service.test")}
+    assert {r.name for r in srv.additional} == {
+        name("e1.api.service.test"),
+        name("e2.api.service.test"),
+    }
     down = auth.lookup(name("down.service.test"), A)
     assert down.rcode == dns.rcode.NOERROR and not down.answer
 
@@ -348,7 +351,10 @@ def test_endpoints_from_answers() -> None:
     )
     reply.additional.append(dns.rrset.from_text("a.test.", 5, "IN", "A", "10.0.0.1"))
     found = endpoints_from_answer(reply, "SRV", None, {name("b.test"): ["10.0.0.2"]})
-    assert found == [DiscoveredEndpoint("10.0.0.1", 8080, 3), DiscoveredEndpoint("10.0.0.2", 8081, 1)]
+    assert found == [
+        DiscoveredEndpoint("10.0.0.1", 8080, 3),
+        DiscoveredEndpoint("10.0.0.2", 8081, 1),
+    ]
     a_reply = dns.message.make_response(dns.message.make_query("api.test", "A"))
     a_reply.answer.append(dns.rrset.from_text("api.test.", 5, "IN", "A", "10.0.0.1", "10.0.0.3"))
     got = endpoints_from_answer(a_reply, "A", 80, None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
+    ConfigDict,
     Field,
     GetJsonSchemaHandler,
     field_validator,
@@ -50,7 +51,7 @@ from backhaul.config.cluster_policy import (
     merged_retries,
     retry_policy,
 )
-from backhaul.config.dns import DnsConfig
+from backhaul.config.dns import DnsConfig, EndpointsFrom
 from backhaul.config.fields import (
     ADDRESS_PATTERN,
     AUTHORITY,
@@ -439,7 +440,10 @@ class Pool(ConfigModel):
 class Cluster(ConfigModel):
     """A named pool of upstream endpoints with a balancing policy."""
 
-    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
+    endpoints: tuple[Endpoint, ...] = Field(default=(), description="or endpoints_from")
+    endpoints_from: EndpointsFrom | None = Field(
+        default=None, description="endpoints resolved from DNS and kept up to date"
+    )
     policy: Policy = "round_robin"
     timeouts: ClusterTimeouts = Field(default_factory=ClusterTimeouts)
     pool: Pool = Field(default_factory=Pool)
@@ -462,6 +466,20 @@ class Cluster(ConfigModel):
     @model_validator(mode="after")
     def _consistent(self) -> Cluster:
         problems: list[tuple[str, str]] = []
+        if not self.endpoints and self.endpoints_from is None:
+            problems.append(
+                (
+                    "endpoints",
+                    "found an empty list: expected at least 1 endpoint (or endpoints_from)",
+                )
+            )
+        if self.endpoints and self.endpoints_from is not None:
+            problems.append(
+                (
+                    "endpoints_from",
+                    "found both endpoints and endpoints_from: expected one source of endpoints",
+                )
+            )
         if self.sticky is not None and self.policy in HASH_POLICIES:
             problems.append(
                 (
@@ -498,6 +516,11 @@ class Cluster(ConfigModel):
 
 class EdgeConfig(ConfigModel):
     """The whole edge config: listeners, routes (first match wins), clusters."""
+
+    model_config = ConfigDict(
+        **ConfigModel.model_config,
+        json_schema_extra={"anyOf": [{"required": ["listeners"]}, {"required": ["dns"]}]},
+    )
 
     server_header: str = Field(default="backhaul", description="Server header; '' = none")
     workers: int | None = Field(default=None, ge=1, le=1024, description="None = CPU count")
@@ -572,7 +595,7 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not config.listeners and config.dns is None:
         problems.append(
-            ("listeners", "found no listener: expected at least one listener or a dns section")
+            ("listeners", "found an empty list: expected at least 1 listener (or a dns section)")
         )
     problems.extend(_dns_overlaps(config))
     seen_names: dict[str, int] = {}

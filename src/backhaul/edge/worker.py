@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.accesslog import AccessLog
 from backhaul.edge.cluster import Cluster
+from backhaul.edge.discovery import Discovery, metered, start_discovery
 from backhaul.edge.downstream import DL_IDLE, DL_NONE, HttpConnection
 from backhaul.edge.exchange import EX_NONE
 from backhaul.edge.healthcheck import run_checks
@@ -148,6 +149,7 @@ class Worker:
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
+        self.discovery: Discovery | None = None  # clusters with endpoints_from
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         log_cfg = config.access_log
@@ -200,6 +202,7 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, self.endpoint_control, now)  # drains from the config
             run_checks(cluster)
+        self.discovery = start_discovery(self.clusters, config, self.loop)
         admin = getattr(config, "admin", None)
         if admin is not None:
             from backhaul.admin import metrics_renderer, start_admin
@@ -241,7 +244,6 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
             cluster.tick(now)
-            control.publish_health(name, cluster.endpoints)  # read by the DNS service
         if self.access_log is not None:
             self.access_log.flush()
         metrics = self.metrics
@@ -258,8 +260,8 @@ class Worker:
                     breakers.pending.overflows_total,
                     breakers.requests.overflows_total,
                 ),
-                ejections=[ep.ejections_total for ep in cluster.endpoints],
-                health=[ep.state for ep in cluster.endpoints],
+                ejections=[ep.ejections_total for ep in metered(cluster)],
+                health=[ep.state for ep in metered(cluster)],
                 panic=cluster.balancer.panic,
             )
         metrics.flush()
@@ -297,6 +299,8 @@ class Worker:
             except asyncio.CancelledError:
                 pass
             self._tick_task = None
+        if self.discovery is not None:
+            await self.discovery.aclose()
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()

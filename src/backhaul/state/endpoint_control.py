@@ -5,10 +5,6 @@ its workers. The admin API (served by whichever worker a request reaches) writes
 every worker reads them all on its tick and moves its own balancer's endpoint into or out of
 the draining state. So a drain asked of one worker applies to all within a tick, with no
 message passing. Plain data only: no asyncio, no sockets.
-
-A second byte per endpoint is its health as the workers see it (written by each worker on
-its tick, so it follows the health checks within a tick): the DNS server publishes only the
-endpoints marked healthy there (:mod:`backhaul.proto.dns_discovery`).
 """
 
 from __future__ import annotations
@@ -20,8 +16,6 @@ __all__ = ["EndpointControl", "endpoint_labels"]
 
 SERVE = 0
 DRAIN = 1
-#: health bytes: what the balancer's state machine says (0 = never written: healthy)
-HEALTH_CODES = {"healthy": 0, "warming": 0, "unhealthy": 2, "ejected": 3, "draining": 4}
 
 
 def endpoint_labels(settings: object) -> list[tuple[str, str, bool]]:
@@ -49,8 +43,7 @@ class EndpointControl:
         self.index: dict[tuple[str, str], int] = {
             (cluster, label): i for i, (cluster, label, _) in enumerate(entries)
         }
-        self.size = len(entries)
-        self._map = mmap.mmap(-1, max(1, 2 * len(entries)))
+        self._map = mmap.mmap(-1, max(1, len(entries)))
         for i, (_, _, drain) in enumerate(entries):
             self._map[i] = DRAIN if drain else SERVE
 
@@ -62,15 +55,3 @@ class EndpointControl:
 
     def set_drain(self, i: int, drain: bool) -> None:
         self._map[i] = DRAIN if drain else SERVE
-
-    def publish_health(self, cluster: str, endpoints: Iterable[object]) -> None:
-        """Record each endpoint's health state (``ep.label``, ``ep.state.value``)."""
-        for ep in endpoints:
-            i = self.index.get((cluster, ep.label))  # type: ignore[attr-defined]
-            if i is not None:
-                state = getattr(ep.state, "value", "healthy")  # type: ignore[attr-defined]
-                self._map[self.size + i] = HEALTH_CODES.get(state, 2)
-
-    def healthy(self, i: int) -> bool:
-        """Whether endpoint ``i`` may take traffic: healthy by the workers and not drained."""
-        return self._map[self.size + i] == 0 and self._map[i] == SERVE
