@@ -18,7 +18,7 @@ from tests.services.dns_harness import free_port, start_backhaul
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         server = self.server
         name = server.label  # type: ignore[attr-defined]
         if self.path == "/slow":

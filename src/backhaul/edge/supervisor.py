@@ -130,7 +130,7 @@ class _Supervisor:
         if getattr(config, "dns", None) is not None:
             from backhaul.services.dns.process import DnsProcesses
 
-            self.dns = DnsProcesses(config.dns, config.clusters, self.control)
+            self.dns = DnsProcesses(config.dns, config.clusters, self.control, self.metrics)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).

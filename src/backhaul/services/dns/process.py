@@ -107,9 +107,16 @@ def _new_loop() -> Any:
     return uvloop.new_event_loop()
 
 
-def run_worker(dns: Any, clusters: Any = None, control: Any = None, metrics: bool = True) -> int:
+def run_worker(
+    dns: Any,
+    clusters: Any = None,
+    control: Any = None,
+    metrics: bool = True,
+    shared: Any = None,
+) -> int:
     """Body of one DNS worker process: serve until SIGTERM. ``metrics``: this worker also
-    serves the metrics address (the first worker)."""
+    serves the metrics address (the first worker). ``control`` and ``shared`` are the
+    edge's endpoint control and shared counters (endpoint health), when an edge runs."""
     import asyncio
 
     from backhaul.services.dns.server import DnsServer
@@ -119,7 +126,7 @@ def run_worker(dns: Any, clusters: Any = None, control: Any = None, metrics: boo
 
     async def main() -> None:
         stop = asyncio.Event()
-        server = DnsServer(dns, loop, clusters, control)
+        server = DnsServer(dns, loop, clusters, control, shared)
         sockets = bind_dns_sockets(dns.listen)
         metrics_sock = None
         if metrics and dns.metrics is not None:
@@ -158,10 +165,13 @@ class DnsProcesses:
     RESTART_LIMIT = 5
     RESTART_WINDOW = 10.0
 
-    def __init__(self, dns: Any, clusters: Any = None, control: Any = None) -> None:
+    def __init__(
+        self, dns: Any, clusters: Any = None, control: Any = None, shared: Any = None
+    ) -> None:
         self.dns = dns
         self.clusters = clusters
         self.control = control
+        self.shared = shared
         self.children: dict[int, int] = {}  # pid -> worker index
         self.crashes: list[float] = []
 
@@ -178,7 +188,7 @@ class DnsProcesses:
             _die_with_parent(parent)
             code = 1
             try:
-                code = run_worker(self.dns, self.clusters, self.control, metrics=index == 0)
+                code = run_worker(self.dns, self.clusters, self.control, index == 0, self.shared)
             except BaseException as exc:
                 print(f"backhaul: dns worker {os.getpid()} failed: {exc}", file=sys.stderr)
             finally:

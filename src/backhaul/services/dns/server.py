@@ -182,12 +182,16 @@ class DnsServer:
         loop: asyncio.AbstractEventLoop,
         clusters: Any = None,
         control: Any = None,
+        metrics: Any = None,
     ) -> None:
         self.config = config
         self.loop = loop
         self.clusters = clusters if config.services is not None else None
         self.control = control
-        self.published = published_endpoints(self.clusters, control) if self.clusters else None
+        self.metrics = metrics
+        self.published = (
+            published_endpoints(self.clusters, control, metrics) if self.clusters else None
+        )
         authority = load_authority(config, self.published)
         cache = config.cache
         forward = config.forward
@@ -304,7 +308,7 @@ class DnsServer:
                 conn.close()
         self.flush_log()
         if self.clusters is not None:
-            published = published_endpoints(self.clusters, self.control)
+            published = published_endpoints(self.clusters, self.control, self.metrics)
             if published != self.published:
                 self.published = published
                 self.reload("health changed")

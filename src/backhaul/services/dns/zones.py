@@ -57,21 +57,35 @@ def file_stamps(dns: Any) -> dict[str, float]:
     return out
 
 
-def published_endpoints(clusters: Any, control: Any) -> dict[str, list[PublishedEndpoint]]:
-    """Every cluster's endpoints with their health from the shared endpoint state (all
-    healthy when there is none: no edge workers run)."""
+def published_endpoints(
+    clusters: Any, control: Any = None, metrics: Any = None
+) -> dict[str, list[PublishedEndpoint]]:
+    """Every cluster's endpoints with their health as the edge's live workers see it (the
+    shared counters: an endpoint is published when most live workers see it healthy or
+    warming and the operator has not drained it). With no edge worker alive, everything
+    is published."""
+    totals = metrics.totals() if metrics is not None else None
+    layout = metrics.layout if metrics is not None else None
     out: dict[str, list[PublishedEndpoint]] = {}
     for name, cluster in clusters.items():
+        base = None
+        if layout is not None and name in layout.clusters:
+            base = layout.endpoint_base[layout.cluster_index(name)]
         eps: list[PublishedEndpoint] = []
-        for ep in cluster.endpoints:
+        for i, ep in enumerate(cluster.endpoints):
             if ep.address is None:
                 continue
             host, port = ep.address[0], ep.address[1]
             label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             healthy = True
+            if totals is not None and base is not None and totals.workers:
+                states = totals.health[base + i]
+                routable = states[0] + states[1]  # healthy, warming (HEALTH_STATES order)
+                healthy = routable * 2 > sum(states)
             if control is not None:
-                i = control.find(name, label)
-                healthy = i is None or control.healthy(i)
+                index = control.find(name, label)
+                if index is not None and control.drain_wanted(index):
+                    healthy = False
             eps.append(PublishedEndpoint(host, port, int(ep.weight), healthy))
         out[name] = eps
     return out
