@@ -17,6 +17,7 @@ from rich.table import Table
 
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
+from backhaul.config.dns import DnsConfig
 from backhaul.config.model import Cluster, Retries, Route, advisories
 from backhaul.errors import ConfigError
 
@@ -191,6 +192,33 @@ def describe_resilience(cluster: Cluster) -> str:
     )
 
 
+def describe_dns(dns: DnsConfig) -> str:
+    """The DNS section in a few lines."""
+    lines = [f"dns: {', '.join(f'udp+tcp {a}' for a in dns.listen)}, {dns.workers} worker(s)"]
+    zones = [z.origin or (z.file or "") for z in dns.zones]
+    if zones or dns.local or dns.hosts:
+        lines.append(
+            f"  data: zones {', '.join(zones) or 'none'}; local {', '.join(dns.local) or 'none'};"
+            f" hosts files {len(dns.hosts)}; automatic PTR {'on' if dns.auto_ptr else 'off'}"
+        )
+    if dns.forward is not None:
+        ups = ", ".join(str(a) for a in dns.forward.upstreams) or "none"
+        cond = "; ".join(
+            f"{z} -> {', '.join(str(a) for a in ups_)}" for z, ups_ in dns.forward.zones.items()
+        )
+        lines.append(
+            f"  forward: {ups}" + (f"; {cond}" if cond else "") + f"; cache"
+            f" {dns.cache.max_entries} entries, serve-stale"
+            f" {format_duration(dns.cache.serve_stale) if dns.cache.serve_stale else 'off'};"
+            f" recursion for {', '.join(dns.allow_recursion)}"
+        )
+    if dns.services is not None:
+        lines.append(f"  services: <cluster>.{dns.services.domain} (TTL {dns.services.ttl}s)")
+    if dns.rate_limit is not None:
+        lines.append(f"  rate limit: {dns.rate_limit.responses_per_second:g}/s per client net")
+    return "\n".join(escape(line) for line in lines)
+
+
 def render(config: EdgeConfig, source: str, console: Console) -> None:
     """Print the plan: settings, listeners, routes, clusters, then advisories."""
     console.print(
@@ -247,6 +275,12 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         clusters.add_column(column)
     for name, cluster in config.clusters.items():
         endpoints = []
+        if cluster.endpoints_from is not None:
+            spec = cluster.endpoints_from
+            port = f" port {spec.port}" if spec.port else ""
+            endpoints.append(
+                f"from DNS: {spec.name} {spec.type}{port}, every {format_duration(spec.refresh)}"
+            )
         for endpoint in cluster.endpoints:
             target = f"builtin {endpoint.builtin}" if endpoint.builtin else str(endpoint.address)
             notes = [f"weight {endpoint.weight}"] if endpoint.weight != 1 else []
@@ -266,6 +300,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f"pool {cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
         )
     console.print(clusters)
+    if config.dns is not None:
+        console.print(describe_dns(config.dns))
 
     for path, message in advisories(config):
         console.print(f"[yellow]note[/yellow] {escape(path)}: {escape(message)}")
