@@ -52,7 +52,8 @@ dns:
         ("dns: {listen: [':5353'], zones: [{origin: a.test,"
          " records: ['ok 1 IN A 1.1.1.1', 'x IN A 1']}]}",
          "dns.zones[0].records[1]", "'x IN A 1'"),
-        ("dns: {listen: [':5353'], zones: [{records: ['x 1 IN A 1.1.1.1']}]}", "dns.zones[0].origin", "origin"),
+        ("dns: {listen: [':5353'], zones: [{records: ['x 1 IN A 1.1.1.1']}]}",
+         "dns.zones[0].origin", "origin"),
         ("dns: {listen: [':5353'], hosts: [/nonexistent.hosts]}", "dns.hosts[0]", "no such file"),
         ("dns: {listen: [':5353'], forward: {}}", "dns.forward", "no upstream"),
         ("dns: {listen: [':5353'], local: ['bad..name']}", "dns.local", "domain name"),
