@@ -31,6 +31,7 @@ from tests.services.dns_harness import (
     status,
     wait_answering,
 )
+from tests.services.test_dns_authoritative import scrape
 
 BIG = [f"--txt-record=big.up.test,{'y' * 200}{i}" for i in range(8)]
 
@@ -261,3 +262,24 @@ def test_ipv6_listener(tmp_path: Path, family: str) -> None:
         assert ask(port, "a.six.test", "AAAA", tcp=True, address="::1").answer
     finally:
         server.stop()
+
+
+def test_several_workers_share_the_port_and_the_metrics(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    ours = start_backhaul(
+        tmp_path,
+        {
+            "workers": 2,
+            "zones": [{"origin": "w.test", "records": ["a 60 IN TXT hello"]}],
+            "metrics": f"127.0.0.1:{metrics_port}",
+        },
+    )
+    try:
+        for _ in range(40):  # a new socket (source port) each time: spread by SO_REUSEPORT
+            assert ask(ours.port, "a.w.test", "TXT").answer
+        deadline = time.monotonic() + 15
+        while 'backhaul_dns_queries_total{qtype="TXT"} 40' not in scrape(metrics_port):
+            assert time.monotonic() < deadline, scrape(metrics_port)
+            time.sleep(0.1)
+    finally:
+        ours.stop()

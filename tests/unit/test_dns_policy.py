@@ -361,3 +361,26 @@ def test_endpoints_from_answers() -> None:
     added, removed = endpoint_changes([DiscoveredEndpoint("10.0.0.1", 80)], got)
     assert added == [DiscoveredEndpoint("10.0.0.3", 80)] and removed == []
     assert next_refresh(100.0, 5.0, 2) == 102.0 and next_refresh(100.0, 5.0, None) == 105.0
+
+
+def test_shared_statistics_add_up_across_processes() -> None:
+    import os
+
+    from backhaul.state.dns_counters import DnsStatsSlots
+
+    slots = DnsStatsSlots(3)
+    pid = os.fork()
+    if pid == 0:  # another worker
+        slots.write(1, {"n": 5, "by": {"A": 1}, "lat": [1, 2], "u": {"x": {"up": 0}}})
+        os._exit(0)
+    os.waitpid(pid, 0)
+    slots.write(0, {"n": 1, "by": {"A": 2, "MX": 1}, "lat": [1, 1], "u": {"x": {"up": 1}}})
+    assert slots.read(2) is None
+    assert slots.totals() == {
+        "n": 6,
+        "by": {"A": 3, "MX": 1},
+        "lat": [2, 3],
+        "u": {"x": {"up": 0}},
+    }
+    assert not slots.write(0, {"big": "x" * 70_000})  # too big: the old one stays
+    assert slots.read(0) is not None and slots.read(0)["n"] == 1  # type: ignore[index]

@@ -113,6 +113,7 @@ def run_worker(
     control: Any = None,
     metrics: bool = True,
     shared: Any = None,
+    slots: Any = None,
 ) -> int:
     """Body of one DNS worker process: serve until SIGTERM. ``metrics``: this worker also
     serves the metrics address (the first worker). ``control`` and ``shared`` are the
@@ -126,7 +127,7 @@ def run_worker(
 
     async def main() -> None:
         stop = asyncio.Event()
-        server = DnsServer(dns, loop, clusters, control, shared)
+        server = DnsServer(dns, loop, clusters, control, shared, slots)
         sockets = bind_dns_sockets(dns.listen)
         metrics_sock = None
         if metrics and dns.metrics is not None:
@@ -172,6 +173,9 @@ class DnsProcesses:
         self.clusters = clusters
         self.control = control
         self.shared = shared
+        from backhaul.state.dns_counters import DnsStatsSlots
+
+        self.stats = DnsStatsSlots(int(dns.workers))  # mapped before the workers fork
         self.children: dict[int, int] = {}  # pid -> worker index
         self.crashes: list[float] = []
 
@@ -188,7 +192,14 @@ class DnsProcesses:
             _die_with_parent(parent)
             code = 1
             try:
-                code = run_worker(self.dns, self.clusters, self.control, index == 0, self.shared)
+                code = run_worker(
+                    self.dns,
+                    self.clusters,
+                    self.control,
+                    index == 0,
+                    self.shared,
+                    (self.stats, index),
+                )
             except BaseException as exc:
                 print(f"backhaul: dns worker {os.getpid()} failed: {exc}", file=sys.stderr)
             finally:

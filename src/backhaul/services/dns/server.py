@@ -183,8 +183,10 @@ class DnsServer:
         clusters: Any = None,
         control: Any = None,
         metrics: Any = None,
+        slots: Any = None,
     ) -> None:
         self.config = config
+        self.slots = slots  # (DnsStatsSlots, this worker's index) when several workers
         self.loop = loop
         self.clusters = clusters if config.services is not None else None
         self.control = control
@@ -319,6 +321,7 @@ class DnsServer:
                 self.stamps = stamps
                 self.reload("file changed")
         self.engine.cache.sweep(now)
+        self.publish()
 
     def reload(self, why: str = "SIGHUP") -> bool:
         """Re-read the zone data; on error keep serving the old data."""
@@ -468,14 +471,28 @@ class DnsServer:
             "reloads": self.reloads,
             "reload_errors": self.reload_errors,
             "upstreams": {
-                f"{h}:{p}": (s.queries, s.failures, self.health.is_up((h, p), time.monotonic()))
+                f"{h}:{p}": {
+                    "queries": s.queries,
+                    "failures": s.failures,
+                    "up": int(self.health.is_up((h, p), time.monotonic())),
+                }
                 for (h, p), s in self.health.stats.items()
             },
         }
 
+    def publish(self) -> None:
+        """Copy this worker's statistics into its shared slot (every tick)."""
+        if self.slots is not None:
+            slots, index = self.slots
+            slots.write(index, self.statistics())
+
     def metrics_text(self) -> str:
-        """Prometheus text exposition of :meth:`statistics`."""
-        s = self.statistics()
+        """Prometheus text exposition of every worker's :meth:`statistics` added up."""
+        if self.slots is not None:
+            self.publish()
+            s = self.slots[0].totals()
+        else:
+            s = self.statistics()
         out: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
@@ -510,8 +527,8 @@ class DnsServer:
         family("backhaul_dns_upstream_failures_total", "counter", "Upstream tries that failed")
         out.append(f"backhaul_dns_upstream_failures_total {s['upstream_failures']}")
         family("backhaul_dns_upstream_up", "gauge", "1 when the upstream is not marked down")
-        for name, (_, _, up) in sorted(s["upstreams"].items()):
-            out.append(f'backhaul_dns_upstream_up{{upstream="{name}"}} {int(up)}')
+        for name, upstream in sorted(s["upstreams"].items()):
+            out.append(f'backhaul_dns_upstream_up{{upstream="{name}"}} {upstream["up"]}')
         family("backhaul_dns_single_flight_joined_total", "counter", "Misses that shared a query")
         out.append(f"backhaul_dns_single_flight_joined_total {s['single_flight_joined']}")
         family("backhaul_dns_upstream_latency_seconds", "histogram", "Upstream answer latency")
