@@ -65,7 +65,10 @@ def get(port: int, path: str = "/", host: str = "a.local") -> tuple[int, str]:
 def wait_body(port: int, wanted: str, host: str = "a.local") -> None:
     deadline = time.monotonic() + 30
     while True:
-        status, body = get(port, host=host)
+        try:
+            status, body = get(port, host=host)
+        except ConnectionRefusedError:  # the edge's worker is still starting
+            status, body = 0, "connection refused"
         if status == 200 and body == wanted:
             return
         assert time.monotonic() < deadline, f"still {status} {body!r}, expected {wanted!r}"

@@ -258,7 +258,7 @@ def test_engine_forward_then_cache(authority) -> None:  # type: ignore[no-untype
     replies = engine.resolved(decision.key, _reply("ext.example.", 60), 80, [decision.waiter], 0)
     assert dns.message.from_wire(replies[0].wire).answer[0].ttl == 60
     cached = engine.handle(query.to_wire(), "127.0.0.1", 10.0)
-    assert isinstance(cached, Reply) and cached.source == "cache"
+    assert isinstance(cached, Reply) and cached.source == "fast"  # the kept bytes, aged
     assert dns.message.from_wire(cached.wire).answer[0].ttl == 50
     # a client outside allow_recursion is refused, our zones still answer it
     outside = engine.handle(query.to_wire(), "192.0.2.1", 10.0)
@@ -384,3 +384,48 @@ def test_shared_statistics_add_up_across_processes() -> None:
     }
     assert not slots.write(0, {"big": "x" * 70_000})  # too big: the old one stays
     assert slots.read(0) is not None and slots.read(0)["n"] == 1  # type: ignore[index]
+
+
+def test_forwarded_fast_path_counts_ttls_down(authority) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(authority)
+    query = dns.message.make_query("ext.example", "A")
+    first = engine.handle(query.to_wire(), "127.0.0.1", 100.0)
+    assert isinstance(first, Forward)
+    engine.resolved(first.key, _reply("ext.example.", 60), 80, [first.waiter], 100.0)
+    for now, ttl in ((100.2, 60), (110.7, 50), (159.9, 1)):
+        reply = engine.handle(query.to_wire(), "127.0.0.1", now)
+        assert isinstance(reply, Reply) and reply.source in ("fast", "cache")
+        assert dns.message.from_wire(reply.wire).answer[0].ttl == ttl, now
+    assert isinstance(engine.handle(query.to_wire(), "127.0.0.1", 160.0), Forward)
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a.test.", "b.a.test.", "c.test.", "x.example."]),
+            st.sampled_from(["A 10.0.0.1", "MX 10 a.test.", 'TXT "t"', "CNAME b.a.test."]),
+            st.integers(min_value=0, max_value=2**31 - 1),
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_ttl_offsets_find_every_ttl(records: list[tuple[str, str, int]], edns: bool) -> None:
+    from backhaul.proto.dns_query import ttl_offsets
+
+    reply = dns.message.make_response(dns.message.make_query("a.test", "A", use_edns=edns))
+    for i, (owner, data, ttl) in enumerate(records):
+        rdtype, _, rdata = data.partition(" ")
+        section = (reply.answer, reply.authority, reply.additional)[i % 3]
+        section.append(dns.rrset.from_text(owner, ttl, "IN", rdtype, rdata))
+    wire = bytearray(reply.to_wire())
+    for offset in ttl_offsets(bytes(wire)):
+        wire[offset : offset + 4] = (7).to_bytes(4, "big")
+    parsed = dns.message.from_wire(bytes(wire))
+    rrsets = [*parsed.answer, *parsed.authority, *parsed.additional]
+    assert all(r.ttl == 7 for r in rrsets)
+    counts = sum(int.from_bytes(wire[i : i + 2], "big") for i in (6, 8, 10))
+    assert len(ttl_offsets(bytes(wire))) == counts - (1 if edns else 0)
+    if edns:
+        assert parsed.edns == 0  # the OPT record's flags were left alone

@@ -20,8 +20,8 @@ The fast path (:class:`WireAnswers`): every reply built for a cacheable answer i
 bytes, keyed by the query's bytes after its ID. The same query bytes later are answered
 with the query's ID and those bytes, with no parsing: that is what lets a Python server run
 near dnsmasq's speed. A kept reply from our zones lives until the zones change; one from the
-forwarder's cache for at most one second (so TTLs keep counting down) and never past its
-entry's freshness.
+forwarder's cache as long as its cache entry is fresh, its TTL fields rewritten in place
+each second so they count down as the cache's do (:func:`ttl_offsets`).
 
 Pure: dnspython for messages, time passed in.
 """
@@ -62,8 +62,6 @@ TC = dns.flags.TC
 AA = dns.flags.AA
 IN = dns.rdataclass.IN
 MAX_TCP = 65_535
-#: A forwarded answer's bytes are rebuilt at least this often (TTLs count down).
-FORWARDED_WIRE_LIFETIME = 1.0
 #: Authoritative answers' bytes are kept until the zones change (or this long).
 AUTHORITATIVE_WIRE_LIFETIME = 3600.0
 _PARSE_ERRORS = (dns.exception.DNSException, ValueError, IndexError, KeyError, UnicodeError)
@@ -144,12 +142,20 @@ class WireAnswers:
         until: float,
         recursive: bool,
         label: tuple[str, str, str],
+        aging: tuple[float, int, list[int], list[int]] | None = None,
     ) -> None:
+        """Keep ``tail`` (a reply after its ID) for ``key`` until ``until``. ``aging``:
+        ``(stored, age, offsets, ttls)`` for a forwarded answer whose TTLs count down:
+        when it was stored in the cache, the age its bytes show now, the offsets of its
+        TTL fields in the reply and their values at age 0."""
         table = self.table
         if key not in table and len(table) >= self.max_entries:
             oldest = next(iter(table))
             self._retire(table.pop(oldest))
-        table[key] = [tail, until, recursive, 0, label]
+        entry: list[object] = [tail, until, recursive, 0, label]
+        if aging is not None:
+            entry.extend(aging)
+        table[key] = entry
 
     def _retire(self, entry: list[object]) -> None:
         hits = entry[3]
@@ -181,6 +187,47 @@ def _type_text(rdtype: int) -> str:
         return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
     except ValueError:
         return str(rdtype)
+
+
+def _skip_name(wire: bytes, pos: int) -> int:
+    while True:
+        size = wire[pos]
+        if size == 0:
+            return pos + 1
+        if size >= 0xC0:  # a compression pointer ends the name
+            return pos + 2
+        pos += size + 1
+
+
+def ttl_offsets(wire: bytes) -> list[int]:
+    """Offsets of the TTL field of every record (OPT excluded: its TTL holds flags) in a
+    well-formed message, such as one dnspython just wrote (RFC 1035 §4.1.3)."""
+    qdcount = int.from_bytes(wire[4:6], "big")
+    records = sum(int.from_bytes(wire[i : i + 2], "big") for i in (6, 8, 10))
+    pos = 12
+    for _ in range(qdcount):
+        pos = _skip_name(wire, pos) + 4
+    out: list[int] = []
+    for _ in range(records):
+        pos = _skip_name(wire, pos)
+        if wire[pos : pos + 2] != b"\x00\x29":  # OPT
+            out.append(pos + 4)
+        pos += 10 + int.from_bytes(wire[pos + 8 : pos + 10], "big")
+    return out
+
+
+def _age_ttls(entry: list[object], age: int) -> None:
+    """Rewrite the TTLs of a kept forwarded reply for ``age`` seconds since it was cached."""
+    tail = entry[0]
+    offsets = entry[7]
+    ttls = entry[8]
+    assert isinstance(tail, bytes) and isinstance(offsets, list) and isinstance(ttls, list)
+    buf = bytearray(tail)
+    for offset, ttl in zip(offsets, ttls, strict=True):
+        at = offset - 2  # the tail starts after the ID
+        buf[at : at + 4] = max(0, ttl - age).to_bytes(4, "big")
+    entry[0] = bytes(buf)
+    entry[6] = age
 
 
 def header_reply(packet: bytes, rcode: int) -> bytes:
@@ -238,10 +285,14 @@ class QueryEngine:
         entry = self.wire.table.get(packet[2:])
         if entry is None:
             return None
-        until = entry[1]
-        assert isinstance(until, float)
-        if until <= now or (entry[2] and client not in self.recursion):
+        if entry[1] <= now:  # type: ignore[operator]
             return None
+        if entry[2]:  # forwarded: only for clients allowed recursion, TTLs counting down
+            if client not in self.recursion:
+                return None
+            age = int(now - entry[5])  # type: ignore[operator]
+            if age != entry[6]:
+                _age_ttls(entry, age)
         return entry
 
     # ------------------------------------------------------------------ queries
@@ -378,15 +429,23 @@ class QueryEngine:
         answer, authority, additional = entry.sections(now, stale_ttl)
         reply = self._respond(query, entry.rcode, answer, authority, additional, limit, source)
         if wire_key is not None and stale_ttl is None and not (reply.wire[2] & 0x02):
-            until = min(now + FORWARDED_WIRE_LIFETIME, entry.expires)
-            if until > now:
-                self._keep(wire_key, reply, until, True)
+            age = int(now - entry.stored)  # what entry.sections() took off every TTL
+            offsets = ttl_offsets(reply.wire)
+            ttls = [int.from_bytes(reply.wire[o : o + 4], "big") + age for o in offsets]
+            if entry.expires > now:
+                self._keep(wire_key, reply, entry.expires, True, (entry.stored, age, offsets, ttls))
         return reply
 
-    def _keep(self, wire_key: bytes, reply: Reply, until: float, recursive: bool) -> None:
-        self.wire.put(
-            wire_key, reply.wire[2:], until, recursive, (reply.qtype, reply.rcode, "fast")
-        )
+    def _keep(
+        self,
+        wire_key: bytes,
+        reply: Reply,
+        until: float,
+        recursive: bool,
+        aging: tuple[float, int, list[int], list[int]] | None = None,
+    ) -> None:
+        label = (reply.qtype, reply.rcode, "fast")
+        self.wire.put(wire_key, reply.wire[2:], until, recursive, label, aging)
 
     def _respond(
         self,
