@@ -39,7 +39,7 @@ import dns.message
 import dns.query
 import dns.rrset
 
-from .proxy import Processes
+from .proxy import Processes, cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -151,7 +151,12 @@ def backhaul_argv(port: int, *extra: str) -> list[str]:
     ]
 
 
-def dnsperf(port: int, queries: Path, seconds: float) -> dict[str, Any]:
+def dnsperf(
+    port: int, queries: Path, seconds: float, pgid: int | None = None, passes: int = 0
+) -> dict[str, Any]:
+    """One dnsperf run (``seconds`` long, or ``passes`` times through the file); with
+    ``pgid``, also the server's CPU time per answered query."""
+    before = cpu_seconds(pgid) if pgid is not None else (0.0, 0.0)
     out = subprocess.run(
         [
             "taskset",
@@ -164,8 +169,7 @@ def dnsperf(port: int, queries: Path, seconds: float) -> dict[str, Any]:
             str(port),
             "-d",
             str(queries),
-            "-l",
-            str(seconds),
+            *(["-n", str(passes)] if passes else ["-l", str(seconds)]),
             "-q",
             "100",
             "-t",
@@ -175,13 +179,19 @@ def dnsperf(port: int, queries: Path, seconds: float) -> dict[str, Any]:
         text=True,
         timeout=seconds + 60,
     )
+    after = cpu_seconds(pgid) if pgid is not None else (0.0, 0.0)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out.stdout)
+    done = re.search(r"Queries completed:\s+(\d+)", out.stdout)
     lost = re.search(r"Queries lost:\s+(\d+)", out.stdout)
     codes = re.search(r"Response codes:\s+(.*)", out.stdout)
     if qps is None:
         raise BenchError(f"dnsperf failed: {out.stdout[-400:]} {out.stderr[-400:]}")
+    answered = int(done.group(1)) if done else 0
+    per = 1e6 / answered if answered else 0.0
     return {
         "qps": float(qps.group(1)),
+        "user_us": (after[0] - before[0]) * per,
+        "sys_us": (after[1] - before[1]) * per,
         "lost": int(lost.group(1)) if lost else -1,
         "codes": codes.group(1).strip() if codes else "",
     }
@@ -311,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             "authoritative": {"backhaul": [], "dnsmasq": []},
             "forwarder_cache_hit": {"backhaul": [], "dnsmasq": []},
         }
-        for port, _ in servers.values():  # warm: every forwarded name once
-            dnsperf(port, paths["warm"], 1.0)
+        for port, _ in servers.values():  # warm: every name asked once, before measuring
+            dnsperf(port, paths["warm"], 0, passes=1)
+            dnsperf(port, paths["queries"], 0, passes=1)
         for r in range(args.rounds):
             order = ["backhaul", "dnsmasq"] if r % 2 == 0 else ["dnsmasq", "backhaul"]
             for scenario, queries in (
@@ -320,11 +331,12 @@ def main(argv: list[str] | None = None) -> int:
                 ("forwarder_cache_hit", paths["forwarded"]),
             ):
                 for name in order:
-                    port, _ = servers[name]
-                    run = dnsperf(port, queries, args.duration)
+                    port, proc = servers[name]
+                    run = dnsperf(port, queries, args.duration, proc.pid)
                     runs[scenario][name].append(run)
                     print(
                         f"round {r + 1} {scenario:20} {name:9} {run['qps']:>10,.0f} qps"
+                        f"  cpu {run['user_us']:.1f}+{run['sys_us']:.1f} µs/query"
                         f"  lost {run['lost']}  {run['codes']}",
                         flush=True,
                     )
@@ -332,19 +344,37 @@ def main(argv: list[str] | None = None) -> int:
         summary = {}
         for scenario, by_server in runs.items():
             medians = {k: statistics.median(x["qps"] for x in v) for k, v in by_server.items()}
-            summary[scenario] = {**medians, "ratio": medians["backhaul"] / medians["dnsmasq"]}
+            cpu = {
+                k: statistics.median(x["user_us"] + x["sys_us"] for x in v)
+                for k, v in by_server.items()
+            }
+            summary[scenario] = {
+                **medians,
+                "ratio": medians["backhaul"] / medians["dnsmasq"],
+                "cpu_us": cpu,
+                "cpu_ratio": cpu["dnsmasq"] / cpu["backhaul"] if cpu["backhaul"] else 0.0,
+            }
         results["summary"] = summary
         for _, proc in servers.values():
             procs.stop(proc)
         results["single_flight"] = single_flight(procs, args.single_flight)
     print()
-    print("| scenario | backhaul qps | dnsmasq qps | ratio | target |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| scenario | backhaul qps | dnsmasq qps | ratio | target | CPU µs/query backhaul"
+        " / dnsmasq | CPU ratio |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for scenario, s in summary.items():
         print(
             f"| {scenario} | {s['backhaul']:,.0f} | {s['dnsmasq']:,.0f} | {s['ratio']:.2f}"
-            f" | ≥ {TARGET} {'✓' if s['ratio'] >= TARGET else '✗'} |"
+            f" | ≥ {TARGET} {'✓' if s['ratio'] >= TARGET else '✗'}"
+            f" | {s['cpu_us']['backhaul']:.1f} / {s['cpu_us']['dnsmasq']:.1f}"
+            f" | {s['cpu_ratio']:.2f} |"
         )
+    print(
+        "(qps medians over rounds; the CPU ratio is dnsmasq's CPU time per query over"
+        " backhaul's: it moves less than qps when other work shares the core)"
+    )
     sf = results["single_flight"]
     print(
         f"\nsingle-flight: {sf['concurrent_queries']} concurrent identical misses →"

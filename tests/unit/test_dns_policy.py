@@ -243,11 +243,13 @@ def test_engine_fast_path_patches_the_id(authority) -> None:  # type: ignore[no-
     q2 = dns.message.make_query("www.corp.test", "A")
     q2.id = (q1.id + 1) % 65536
     again = engine.handle(q2.to_wire(), "127.0.0.1", 1.0)
-    assert isinstance(again, Reply) and again.source == "fast"
+    assert isinstance(again, Reply) and again.source == "zone"
+    assert engine.wire.hits() == {("A", "NOERROR", "zone"): 1}  # from the kept bytes
     parsed = dns.message.from_wire(again.wire)
     assert parsed.id == q2.id and parsed.answer[0][0].address == "10.0.0.1"
     engine.set_authority(authority)  # a reload forgets the kept bytes
     assert engine.handle(q2.to_wire(), "127.0.0.1", 2.0).source == "zone"  # type: ignore[union-attr]
+    assert [e[3] for e in engine.wire.table.values()] == [0]  # built again: a new entry
 
 
 def test_engine_forward_then_cache(authority) -> None:  # type: ignore[no-untyped-def]
@@ -258,7 +260,8 @@ def test_engine_forward_then_cache(authority) -> None:  # type: ignore[no-untype
     replies = engine.resolved(decision.key, _reply("ext.example.", 60), 80, [decision.waiter], 0)
     assert dns.message.from_wire(replies[0].wire).answer[0].ttl == 60
     cached = engine.handle(query.to_wire(), "127.0.0.1", 10.0)
-    assert isinstance(cached, Reply) and cached.source == "fast"  # the kept bytes, aged
+    assert isinstance(cached, Reply) and cached.source == "cache"
+    assert engine.wire.hits() == {("A", "NOERROR", "cache"): 1}  # the kept bytes, aged
     assert dns.message.from_wire(cached.wire).answer[0].ttl == 50
     # a client outside allow_recursion is refused, our zones still answer it
     outside = engine.handle(query.to_wire(), "192.0.2.1", 10.0)
@@ -394,7 +397,7 @@ def test_forwarded_fast_path_counts_ttls_down(authority) -> None:  # type: ignor
     engine.resolved(first.key, _reply("ext.example.", 60), 80, [first.waiter], 100.0)
     for now, ttl in ((100.2, 60), (110.7, 50), (159.9, 1)):
         reply = engine.handle(query.to_wire(), "127.0.0.1", now)
-        assert isinstance(reply, Reply) and reply.source in ("fast", "cache")
+        assert isinstance(reply, Reply) and reply.source == "cache"
         assert dns.message.from_wire(reply.wire).answer[0].ttl == ttl, now
     assert isinstance(engine.handle(query.to_wire(), "127.0.0.1", 160.0), Forward)
 

@@ -126,7 +126,8 @@ class WireAnswers:
     """Reply bytes per query bytes (after the ID): the fast path.
 
     An entry is ``[reply bytes after the ID, valid until, needs recursion, hits,
-    label]``; ``label`` is ``(qtype, rcode, source)`` for the metrics.
+    label]``; ``label`` is ``(qtype, rcode, source)`` for the metrics (source ``zone`` or
+    ``cache``: where the kept reply came from).
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
@@ -316,7 +317,7 @@ class QueryEngine:
             assert isinstance(label, tuple)
             tail = entry[0]
             assert isinstance(tail, bytes)
-            return Reply(packet[:2] + tail, "", label[0], label[1], "fast")
+            return Reply(packet[:2] + tail, "", label[0], label[1], label[2])
         try:
             query = dns.message.from_wire(packet)
         except dns.message.UnknownTSIGKey:
@@ -444,7 +445,7 @@ class QueryEngine:
         recursive: bool,
         aging: tuple[float, int, list[int], list[int]] | None = None,
     ) -> None:
-        label = (reply.qtype, reply.rcode, "fast")
+        label = (reply.qtype, reply.rcode, "cache" if recursive else "zone")
         self.wire.put(wire_key, reply.wire[2:], until, recursive, label, aging)
 
     def _respond(

@@ -448,11 +448,13 @@ class DnsServer:
         by_type = dict(engine.stats.by_type)
         by_rcode = dict(engine.stats.by_rcode)
         by_source = dict(engine.stats.by_source)
-        for (qtype, rcode, source), hits in engine.wire.hits().items():
+        fast = engine.wire.hits()
+        for (qtype, rcode, source), hits in fast.items():
             by_type[qtype] = by_type.get(qtype, 0) + hits
             by_rcode[rcode] = by_rcode.get(rcode, 0) + hits
             by_source[source] = by_source.get(source, 0) + hits
-        cache = engine.cache.statistics()
+        cache = vars(engine.cache.statistics()).copy()
+        cache["hits"] += sum(n for (_, _, source), n in fast.items() if source == "cache")
         drops = dict(engine.stats.dropped)
         for k, v in self.drops.items():
             drops[k] = drops.get(k, 0) + v
@@ -461,8 +463,9 @@ class DnsServer:
             "by_rcode": by_rcode,
             "by_source": by_source,
             "drops": drops,
-            "cache": vars(cache).copy(),
+            "cache": cache,
             "fast_entries": len(engine.wire.table),
+            "fast_hits": sum(fast.values()),
             "upstream_queries": self.upstream_queries,
             "upstream_failures": self.upstream_failures,
             "single_flight_joined": self.flights.joined,
@@ -512,6 +515,8 @@ class DnsServer:
         for k, v in sorted(s["drops"].items()):
             out.append(f'backhaul_dns_dropped_total{{reason="{k}"}} {v}')
         cache = s["cache"]
+        family("backhaul_dns_fast_path_total", "counter", "Answers sent from kept reply bytes")
+        out.append(f"backhaul_dns_fast_path_total {s['fast_hits']}")
         family("backhaul_dns_cache_hits_total", "counter", "Forwarder cache hits")
         out.append(f"backhaul_dns_cache_hits_total {cache['hits']}")
         family("backhaul_dns_cache_misses_total", "counter", "Forwarder cache misses")
