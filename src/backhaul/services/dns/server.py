@@ -7,7 +7,7 @@ the metrics endpoint. Every decision is :class:`~backhaul.proto.dns_query.QueryE
 - TCP (:class:`TcpDriver`, RFC 7766): two-byte length prefixes, pipelined queries answered
   as each is ready (forwarded ones may overtake), at most ``MAX_PIPELINE`` in progress per
   connection (reading pauses beyond), an idle timeout, a bounded buffer.
-- The forwarder asks upstreams with dnspython's ``udp_with_fallback`` (UDP, then TCP when
+- The forwarder asks upstreams (:mod:`~backhaul.services.dns.upstream`: UDP, then TCP when
   the answer is truncated), each try within the configured timeout, the next upstream on
   failure; concurrent identical misses share one upstream query (single-flight,
   :class:`~backhaul.proto.dns_forward.Flights`). Every upstream task belongs to the server
@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
@@ -45,6 +44,7 @@ from backhaul.proto.dns_query import (
     Reply,
 )
 from backhaul.proto.dns_zone import ZoneDataError
+from backhaul.services.dns.upstream import ask_upstream
 from backhaul.services.dns.zones import file_stamps, load_authority, published_endpoints
 
 __all__ = ["DnsServer", "TcpDriver", "UdpDriver"]
@@ -53,7 +53,7 @@ TICK = 0.5
 MAX_PIPELINE = 32
 MAX_TCP_BUFFER = 2 * (65_535 + 2)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_UPSTREAM_ERRORS = (dns.exception.DNSException, OSError, EOFError, ValueError)
+_UPSTREAM_ERRORS = (dns.exception.DNSException, OSError, EOFError, ValueError, TimeoutError)
 
 Send = Callable[[bytes], None]
 
@@ -376,9 +376,7 @@ class DnsServer:
             sent = time.monotonic()
             self.upstream_queries += 1
             try:
-                response, _ = await dns.asyncquery.udp_with_fallback(
-                    query, host, timeout=self.timeout, port=port
-                )
+                response = await ask_upstream(query, host, port, self.timeout)
             except _UPSTREAM_ERRORS:
                 response = None
             now = time.monotonic()
