@@ -252,7 +252,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f" {format_duration(tmo.body_idle)}, keep-alive {format_duration(tmo.keepalive_idle)},"
             f" drain {format_duration(tmo.drain)}",
         )
-    console.print(listeners)
+    if config.listeners:  # a DNS-only config has none of these tables
+        console.print(listeners)
 
     routes = Table(title="routes (first match wins)", title_justify="left")
     for column in ("#", "name", "listeners", "match", "action"):
@@ -268,7 +269,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             escape(describe_match(route)),
             escape(action),
         )
-    console.print(routes)
+    if config.routes:
+        console.print(routes)
 
     clusters = Table(title="clusters", title_justify="left")
     for column in ("name", "balancing", "endpoints", "health", "resilience", "upstream"):
@@ -299,7 +301,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f"body idle {format_duration(ctmo.body_idle)}\n"
             f"pool {cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
         )
-    console.print(clusters)
+    if config.clusters:
+        console.print(clusters)
     if config.dns is not None:
         console.print(describe_dns(config.dns))
 
