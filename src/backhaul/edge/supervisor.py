@@ -19,21 +19,13 @@ import time
 from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
+from backhaul.services.lifecycle import die_with_parent as _die_with_parent
+from backhaul.services.lifecycle import new_event_loop as _new_loop
 
 __all__ = ["main", "run_worker_process", "serve", "validate_binds"]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
-
-
-def _new_loop() -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        import asyncio
-
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def validate_binds(config: Any) -> None:
@@ -89,20 +81,6 @@ def run_worker_process(config: Any, metrics: Any = None, control: Any = None) ->
     finally:
         loop.close()
     return 0
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to send this worker SIGTERM (so it drains and exits) when the
-    supervisor dies, however it dies: no worker outlives its supervisor."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        os._exit(0)
 
 
 def max_workers() -> int:

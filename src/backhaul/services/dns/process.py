@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from backhaul.errors import NetworkError
+from backhaul.services.lifecycle import die_with_parent, new_event_loop
 
 __all__ = ["DnsProcesses", "bind_dns_sockets", "check_ports_free", "run_worker", "serve"]
 
@@ -97,16 +98,6 @@ def bind_dns_sockets(addresses: Any) -> list[tuple[socket.socket, socket.socket]
     return out
 
 
-def _new_loop() -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        import asyncio
-
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def run_worker(
     dns: Any,
     clusters: Any = None,
@@ -122,7 +113,7 @@ def run_worker(
 
     from backhaul.services.dns.server import DnsServer
 
-    loop = _new_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
     async def main() -> None:
@@ -146,18 +137,6 @@ def run_worker(
     finally:
         loop.close()
     return 0
-
-
-def _die_with_parent(parent: int) -> None:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return
-    if os.getppid() != parent:
-        os._exit(0)
 
 
 class DnsProcesses:
@@ -189,7 +168,7 @@ class DnsProcesses:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            _die_with_parent(parent)
+            die_with_parent(parent)
             code = 1
             try:
                 code = run_worker(

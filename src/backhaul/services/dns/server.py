@@ -494,55 +494,52 @@ class DnsServer:
             s = self.slots[0].totals()
         else:
             s = self.statistics()
-        out: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-
-        family("backhaul_dns_queries_total", "counter", "DNS queries answered, by type")
-        for k, v in sorted(s["by_type"].items()):
-            out.append(f'backhaul_dns_queries_total{{qtype="{k or "none"}"}} {v}')
-        family("backhaul_dns_responses_total", "counter", "DNS responses by rcode")
-        for k, v in sorted(s["by_rcode"].items()):
-            out.append(f'backhaul_dns_responses_total{{rcode="{k}"}} {v}')
-        family("backhaul_dns_answers_total", "counter", "Answers by source (zone, cache...)")
-        for k, v in sorted(s["by_source"].items()):
-            out.append(f'backhaul_dns_answers_total{{source="{k}"}} {v}')
-        family("backhaul_dns_dropped_total", "counter", "Queries dropped, by reason")
-        for k, v in sorted(s["drops"].items()):
-            out.append(f'backhaul_dns_dropped_total{{reason="{k}"}} {v}')
         cache = s["cache"]
-        family("backhaul_dns_fast_path_total", "counter", "Answers sent from kept reply bytes")
-        out.append(f"backhaul_dns_fast_path_total {s['fast_hits']}")
-        family("backhaul_dns_cache_hits_total", "counter", "Forwarder cache hits")
-        out.append(f"backhaul_dns_cache_hits_total {cache['hits']}")
-        family("backhaul_dns_cache_misses_total", "counter", "Forwarder cache misses")
-        out.append(f"backhaul_dns_cache_misses_total {cache['misses']}")
-        family("backhaul_dns_cache_stale_total", "counter", "Stale answers served (RFC 8767)")
-        out.append(f"backhaul_dns_cache_stale_total {cache['stale_hits']}")
-        family("backhaul_dns_cache_entries", "gauge", "Forwarder cache entries")
-        out.append(f"backhaul_dns_cache_entries {cache['entries']}")
-        family("backhaul_dns_cache_bytes", "gauge", "Forwarder cache size in bytes")
-        out.append(f"backhaul_dns_cache_bytes {cache['bytes']}")
-        family("backhaul_dns_upstream_queries_total", "counter", "Queries sent upstream")
-        out.append(f"backhaul_dns_upstream_queries_total {s['upstream_queries']}")
-        family("backhaul_dns_upstream_failures_total", "counter", "Upstream tries that failed")
-        out.append(f"backhaul_dns_upstream_failures_total {s['upstream_failures']}")
-        family("backhaul_dns_upstream_up", "gauge", "1 when the upstream is not marked down")
-        for name, upstream in sorted(s["upstreams"].items()):
-            out.append(f'backhaul_dns_upstream_up{{upstream="{name}"}} {upstream["up"]}')
-        family("backhaul_dns_single_flight_joined_total", "counter", "Misses that shared a query")
-        out.append(f"backhaul_dns_single_flight_joined_total {s['single_flight_joined']}")
-        family("backhaul_dns_upstream_latency_seconds", "histogram", "Upstream answer latency")
+        out: list[str] = []
+        labelled = (
+            ("queries_total", "qtype", s["by_type"], "DNS queries answered, by type"),
+            ("responses_total", "rcode", s["by_rcode"], "DNS responses by rcode"),
+            ("answers_total", "source", s["by_source"], "Answers by source (zone, cache...)"),
+            ("dropped_total", "reason", s["drops"], "Queries dropped, by reason"),
+            (
+                "upstream_up",
+                "upstream",
+                {name: u["up"] for name, u in s["upstreams"].items()},
+                "1 when the upstream is not marked down",
+            ),
+        )
+        for name, label, values, help_text in labelled:
+            kind = "gauge" if name == "upstream_up" else "counter"
+            out += [f"# HELP backhaul_dns_{name} {help_text}", f"# TYPE backhaul_dns_{name} {kind}"]
+            for key, value in sorted(values.items()):
+                out.append(f'backhaul_dns_{name}{{{label}="{key or "none"}"}} {value}')
+        scalars = (
+            ("fast_path_total", s["fast_hits"], "Answers sent from kept reply bytes"),
+            ("cache_hits_total", cache["hits"], "Forwarder cache hits"),
+            ("cache_misses_total", cache["misses"], "Forwarder cache misses"),
+            ("cache_stale_total", cache["stale_hits"], "Stale answers served (RFC 8767)"),
+            ("cache_entries", cache["entries"], "Forwarder cache entries"),
+            ("cache_bytes", cache["bytes"], "Forwarder cache size in bytes"),
+            ("upstream_queries_total", s["upstream_queries"], "Queries sent upstream"),
+            ("upstream_failures_total", s["upstream_failures"], "Upstream tries that failed"),
+            ("single_flight_joined_total", s["single_flight_joined"], "Misses that shared one"),
+            ("reloads_total", s["reloads"], "Zone data reloads"),
+            ("reload_errors_total", s["reload_errors"], "Reloads that kept the old data"),
+        )
+        for name, value, help_text in scalars:
+            kind = "counter" if name.endswith("_total") else "gauge"
+            out += [
+                f"# HELP backhaul_dns_{name} {help_text}",
+                f"# TYPE backhaul_dns_{name} {kind}",
+                f"backhaul_dns_{name} {value}",
+            ]
+        name = "backhaul_dns_upstream_latency_seconds"
+        out += [f"# HELP {name} Upstream answer latency", f"# TYPE {name} histogram"]
         total = 0
         for bound, n in zip((*LATENCY_BUCKETS, float("inf")), s["latency"], strict=True):
             total += n
             le = "+Inf" if bound == float("inf") else f"{bound:g}"
-            out.append(f'backhaul_dns_upstream_latency_seconds_bucket{{le="{le}"}} {total}')
-        out.append(f"backhaul_dns_upstream_latency_seconds_sum {s['latency_sum']:.6f}")
-        out.append(f"backhaul_dns_upstream_latency_seconds_count {total}")
-        family("backhaul_dns_reloads_total", "counter", "Zone data reloads")
-        out.append(f"backhaul_dns_reloads_total {s['reloads']}")
-        out.append(f"backhaul_dns_reload_errors_total {s['reload_errors']}")
+            out.append(f'{name}_bucket{{le="{le}"}} {total}')
+        out.append(f"{name}_sum {s['latency_sum']:.6f}")
+        out.append(f"{name}_count {total}")
         return "\n".join(out) + "\n"
