@@ -6,7 +6,8 @@ the metrics endpoint. Every decision is :class:`~backhaul.proto.dns_query.QueryE
   with no parsing; everything else goes through the engine.
 - TCP (:class:`TcpDriver`, RFC 7766): two-byte length prefixes, pipelined queries answered
   as each is ready (forwarded ones may overtake), at most ``MAX_PIPELINE`` in progress per
-  connection (reading pauses beyond), an idle timeout, a bounded buffer.
+  connection (reading pauses beyond), an idle timeout, a bounded buffer, at most
+  ``MAX_TCP_CONNECTIONS`` connections per worker.
 - The forwarder asks upstreams (:mod:`~backhaul.services.dns.upstream`: UDP, then TCP when
   the answer is truncated), each try within the configured timeout, the next upstream on
   failure; concurrent identical misses share one upstream query (single-flight,
@@ -52,6 +53,7 @@ __all__ = ["DnsServer", "TcpDriver", "UdpDriver"]
 TICK = 0.5
 MAX_PIPELINE = 32
 MAX_TCP_BUFFER = 2 * (65_535 + 2)
+MAX_TCP_CONNECTIONS = 1024  # per worker; more are closed at once (and counted)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _UPSTREAM_ERRORS = (dns.exception.DNSException, OSError, EOFError, ValueError, TimeoutError)
 
@@ -101,6 +103,10 @@ class TcpDriver(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
+        if len(self.server.tcp_connections) >= MAX_TCP_CONNECTIONS:
+            self.server.count_drop("tcp_connections")
+            self.close()
+            return
         self.server.tcp_connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -108,6 +114,8 @@ class TcpDriver(asyncio.Protocol):
         self.server.tcp_connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.last_active = time.monotonic()
         buffer = self.buffer
         buffer += data
