@@ -28,6 +28,17 @@ def listening(host: str, port: int) -> Iterator[socket.socket]:
         sock.close()
 
 
+def scrape_admin(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body.decode()
+
+
 def _addresses(port: int) -> list[str]:
     reply = ask(port, "api.service.internal")
     return sorted(r.address for rrset in reply.answer for r in rrset if rrset.rdtype == 1)
@@ -42,8 +53,9 @@ def _wait_for(port: int, wanted: list[str]) -> None:
 
 def test_only_healthy_endpoints_are_published(tmp_path: Path) -> None:
     port_a, port_b = free_port("127.0.0.2"), free_port("127.0.0.3")
-    http = free_port()
+    http, admin = free_port(), free_port()
     extra = {
+        "admin": {"address": f"127.0.0.1:{admin}"},
         "listeners": [{"address": f"127.0.0.1:{http}"}],
         "routes": [{"proxy": {"cluster": "api"}}],
         "clusters": {
@@ -81,5 +93,11 @@ def test_only_healthy_endpoints_are_published(tmp_path: Path) -> None:
                 assert [(r.port, r.weight) for rrset in reply.answer for r in rrset] == [
                     (port_b, 3)
                 ]
+            # the edge's admin /metrics carries the DNS service's figures too
+            deadline = time.monotonic() + 15  # the DNS worker publishes on its tick
+            while 'backhaul_dns_queries_total{qtype="SRV"}' not in (text := scrape_admin(admin)):
+                assert time.monotonic() < deadline, text
+                time.sleep(0.1)
+            assert text.index("# HELP backhaul_dns") > 0  # after the edge's own figures
         finally:
             server.stop()

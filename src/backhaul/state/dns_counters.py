@@ -15,7 +15,7 @@ import mmap
 import struct
 from typing import Any
 
-__all__ = ["DnsStatsSlots", "merge"]
+__all__ = ["DnsStatsSlots", "merge", "shared_slots"]
 
 SLOT_BYTES = 64 * 1024
 _HEADER = struct.Struct("<QI")  # sequence number, payload length
@@ -39,12 +39,24 @@ def merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     return into
 
 
-class DnsStatsSlots:
-    """``slots`` slots of at most :data:`SLOT_BYTES` each."""
+_SHARED: list[DnsStatsSlots] = []
 
-    def __init__(self, slots: int) -> None:
+
+def shared_slots() -> DnsStatsSlots | None:
+    """The slots of this machine's DNS workers, when this process was forked after they
+    were mapped (so the edge's admin ``/metrics`` can add the DNS figures)."""
+    return _SHARED[0] if _SHARED else None
+
+
+class DnsStatsSlots:
+    """``slots`` slots of at most :data:`SLOT_BYTES` each. ``share=True``: the slots the
+    processes forked from here find with :func:`shared_slots`."""
+
+    def __init__(self, slots: int, share: bool = False) -> None:
         self.slots = slots
         self._map = mmap.mmap(-1, slots * SLOT_BYTES)
+        if share:
+            _SHARED[:] = [self]
 
     def write(self, slot: int, stats: dict[str, Any]) -> bool:
         """Publish ``stats`` in ``slot``; False when it does not fit (the old stays)."""

@@ -154,7 +154,8 @@ class DnsProcesses:
         self.shared = shared
         from backhaul.state.dns_counters import DnsStatsSlots
 
-        self.stats = DnsStatsSlots(int(dns.workers))  # mapped before the workers fork
+        # Mapped before any worker forks, the edge's too (its admin /metrics reads them).
+        self.stats = DnsStatsSlots(int(dns.workers), share=True)
         self.children: dict[int, int] = {}  # pid -> worker index
         self.crashes: list[float] = []
 
