@@ -62,8 +62,6 @@ TC = dns.flags.TC
 AA = dns.flags.AA
 IN = dns.rdataclass.IN
 MAX_TCP = 65_535
-#: Authoritative answers' bytes are kept until the zones change (or this long).
-AUTHORITATIVE_WIRE_LIFETIME = 3600.0
 _PARSE_ERRORS = (dns.exception.DNSException, ValueError, IndexError, KeyError, UnicodeError)
 
 
@@ -356,7 +354,7 @@ class QueryEngine:
                 aa=True,
             )
             if wire_key is not None and not (reply.wire[2] & 0x02):  # not truncated
-                self._keep(wire_key, reply, now + AUTHORITATIVE_WIRE_LIFETIME, False)
+                self._keep(wire_key, reply, float("inf"), False)  # until set_authority()
             return reply
         if self.plan is None or client not in self.recursion:
             return self._respond(query, dns.rcode.REFUSED, (), (), (), limit, "refused")

@@ -66,21 +66,25 @@ class UdpDriver(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
         self.engine = server.engine
+        self.table = server.engine.wire.table  # the kept replies (cleared, never replaced)
+        self.fast_ok = server.fast_ok
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        server = self.server
-        if server.fast_ok:  # the fast path: the same query bytes were answered before
-            entry = self.engine.fast(data, addr[0], time.monotonic())
+        if self.fast_ok:  # the fast path: the same query bytes were answered before
+            entry = self.table.get(data[2:])
             if entry is not None:
-                entry[3] += 1  # type: ignore[operator]
-                self.transport.sendto(data[:2] + entry[0], addr)  # type: ignore[operator,union-attr]
-                return
+                if entry[2]:  # forwarded: the engine checks the client, freshness, TTLs
+                    entry = self.engine.fast(data, addr[0], time.monotonic())
+                if entry is not None:  # from our zones: good until the zones change
+                    entry[3] += 1  # type: ignore[operator]
+                    self.transport.sendto(data[:2] + entry[0], addr)  # type: ignore[operator,union-attr]
+                    return
         transport = self.transport
-        server.query(data, addr[0], True, lambda wire: transport.sendto(wire, addr))  # type: ignore[union-attr]
+        self.server.query(data, addr[0], True, lambda wire: transport.sendto(wire, addr))  # type: ignore[union-attr]
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable from a client
         self.server.count_drop("udp_error")
