@@ -137,13 +137,20 @@ def test_serve_stale_when_the_upstream_dies(tmp_path: Path) -> None:
 
 
 def test_conditional_forwarding_and_failover(tmp_path: Path) -> None:
-    dead = free_port()
-    with counting_upstream() as default, counting_upstream() as lab:
+    dead = free_port()  # nothing there: refused at once
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # there, but never answers
+    silent.bind(("127.0.0.1", 0))
+    quiet = silent.getsockname()[1]
+    with silent, counting_upstream() as default, counting_upstream() as lab:
         ours = start_backhaul(
             tmp_path,
             {
                 "forward": {
-                    "upstreams": [f"127.0.0.1:{dead}", f"127.0.0.1:{default.port}"],
+                    "upstreams": [
+                        f"127.0.0.1:{dead}",
+                        f"127.0.0.1:{quiet}",
+                        f"127.0.0.1:{default.port}",
+                    ],
                     "zones": {"lab.test": [f"127.0.0.1:{lab.port}"]},
                     "timeout": "300ms",
                 }
@@ -152,8 +159,14 @@ def test_conditional_forwarding_and_failover(tmp_path: Path) -> None:
         try:
             assert ask(ours.port, "host.lab.test").answer
             assert lab.count("host.lab.test") == 1 and default.count("host.lab.test") == 0
-            assert ask(ours.port, "other.example.test").answer  # the dead one is skipped
+            # the refused one, then the silent one after its 300 ms, then the third answers
+            assert ask(ours.port, "other.example.test").answer
             assert default.count("other.example.test") == 1
+            silent.settimeout(5)
+            asked: list[str] = []
+            while "other.example.test." not in asked:  # start-up probes went this way too
+                assert len(asked) < 20, asked
+                asked.append(dns.message.from_wire(silent.recv(4096)).question[0].name.to_text())
         finally:
             ours.stop()
 
