@@ -40,11 +40,13 @@ test: $(VENV)/.installed-test sysdeps
 sysdeps:
 	bash scripts/sysdeps.sh test
 
-## make bench: backhaul side by side with nginx (installs nginx and wrk when missing)
+## make bench: backhaul side by side with nginx, and its DNS server with dnsmasq
+## (installs nginx, wrk, dnsperf and dnsmasq when missing)
 bench: $(VENV)/.installed-test
 	bash scripts/sysdeps.sh bench
 	$(BIN)/python -m bench.proxy
 	$(BIN)/python -m bench.tls
+	$(BIN)/python -m bench.dns
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

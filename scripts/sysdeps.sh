@@ -29,6 +29,8 @@ declare -A bench_pkgs=(
   [nginx]=nginx-light
   [wrk]=wrk
   [taskset]=util-linux
+  [dnsperf]=dnsperf
+  [dnsmasq]=dnsmasq-base
 )
 
 missing=()

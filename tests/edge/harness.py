@@ -296,9 +296,12 @@ class Edge:
         )
         try:
             wait_port(self.port, proc=self.proc)
-            # The supervisor listens before it forks; it names its workers once all run.
+            # The supervisor listens before it forks; each worker says when it serves.
             deadline = time.monotonic() + 10
-            while b"backhaul: supervisor " not in self.stderr_path.read_bytes():
+            while (
+                b"backhaul: supervisor " not in self.stderr_path.read_bytes()
+                or self.stderr_path.read_bytes().count(b" serving") < self.workers
+            ):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("no supervisor line")
                 time.sleep(0.02)

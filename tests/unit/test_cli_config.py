@@ -143,6 +143,7 @@ def test_config_schema_is_valid_json() -> None:
         "listeners",
         "routes",
         "clusters",
+        "dns",
     }
 
 

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 from backhaul import __version__
+from backhaul.state.dns_counters import shared_slots
 from backhaul.state.shared_counters import (
     BREAKERS,
     HEALTH_STATES,
@@ -295,6 +296,12 @@ def metrics_renderer(
     def render() -> bytes:
         if own is not None:
             own.flush()
-        return exposition.render(store.totals(clock()))
+        text = exposition.render(store.totals(clock()))
+        dns = shared_slots()
+        if dns is not None:  # the DNS service runs next to this edge: its figures too
+            from backhaul.services.dns.metrics import render_dns_metrics
+
+            text += render_dns_metrics(dns.totals()).encode()
+        return text
 
     return render

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "dig",
     "lab",
     "ca",
+    "dns",
 )
 
 app = typer.Typer(

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
+from backhaul.config.dns import DnsConfig
 from backhaul.config.model import Cluster, Listener, Retries, Route, advisories
 from backhaul.config.units import Address
 from backhaul.errors import ConfigError
@@ -214,6 +215,33 @@ def describe_resilience(cluster: Cluster) -> str:
     )
 
 
+def describe_dns(dns: DnsConfig) -> str:
+    """The DNS section in a few lines."""
+    lines = [f"dns: {', '.join(f'udp+tcp {a}' for a in dns.listen)}, {dns.workers} worker(s)"]
+    zones = [z.origin or (z.file or "") for z in dns.zones]
+    if zones or dns.local or dns.hosts:
+        lines.append(
+            f"  data: zones {', '.join(zones) or 'none'}; local {', '.join(dns.local) or 'none'};"
+            f" hosts files {len(dns.hosts)}; automatic PTR {'on' if dns.auto_ptr else 'off'}"
+        )
+    if dns.forward is not None:
+        ups = ", ".join(str(a) for a in dns.forward.upstreams) or "none"
+        cond = "; ".join(
+            f"{z} -> {', '.join(str(a) for a in ups_)}" for z, ups_ in dns.forward.zones.items()
+        )
+        lines.append(
+            f"  forward: {ups}" + (f"; {cond}" if cond else "") + f"; cache"
+            f" {dns.cache.max_entries} entries, serve-stale"
+            f" {format_duration(dns.cache.serve_stale) if dns.cache.serve_stale else 'off'};"
+            f" recursion for {', '.join(dns.allow_recursion)}"
+        )
+    if dns.services is not None:
+        lines.append(f"  services: <cluster>.{dns.services.domain} (TTL {dns.services.ttl}s)")
+    if dns.rate_limit is not None:
+        lines.append(f"  rate limit: {dns.rate_limit.responses_per_second:g}/s per client net")
+    return "\n".join(escape(line) for line in lines)
+
+
 def render(config: EdgeConfig, source: str, console: Console) -> None:
     """Print the plan: settings, listeners, routes, clusters, then advisories."""
     console.print(
@@ -247,7 +275,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f" {format_duration(tmo.body_idle)}, keep-alive {format_duration(tmo.keepalive_idle)},"
             f" drain {format_duration(tmo.drain)}",
         )
-    console.print(listeners)
+    if config.listeners:  # a DNS-only config has none of these tables
+        console.print(listeners)
 
     routes = Table(title="routes (first match wins)", title_justify="left")
     for column in ("#", "name", "listeners", "match", "action"):
@@ -263,13 +292,20 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             escape(describe_match(route)),
             escape(action),
         )
-    console.print(routes)
+    if config.routes:
+        console.print(routes)
 
     clusters = Table(title="clusters", title_justify="left")
     for column in ("name", "balancing", "endpoints", "health", "resilience", "upstream"):
         clusters.add_column(column)
     for name, cluster in config.clusters.items():
         endpoints = []
+        if cluster.endpoints_from is not None:
+            spec = cluster.endpoints_from
+            port = f" port {spec.port}" if spec.port else ""
+            endpoints.append(
+                f"from DNS: {spec.name} {spec.type}{port}, every {format_duration(spec.refresh)}"
+            )
         for endpoint in cluster.endpoints:
             target = f"builtin {endpoint.builtin}" if endpoint.builtin else str(endpoint.address)
             notes = [f"weight {endpoint.weight}"] if endpoint.weight != 1 else []
@@ -288,7 +324,10 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f"body idle {format_duration(ctmo.body_idle)}\n"
             f"pool {cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
         )
-    console.print(clusters)
+    if config.clusters:
+        console.print(clusters)
+    if config.dns is not None:
+        console.print(describe_dns(config.dns))
 
     for path, message in advisories(config):
         console.print(f"[yellow]note[/yellow] {escape(path)}: {escape(message)}")

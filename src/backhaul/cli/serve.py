@@ -87,6 +87,10 @@ def serve(
         else:
             log = log.model_copy(update={"enabled": True, "path": access_log})
         cfg = cfg.model_copy(update={"access_log": log})
+    if cfg.dns is not None and not cfg.listeners:  # only the DNS service
+        from backhaul.services.dns.process import serve as run_dns
+
+        raise typer.Exit(run_dns(cfg.dns, cfg.clusters))
     if cfg.access_log.enabled and cfg.access_log.path != "-":
         check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))

@@ -611,7 +611,7 @@ def cluster_advisories(cluster: Cluster) -> list[tuple[str, str]]:
                 "round_robin ignores endpoint weights; use weighted_round_robin to honour them",
             )
         )
-    if all(ep.drain for ep in cluster.endpoints):
+    if cluster.endpoints and all(ep.drain for ep in cluster.endpoints):
         notes.append(
             (".endpoints", "every endpoint drains: the cluster answers 503 to new requests")
         )

@@ -20,6 +20,7 @@ from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import (
+    ConfigDict,
     Field,
     GetJsonSchemaHandler,
     ValidationInfo,
@@ -53,6 +54,7 @@ from backhaul.config.cluster_policy import (
     merged_retries,
     retry_policy,
 )
+from backhaul.config.dns import DnsConfig, EndpointsFrom
 from backhaul.config.fields import (
     ADDRESS_PATTERN,
     AUTHORITY,
@@ -479,7 +481,10 @@ class Pool(ConfigModel):
 class Cluster(ConfigModel):
     """A named pool of upstream endpoints with a balancing policy."""
 
-    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
+    endpoints: tuple[Endpoint, ...] = Field(default=(), description="or endpoints_from")
+    endpoints_from: EndpointsFrom | None = Field(
+        default=None, description="endpoints resolved from DNS and kept up to date"
+    )
     policy: Policy = "round_robin"
     timeouts: ClusterTimeouts = Field(default_factory=ClusterTimeouts)
     pool: Pool = Field(default_factory=Pool)
@@ -503,6 +508,20 @@ class Cluster(ConfigModel):
     @model_validator(mode="after")
     def _consistent(self) -> Cluster:
         problems: list[tuple[str, str]] = []
+        if not self.endpoints and self.endpoints_from is None:
+            problems.append(
+                (
+                    "endpoints",
+                    "found an empty list: expected at least 1 endpoint (or endpoints_from)",
+                )
+            )
+        if self.endpoints and self.endpoints_from is not None:
+            problems.append(
+                (
+                    "endpoints_from",
+                    "found both endpoints and endpoints_from: expected one source of endpoints",
+                )
+            )
         if self.sticky is not None and self.policy in HASH_POLICIES:
             problems.append(
                 (
@@ -540,13 +559,19 @@ class Cluster(ConfigModel):
 class EdgeConfig(ConfigModel):
     """The whole edge config: listeners, routes (first match wins), clusters."""
 
+    model_config = ConfigDict(
+        **ConfigModel.model_config,
+        json_schema_extra={"anyOf": [{"required": ["listeners"]}, {"required": ["dns"]}]},
+    )
+
     server_header: str = Field(default="backhaul", description="Server header; '' = none")
     workers: int | None = Field(default=None, ge=1, le=1024, description="None = CPU count")
     access_log: AccessLog = Field(default_factory=AccessLog)
     admin: Admin | None = None
-    listeners: tuple[Listener, ...] = Field(min_length=1)
+    listeners: tuple[Listener, ...] = Field(default=(), description="at least one, or dns")
     routes: tuple[Route, ...] = ()
     clusters: dict[str, Cluster] = Field(default_factory=dict)
+    dns: DnsConfig | None = Field(default=None, description="the DNS server (None = off)")
 
     @field_validator("server_header")
     @classmethod
@@ -614,7 +639,16 @@ def _overlap(a: Address, b: Address) -> bool:
 
 def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
     """Problems that span several parts of ``config``, each with its config path."""
-    return cross_check_parts(config.listeners, config.routes, config.clusters, config.admin)
+    problems: list[tuple[str, str]] = []
+    if not config.listeners and config.dns is None:
+        problems.append(
+            ("listeners", "found an empty list: expected at least 1 listener (or a dns section)")
+        )
+    problems.extend(_dns_overlaps(config))
+    problems.extend(
+        cross_check_parts(config.listeners, config.routes, config.clusters, config.admin)
+    )
+    return problems
 
 
 def cross_check_parts(
@@ -726,6 +760,30 @@ def cross_check_parts(
     for name in clusters:
         if not name.strip():
             problems.append(("clusters", "found an empty cluster name: expected a name"))
+    return problems
+
+
+def _dns_overlaps(config: EdgeConfig) -> list[tuple[str, str]]:
+    """A DNS address whose TCP port an HTTP listener or the admin listener also takes."""
+    if config.dns is None:
+        return []
+    taken = [(f"listeners[{j}]", lst.address) for j, lst in enumerate(config.listeners)]
+    if config.admin is not None:
+        taken.append(("admin", config.admin.address))
+    if config.dns.metrics is not None:
+        taken.append(("dns.metrics", config.dns.metrics))
+    problems = []
+    for i, address in enumerate(config.dns.listen):
+        for where, other in taken:
+            if _overlap(address, other):
+                problems.append(
+                    (
+                        f"dns.listen[{i}]",
+                        f"found {describe(str(address))}, which overlaps {where} ({other}):"
+                        " expected a port of its own (DNS takes TCP too)",
+                    )
+                )
+                break
     return problems
 
 

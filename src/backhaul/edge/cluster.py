@@ -169,6 +169,7 @@ class Cluster:
         "check_schedule",
         "check_tasks",
         "connect_timeout",
+        "discovered",
         "endpoints",
         "hash_key",
         "idle_timeout",
@@ -201,6 +202,7 @@ class Cluster:
         self.tls: Any = None  # TLS hook: edge.tls.ClientTls when the cluster has tls
         self.rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.endpoints: list[Endpoint] = []
+        self.discovered = False  # endpoints from DNS (backhaul.edge.discovery)
         for i, ep in enumerate(config.endpoints):
             if ep.address is not None:
                 self.endpoints.append(Endpoint(self, ep.address.host, ep.address.port, ep.weight))

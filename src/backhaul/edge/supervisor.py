@@ -21,21 +21,13 @@ from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
 from backhaul.net.bind_error import explain_bind_error
+from backhaul.services.lifecycle import die_with_parent as _die_with_parent
+from backhaul.services.lifecycle import new_event_loop as _new_loop
 
 __all__ = ["describe_exit", "main", "run_worker_process", "serve", "validate_binds"]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
-
-
-def _new_loop() -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        import asyncio
-
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def validate_binds(config: Any) -> None:
@@ -75,6 +67,9 @@ def run_worker_process(
         worker = Worker(config, loop, metrics, control, sockets)
         try:
             await worker.start()
+            # The supervisor listens before it forks: this line says the worker takes requests.
+            sys.stderr.flush()
+            os.write(2, f"backhaul: worker {os.getpid()} serving\n".encode())  # one write
             loop.add_signal_handler(signal.SIGTERM, on_term)
             await stop.wait()
             await worker.wait_drained()
@@ -86,20 +81,6 @@ def run_worker_process(
     finally:
         loop.close()
     return 0
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to send this worker SIGTERM (so it drains and exits) when the
-    supervisor dies, however it dies: no worker outlives its supervisor."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        os._exit(0)
 
 
 def max_workers() -> int:
@@ -137,6 +118,11 @@ class _Supervisor:
         # TLS hook: the ticket key shared by the workers (mapped before fork), certificate
         # reloads on SIGHUP, renewal of internal-CA certificates. None without TLS.
         self.tls = TlsSupervision.before_fork(config)
+        self.dns = None  # the DNS service's processes (backhaul.services.dns), if configured
+        if getattr(config, "dns", None) is not None:
+            from backhaul.services.dns.process import DnsProcesses
+
+            self.dns = DnsProcesses(config.dns, config.clusters, self.control, self.metrics)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -178,6 +164,8 @@ class _Supervisor:
         signal.signal(signal.SIGHUP, self.on_reload)  # TLS hook
         for _ in range(self.size):
             self.spawn()
+        if self.dns is not None:
+            self.dns.start()
         pids = " ".join(str(p) for p in self.children)
         print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
         while not self.stopping:
@@ -198,6 +186,8 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
+            if self.dns is not None and self.dns.reaped(pid, status, restart and not self.stopping):
+                continue
             self.children.pop(pid, None)
             self.slots.pop(pid, None)
             if not restart or self.stopping:
@@ -225,6 +215,8 @@ class _Supervisor:
         # sockets is left open, so new clients are refused rather than left queued.
         for sock in self.sockets.values():
             sock.close()
+        if self.dns is not None:
+            self.dns.stop()
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
@@ -268,6 +260,11 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
         from backhaul.edge.tls_supervisor import InternalCertificates
 
         InternalCertificates(config).ensure(datetime.now(UTC))  # TLS hook: before workers
+    if getattr(config, "dns", None) is not None:
+        from backhaul.services.dns.process import check_ports_free, describe_listen
+
+        check_ports_free(config.dns.listen, config.dns.metrics)
+        print(f"backhaul: dns on {describe_listen(config.dns)}", file=sys.stderr)
     for lst in config.listeners:
         scheme = "https" if lst.tls is not None else "http"  # TLS hook
         print(f"backhaul: listener {lst.name} on {scheme}://{lst.address}", file=sys.stderr)

@@ -26,6 +26,7 @@ from backhaul.edge.datapath import (
     HttpConnection,
     WorkerContext,
 )
+from backhaul.edge.discovery import Discovery, metered, start_discovery
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
 from backhaul.edge.origin import start_echo_origin
@@ -134,6 +135,7 @@ class Worker:
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
+        self.discovery: Discovery | None = None  # clusters with endpoints_from
         log_cfg = config.access_log
         self.access_log: AccessLog | None = (
             AccessLog(log_cfg.path, log_cfg.format) if log_cfg.enabled else None
@@ -217,6 +219,7 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, self.endpoint_control, now)  # drains from the config
             run_checks(cluster)
+        self.discovery = start_discovery(self.clusters, config, self.loop)
         admin = getattr(config, "admin", None)
         if admin is not None:
             from backhaul.admin import metrics_renderer, start_admin
@@ -277,8 +280,8 @@ class Worker:
                     breakers.pending.overflows_total,
                     breakers.requests.overflows_total,
                 ),
-                ejections=[ep.ejections_total for ep in cluster.endpoints],
-                health=[ep.state for ep in cluster.endpoints],
+                ejections=[ep.ejections_total for ep in metered(cluster)],
+                health=[ep.state for ep in metered(cluster)],
                 panic=cluster.balancer.panic,
             )
         metrics.flush()
@@ -316,6 +319,8 @@ class Worker:
             except asyncio.CancelledError:
                 pass
             self._tick_task = None
+        if self.discovery is not None:
+            await self.discovery.aclose()
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()
