@@ -125,6 +125,7 @@ def test_config_schema_is_valid_json() -> None:
         "listeners",
         "routes",
         "clusters",
+        "dhcp",
     }
 
 

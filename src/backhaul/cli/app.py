@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "trace",
     "dig",
     "lab",
+    "dhcp",
 )
 
 app = typer.Typer(

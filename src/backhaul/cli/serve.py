@@ -60,6 +60,14 @@ def serve(
         else:
             log = log.model_copy(update={"enabled": True, "path": access_log})
         cfg = cfg.model_copy(update={"access_log": log})
+    if cfg.dhcp is not None:
+        from backhaul.services.dhcp.service import check_interfaces
+
+        check_interfaces(cfg.dhcp)
+    if not cfg.listeners and cfg.dhcp is not None:  # only DHCP: serve it in the foreground
+        from backhaul.services.dhcp.service import run as run_dhcp
+
+        raise typer.Exit(run_dhcp(cfg.dhcp))
     if cfg.access_log.enabled and cfg.access_log.path != "-":
         check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))

@@ -50,6 +50,7 @@ from backhaul.config.cluster_policy import (
     merged_retries,
     retry_policy,
 )
+from backhaul.config.dhcp import DhcpConfig
 from backhaul.config.fields import (
     ADDRESS_PATTERN,
     AUTHORITY,
@@ -502,9 +503,10 @@ class EdgeConfig(ConfigModel):
     workers: int | None = Field(default=None, ge=1, le=1024, description="None = CPU count")
     access_log: AccessLog = Field(default_factory=AccessLog)
     admin: Admin | None = None
-    listeners: tuple[Listener, ...] = Field(min_length=1)
+    listeners: tuple[Listener, ...] = ()
     routes: tuple[Route, ...] = ()
     clusters: dict[str, Cluster] = Field(default_factory=dict)
+    dhcp: DhcpConfig | None = Field(default=None, description="the DHCPv4 server")
 
     @field_validator("server_header")
     @classmethod
@@ -534,6 +536,15 @@ class EdgeConfig(ConfigModel):
     @model_validator(mode="after")
     def _cross_check(self) -> EdgeConfig:
         problems = cross_check(self)
+        if not self.listeners and self.dhcp is None:
+            problems.insert(
+                0,
+                (
+                    "listeners",
+                    "found an empty list: expected at least 1 listener (or a dhcp: section"
+                    " to serve only DHCP)",
+                ),
+            )
         if not problems:
             routes, problems = _resolve_route_retries(self)
             # Still inside validation: the frozen model is not out yet. Routes that override

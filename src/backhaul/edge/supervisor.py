@@ -111,9 +111,11 @@ def max_workers() -> int:
 
 
 class _Supervisor:
-    def __init__(self, config: Any, workers: int) -> None:
+    def __init__(self, config: Any, workers: int, dhcp_fd: int | None = None) -> None:
         self.config = config
         self.size = workers
+        self.dhcp_fd = dhcp_fd  # the dhcp: section as JSON; its service runs as a child
+        self.dhcp_pid: int | None = None
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.crashes: list[float] = []
@@ -149,12 +151,27 @@ class _Supervisor:
         self.slots[pid] = slot
         return pid
 
+    def spawn_dhcp(self) -> None:
+        """The DHCP service in its own process (``python -m backhaul.services.dhcp``)."""
+        assert self.dhcp_fd is not None
+        os.lseek(self.dhcp_fd, 0, os.SEEK_SET)
+        argv = [sys.executable, "-m", "backhaul.services.dhcp", "--config-fd", str(self.dhcp_fd)]
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _die_with_parent(parent)
+            os.execv(sys.executable, argv)
+        self.dhcp_pid = pid
+
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        if self.dhcp_fd is not None:
+            self.spawn_dhcp()
         for _ in range(self.size):
             self.spawn()
         pids = " ".join(str(p) for p in self.children)
@@ -175,6 +192,14 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
+            if pid == self.dhcp_pid:
+                self.dhcp_pid = None
+                if restart and not self.stopping:
+                    code = os.waitstatus_to_exitcode(status)
+                    print(f"backhaul: dhcp service exited ({code}); restarting", file=sys.stderr)
+                    time.sleep(1.0)  # a service that cannot start must not spin
+                    self.spawn_dhcp()
+                continue
             self.children.pop(pid, None)
             self.slots.pop(pid, None)
             if not restart or self.stopping:
@@ -199,14 +224,14 @@ class _Supervisor:
 
     def shutdown(self) -> int:
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
-        for pid in list(self.children):
+        for pid in [*self.children, *([self.dhcp_pid] if self.dhcp_pid else [])]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + float(drain) + 5.0
-        while self.children and time.monotonic() < deadline:
+        while (self.children or self.dhcp_pid) and time.monotonic() < deadline:
             self.reap(restart=False)
             time.sleep(0.02)
-        for pid in list(self.children):
+        for pid in [*self.children, *([self.dhcp_pid] if self.dhcp_pid else [])]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.reap(restart=False)
@@ -236,7 +261,14 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
-    os.execv(sys.executable, [*argv, "--workers", str(count)])
+    argv += ["--workers", str(count)]
+    if getattr(config, "dhcp", None) is not None:
+        import json
+
+        dhcp_fd = os.memfd_create("backhaul-dhcp", 0)
+        os.write(dhcp_fd, json.dumps(config.dhcp.model_dump(mode="json")).encode())
+        argv += ["--dhcp-fd", str(dhcp_fd)]
+    os.execv(sys.executable, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         chunks.append(chunk)
     os.close(fd)
     settings = thaw(b"".join(chunks))
-    return _Supervisor(settings, int(opts["--workers"])).run()
+    dhcp_fd = int(opts["--dhcp-fd"]) if "--dhcp-fd" in opts else None
+    return _Supervisor(settings, int(opts["--workers"]), dhcp_fd).run()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ the machine.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -55,6 +56,7 @@ __all__ = [
     "Lab",
     "LabError",
     "LabUnavailable",
+    "Segment",
     "lab_unavailable_reason",
 ]
 
@@ -571,3 +573,104 @@ def _tool(name: str, argv: list[str], *, check: bool) -> subprocess.CompletedPro
     if check and done.returncode != 0:
         raise LabError(f"`{name} {' '.join(argv)}` failed: {done.stderr.strip()}")
     return done
+
+
+@dataclass
+class Segment:
+    """One Ethernet segment between two namespaces, for layer-2 tests (DHCP).
+
+    ``NAME-srv`` holds ``srv0`` with ``server_address``; ``NAME-cli`` holds ``cli0`` with
+    ``client_address`` (``None``: no address, as a DHCP client starts). ``extra`` maps a role
+    to more addresses for its interface (a relay agent's, say); ``routes`` maps a role to
+    ``(destination, via)`` pairs. Use as a context manager: it is always torn down.
+    """
+
+    name: str
+    server_address: str = "10.0.0.1/24"
+    client_address: str | None = None
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    routes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    _started: list[subprocess.Popen[Any]] = field(default_factory=list, init=False, repr=False)
+
+    ROLES = ("server", "client")
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UsageError(f"bad segment name {self.name!r}: 1-24 lowercase letters or digits")
+
+    def namespace(self, role: str) -> str:
+        return f"{self.name}-{'srv' if role == 'server' else 'cli'}"
+
+    def interface(self, role: str) -> str:
+        return "srv0" if role == "server" else "cli0"
+
+    def command(self, role: str, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace(role), *argv]
+
+    def run(
+        self, role: str, argv: Sequence[str], *, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(role, argv), capture_output=True, text=True, timeout=timeout
+        )
+
+    def popen(self, role: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` in ``role``'s namespace; killed on teardown."""
+        proc = subprocess.Popen(self.command(role, argv), **kwargs)
+        self._started.append(proc)
+        return proc
+
+    def up(self) -> Segment:
+        reason = lab_unavailable_reason()
+        if reason is not None:
+            raise LabUnavailable(reason)
+        try:
+            for role in self.ROLES:
+                made = _ip(["netns", "add", self.namespace(role)], check=False)
+                if made.returncode != 0:
+                    raise LabUnavailable(
+                        f"cannot create network namespace {self.namespace(role)}:"
+                        f" {made.stderr.strip()}"
+                    )
+                etc = Path("/etc/netns") / self.namespace(role)
+                etc.mkdir(parents=True, exist_ok=True)
+                (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+                _ip(["-n", self.namespace(role), "link", "set", "lo", "up"])
+            _ip(
+                [
+                    *("link", "add", "srv0", "netns", self.namespace("server"), "type", "veth"),
+                    *("peer", "name", "cli0", "netns", self.namespace("client")),
+                ]
+            )
+            for role, address in (("server", self.server_address), ("client", self.client_address)):
+                ns, dev = self.namespace(role), self.interface(role)
+                for addr in ([address] if address else []) + self.extra.get(role, []):
+                    _ip(["-n", ns, "addr", "add", addr, "dev", dev])
+                _ip(["-n", ns, "link", "set", dev, "up"])
+                for dest, via in self.routes.get(role, []):
+                    _ip(["-n", ns, "route", "add", dest, "via", via])
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        for proc in self._started:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self._started.clear()
+        for role in self.ROLES:
+            ns = self.namespace(role)
+            for pid in _ip(["netns", "pids", ns], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _ip(["netns", "del", ns], check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+
+    def __enter__(self) -> Segment:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()

@@ -1,0 +1,476 @@
+"""The DHCPv4 service: sockets, the lease journal's group commit, signals, logs (the driver).
+
+One UDP socket per interface, bound to port 67 and tied to the interface
+(``SO_BINDTODEVICE``), receives requests; :class:`~backhaul.services.dhcp.responder.Responder`
+decides; the driver writes the reply where RFC 2131 §4.1 says. A reply to a client that has no
+address yet and did not ask for a broadcast goes out through a packet socket (``AF_PACKET``)
+straight to its hardware address, as the RFC asks of servers that cannot fill the ARP cache.
+
+Durability: a reply that grants or changes a lease waits until the lease's record is on
+stable storage. Records are appended to the journal and committed by one worker thread, one
+``fdatasync`` per group: while one group syncs, the loop keeps answering and gathers the next
+group (group commit). Only when the sync returns are that group's ACKs sent; if it fails the
+service stops rather than grant leases it could lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import ipaddress
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from backhaul.config.dhcp import DhcpConfig
+from backhaul.errors import BackhaulError, NetworkError, PermissionNeeded, UsageError
+from backhaul.proto.dhcp import (
+    CLIENT_PORT,
+    SERVER_PORT,
+    DhcpFormatError,
+    decode,
+    encode,
+)
+from backhaul.proto.icmp import encode_udp, internet_checksum
+from backhaul.services.dhcp.lease import Lease, LeaseState
+from backhaul.services.dhcp.responder import Destination, Outcome, Responder, plan_subnets
+from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord, LeaseStoreError
+
+__all__ = ["DhcpService", "check_interfaces", "interface_addresses", "run"]
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+ETH_P_IP = 0x0800
+_SWEEP_EVERY = 5.0  # seconds between expiry sweeps
+_MAX_WAITING = 4096  # replies waiting for a commit; beyond this, requests are dropped
+
+
+def interface_addresses(
+    names: list[str] | tuple[str, ...],
+) -> dict[str, list[ipaddress.IPv4Interface]]:
+    """Each named interface's IPv4 addresses; :class:`UsageError` if one does not exist."""
+    found: dict[str, list[ipaddress.IPv4Interface]] = {}
+    for name in names:
+        try:
+            done = subprocess.run(
+                ["ip", "-j", "-4", "addr", "show", "dev", name],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except FileNotFoundError as exc:
+            raise UsageError(
+                "the `ip` command (iproute2) is needed: apt-get install iproute2"
+            ) from exc
+        if done.returncode != 0 or not os.path.exists(f"/sys/class/net/{name}"):
+            raise UsageError(f"interface {name!r} does not exist here; see `ip link` for the names")
+        addresses: list[ipaddress.IPv4Interface] = []
+        for entry in json.loads(done.stdout or "[]"):
+            for info in entry.get("addr_info", []):
+                if info.get("family") == "inet":
+                    addresses.append(
+                        ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}")
+                    )
+        found[name] = addresses
+    return found
+
+
+def check_interfaces(config: DhcpConfig) -> dict[str, list[ipaddress.IPv4Interface]]:
+    """Each interface's addresses, after checking that it exists and has an address in one
+    of the subnets (:class:`UsageError` saying what to fix otherwise)."""
+    addresses = interface_addresses(config.interfaces)
+    for name in config.interfaces:
+        local = [a for a in addresses[name] if any(a.ip in s.subnet for s in config.subnets)]
+        if not addresses[name]:
+            raise UsageError(
+                f"interface {name} has no IPv4 address; give it one in a dhcp subnet"
+                f" (e.g. `ip addr add 10.0.0.1/24 dev {name}`)"
+            )
+        if not local:
+            have = ", ".join(str(a) for a in addresses[name])
+            nets = ", ".join(str(s.subnet) for s in config.subnets)
+            raise UsageError(
+                f"interface {name} has no address in a dhcp subnet (it has {have}; the"
+                f" subnets are {nets}); add an address or fix dhcp.subnets"
+            )
+    return addresses
+
+
+def _ipv4_udp(
+    source: ipaddress.IPv4Address, destination: ipaddress.IPv4Address, payload: bytes
+) -> bytes:
+    udp = encode_udp(source, destination, SERVER_PORT, CLIENT_PORT, payload)
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0x10,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        17,
+        0,
+        source.packed,
+        destination.packed,
+    )
+    checksum = internet_checksum(header)
+    return header[:10] + struct.pack("!H", checksum) + header[12:] + udp
+
+
+def _record(lease: Lease) -> LeaseRecord:
+    return LeaseRecord(
+        address=str(ipaddress.IPv4Address(lease.address)),
+        subnet=lease.subnet,
+        state=lease.state.value,
+        client=lease.client,
+        mac=lease.mac,
+        client_id=lease.client_id,
+        hostname=lease.hostname,
+        expires=lease.expires,
+        granted=lease.granted,
+    )
+
+
+def _lease(record: LeaseRecord) -> Lease | None:
+    try:
+        state = LeaseState(record.state)
+        address = int(ipaddress.IPv4Address(record.address))
+    except ValueError:
+        return None
+    return Lease(
+        address=address,
+        subnet=record.subnet,
+        state=state,
+        client=record.client,
+        mac=record.mac,
+        client_id=record.client_id,
+        hostname=record.hostname,
+        expires=record.expires,
+        granted=record.granted,
+    )
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """Port 67 on one interface: hands each datagram to the service."""
+
+    def __init__(self, service: DhcpService, interface: str) -> None:
+        self.service = service
+        self.interface = interface
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.service.on_datagram(self.interface, data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.service.counters["socket_errors"] += 1
+
+
+class DhcpService:
+    """The running server. ``start()`` binds and replays the journal, ``aclose()`` stops."""
+
+    def __init__(
+        self,
+        config: DhcpConfig,
+        *,
+        log: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._log_sink = log or _stderr_lines
+        self.counters: dict[str, int] = {}
+        self.journal = LeaseJournal(config.state_dir)
+        self.responder: Responder | None = None
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._packet_sockets: dict[str, socket.socket] = {}
+        self._source: dict[str, ipaddress.IPv4Address] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dhcp-commit")
+        self._waiting: list[tuple[str, Outcome]] = []
+        self._committing: asyncio.Future[Any] | None = None
+        self._compacting: asyncio.Future[Any] | None = None
+        self._lines: list[str] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+        self.stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        config = self.config
+        addresses = check_interfaces(config)
+        for name in config.interfaces:
+            self._source[name] = next(
+                a.ip for a in addresses[name] if any(a.ip in s.subnet for s in config.subnets)
+            )
+        plans = plan_subnets(config, addresses)
+        self.responder = Responder(
+            plans, offer_hold=config.offer_hold, decline_quarantine=config.decline_quarantine
+        )
+        now = self.clock()
+        for record in self.journal.open():
+            lease = _lease(record)
+            if lease is None or self.responder.subnet_of(lease.subnet) is None:
+                continue
+            self.responder.table.restore(lease)
+        self.responder.expire(now)
+        loop = asyncio.get_running_loop()
+        for name in config.interfaces:
+            sock = _bound_socket(name)
+            _, protocol = await loop.create_datagram_endpoint(
+                functools.partial(_Endpoint, self, name), sock=sock
+            )
+            self._endpoints[name] = protocol
+            self._packet_sockets[name] = _packet_socket(name)
+        self._sweeper = asyncio.create_task(self._sweep())
+        bound = sum(1 for lease in self.responder.table if lease.state is LeaseState.BOUND)
+        for plan in plans:
+            where = f"on {plan.interface}" if plan.interface else "through relays"
+            self.log(
+                f"serving {plan.name} {where}, server id {plan.server_id},"
+                f" pool of {plan.pool.size} addresses"
+            )
+        self.log(
+            f"lease store {self.journal.path}: {len(self.responder.table)} leases, {bound} bound"
+        )
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for pending in (self._committing, self._compacting):
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
+        for endpoint in self._endpoints.values():
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        for sock in self._packet_sockets.values():
+            sock.close()
+        self._executor.shutdown(wait=True)
+        self.journal.close()
+        self._flush_log()
+
+    # ------------------------------------------------------------------ packets
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def statistics(self) -> dict[str, int]:
+        """The responder's counters plus the driver's (malformed, commits, socket errors)."""
+        stats = dict(self.counters)
+        if self.responder is not None:
+            stats.update(self.responder.statistics())
+        stats["commits"] = self.journal.commits
+        return stats
+
+    def on_datagram(self, interface: str, data: bytes) -> None:
+        responder = self.responder
+        if responder is None or self.failed is not None:
+            return
+        try:
+            packet = decode(data)
+        except DhcpFormatError:
+            self.count("dropped_malformed")
+            return
+        if len(self._waiting) >= _MAX_WAITING:
+            self.count("dropped_overload")
+            return
+        try:
+            out = responder.handle(packet, interface, self.clock())
+        except BackhaulError as exc:  # a bug in the policy must not stop the service
+            self.count("dropped_error")
+            self.log(f"error handling a request from {packet.chaddr.hex(':')}: {exc}")
+            return
+        for line in out.log:
+            self.log(line)
+        if out.durable:
+            for lease in out.durable:
+                self.journal.append(_record(lease))
+            self._waiting.append((interface, out))
+            self._commit_next()
+        elif out.reply is not None:
+            self._send(interface, out)
+
+    def _commit_next(self) -> None:
+        if self._committing is not None or not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        batch, self._waiting = self._waiting, []
+        lines = self.journal.take_pending()
+        future = loop.run_in_executor(self._executor, self.journal.commit_lines, lines)
+        self._committing = future
+        future.add_done_callback(lambda f: self._committed(f, batch))
+
+    def _committed(self, future: asyncio.Future[Any], batch: list[tuple[str, Outcome]]) -> None:
+        self._committing = None
+        error = future.exception()
+        if error is not None:
+            self.failed = error
+            self.log(
+                f"dhcp lease store failed, stopping (no unsaved lease is acknowledged): {error}"
+            )
+            self.stopped.set()
+            return
+        for interface, out in batch:
+            if out.reply is not None:
+                self._send(interface, out)
+        assert self.responder is not None
+        if self.journal.wants_compaction(len(self.responder.table)):
+            live = [
+                _record(lease)
+                for lease in self.responder.table
+                if lease.state is not LeaseState.FREE
+            ]
+            loop = asyncio.get_running_loop()
+            self._compacting = loop.run_in_executor(self._executor, self.journal.compact, live)
+            self._compacting.add_done_callback(self._compacted)
+        self._commit_next()
+
+    def _compacted(self, future: asyncio.Future[Any]) -> None:
+        self._compacting = None
+        error = future.exception()
+        if error is not None:
+            self.failed = error
+            self.log(f"lease store compaction failed, stopping: {error}")
+            self.stopped.set()
+        else:
+            self.log(f"lease store compacted to {self.journal.records} records")
+
+    def _send(self, interface: str, out: Outcome) -> None:
+        assert out.reply is not None and out.destination is not None
+        reply = out.reply
+        try:
+            data = encode(reply, max_size=out.max_size)
+        except BackhaulError as exc:
+            self.count("dropped_reply_too_large")
+            self.log(f"reply to {reply.chaddr.hex(':')} not sent: {exc}")
+            return
+        endpoint = self._endpoints[interface]
+        assert endpoint.transport is not None
+        try:
+            if out.destination is Destination.RELAY:
+                endpoint.transport.sendto(data, (str(reply.giaddr), SERVER_PORT))
+            elif out.destination is Destination.UNICAST:
+                endpoint.transport.sendto(data, (str(reply.ciaddr), CLIENT_PORT))
+            elif out.destination is Destination.BROADCAST:
+                endpoint.transport.sendto(data, ("255.255.255.255", CLIENT_PORT))
+            else:
+                frame = _ipv4_udp(self._source[interface], reply.yiaddr, data)
+                self._packet_sockets[interface].sendto(
+                    frame, (interface, ETH_P_IP, 0, 0, reply.chaddr)
+                )
+        except OSError as exc:
+            self.count("send_errors")
+            self.log(f"reply to {reply.chaddr.hex(':')} not sent: {exc.strerror}")
+            return
+        self.count("sent")
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY)
+            assert self.responder is not None
+            for line in self.responder.expire(self.clock()):
+                self.log(line)
+
+    def log(self, line: str) -> None:
+        if not self._lines:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon(self._flush_log)
+        self._lines.append(line)
+
+    def _flush_log(self) -> None:
+        lines, self._lines = self._lines, []
+        if lines:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._log_sink("".join(f"{stamp} backhaul: dhcp {line}\n" for line in lines))
+
+
+def _stderr_lines(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _bound_socket(interface: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        sock.bind(("0.0.0.0", SERVER_PORT))
+    except PermissionError as exc:
+        sock.close()
+        raise PermissionNeeded(
+            f"binding port {SERVER_PORT} on {interface} needs root or CAP_NET_BIND_SERVICE and"
+            " CAP_NET_RAW; run as root"
+        ) from exc
+    except OSError as exc:
+        sock.close()
+        raise NetworkError(
+            f"cannot listen on port {SERVER_PORT} on {interface}: {exc.strerror}"
+            " (is another DHCP server running there?)"
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _packet_socket(interface: str) -> socket.socket:
+    try:
+        # protocol 0: this socket receives nothing, it only sends
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    except PermissionError as exc:
+        raise PermissionNeeded(
+            "replies to clients without an address need a packet socket (CAP_NET_RAW); run as root"
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run(config: DhcpConfig) -> int:
+    """Serve in the foreground until SIGTERM or SIGINT; the exit code."""
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+
+    async def main() -> int:
+        service = DhcpService(config)
+        try:
+            await service.start()
+        except LeaseStoreError:
+            await service.aclose()
+            raise
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, service.stopped.set)
+        try:
+            await service.stopped.wait()
+        finally:
+            await service.aclose()
+        return 1 if service.failed is not None else 0
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
