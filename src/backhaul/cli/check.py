@@ -17,6 +17,7 @@ from rich.table import Table
 
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
+from backhaul.config.dhcp import DhcpConfig
 from backhaul.config.model import Cluster, Retries, Route, advisories
 from backhaul.errors import ConfigError
 
@@ -224,7 +225,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f" {format_duration(tmo.body_idle)}, keep-alive {format_duration(tmo.keepalive_idle)},"
             f" drain {format_duration(tmo.drain)}",
         )
-    console.print(listeners)
+    if config.listeners:  # a DHCP-only config has none
+        console.print(listeners)
 
     routes = Table(title="routes (first match wins)", title_justify="left")
     for column in ("#", "name", "listeners", "match", "action"):
@@ -240,7 +242,8 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             escape(describe_match(route)),
             escape(action),
         )
-    console.print(routes)
+    if config.listeners:
+        console.print(routes)
 
     clusters = Table(title="clusters", title_justify="left")
     for column in ("name", "balancing", "endpoints", "health", "resilience", "upstream"):
@@ -265,10 +268,56 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f"body idle {format_duration(ctmo.body_idle)}\n"
             f"pool {cluster.pool.max_idle} idle, {format_duration(cluster.pool.idle_timeout)}",
         )
-    console.print(clusters)
+    if config.listeners:
+        console.print(clusters)
+    if config.dhcp is not None:
+        render_dhcp(config.dhcp, console)
 
     for path, message in advisories(config):
         console.print(f"[yellow]note[/yellow] {escape(path)}: {escape(message)}")
+
+
+def render_dhcp(dhcp: DhcpConfig, console: Console) -> None:
+    """The DHCP section: one row per subnet."""
+    table = Table(
+        title=f"dhcp on {', '.join(dhcp.interfaces)} (leases in {dhcp.state_dir})",
+        title_justify="left",
+    )
+    for column in ("subnet", "pools", "lease", "options", "reservations"):
+        table.add_column(column)
+    for subnet in dhcp.subnets:
+        opts = subnet.options
+        shown = [
+            f"{name} {', '.join(str(v) for v in value)}"
+            for name, value in (
+                ("routers", opts.routers),
+                ("dns", opts.dns_servers),
+                ("ntp", opts.ntp_servers),
+                ("search", opts.domain_search),
+            )
+            if value
+        ]
+        if opts.domain_name:
+            shown.append(f"domain {opts.domain_name}")
+        if opts.mtu:
+            shown.append(f"mtu {opts.mtu}")
+        if opts.routes:
+            shown.append(f"{len(opts.routes)} static route(s)")
+        table.add_row(
+            str(subnet.subnet),
+            "\n".join(f"{a}-{b}" for a, b in subnet.pools),
+            format_duration(subnet.lease_time),
+            escape("\n".join(shown) or "-"),
+            escape(
+                "\n".join(
+                    f"{r.mac or r.client_id} → {r.address}"
+                    + (f" ({r.hostname})" if r.hostname else "")
+                    for r in subnet.reservations
+                )
+                or "-"
+            ),
+        )
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

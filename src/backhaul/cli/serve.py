@@ -67,7 +67,10 @@ def serve(
     if not cfg.listeners and cfg.dhcp is not None:  # only DHCP: serve it in the foreground
         from backhaul.services.dhcp.service import run as run_dhcp
 
-        raise typer.Exit(run_dhcp(cfg.dhcp))
+        dhcp = cfg.dhcp
+        if cfg.admin is not None and dhcp.metrics_address is None:
+            dhcp = dhcp.model_copy(update={"metrics_address": cfg.admin.address})
+        raise typer.Exit(run_dhcp(dhcp))
     if cfg.access_log.enabled and cfg.access_log.path != "-":
         check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))

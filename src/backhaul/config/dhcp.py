@@ -32,7 +32,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema, model_validator
 
-from backhaul.config.fields import ConfigModel, Problems, WholeSeconds
+from backhaul.config.fields import ConfigModel, ListenAddress, Problems, WholeSeconds
 from backhaul.config.units import describe
 
 __all__ = [
@@ -206,7 +206,7 @@ class DhcpSubnet(ConfigModel):
 
     subnet: ipaddress.IPv4Network
     pools: tuple[AddressRange, ...] = Field(min_length=1)
-    lease_time: WholeSeconds = Field(default=3600, ge=60, le=0xFFFFFFFE)
+    lease_time: WholeSeconds = Field(default=3600, description="at least 1m")
     renewal_time: WholeSeconds | None = Field(default=None, description="T1; default half")
     rebinding_time: WholeSeconds | None = Field(default=None, description="T2; default 7/8")
     server_id: ipaddress.IPv4Address | None = Field(
@@ -260,6 +260,10 @@ class DhcpSubnet(ConfigModel):
                 )
             keys.setdefault(res.client_key, i)
             addresses.setdefault(res.address, i)
+        if not 60 <= self.lease_time < 0xFFFFFFFF:
+            problems.append(
+                ("lease_time", f"found {self.lease_time}s: expected from 1m to 136 years")
+            )
         t1 = self.renewal_time if self.renewal_time is not None else self.lease_time // 2
         t2 = self.rebinding_time if self.rebinding_time is not None else self.lease_time * 7 // 8
         if not t1 < t2 < self.lease_time:
@@ -290,9 +294,12 @@ class DhcpConfig(ConfigModel):
 
     interfaces: tuple[str, ...] = Field(min_length=1, description="where clients are")
     state_dir: str = Field(default="/var/lib/backhaul", min_length=1, description="lease store")
-    offer_hold: WholeSeconds = Field(default=30, ge=1, le=600)
-    decline_quarantine: WholeSeconds = Field(default=600, ge=1)
-    max_leases: int = Field(default=1_000_000, ge=1, description="bound on the lease store")
+    offer_hold: WholeSeconds = Field(default=30, description="1s to 10m")
+    decline_quarantine: WholeSeconds = Field(default=600, description="at least 1s")
+    metrics_address: ListenAddress | None = Field(
+        default=None,
+        description="where GET /metrics answers; a DHCP-only config uses admin.address",
+    )
     subnets: tuple[DhcpSubnet, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -303,6 +310,10 @@ class DhcpConfig(ConfigModel):
                 problems.append(
                     (f"interfaces[{i}]", f"found {describe(name)}: expected an interface name")
                 )
+        if not 1 <= self.offer_hold <= 600:
+            problems.append(("offer_hold", f"found {self.offer_hold}s: expected 1s to 10m"))
+        if self.decline_quarantine < 1:
+            problems.append(("decline_quarantine", "expected at least 1s"))
         for i, subnet in enumerate(self.subnets):
             for j in range(i):
                 if subnet.subnet.overlaps(self.subnets[j].subnet):

@@ -41,6 +41,7 @@ from backhaul.proto.dhcp import (
     encode,
 )
 from backhaul.proto.icmp import encode_udp, internet_checksum
+from backhaul.services.dhcp import metrics
 from backhaul.services.dhcp.lease import Lease, LeaseState
 from backhaul.services.dhcp.responder import Destination, Outcome, Responder, plan_subnets
 from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord, LeaseStoreError
@@ -202,6 +203,7 @@ class DhcpService:
         self._compacting: asyncio.Future[Any] | None = None
         self._lines: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._admin: Any = None
         self.failed: BaseException | None = None
         self.stopped = asyncio.Event()
 
@@ -233,6 +235,14 @@ class DhcpService:
             )
             self._endpoints[name] = protocol
             self._packet_sockets[name] = _packet_socket(name)
+        if self.config.metrics_address is not None:
+            from backhaul.admin.server import start_admin
+
+            address = self.config.metrics_address
+            self._admin = await start_admin(
+                (address.host, address.port), self.render_metrics, reuse_port=False
+            )
+            self.log(f"metrics on http://{address}/metrics")
         self._sweeper = asyncio.create_task(self._sweep())
         bound = sum(1 for lease in self.responder.table if lease.state is LeaseState.BOUND)
         for plan in plans:
@@ -250,6 +260,8 @@ class DhcpService:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._admin is not None:
+            await self._admin.aclose()
         for pending in (self._committing, self._compacting):
             if pending is not None:
                 with contextlib.suppress(Exception):
@@ -275,6 +287,15 @@ class DhcpService:
             stats.update(self.responder.statistics())
         stats["commits"] = self.journal.commits
         return stats
+
+    def render_metrics(self) -> bytes:
+        assert self.responder is not None
+        now = self.clock()
+        pools = {
+            plan.name: (plan.pool.size, self.responder.table.in_use(plan.pool, now))
+            for plan in self.responder.subnets
+        }
+        return metrics.render(self.statistics(), pools)
 
     def on_datagram(self, interface: str, data: bytes) -> None:
         responder = self.responder
@@ -319,9 +340,7 @@ class DhcpService:
         error = future.exception()
         if error is not None:
             self.failed = error
-            self.log(
-                f"dhcp lease store failed, stopping (no unsaved lease is acknowledged): {error}"
-            )
+            self.log(f"lease store failed, stopping (no unsaved lease is acknowledged): {error}")
             self.stopped.set()
             return
         for interface, out in batch:
