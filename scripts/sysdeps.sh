@@ -19,11 +19,15 @@ declare -A test_pkgs=(
   [sysctl]=procps
   [unshare]=util-linux
   [setpriv]=util-linux
+  [udhcpc]=udhcpc
+  [dhclient]=isc-dhcp-client
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light
   [wrk]=wrk
   [taskset]=util-linux
+  [dnsmasq]=dnsmasq-base
+  [kea-dhcp4]=kea-dhcp4-server
 )
 
 if [ "$purpose" = bench ]; then

@@ -256,7 +256,11 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
     for lst in config.listeners:
         print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec
-    os.write(fd, freeze(config))
+    # the dhcp: section goes to its own process (--dhcp-fd below), not to the workers
+    edge_only = (
+        config.model_copy(update={"dhcp": None}) if getattr(config, "dhcp", None) else config
+    )
+    os.write(fd, freeze(edge_only))
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -42,11 +42,11 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from backhaul.errors import BackhaulError, UsageError
 
@@ -57,6 +57,7 @@ __all__ = [
     "LabError",
     "LabUnavailable",
     "Segment",
+    "call_in_namespace",
     "lab_unavailable_reason",
 ]
 
@@ -660,6 +661,9 @@ class Segment:
                 proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self._started.clear()
         for role in self.ROLES:
             ns = self.namespace(role)
@@ -669,8 +673,52 @@ class Segment:
             _ip(["netns", "del", ns], check=False)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
+    def call(self, role: str, factory: Callable[[], T]) -> T:
+        """``factory()`` run inside ``role``'s namespace; see :func:`call_in_namespace`."""
+        return call_in_namespace(self.namespace(role), factory)
+
     def __enter__(self) -> Segment:
         return self.up()
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+T = TypeVar("T")
+_CLONE_NEWNET = 0x40000000
+
+
+def call_in_namespace(namespace: str, factory: Callable[[], T]) -> T:
+    """``factory()`` run in a thread that has joined network namespace ``namespace``.
+
+    A socket belongs to the namespace it was created in for its whole life, so a socket
+    made here can be used from any thread afterwards: a test talks from inside a namespace
+    without a subprocess. Only the helper thread changes namespace, never the caller.
+    """
+    import ctypes
+    import threading
+
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise LabError(
+                        f"cannot enter namespace {namespace}: {os.strerror(ctypes.get_errno())}"
+                    )
+            finally:
+                os.close(fd)
+            result.append(factory())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, name=f"netns-{namespace}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
