@@ -71,7 +71,6 @@ def test_udhcpc_gets_a_lease_with_mask_router_dns(make_segment, tmp_path):
     [lease] = leases_json(tmp_path / "state")
     assert lease["address"] == "10.0.0.100" and lease["hostname"] == "alpha"
     assert lease["state"] == "bound"
-    mac = Path(f"/sys/class/net/cli0/address")  # noqa: F841 - read in the namespace below
     link = segment.run("client", ["cat", "/sys/class/net/cli0/address"]).stdout.strip()
     assert lease["mac"] == link
     server.wait_for("ack ip=10.0.0.100")  # one log line per lease event
