@@ -110,11 +110,13 @@ def make_segment() -> Iterator[Callable[..., Segment]]:
             segment.down()
 
 
-def quick_server(segment: Segment, state: Path, *extra: str) -> Server:
+def quick_server(
+    segment: Segment, state: Path, *extra: str, pool: str = "10.0.0.100-10.0.0.199"
+) -> Server:
     server = Server(
         segment,
         [
-            *("dhcp", "serve", "--interface", "srv0", "--pool", "10.0.0.100-10.0.0.199"),
+            *("dhcp", "serve", "--interface", "srv0", "--pool", pool),
             *("--router", "10.0.0.1", "--dns", "10.0.0.53", "--state", str(state)),
             *extra,
         ],

@@ -358,3 +358,41 @@ def test_leases_command_without_a_state_directory(tmp_path):
     )
     assert done.returncode == 2 and "does not exist" in done.stderr
     assert os.path.exists(tmp_path) and "Traceback" not in done.stderr
+
+
+def test_sigkill_under_load_loses_no_acknowledged_lease(make_segment, tmp_path):
+    """Every lease a client got an ACK for is in the store after a kill -9 mid-run."""
+    import threading
+
+    from backhaul.state.dhcp_leases import JOURNAL_NAME
+
+    segment = make_segment(server_address="10.0.0.1/20")
+    state = tmp_path / "state"
+    server = quick_server(segment, state, pool="10.0.0.10-10.0.15.250")
+    journal = state / JOURNAL_NAME
+    killed = threading.Event()
+
+    def kill_when_busy() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if journal.exists() and journal.stat().st_size > 300 * 200:  # ~300 records
+                server.proc.send_signal(signal.SIGKILL)
+                killed.set()
+                return
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    with probe_in(segment) as probe:
+        result = run_load(probe, 2000, window=64, step_timeout=0.2, deadline=4)
+    killer.join()
+    assert killed.is_set(), "the load ended before the server was killed"
+    server.kill()
+    assert 0 < len(result.leases) < 2000  # the kill really came mid-run
+    stored = {
+        lease["mac"].replace(":", ""): lease["address"]
+        for lease in leases_json(state)
+        if lease["state"] == "bound"
+    }
+    missing = {mac: ip for mac, ip in result.leases.items() if stored.get(mac) != ip}
+    assert missing == {}

@@ -43,8 +43,10 @@ _ZERO = ipaddress.IPv4Address(0)
 
 
 def mac_for(index: int, salt: int = 0) -> bytes:
-    """A locally administered unicast MAC for simulated client ``index``."""
-    return bytes((0x02, salt & 0xFF)) + index.to_bytes(4, "big")
+    """A locally administered unicast MAC for simulated client ``index``: distinct for each
+    index (the multiplication is a bijection on 32 bits) but spread like real MACs, not
+    consecutive (servers that hash the MAC to pick an address would collide otherwise)."""
+    return bytes((0x02, salt & 0xFF)) + ((index * 2654435761) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
 class DhcpProbe:
@@ -224,7 +226,8 @@ def run_load(
     salt = salt if salt is not None else (os.getpid() ^ int(time.time())) & 0xFF
     base_xid = random.getrandbits(31)
     result = LoadResult()
-    # per client: (mac, step 0 = waiting OFFER / 1 = waiting ACK, last send, sends, request)
+    # per client: [mac, step (0 = waiting OFFER, 1 = waiting ACK), last send, sends, the
+    # datagram to resend, index, NAKs so far]
     flying: dict[int, list[object]] = {}
     next_index = 0
     start = time.monotonic()
@@ -232,12 +235,12 @@ def run_load(
     last_ack = start
     discover_opts = {Opt.PARAMETER_LIST: bytes((1, 3, 6, 15, 51, 54))}
 
-    def launch(index: int, now: float) -> None:
+    def launch(index: int, now: float, naks: int = 0) -> None:
         mac = mac_for(index, salt)
-        xid = (base_xid + index) & 0xFFFFFFFF
+        xid = (base_xid + index + (naks << 24)) & 0xFFFFFFFF
         data = encode(probe.packet(MessageType.DISCOVER, mac, xid, options=discover_opts))
         probe.sock.sendto(data, (probe.server, SERVER_PORT))
-        flying[xid] = [mac, 0, now, 1, data, index]
+        flying[xid] = [mac, 0, now, 1, data, index, naks]
 
     while (flying or next_index < count) and time.monotonic() < end:
         now = time.monotonic()
@@ -262,7 +265,7 @@ def run_load(
                     assert isinstance(mac, bytes)
                     data = encode(probe.packet(MessageType.REQUEST, mac, reply.xid, options=opts))
                     probe.sock.sendto(data, (probe.server, SERVER_PORT))
-                    flying[reply.xid] = [mac, 1, now, 1, data, state[5]]
+                    flying[reply.xid] = [mac, 1, now, 1, data, state[5], state[6]]
                 elif state[1] == 1 and kind is MessageType.ACK:
                     mac = state[0]
                     assert isinstance(mac, bytes)
@@ -270,8 +273,16 @@ def run_load(
                     del flying[reply.xid]
                     last_ack = now
                 elif state[1] == 1 and kind is MessageType.NAK:
+                    # as a real client does (RFC 2131 §4.4.1): back to INIT, a new DISCOVER
                     result.naks += 1
+                    naks = int(str(state[6])) + 1
                     del flying[reply.xid]
+                    if naks > 5:
+                        result.unfinished += 1
+                    else:
+                        index = state[5]
+                        assert isinstance(index, int)
+                        launch(index, now, naks)
         for xid, state in list(flying.items()):
             sent_at, sends = state[2], state[3]
             assert isinstance(sent_at, float) and isinstance(sends, int)

@@ -1,0 +1,298 @@
+"""backhaul's DHCP server against dnsmasq and ISC Kea, side by side in one run (issue 11).
+
+    python -m bench.dhcp [--leases 5000] [--rounds 3] [--window 64] [--only backhaul,kea]
+                         [--profile]
+
+Two namespaces joined by a veth pair (:class:`backhaul.tools.lab.Segment`): the server side
+holds 10.0.0.1/16 and runs one DHCP server at a time, pinned to core 0; the load generator
+(:func:`backhaul.tools.dhcp_load.run_load`, this process, pinned to core 1) plays ``--leases``
+new clients from its own socket in the client namespace, ``--window`` in flight, each doing a
+full DISCOVER/OFFER/REQUEST/ACK with its own MAC. Every run starts the server on a fresh
+lease file on the machine's disk. Figures: new leases per second (first DISCOVER to last
+ACK), and the leases found in the server's lease file afterwards (all must be there).
+
+The peers, as configured here:
+
+- dnsmasq (``--no-ping``: it would otherwise ping each address before offering it, which
+  backhaul does not do; ``--quiet-dhcp``): it rewrites its whole lease file after each
+  change;
+- Kea (memfile lease database, ``persist: true``, no lease file cleanup during the run): it
+  appends each lease to a CSV file, without an fsync per lease;
+- backhaul (``backhaul dhcp serve``): each ACK is sent after its lease is on disk
+  (``fdatasync`` of the journal, in groups).
+
+``--profile`` records the backhaul server with py-spy during one extra run and prints the
+functions that take the most time. Only the namespaces this benchmark creates carry traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from backhaul.tools.dhcp_load import DhcpProbe, run_load
+from backhaul.tools.lab import Segment, lab_unavailable_reason
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SERVER_CORE, LOAD_CORE = "0", "1"
+POOL = ("10.0.0.10", "10.0.255.250")
+TARGET = 1000.0  # durable new leases per second
+BACKHAUL = str(Path(sys.executable).with_name("backhaul"))
+SERVERS = ("backhaul", "dnsmasq", "kea")
+
+
+def _kea_config(state: Path) -> dict[str, Any]:
+    return {
+        "Dhcp4": {
+            "interfaces-config": {"interfaces": ["srv0"], "dhcp-socket-type": "raw"},
+            "lease-database": {
+                "type": "memfile",
+                "persist": True,
+                "name": str(state / "kea-leases4.csv"),
+                "lfc-interval": 0,
+            },
+            "valid-lifetime": 3600,
+            "subnet4": [
+                {"id": 1, "subnet": "10.0.0.0/16", "pools": [{"pool": f"{POOL[0]} - {POOL[1]}"}]}
+            ],
+            "loggers": [
+                {
+                    "name": "kea-dhcp4",
+                    "output_options": [{"output": "stderr"}],
+                    "severity": "WARN",
+                }
+            ],
+        }
+    }
+
+
+def server_command(name: str, state: Path) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    if name == "backhaul":
+        argv = [
+            *(BACKHAUL, "dhcp", "serve", "--interface", "srv0"),
+            *("--pool", f"{POOL[0]}-{POOL[1]}", "--router", "10.0.0.1", "--dns", "10.0.0.1"),
+            *("--state", str(state)),
+        ]
+    elif name == "dnsmasq":
+        argv = [
+            *("dnsmasq", "--keep-in-foreground", "--port=0", "--conf-file=/dev/null"),
+            *("--interface=srv0", "--bind-interfaces", "--no-ping", "--quiet-dhcp"),
+            f"--dhcp-range={POOL[0]},{POOL[1]},255.255.0.0,1h",
+            *("--dhcp-authoritative", "--dhcp-lease-max=200000", "--log-facility=-"),
+            f"--dhcp-leasefile={state / 'dnsmasq.leases'}",
+            f"--pid-file={state / 'dnsmasq.pid'}",
+            "--dhcp-option=3,10.0.0.1",
+            "--dhcp-option=6,10.0.0.1",
+        ]
+    else:
+        config = state / "kea-dhcp4.json"
+        config.write_text(json.dumps(_kea_config(state)))
+        env["KEA_PIDFILE_DIR"] = str(state)
+        env["KEA_LOCKFILE_DIR"] = str(state)
+        argv = ["kea-dhcp4", "-c", str(config)]
+    return ["taskset", "-c", SERVER_CORE, *argv], env
+
+
+def stored_leases(name: str, state: Path) -> int:
+    """How many distinct addresses the server's lease file holds."""
+    if name == "backhaul":
+        from backhaul.state.dhcp_leases import read_leases
+
+        return sum(1 for r in read_leases(state) if r.state == "bound")
+    if name == "dnsmasq":
+        path = state / "dnsmasq.leases"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return len({line.split()[2] for line in lines if len(line.split()) > 2})
+    path = state / "kea-leases4.csv"
+    lines = path.read_text().splitlines()[1:] if path.exists() else []
+    return len({line.split(",")[0] for line in lines if line})
+
+
+def wait_ready(segment: Segment, proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """Until something listens on UDP port 67 in the server namespace (or raw, for Kea)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
+        udp = segment.run("server", ["ss", "-H", "-lnu", "sport", "= :67"]).stdout.strip()
+        raw = segment.run("server", ["ss", "-H", "-a", "-0"]).stdout.strip()
+        if udp or ("kea" in " ".join(map(str, proc.args)) and raw):
+            time.sleep(0.3)  # the socket is bound a moment before the loop reads it
+            return
+        time.sleep(0.05)
+    raise SystemExit("server did not start listening on port 67 in time")
+
+
+def one_run(
+    segment: Segment, name: str, leases: int, window: int, salt: int, profile: Path | None = None
+) -> dict[str, Any]:
+    state = Path(tempfile.mkdtemp(prefix=f"bench-dhcp-{name}-", dir="/var/tmp"))
+    argv, env = server_command(name, state)
+    log = open(state / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = segment.popen("server", argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    spy: subprocess.Popen[Any] | None = None
+    try:
+        wait_ready(segment, proc)
+        if profile is not None:
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    *("record", "--pid", str(_python_child(proc.pid)), "--format", "raw"),
+                    *("--output", str(profile), "--rate", "1000", "--nonblocking"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+        probe = segment.call("client", lambda: DhcpProbe("cli0"))
+        with probe:
+            result = run_load(probe, leases, window=window, salt=salt, deadline=120.0)
+        time.sleep(0.2)
+        cpu = _cpu_seconds(proc.pid)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    stored = stored_leases(name, state)
+    shutil.rmtree(state, ignore_errors=True)
+    return {
+        "server": name,
+        "leases": len(result.leases),
+        "rate": result.rate,
+        "seconds": result.seconds,
+        "naks": result.naks,
+        "unfinished": result.unfinished,
+        "retransmits": result.retransmits,
+        "stored": stored,
+        "cpu_seconds": cpu,
+    }
+
+
+def _python_child(pid: int) -> int:
+    """The pid of the server itself below ``ip netns exec`` and ``taskset`` (exec'd: same)."""
+    return pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Self time per function from py-spy's raw (collapsed stacks) output."""
+    if not path.exists():
+        print("py-spy wrote nothing (is it installed? pip install py-spy)")
+        return
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    print(f"\npy-spy of the backhaul server, {total} samples; self time:")
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * count / total:5.1f}%  {frame}")
+    print("inclusive time:")
+    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * count / total:5.1f}%  {frame}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dhcp", description=__doc__)
+    parser.add_argument("--leases", type=int, default=5000, help="new clients per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=int, default=64, help="clients in flight")
+    parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated servers")
+    parser.add_argument("--profile", action="store_true", help="py-spy the backhaul server")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(names) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; use {', '.join(SERVERS)}")
+    if not 1 <= args.leases <= 60000:
+        parser.error("--leases must be 1-60000 (the pool holds 65,000 addresses)")
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        raise SystemExit(f"bench.dhcp needs network namespaces: {reason}")
+    for tool in ("taskset", "ss", *(["dnsmasq"] if "dnsmasq" in names else [])):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is missing: bash scripts/sysdeps.sh bench")
+    if "kea" in names and shutil.which("kea-dhcp4") is None:
+        raise SystemExit("kea-dhcp4 is missing: bash scripts/sysdeps.sh bench")
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    runs: list[dict[str, Any]] = []
+    segment = Segment(f"bhb{os.getpid()}", server_address="10.0.0.1/16")
+    with segment:
+        for round_ in range(args.rounds):
+            for i, name in enumerate(names):
+                salt = (round_ * len(names) + i + 1) & 0xFF
+                run = one_run(segment, name, args.leases, args.window, salt)
+                run["round"] = round_
+                runs.append(run)
+                print(
+                    f"round {round_ + 1} {name:9s} {run['rate']:9.0f} leases/s"
+                    f"  ({run['leases']} leases, {run['stored']} in its lease file,"
+                    f" {run['retransmits']} retransmits, {run['naks']} NAKs, {run['unfinished']}"
+                    f" unfinished, server CPU {run['cpu_seconds']:.2f} s)",
+                    flush=True,
+                )
+        profile_path = None
+        if args.profile and "backhaul" in names:
+            profile_path = Path(tempfile.mkdtemp(prefix="bench-dhcp-spy-")) / "profile.txt"
+            one_run(segment, "backhaul", args.leases, args.window, 0xEE, profile_path)
+    medians = {
+        name: statistics.median(r["rate"] for r in runs if r["server"] == name) for name in names
+    }
+    base = medians.get("backhaul")
+    print("\n| server | new leases/s (median) | ratio to backhaul | all leases stored |")
+    print("| --- | --- | --- | --- |")
+    for name in names:
+        ratio = f"{medians[name] / base:.2f}" if base else "-"
+        stored = all(r["stored"] >= r["leases"] for r in runs if r["server"] == name)
+        print(f"| {name} | {medians[name]:,.0f} | {ratio} | {'yes' if stored else 'NO'} |")
+    if base is not None:
+        verdict = "meets" if base >= TARGET else "MISSES"
+        print(
+            f"\nbackhaul {base:,.0f} durable new leases/s {verdict} the target of {TARGET:,.0f}/s"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"dhcp-{stamp}.json"
+    out.write_text(json.dumps({"runs": runs, "medians": medians, "args": vars(args)}, indent=2))
+    print(f"figures in {out}")
+    if profile_path is not None:
+        print_profile(profile_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
