@@ -76,6 +76,46 @@ def test_udhcpc_gets_a_lease_with_mask_router_dns(make_segment, tmp_path):
     server.wait_for("ack ip=10.0.0.100")  # one log line per lease event
 
 
+def _wait_file(path: Path, text: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert proc.poll() is None, f"client exited ({proc.returncode})"
+        assert time.monotonic() < deadline, f"no {text!r} in {path}"
+        time.sleep(0.05)
+
+
+def test_udhcpc_renews_by_unicast_and_releases(make_segment, tmp_path):
+    segment = make_segment()
+    server = quick_server(segment, tmp_path / "state")
+    script, out = tmp_path / "udhcpc.sh", tmp_path / "events"
+    # configures the address inside the client namespace only, so renewing works
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in bound|renew) ip addr flush dev "$interface";'
+        ' ip addr add "$ip/$mask" dev "$interface";; esac\n'
+        f'echo "$1 $ip" >> {out}\n'
+    )
+    script.chmod(0o755)
+    client = segment.popen(
+        "client",
+        ["udhcpc", "-f", "-i", "cli0", "-s", str(script), "-t", "5", "-T", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_file(out, "bound 10.0.0.100", client)
+    client.send_signal(signal.SIGUSR1)  # busybox: renew now (RENEWING, unicast)
+    _wait_file(out, "renew 10.0.0.100", client)
+    acks = [line for line in server.lines if "ack ip=10.0.0.100" in line]
+    assert len(acks) == 2
+    client.send_signal(signal.SIGUSR2)  # busybox: release
+    server.wait_for("release ip=10.0.0.100")
+    client.kill()
+    client.wait(timeout=10)
+    assert leases_json(tmp_path / "state") == []  # released leases are listed with --all
+    [released] = leases_json(tmp_path / "state", "--all")
+    assert released["state"] == "released"
+
+
 def test_dhclient_gets_a_lease_with_mask_router_dns(make_segment, tmp_path):
     segment = make_segment()
     server = quick_server(segment, tmp_path / "state")
@@ -274,6 +314,12 @@ def test_config_mode_reservations_metrics_and_garbage_on_the_wire(make_segment, 
         assert ack.options[Opt.DNS_SERVERS] == IP("10.0.0.54").packed
         _, ack = probe.lease(mac_for(6, 3), options={Opt.CLIENT_ID: bytes.fromhex("ff0102")})
         assert ack is not None and ack.yiaddr == IP("10.0.0.21")
+        inform = probe.packet(MessageType.INFORM, mac_for(9, 3), 77, ciaddr="10.0.0.2")
+        inform.flags = 0  # the answer comes unicast to ciaddr
+        answer = probe.exchange(inform)
+        assert answer is not None and answer.message_type is MessageType.ACK
+        assert answer.yiaddr == IP("0.0.0.0") and Opt.LEASE_TIME not in answer.options
+        assert answer.options[Opt.DNS_SERVERS] == IP("10.0.0.53").packed
         rng = random.Random(11)
         for _ in range(300):
             size = rng.choice([0, 10, 239, 240, 300, 600, 1400])
@@ -294,7 +340,7 @@ def test_config_mode_reservations_metrics_and_garbage_on_the_wire(make_segment, 
         while chunk := metrics.recv(65536):
             body += chunk
     text = body.decode()
-    assert 'backhaul_dhcp_replies_total{type="ack"} 3' in text
+    assert 'backhaul_dhcp_replies_total{type="ack"} 4' in text  # 3 leases, 1 inform
     assert 'backhaul_dhcp_pool_addresses{subnet="10.0.0.0/24"} 100' in text
     assert 'backhaul_dhcp_pool_used{subnet="10.0.0.0/24"} 3' in text
     dropped = {

@@ -205,6 +205,18 @@ def test_release_then_same_client_gets_it_back_and_others_later(server):
     assert bogus.durable == [] and bogus.dropped == "release_unknown"
 
 
+def test_a_full_pool_frees_up_on_release_at_once(server):
+    acks = [lease(server, mac(n))[1] for n in (1, 2, 3)]
+    for n in (4, 5):
+        assert server.handle(msg(MessageType.DISCOVER, mac(n)), "eth0", T0 + 1).dropped
+    freed = acks[1].reply.yiaddr
+    server.handle(msg(MessageType.RELEASE, mac(2), ciaddr=str(freed)), "eth0", T0 + 2)
+    offer = server.handle(msg(MessageType.DISCOVER, mac(4)), "eth0", T0 + 2)
+    assert offer.reply is not None and offer.reply.yiaddr == freed
+    assert server.handle(msg(MessageType.DISCOVER, mac(5)), "eth0", T0 + 3).dropped
+    assert server.statistics()["dropped_pool_exhausted"] == 3
+
+
 def test_decline_quarantines_the_address(server):
     _, ack = lease(server, mac(1))
     bad = ack.reply.yiaddr

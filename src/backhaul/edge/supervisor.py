@@ -116,6 +116,7 @@ class _Supervisor:
         self.size = workers
         self.dhcp_fd = dhcp_fd  # the dhcp: section as JSON; its service runs as a child
         self.dhcp_pid: int | None = None
+        self.dhcp_crashes: list[float] = []
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.crashes: list[float] = []
@@ -194,11 +195,20 @@ class _Supervisor:
                 return
             if pid == self.dhcp_pid:
                 self.dhcp_pid = None
-                if restart and not self.stopping:
-                    code = os.waitstatus_to_exitcode(status)
-                    print(f"backhaul: dhcp service exited ({code}); restarting", file=sys.stderr)
-                    time.sleep(1.0)  # a service that cannot start must not spin
-                    self.spawn_dhcp()
+                code = os.waitstatus_to_exitcode(status)
+                now = time.monotonic()
+                self.dhcp_crashes = [t for t in self.dhcp_crashes if now - t < 60.0]
+                self.dhcp_crashes.append(now)
+                if not restart or self.stopping:
+                    continue
+                if len(self.dhcp_crashes) > _RESTART_LIMIT:
+                    print(
+                        f"backhaul: dhcp service keeps exiting ({code}); not restarting",
+                        file=sys.stderr,
+                    )
+                    continue
+                print(f"backhaul: dhcp service exited ({code}); restarting", file=sys.stderr)
+                self.spawn_dhcp()
                 continue
             self.children.pop(pid, None)
             self.slots.pop(pid, None)

@@ -49,6 +49,9 @@ class LeaseTable:
         self.leases: dict[int, Lease] = {}
         self._clients: dict[tuple[str, str], int] = {}
         self._cursor: dict[tuple[str, int], int] = {}  # (subnet, pool index) -> next address
+        # subnet -> until when it is known to be full (the earliest end of a hold), so a
+        # flood of DISCOVERs on a full pool does not scan every lease each time
+        self._full_until: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self.leases)
@@ -99,6 +102,7 @@ class LeaseTable:
         old = self.of_client(lease.subnet, client)
         if old is not None and old is not lease and old.state is not LeaseState.BOUND:
             # the client moves: its old, unbound address goes back to the pool
+            self.freed(old.subnet)
             self._unindex(old)
             old.client = ""
             if old.state is not LeaseState.FREE:
@@ -114,6 +118,11 @@ class LeaseTable:
     def forget_client(self, lease: Lease) -> None:
         """``lease``'s client no longer points at it (after a DECLINE)."""
         self._unindex(lease)
+
+    def freed(self, subnet: str) -> None:
+        """An address of ``subnet`` stopped being held before its time (a RELEASE, an offer
+        the client turned down): the subnet may no longer be full."""
+        self._full_until.pop(subnet, None)
 
     def _unindex(self, lease: Lease) -> None:
         key = (lease.subnet, lease.client)
@@ -173,7 +182,10 @@ class LeaseTable:
                     return address
                 address += 1
             self._cursor[key] = address
+        if now < self._full_until.get(plan.name, 0.0):
+            return None
         best: Lease | None = None
+        earliest = float("inf")
         for lease in self.leases.values():
             if lease.subnet != plan.name or lease.address in plan.reserved:
                 continue
@@ -181,10 +193,14 @@ class LeaseTable:
                 continue
             self.settle(lease, now)
             if lease.held(now):
+                earliest = min(earliest, lease.expires)
                 continue
             if best is None or lease.expires < best.expires:
                 best = lease
-        return None if best is None else best.address
+        if best is None:
+            self._full_until[plan.name] = earliest
+            return None
+        return best.address
 
     def in_use(self, plan: PoolPlan, now: float) -> int:
         """How many of ``plan``'s addresses are held now (for the pool-use metric)."""

@@ -321,9 +321,9 @@ class Responder:
                     if own.state is LeaseState.OFFERED:
                         own.move(LeaseEvent.RELEASE)
                         self.table.forget_client(own)
+                        self.table.freed(plan.name)
                         own.client = ""
-                self.counters["other_server"] += 1
-                return Outcome(dropped="other_server")
+                return self.drop("other_server")
             target = requested if requested is not None else packet.ciaddr
             if own is None or int(target) != own.address:
                 return self._nak(packet, plan, f"{target} was not offered to this client")
@@ -334,9 +334,9 @@ class Responder:
                 return self._nak(packet, plan, f"{target} is no longer available")
             return self._ack(packet, plan, own, now)
         if requested is not None and packet.ciaddr == _ZERO:  # INIT-REBOOT
-            return self._confirm(packet, plan, requested, key, now, silent_if_unknown=True)
+            return self._confirm(packet, plan, requested, key, now)
         if packet.ciaddr != _ZERO:  # RENEWING (unicast) or REBINDING (broadcast)
-            return self._confirm(packet, plan, packet.ciaddr, key, now, silent_if_unknown=True)
+            return self._confirm(packet, plan, packet.ciaddr, key, now)
         return self.drop("request_without_address")
 
     def _confirm(
@@ -346,8 +346,6 @@ class Responder:
         address: ipaddress.IPv4Address,
         key: str,
         now: float,
-        *,
-        silent_if_unknown: bool,
     ) -> Outcome:
         if address not in plan.network:
             return self._nak(packet, plan, f"{address} is not on this network ({plan.name})")
@@ -366,10 +364,7 @@ class Responder:
             return self._nak(packet, plan, f"{address} is not this client's address")
         if not self.table.available(plan.pool, int(address), key, now):
             return self._nak(packet, plan, f"{address} is not available to this client")
-        if silent_if_unknown:
-            # RFC 2131 §4.3.2: no record of this client -> remain silent
-            self.counters["unknown_client"] += 1
-            return Outcome(dropped="unknown_client")
+        # RFC 2131 §4.3.2: no record of this client -> remain silent
         return self.drop("unknown_client")
 
     def _ack(self, packet: DhcpPacket, plan: SubnetPlan, lease: Lease, now: float) -> Outcome:
@@ -412,6 +407,7 @@ class Responder:
             return self.drop("release_unbound")
         lease.move(LeaseEvent.RELEASE)
         lease.expires = now
+        self.table.freed(plan.name)
         self.counters["releases"] += 1
         return Outcome(durable=[lease], log=[f"release {lease_line(lease)}"])
 
