@@ -311,9 +311,14 @@ class DhcpService:
             return
         try:
             out = responder.handle(packet, interface, self.clock())
-        except BackhaulError as exc:  # a bug in the policy must not stop the service
+        except Exception as exc:
+            # A request that trips a bug must not stop the service for every other client:
+            # it is dropped, counted (dropped_error on /metrics) and logged with its cause.
             self.count("dropped_error")
-            self.log(f"error handling a request from {packet.chaddr.hex(':')}: {exc}")
+            self.log(
+                f"error handling a request from {packet.chaddr.hex(':')}:"
+                f" {type(exc).__name__}: {exc}"
+            )
             return
         for line in out.log:
             self.log(line)
