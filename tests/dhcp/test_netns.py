@@ -74,6 +74,12 @@ def test_udhcpc_gets_a_lease_with_mask_router_dns(make_segment, tmp_path):
     link = segment.run("client", ["cat", "/sys/class/net/cli0/address"]).stdout.strip()
     assert lease["mac"] == link
     server.wait_for("ack ip=10.0.0.100")  # one log line per lease event
+    table = subprocess.run(
+        [BACKHAUL, "dhcp", "leases", "--state", str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"10.0.0.100  {link}  01:{link}  alpha" in table  # no ":ab:" emoji in ids
 
 
 def _wait_file(path: Path, text: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:

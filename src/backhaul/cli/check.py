@@ -23,9 +23,10 @@ from backhaul.errors import ConfigError
 
 
 def _console(stderr: bool = False) -> Console:
-    console = Console(highlight=False, stderr=stderr)
+    # emoji=False: a MAC such as 02:ab:... is data, not the ":ab:" emoji code
+    console = Console(highlight=False, stderr=stderr, emoji=False)
     if not console.is_terminal:  # piped: do not wrap rows at 80 columns
-        console = Console(highlight=False, stderr=stderr, width=200, soft_wrap=True)
+        console = Console(highlight=False, stderr=stderr, emoji=False, width=200, soft_wrap=True)
     return console
 
 

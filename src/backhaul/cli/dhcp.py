@@ -165,9 +165,10 @@ def leases(
         ]
         typer.echo(json.dumps(doc, indent=2))
         return
-    console = Console(highlight=False)
+    # no markup or emoji codes: a client-id such as 01:ab:... is data, not ":ab:" (🆎)
+    console = Console(highlight=False, markup=False, emoji=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=200, soft_wrap=True)
+        console = Console(highlight=False, markup=False, emoji=False, width=200, soft_wrap=True)
     table = Table(box=None, pad_edge=False)
     for column in ("address", "mac", "client-id", "hostname", "state", "expires"):
         table.add_column(column)
