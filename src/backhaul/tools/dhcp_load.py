@@ -18,11 +18,9 @@ import ipaddress
 import os
 import random
 import select
-import socket
 import time
 from dataclasses import dataclass, field
 
-from backhaul.errors import NetworkError, PermissionNeeded
 from backhaul.proto.dhcp import (
     BOOTREPLY,
     CLIENT_PORT,
@@ -35,10 +33,10 @@ from backhaul.proto.dhcp import (
     decode,
     encode,
 )
+from backhaul.tools.device_socket import udp_socket_on_device
 
 __all__ = ["DhcpProbe", "LoadResult", "mac_for", "run_load"]
 
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _ZERO = ipaddress.IPv4Address(0)
 
 
@@ -63,23 +61,10 @@ class DhcpProbe:
         self.relay = ipaddress.IPv4Address(relay) if relay is not None else None
         self.server = server
         self.circuit_id = circuit_id
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
-            if self.relay is not None:
-                sock.bind((str(self.relay), SERVER_PORT))
-            else:
-                sock.bind(("0.0.0.0", CLIENT_PORT))
-        except PermissionError as exc:
-            sock.close()
-            raise PermissionNeeded("a DHCP probe binds port 67/68: run as root") from exc
-        except OSError as exc:
-            sock.close()
-            raise NetworkError(f"DHCP probe on {interface}: {exc.strerror}") from exc
-        sock.setblocking(False)
+        if self.relay is not None:  # a relay agent listens on the server port
+            sock = udp_socket_on_device(interface, SERVER_PORT, str(self.relay))
+        else:
+            sock = udp_socket_on_device(interface, CLIENT_PORT)
         self.sock = sock
         self._early: dict[int, list[DhcpPacket]] = {}
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from backhaul.config.dhcp import DhcpConfig
-from backhaul.errors import BackhaulError, NetworkError, PermissionNeeded, UsageError
+from backhaul.errors import BackhaulError, PermissionNeeded, UsageError
 from backhaul.proto.dhcp import (
     CLIENT_PORT,
     SERVER_PORT,
@@ -45,10 +45,10 @@ from backhaul.services.dhcp import metrics
 from backhaul.services.dhcp.lease import Lease, LeaseState
 from backhaul.services.dhcp.responder import Destination, Outcome, Responder, plan_subnets
 from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord, LeaseStoreError
+from backhaul.tools.device_socket import udp_socket_on_device
 
 __all__ = ["DhcpService", "check_interfaces", "interface_addresses", "run"]
 
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ETH_P_IP = 0x0800
 _SWEEP_EVERY = 5.0  # seconds between expiry sweeps
 _MAX_WAITING = 4096  # replies waiting for a commit; beyond this, requests are dropped
@@ -126,17 +126,13 @@ def _ipv4_udp(
     return header[:10] + struct.pack("!H", checksum) + header[12:] + udp
 
 
+_SAME_FIELDS = ("subnet", "client", "mac", "client_id", "hostname", "expires", "granted")
+
+
 def _record(lease: Lease) -> LeaseRecord:
+    same = {name: getattr(lease, name) for name in _SAME_FIELDS}
     return LeaseRecord(
-        address=str(ipaddress.IPv4Address(lease.address)),
-        subnet=lease.subnet,
-        state=lease.state.value,
-        client=lease.client,
-        mac=lease.mac,
-        client_id=lease.client_id,
-        hostname=lease.hostname,
-        expires=lease.expires,
-        granted=lease.granted,
+        address=str(ipaddress.IPv4Address(lease.address)), state=lease.state.value, **same
     )
 
 
@@ -146,17 +142,8 @@ def _lease(record: LeaseRecord) -> Lease | None:
         address = int(ipaddress.IPv4Address(record.address))
     except ValueError:
         return None
-    return Lease(
-        address=address,
-        subnet=record.subnet,
-        state=state,
-        client=record.client,
-        mac=record.mac,
-        client_id=record.client_id,
-        hostname=record.hostname,
-        expires=record.expires,
-        granted=record.granted,
-    )
+    same = {name: getattr(record, name) for name in _SAME_FIELDS}
+    return Lease(address=address, state=state, **same)
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -229,7 +216,7 @@ class DhcpService:
         self.responder.expire(now)
         loop = asyncio.get_running_loop()
         for name in config.interfaces:
-            sock = _bound_socket(name)
+            sock = udp_socket_on_device(name, SERVER_PORT)
             _, protocol = await loop.create_datagram_endpoint(
                 functools.partial(_Endpoint, self, name), sock=sock
             )
@@ -427,30 +414,6 @@ class DhcpService:
 def _stderr_lines(text: str) -> None:
     sys.stderr.write(text)
     sys.stderr.flush()
-
-
-def _bound_socket(interface: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
-        sock.bind(("0.0.0.0", SERVER_PORT))
-    except PermissionError as exc:
-        sock.close()
-        raise PermissionNeeded(
-            f"binding port {SERVER_PORT} on {interface} needs root or CAP_NET_BIND_SERVICE and"
-            " CAP_NET_RAW; run as root"
-        ) from exc
-    except OSError as exc:
-        sock.close()
-        raise NetworkError(
-            f"cannot listen on port {SERVER_PORT} on {interface}: {exc.strerror}"
-            " (is another DHCP server running there?)"
-        ) from exc
-    sock.setblocking(False)
-    return sock
 
 
 def _packet_socket(interface: str) -> socket.socket:
