@@ -8,7 +8,7 @@ import dns.rdatatype
 import pytest
 
 from backhaul.config import load_text
-from backhaul.errors import ConfigError
+from backhaul.errors import ConfigError, ProtocolError
 from backhaul.services.dhcp.records import dns_records
 from backhaul.state.dhcp_leases import (
     JOURNAL_NAME,
@@ -148,3 +148,20 @@ def test_config_section_is_validated_with_paths():
     assert "expected a range FIRST-LAST" in found["dhcp.subnets[0].pools[0]"]
     found = _problems("listeners: []\n")
     assert "or a dhcp: section" in found["listeners"]
+
+
+def test_exported_names_are_what_we_mean():
+    import backhaul.proto.dhcp as codec
+    import backhaul.services.dhcp as service
+
+    assert set(service.__all__) == {
+        "Lease",
+        "LeaseEvent",
+        "LeaseState",
+        "LeaseTransitionError",
+        "dns_records",
+    }
+    assert {"decode", "encode", "DhcpPacket", "DhcpFormatError", "MessageType", "Opt"} <= set(
+        codec.__all__
+    )
+    assert issubclass(codec.DhcpFormatError, ProtocolError)
