@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 
 import pytest
@@ -11,6 +12,7 @@ from backhaul.services.dhcp.lease import (
     LeaseEvent,
     LeaseState,
     LeaseTransitionError,
+    dotted,
     next_state,
 )
 
@@ -59,3 +61,8 @@ def test_the_clock_applies_without_changing_the_lease():
     assert lease.state is LeaseState.BOUND
     lease.move(LeaseEvent.RELEASE)
     assert lease.state is LeaseState.RELEASED and not lease.held(0.0)
+
+
+@pytest.mark.parametrize("value", [0, 1, 167772260, 0xC0A80101, 0xFFFFFFFF, 0x7F000001])
+def test_dotted_matches_ipaddress(value):
+    assert dotted(value) == str(ipaddress.IPv4Address(value))

@@ -49,7 +49,7 @@ from backhaul.proto.dhcp import (
     encode_u32,
 )
 from backhaul.services.dhcp.allocation import LeaseTable, PoolPlan
-from backhaul.services.dhcp.lease import Lease, LeaseEvent, LeaseState
+from backhaul.services.dhcp.lease import Lease, LeaseEvent, LeaseState, dotted
 
 __all__ = [
     "Destination",
@@ -529,14 +529,14 @@ class Responder:
             if before is LeaseState.BOUND and lease.state is LeaseState.EXPIRED:
                 lines.append(f"expire {lease_line(lease)}")
             elif before is LeaseState.DECLINED and lease.state is LeaseState.FREE:
-                lines.append(f"unquarantine ip={ipaddress.IPv4Address(lease.address)}")
+                lines.append(f"unquarantine ip={dotted(lease.address)}")
         return lines
 
 
 def lease_line(lease: Lease) -> str:
     """``ip=10.0.0.100 mac=.. client_id=.. hostname=.. subnet=.. expires=..`` for logs."""
     return (
-        f"ip={ipaddress.IPv4Address(lease.address)} mac={lease.mac}"
+        f"ip={dotted(lease.address)} mac={lease.mac}"
         f" client_id={lease.client_id or '-'}"
         f" hostname={lease.hostname or '-'} subnet={lease.subnet} state={lease.state.value}"
         f" expires={int(lease.expires)}"

@@ -42,7 +42,7 @@ from backhaul.proto.dhcp import (
 )
 from backhaul.proto.icmp import encode_udp, internet_checksum
 from backhaul.services.dhcp import metrics
-from backhaul.services.dhcp.lease import Lease, LeaseState
+from backhaul.services.dhcp.lease import Lease, LeaseState, dotted
 from backhaul.services.dhcp.responder import Destination, Outcome, Responder, plan_subnets
 from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord, LeaseStoreError
 from backhaul.tools.device_socket import udp_socket_on_device
@@ -131,9 +131,7 @@ _SAME_FIELDS = ("subnet", "client", "mac", "client_id", "hostname", "expires", "
 
 def _record(lease: Lease) -> LeaseRecord:
     same = {name: getattr(lease, name) for name in _SAME_FIELDS}
-    return LeaseRecord(
-        address=str(ipaddress.IPv4Address(lease.address)), state=lease.state.value, **same
-    )
+    return LeaseRecord(address=dotted(lease.address), state=lease.state.value, **same)
 
 
 def _lease(record: LeaseRecord) -> Lease | None:
