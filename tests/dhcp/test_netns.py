@@ -448,3 +448,30 @@ def test_sigkill_under_load_loses_no_acknowledged_lease(make_segment, tmp_path):
     }
     missing = {mac: ip for mac, ip in result.leases.items() if stored.get(mac) != ip}
     assert missing == {}
+
+
+def test_the_journal_is_compacted_and_survives_a_restart(make_segment, tmp_path):
+    from backhaul.state.dhcp_leases import JOURNAL_NAME
+
+    segment = make_segment()
+    state = tmp_path / "state"
+    server = quick_server(segment, state)
+    mac = mac_for(1, 9)
+    with probe_in(segment) as probe:
+        _, ack = probe.lease(mac)
+        assert ack is not None
+        mine = ack.yiaddr
+        for xid in range(1100):  # each INIT-REBOOT ACK appends one record
+            again = probe.exchange(
+                probe.packet(
+                    MessageType.REQUEST, mac, xid, options={Opt.REQUESTED_ADDRESS: mine.packed}
+                )
+            )
+            assert again is not None and again.message_type is MessageType.ACK
+        server.wait_for("lease store compacted")
+        lines = (state / JOURNAL_NAME).read_text().splitlines()
+        assert len(lines) < 100  # 1,101 records of one lease, compacted
+        server.kill()
+        server = quick_server(segment, state)
+        offer = probe.exchange(probe.packet(MessageType.DISCOVER, mac, 5000))
+        assert offer is not None and offer.yiaddr == mine

@@ -352,3 +352,11 @@ def test_any_request_sequence_never_raises_and_never_double_binds(steps):
             if lease.state is LeaseState.BOUND and lease.held(T0 + dt)
         ]
         assert len(bound) == len(set(bound))
+
+
+def test_host_name_from_option_81_when_no_option_12(server):
+    fqdn = b"\x05\x00\x00\x05db-01\x03lab\x00"  # E flag: wire format (RFC 4702)
+    _, ack = lease(server, mac(1), o81=fqdn)
+    assert ack.durable[0].hostname == "db-01"
+    _, ack = lease(server, mac(2), o12=b"Web_Server.example")
+    assert ack.durable[0].hostname == "web-server"  # one label, DNS-safe
