@@ -42,6 +42,15 @@ def leases_json(state: Path, *extra: str) -> list[dict]:
     return json.loads(done.stdout)
 
 
+def _get(host: str, port: int, path: str) -> str:
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        body = b""
+        while chunk := conn.recv(65536):
+            body += chunk
+    return body.decode()
+
+
 def probe_in(segment, **kwargs) -> DhcpProbe:
     return segment.call("client", lambda: DhcpProbe("cli0", **kwargs))
 
@@ -337,15 +346,7 @@ def test_config_mode_reservations_metrics_and_garbage_on_the_wire(make_segment, 
         _, ack = probe.lease(mac_for(7, 3))
         assert ack is not None and ack.message_type is MessageType.ACK  # still serving
     assert server.proc.poll() is None
-    metrics = segment.call(
-        "server", lambda: socket.create_connection(("127.0.0.1", 9901), timeout=5)
-    )
-    with metrics:
-        metrics.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        body = b""
-        while chunk := metrics.recv(65536):
-            body += chunk
-    text = body.decode()
+    text = segment.call("server", lambda: _get("127.0.0.1", 9901, "/metrics"))
     assert 'backhaul_dhcp_replies_total{type="ack"} 4' in text  # 3 leases, 1 inform
     assert 'backhaul_dhcp_pool_addresses{subnet="10.0.0.0/24"} 100' in text
     assert 'backhaul_dhcp_pool_used{subnet="10.0.0.0/24"} 3' in text
@@ -364,6 +365,7 @@ def test_serve_runs_dhcp_next_to_the_edge(make_segment, tmp_path):
     config.write_text(
         textwrap.dedent(
             f"""\
+            admin: {{address: "127.0.0.1:9901"}}
             listeners: [{{address: "127.0.0.1:8080"}}]
             routes: [{{respond: {{status: 200, body: "hi"}}}}]
             dhcp:
@@ -378,6 +380,14 @@ def test_serve_runs_dhcp_next_to_the_edge(make_segment, tmp_path):
     with probe_in(segment) as probe:
         _, ack = probe.lease(mac_for(1, 4))
     assert ack is not None and ack.message_type is MessageType.ACK
+    # the DHCP service's counters appear on the edge's admin listener (published each second)
+    deadline = time.monotonic() + 15
+    text = ""
+    while 'backhaul_dhcp_replies_total{type="ack"} 1' not in text:
+        assert time.monotonic() < deadline, text
+        text = segment.call("server", lambda: _get("127.0.0.1", 9901, "/metrics"))
+        time.sleep(0.2)
+    assert "backhaul_workers" in text  # the edge's own metrics are there too
     assert server.stop() == 0
     assert segment.run("server", ["pgrep", "-f", "backhaul.services.dhcp"]).returncode == 1
 

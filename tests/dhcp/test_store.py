@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import dns.rdatatype
@@ -165,3 +166,17 @@ def test_exported_names_are_what_we_mean():
         codec.__all__
     )
     assert issubclass(codec.DhcpFormatError, ProtocolError)
+
+
+def test_extra_metrics_are_whole_fresh_and_bounded(tmp_path, monkeypatch):
+    from backhaul.state import extra_metrics
+
+    fresh, stale = str(tmp_path / "a.prom"), str(tmp_path / "b.prom")
+    monkeypatch.setattr(extra_metrics, "PATHS", [fresh, stale, str(tmp_path / "missing")])
+    extra_metrics.publish(fresh, b"a_total 1\n")
+    extra_metrics.publish(stale, b"b_total 2\n")
+    old = time.time() - 60
+    os.utime(stale, (old, old))
+    assert extra_metrics.collect() == b"a_total 1\n"
+    extra_metrics.publish(fresh, b"x" * (extra_metrics.MAX_BYTES + 10))
+    assert len(extra_metrics.collect()) == extra_metrics.MAX_BYTES

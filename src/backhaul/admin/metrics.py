@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 
 from backhaul import __version__
+from backhaul.state import extra_metrics
 from backhaul.state.shared_counters import (
     BREAKERS,
     HEALTH_STATES,
@@ -262,6 +263,7 @@ def metrics_renderer(
     def render() -> bytes:
         if own is not None:
             own.flush()
-        return exposition.render(store.totals(clock()))
+        # + what sibling processes publish (the DHCP service, see state/extra_metrics.py)
+        return exposition.render(store.totals(clock())) + extra_metrics.collect()
 
     return render

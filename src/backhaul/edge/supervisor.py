@@ -116,6 +116,17 @@ class _Supervisor:
         self.size = workers
         self.dhcp_fd = dhcp_fd  # the dhcp: section as JSON; its service runs as a child
         self.dhcp_pid: int | None = None
+        self.dhcp_metrics: str | None = None
+        if dhcp_fd is not None:
+            import json
+
+            from backhaul.state import extra_metrics
+
+            size = os.fstat(dhcp_fd).st_size
+            state_dir = json.loads(os.pread(dhcp_fd, size, 0))["state_dir"]
+            # the service publishes its metrics there; the workers' /metrics add them
+            self.dhcp_metrics = os.path.join(state_dir, "dhcp-metrics.prom")
+            extra_metrics.PATHS.append(self.dhcp_metrics)
         self.dhcp_crashes: list[float] = []
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
@@ -157,6 +168,8 @@ class _Supervisor:
         assert self.dhcp_fd is not None
         os.lseek(self.dhcp_fd, 0, os.SEEK_SET)
         argv = [sys.executable, "-m", "backhaul.services.dhcp", "--config-fd", str(self.dhcp_fd)]
+        if self.dhcp_metrics is not None:
+            argv += ["--metrics-file", self.dhcp_metrics]
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:

@@ -1,8 +1,11 @@
-"""``python -m backhaul.services.dhcp --config-fd FD``: the DHCP service as its own process.
+"""``python -m backhaul.services.dhcp --config-fd FD [--metrics-file PATH]``: the DHCP
+service as its own process.
 
 ``backhaul serve`` validates the config, then (next to the edge's supervisor) starts this
 with the ``dhcp:`` section as JSON in a memory file; it is validated again here, so the
-process runs exactly the typed config ``backhaul check`` accepts.
+process runs exactly the typed config ``backhaul check`` accepts. ``--metrics-file``: where to
+publish its metrics each second for the edge's admin listener
+(:mod:`backhaul.state.extra_metrics`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def main(argv: list[str]) -> int:
     with os.fdopen(fd, "rb") as handle:
         config = DhcpConfig.model_validate(json.loads(handle.read()))
     try:
-        return run(config)
+        return run(config, metrics_file=opts.get("--metrics-file"))
     except BackhaulError as exc:
         print(f"backhaul: error: dhcp: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -44,6 +44,7 @@ from backhaul.proto.icmp import encode_udp, internet_checksum
 from backhaul.services.dhcp import metrics
 from backhaul.services.dhcp.lease import Lease, LeaseState, dotted
 from backhaul.services.dhcp.responder import Destination, Outcome, Responder, plan_subnets
+from backhaul.state import extra_metrics
 from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord, LeaseStoreError
 from backhaul.tools.device_socket import udp_socket_on_device
 
@@ -172,8 +173,10 @@ class DhcpService:
         *,
         log: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        metrics_file: str | None = None,
     ) -> None:
         self.config = config
+        self.metrics_file = metrics_file
         self.clock = clock
         self._log_sink = log or _stderr_lines
         self.counters: dict[str, int] = {}
@@ -390,11 +393,21 @@ class DhcpService:
     # ------------------------------------------------------------------ housekeeping
 
     async def _sweep(self) -> None:
+        """Every second: publish the metrics (when asked to); every few: expire leases."""
+        last_sweep = time.monotonic()
         while True:
-            await asyncio.sleep(_SWEEP_EVERY)
-            assert self.responder is not None
-            for line in self.responder.expire(self.clock()):
-                self.log(line)
+            if self.metrics_file is not None:
+                try:
+                    extra_metrics.publish(self.metrics_file, self.render_metrics())
+                except OSError as exc:
+                    self.count("metrics_publish_errors")
+                    self.log(f"cannot publish metrics to {self.metrics_file}: {exc.strerror}")
+            await asyncio.sleep(1.0)
+            if time.monotonic() - last_sweep >= _SWEEP_EVERY:
+                last_sweep = time.monotonic()
+                assert self.responder is not None
+                for line in self.responder.expire(self.clock()):
+                    self.log(line)
 
     def log(self, line: str) -> None:
         if not self._lines:
@@ -435,13 +448,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def run(config: DhcpConfig) -> int:
-    """Serve in the foreground until SIGTERM or SIGINT; the exit code."""
+def run(config: DhcpConfig, *, metrics_file: str | None = None) -> int:
+    """Serve in the foreground until SIGTERM or SIGINT; the exit code. ``metrics_file``:
+    publish the metrics there every second (for the edge's admin listener)."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
 
     async def main() -> int:
-        service = DhcpService(config)
+        service = DhcpService(config, metrics_file=metrics_file)
         try:
             await service.start()
         except LeaseStoreError:
