@@ -147,6 +147,10 @@ def test_config_section_is_validated_with_paths():
     assert "does not set itself" in found["dhcp.subnets[0].options.raw.53"]
     found = _problems(GOOD.replace("pools: [10.0.0.100-10.0.0.250]", "pools: [banana]"))
     assert "expected a range FIRST-LAST" in found["dhcp.subnets[0].pools[0]"]
+    found = _problems(
+        'admin: {address: "127.0.0.1:9901"}\n' + GOOD + '  metrics_address: "127.0.0.1:9901"\n'
+    )
+    assert "overlaps admin.address" in found["dhcp.metrics_address"]
     found = _problems("listeners: []\n")
     assert "or a dhcp: section" in found["listeners"]
 

@@ -536,6 +536,20 @@ class EdgeConfig(ConfigModel):
     @model_validator(mode="after")
     def _cross_check(self) -> EdgeConfig:
         problems = cross_check(self)
+        if self.dhcp is not None and self.dhcp.metrics_address is not None:
+            taken = [(f"listeners[{j}]", lst.address) for j, lst in enumerate(self.listeners)]
+            taken += [("admin.address", self.admin.address)] if self.admin else []
+            for where, address in taken:
+                if _overlap(self.dhcp.metrics_address, address):
+                    problems.append(
+                        (
+                            "dhcp.metrics_address",
+                            f"found {self.dhcp.metrics_address}, which overlaps {where}"
+                            f" ({address}): leave it out to have the DHCP metrics on the"
+                            " admin listener, or give it an address of its own",
+                        )
+                    )
+                    break
         if not self.listeners and self.dhcp is None:
             problems.insert(
                 0,
