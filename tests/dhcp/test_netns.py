@@ -485,3 +485,21 @@ def test_the_journal_is_compacted_and_survives_a_restart(make_segment, tmp_path)
         server = quick_server(segment, state)
         offer = probe.exchange(probe.packet(MessageType.DISCOVER, mac, 5000))
         assert offer is not None and offer.yiaddr == mine
+
+
+def test_a_second_server_on_the_same_interface_or_store_is_refused(make_segment, tmp_path):
+    segment = make_segment()
+    quick_server(segment, tmp_path / "state")
+    for state, words in (
+        (tmp_path / "state", "in use by another"),
+        (tmp_path / "other", "port 67"),
+    ):
+        done = segment.run(
+            "server",
+            [BACKHAUL, "dhcp", "serve", "-i", "srv0", "--pool", "10.0.0.100-10.0.0.199",
+             "--state", str(state)],
+            timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 1, done
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and words in lines[0], done.stderr

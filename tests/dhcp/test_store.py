@@ -184,3 +184,14 @@ def test_extra_metrics_are_whole_fresh_and_bounded(tmp_path, monkeypatch):
     assert extra_metrics.collect() == b"a_total 1\n"
     extra_metrics.publish(fresh, b"x" * (extra_metrics.MAX_BYTES + 10))
     assert len(extra_metrics.collect()) == extra_metrics.MAX_BYTES
+
+
+def test_one_server_per_lease_store(tmp_path):
+    first = LeaseJournal(tmp_path)
+    first.open()
+    with pytest.raises(LeaseStoreError, match="in use by another running DHCP server"):
+        LeaseJournal(tmp_path).open()
+    first.close()
+    second = LeaseJournal(tmp_path)
+    second.open()  # free again
+    second.close()

@@ -27,6 +27,7 @@ the replies only after :meth:`commit` returned.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -145,6 +146,7 @@ class LeaseJournal:
         self.path = self.dir / JOURNAL_NAME
         self._pending: list[bytes] = []
         self._fd = -1
+        self._lock_fd = -1
         self.records = 0  # records in the file (for the compaction rule)
         self.commits = 0
         self._lock = threading.Lock()  # commit and compact may run in a worker thread
@@ -153,8 +155,9 @@ class LeaseJournal:
         """Create the directory and file if needed, drop a torn tail, return the leases."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            leases, self.records, good_end = _replay(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._lock_file()
+            leases, self.records, good_end = _replay(self.path)
             if os.fstat(self._fd).st_size != good_end:
                 os.ftruncate(self._fd, good_end)
                 os.fsync(self._fd)
@@ -165,7 +168,25 @@ class LeaseJournal:
             ) from exc
         return list(leases.values())
 
+    def _lock_file(self) -> None:
+        """One server per lease store: a second one would interleave its records."""
+        self._lock_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            os.close(self._fd)
+            self._fd = -1
+            raise LeaseStoreError(
+                f"lease store {self.path} is in use by another running DHCP server; stop it,"
+                " or give this one another state directory"
+            ) from None
+
     def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

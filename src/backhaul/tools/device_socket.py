@@ -18,12 +18,20 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
 def udp_socket_on_device(
-    interface: str, port: int, host: str = "0.0.0.0", *, receive_buffer: int = 4 << 20
+    interface: str,
+    port: int,
+    host: str = "0.0.0.0",
+    *,
+    receive_buffer: int = 4 << 20,
+    shared: bool = False,
 ) -> socket.socket:
-    """A non-blocking UDP socket bound to ``host:port`` on ``interface``."""
+    """A non-blocking UDP socket bound to ``host:port`` on ``interface``. Sockets tied to
+    different interfaces never clash; ``shared`` (``SO_REUSEADDR``) lets another socket bind
+    the same port on the same interface too (a second server must not, so it is off)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())

@@ -62,9 +62,9 @@ class DhcpProbe:
         self.server = server
         self.circuit_id = circuit_id
         if self.relay is not None:  # a relay agent listens on the server port
-            sock = udp_socket_on_device(interface, SERVER_PORT, str(self.relay))
+            sock = udp_socket_on_device(interface, SERVER_PORT, str(self.relay), shared=True)
         else:
-            sock = udp_socket_on_device(interface, CLIENT_PORT)
+            sock = udp_socket_on_device(interface, CLIENT_PORT, shared=True)
         self.sock = sock
         self._early: dict[int, list[DhcpPacket]] = {}
 

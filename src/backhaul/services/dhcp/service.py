@@ -45,7 +45,7 @@ from backhaul.services.dhcp import metrics
 from backhaul.services.dhcp.lease import Lease, LeaseState, dotted
 from backhaul.services.dhcp.responder import Destination, Outcome, Responder, plan_subnets
 from backhaul.state import extra_metrics
-from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord, LeaseStoreError
+from backhaul.state.dhcp_leases import LeaseJournal, LeaseRecord
 from backhaul.tools.device_socket import udp_socket_on_device
 
 __all__ = ["DhcpService", "check_interfaces", "interface_addresses", "run"]
@@ -161,7 +161,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.service.on_datagram(self.interface, data)
 
     def error_received(self, exc: Exception) -> None:
-        self.service.counters["socket_errors"] += 1
+        self.service.count("socket_errors")
 
 
 class DhcpService:
@@ -214,7 +214,7 @@ class DhcpService:
             if lease is None or self.responder.subnet_of(lease.subnet) is None:
                 continue
             self.responder.table.restore(lease)
-        self.responder.expire(now)
+        ended = self.responder.expire(now)  # leases that ran out while the server was down
         loop = asyncio.get_running_loop()
         for name in config.interfaces:
             sock = udp_socket_on_device(name, SERVER_PORT)
@@ -240,7 +240,8 @@ class DhcpService:
                 f" pool of {plan.pool.size} addresses"
             )
         self.log(
-            f"lease store {self.journal.path}: {len(self.responder.table)} leases, {bound} bound"
+            f"lease store {self.journal.path}: {len(self.responder.table)} leases, {bound} bound,"
+            f" {len(ended)} ended while stopped"
         )
 
     async def aclose(self) -> None:
@@ -458,8 +459,8 @@ def run(config: DhcpConfig, *, metrics_file: str | None = None) -> int:
         service = DhcpService(config, metrics_file=metrics_file)
         try:
             await service.start()
-        except LeaseStoreError:
-            await service.aclose()
+        except BaseException:
+            await service.aclose()  # what was opened (journal, sockets) is closed
             raise
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stopped.set)
