@@ -124,6 +124,12 @@ class Opt(enum.IntEnum):
 
 
 _ZERO4 = ipaddress.IPv4Address(0)
+_MESSAGE_TYPES = {kind.value: kind for kind in MessageType}
+_NO_ADDRESS = bytes(4)
+
+
+def _address(value: bytes) -> ipaddress.IPv4Address:
+    return _ZERO4 if value == _NO_ADDRESS else ipaddress.IPv4Address(value)
 
 
 @dataclass(slots=True)
@@ -152,10 +158,7 @@ class DhcpPacket:
         value = self.options.get(Opt.MESSAGE_TYPE)
         if value is None or len(value) != 1:
             return None
-        try:
-            return MessageType(value[0])
-        except ValueError:
-            return None
+        return _MESSAGE_TYPES.get(value[0])
 
     @property
     def broadcast(self) -> bool:
@@ -231,10 +234,10 @@ def decode(data: bytes) -> DhcpPacket:
         hops=hops,
         secs=secs,
         flags=flags,
-        ciaddr=ipaddress.IPv4Address(ci),
-        yiaddr=ipaddress.IPv4Address(yi),
-        siaddr=ipaddress.IPv4Address(si),
-        giaddr=ipaddress.IPv4Address(gi),
+        ciaddr=_address(ci),
+        yiaddr=_address(yi),
+        siaddr=_address(si),
+        giaddr=_address(gi),
         chaddr=ch[:hlen],
         sname=sname.rstrip(b"\0"),
         file=file_.rstrip(b"\0"),

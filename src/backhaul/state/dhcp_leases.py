@@ -7,9 +7,9 @@ groups and 350-1,500/s one by one. The journal writes one line per lease and one
 ``fdatasync`` per group, which is all a lease store needs: every record is the whole lease of
 one address, so replaying the file (newest record per address wins) is the state.
 
-Format, one record per line::
+Format, one record per line, the fields of :class:`LeaseRecord` in order, tab-separated::
 
-    <crc32 of the JSON, 8 hex digits> <JSON object>\\n
+    <crc32 of the rest, 8 hex digits> <address> TAB <subnet> TAB <state> TAB ... <granted>\\n
 
 A line whose checksum does not match, or a last line without its newline, is a write cut
 short by a crash: it was never acknowledged (the ACK is sent only after ``fdatasync``
@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from backhaul.errors import BackhaulError
 
@@ -63,22 +61,14 @@ class LeaseRecord:
     expires: float
     granted: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "subnet": self.subnet,
-            "state": self.state,
-            "client": self.client,
-            "mac": self.mac,
-            "client_id": self.client_id,
-            "hostname": self.hostname,
-            "expires": self.expires,
-            "granted": self.granted,
-        }
+
+_TEXT_FIELDS = ("address", "subnet", "state", "client", "mac", "client_id", "hostname")
+_CLEAN = str.maketrans("\t\n\r", "   ")
 
 
 def _line(record: LeaseRecord) -> bytes:
-    body = json.dumps(record.to_json(), separators=(",", ":")).encode()
+    fields = [getattr(record, name).translate(_CLEAN) for name in _TEXT_FIELDS]
+    body = "\t".join([*fields, repr(record.expires), repr(record.granted)]).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -89,19 +79,15 @@ def _parse(line: bytes) -> LeaseRecord | None:
     try:
         if int(line[:8], 16) != zlib.crc32(body):
             return None
-        data = json.loads(body)
+        *text, expires, granted = body.decode().split("\t")
+        if len(text) != len(_TEXT_FIELDS):
+            return None
         return LeaseRecord(
-            address=str(data["address"]),
-            subnet=str(data["subnet"]),
-            state=str(data["state"]),
-            client=str(data["client"]),
-            mac=str(data["mac"]),
-            client_id=str(data["client_id"]),
-            hostname=str(data["hostname"]),
-            expires=float(data["expires"]),
-            granted=float(data["granted"]),
+            **dict(zip(_TEXT_FIELDS, text, strict=True)),
+            expires=float(expires),
+            granted=float(granted),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, UnicodeDecodeError):
         return None
 
 

@@ -65,6 +65,7 @@ _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9-]+")
 # sent whenever configured; the rest only when the client lists them in option 55
 _ALWAYS = (Opt.SUBNET_MASK, Opt.ROUTER, Opt.DNS_SERVERS, Opt.DOMAIN_NAME)
+_RECEIVED = {kind: f"received_{kind.name.lower()}" for kind in MessageType}
 
 
 class Destination(enum.Enum):
@@ -93,7 +94,7 @@ class SubnetPlan:
         return self.pool.name
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What to do about one request: ``reply`` sent to ``destination`` after every lease in
     ``durable`` is on stable storage; ``log`` lines to write; ``dropped`` names why nothing
@@ -234,6 +235,7 @@ class Responder:
         self._by_interface = {p.interface: p for p in subnets if p.interface is not None}
         self._by_name = {p.name: p for p in subnets}
         self._exhausted_logged: dict[str, float] = {}
+        self._times_cache: dict[tuple[str, int], dict[int, bytes]] = {}
 
     def statistics(self) -> dict[str, int]:
         """Counters: ``received_<type>``, ``offers``, ``acks``, ``naks``, ``declines``,
@@ -249,7 +251,7 @@ class Responder:
 
     def select(self, packet: DhcpPacket, interface: str) -> SubnetPlan | None:
         """The subnet a request is for: the relay's giaddr's, else the interface's."""
-        if packet.giaddr != _ZERO:
+        if int(packet.giaddr):
             for plan in self.subnets:
                 if packet.giaddr in plan.network:
                     return plan
@@ -267,7 +269,7 @@ class Responder:
         kind = packet.message_type
         if kind is None:
             return self.drop("no_message_type")
-        self.counters[f"received_{kind.name.lower()}"] += 1
+        self.counters[_RECEIVED[kind]] += 1
         plan = self.select(packet, interface)
         if plan is None:
             return self.drop("no_subnet")
@@ -333,9 +335,9 @@ class Responder:
             ):
                 return self._nak(packet, plan, f"{target} is no longer available")
             return self._ack(packet, plan, own, now)
-        if requested is not None and packet.ciaddr == _ZERO:  # INIT-REBOOT
+        if requested is not None and not int(packet.ciaddr):  # INIT-REBOOT
             return self._confirm(packet, plan, requested, key, now)
-        if packet.ciaddr != _ZERO:  # RENEWING (unicast) or REBINDING (broadcast)
+        if int(packet.ciaddr):  # RENEWING (unicast) or REBINDING (broadcast)
             return self._confirm(packet, plan, packet.ciaddr, key, now)
         return self.drop("request_without_address")
 
@@ -384,7 +386,7 @@ class Responder:
             op=BOOTREPLY,
             xid=packet.xid,
             htype=packet.htype,
-            flags=packet.flags | (FLAG_BROADCAST if packet.giaddr != _ZERO else 0),
+            flags=packet.flags | (FLAG_BROADCAST if int(packet.giaddr) else 0),
             giaddr=packet.giaddr,
             chaddr=packet.chaddr,
             options={
@@ -394,7 +396,7 @@ class Responder:
             },
         )
         self._echo(packet, reply)
-        destination = Destination.RELAY if packet.giaddr != _ZERO else Destination.BROADCAST
+        destination = Destination.RELAY if int(packet.giaddr) else Destination.BROADCAST
         line = f"nak mac={packet.chaddr.hex(':')} subnet={plan.name} reason={why!r}"
         return Outcome(reply=reply, destination=destination, log=[line])
 
@@ -464,11 +466,7 @@ class Responder:
             Opt.SERVER_ID: plan.server_id.packed,
         }
         if lease_time is not None:
-            t1 = min(plan.t1, lease_time // 2) if lease_time < plan.lease_time else plan.t1
-            t2 = min(plan.t2, lease_time * 7 // 8) if lease_time < plan.lease_time else plan.t2
-            options[Opt.LEASE_TIME] = encode_u32(lease_time)
-            options[Opt.RENEWAL_TIME] = encode_u32(t1)
-            options[Opt.REBINDING_TIME] = encode_u32(t2)
+            options.update(self._times(plan, lease_time))
         configured = plan.options
         key = client_key(packet)
         special = plan.per_client.get(key) or plan.per_client.get("hw:" + packet.chaddr.hex())
@@ -492,20 +490,37 @@ class Responder:
         self._echo(packet, reply)
         return reply
 
+    def _times(self, plan: SubnetPlan, lease_time: int) -> dict[int, bytes]:
+        """Options 51, 58, 59 for ``lease_time`` (T1/T2 shortened with a shorter lease)."""
+        key = (plan.name, lease_time)
+        cached = self._times_cache.get(key)
+        if cached is None:
+            shorter = lease_time < plan.lease_time
+            t1 = min(plan.t1, lease_time // 2) if shorter else plan.t1
+            t2 = min(plan.t2, lease_time * 7 // 8) if shorter else plan.t2
+            cached = {
+                Opt.LEASE_TIME: encode_u32(lease_time),
+                Opt.RENEWAL_TIME: encode_u32(t1),
+                Opt.REBINDING_TIME: encode_u32(t2),
+            }
+            if len(self._times_cache) < 1024:  # bounded: clients may ask for any lease time
+                self._times_cache[key] = cached
+        return cached
+
     @staticmethod
     def _echo(packet: DhcpPacket, reply: DhcpPacket) -> None:
         cid = packet.options.get(Opt.CLIENT_ID)
         if cid is not None:
             reply.options[Opt.CLIENT_ID] = cid
         relay = packet.options.get(Opt.RELAY_AGENT)
-        if relay is not None and packet.giaddr != _ZERO:
+        if relay is not None and int(packet.giaddr):
             reply.options[Opt.RELAY_AGENT] = relay  # last, as RFC 3046 §2.1 asks
 
     @staticmethod
     def _out(packet: DhcpPacket, reply: DhcpPacket, durable: list[Lease], line: str) -> Outcome:
-        if packet.giaddr != _ZERO:
+        if int(packet.giaddr):
             destination = Destination.RELAY
-        elif packet.ciaddr != _ZERO:
+        elif int(packet.ciaddr):
             destination = Destination.UNICAST
         elif packet.broadcast:
             destination = Destination.BROADCAST
