@@ -249,7 +249,7 @@ _CATEGORIES = (
             "backhaul/services/dhcp/lease.py",
         ),
     ),
-    ("journal records (JSON, CRC)", ("backhaul/state/dhcp_leases.py", "json/")),
+    ("journal records (text, CRC)", ("backhaul/state/dhcp_leases.py",)),
     ("driver (service.py: dispatch, send)", ("backhaul/services/dhcp/service.py",)),
 )
 
