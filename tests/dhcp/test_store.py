@@ -195,3 +195,21 @@ def test_one_server_per_lease_store(tmp_path):
     second = LeaseJournal(tmp_path)
     second.open()  # free again
     second.close()
+
+
+def test_the_section_survives_the_json_trip_to_its_process():
+    import json
+
+    from backhaul.config.dhcp import DhcpConfig, dump
+
+    text = (
+        GOOD
+        + "      options: {vendor_specific: 'hex:01:02', raw: {252: wpad}, mtu: 1400}\n"
+        + "      reservations: [{client_id: 'ff:01', address: 10.0.0.9, hostname: h}]\n"
+        + '  metrics_address: "127.0.0.1:9967"\n'
+        + "  offer_hold: 45s\n"
+    )
+    config = load_text(text, "t.yaml").dhcp
+    assert config is not None
+    again = DhcpConfig.model_validate(json.loads(json.dumps(dump(config))))
+    assert again == config

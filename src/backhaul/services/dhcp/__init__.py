@@ -4,6 +4,7 @@
 - :mod:`.allocation`: the lease table and which address a client gets (sans-IO);
 - :mod:`.responder`: request in, reply and leases to persist out (sans-IO);
 - :mod:`.records`: A and PTR records for the DNS service, from the leases;
+- :mod:`.metrics`: the Prometheus text of the service's counters;
 - :mod:`.service`: the driver (sockets, group commit to the journal in
   :mod:`backhaul.state.dhcp_leases`, logs).
 
