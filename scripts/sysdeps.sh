@@ -21,6 +21,7 @@ declare -A test_pkgs=(
   [setpriv]=util-linux
   [udhcpc]=udhcpc
   [dhclient]=isc-dhcp-client
+  [dhcrelay]=isc-dhcp-relay
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light

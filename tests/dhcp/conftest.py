@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from backhaul.tools.lab import Segment, lab_unavailable_reason
+from backhaul.tools.lab import Lab, Segment, lab_unavailable_reason
 
 BACKHAUL = str(Path(sys.executable).with_name("backhaul"))
 _numbers = itertools.count()
@@ -35,12 +35,15 @@ def _remove_stale() -> None:
     for name, pid in set(re.findall(r"^(bhd(\d+)x\d+)-(?:srv|cli)", listed, re.M)):
         if int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             Segment(name).down()
+    for name, pid in set(re.findall(r"^(bhr(\d+))-(?:client|r1|r2|server)", listed, re.M)):
+        if int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            Lab(name).down(missing_ok=True)
 
 
 class Server:
     """A ``backhaul`` process in the server namespace; its stderr lines are collected."""
 
-    def __init__(self, segment: Segment, argv: list[str], role: str = "server") -> None:
+    def __init__(self, segment: Segment | Lab, argv: list[str], role: str = "server") -> None:
         self.proc = segment.popen(
             role,
             [BACKHAUL, *argv],
@@ -108,6 +111,18 @@ def make_segment() -> Iterator[Callable[..., Segment]]:
     finally:
         for segment in made:
             segment.down()
+
+
+@pytest.fixture
+def routed_lab() -> Iterator[Lab]:
+    """client - router1 - router2 - server (:class:`backhaul.tools.lab.Lab`), for relays."""
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no namespaces: {reason}")
+    _remove_stale()
+    lab = Lab(f"bhr{os.getpid()}")
+    with lab:
+        yield lab
 
 
 def quick_server(

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -503,3 +504,51 @@ def test_a_second_server_on_the_same_interface_or_store_is_refused(make_segment,
         assert done.returncode == 1, done
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and words in lines[0], done.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("dhcrelay") is None, reason="isc-dhcp-relay missing: scripts/sysdeps.sh test"
+)
+def test_udhcpc_through_isc_dhcrelay_two_routers_away(routed_lab, tmp_path):
+    """A real relay agent (ISC dhcrelay on router1, adding option 82) between udhcpc and the
+    server: the relay's giaddr selects the client's subnet, replies go back through it."""
+    lab = routed_lab
+    config = tmp_path / "dhcp.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            dhcp:
+              interfaces: [eth0]
+              state_dir: {tmp_path / "state"}
+              subnets:
+                - subnet: 203.0.113.0/24
+                  pools: [203.0.113.100-203.0.113.150]
+                - subnet: 192.0.2.0/24
+                  pools: [192.0.2.100-192.0.2.150]
+                  options: {{routers: [192.0.2.1], dns_servers: [192.0.2.53]}}
+            """
+        )
+    )
+    server = Server(lab, ["serve", "-c", str(config)])
+    assert "through relays" in server.wait_for("serving 192.0.2.0/24")
+    server.wait_for("lease store")
+    relay = lab.popen(
+        "router1",
+        ["dhcrelay", "-4", "-d", "-a", "--no-pid", "-id", "eth0", "-iu", "eth1", "203.0.113.2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    script, out = tmp_path / "udhcpc.sh", tmp_path / "events"
+    script.write_text(f'#!/bin/sh\necho "$1 ip=$ip mask=$mask router=$router dns=$dns" >> {out}\n')
+    script.chmod(0o755)
+    done = lab.run(
+        "client",
+        ["udhcpc", "-f", "-q", "-n", "-t", "8", "-T", "1", "-i", "eth0", "-s", str(script)],
+        timeout=40,
+    )
+    assert relay.poll() is None, "dhcrelay exited"
+    assert done.returncode == 0, done.stderr + server.output()
+    bound = [line for line in out.read_text().splitlines() if line.startswith("bound")]
+    assert bound == ["bound ip=192.0.2.100 mask=24 router=192.0.2.1 dns=192.0.2.53"]
+    [lease] = leases_json(tmp_path / "state")
+    assert lease["subnet"] == "192.0.2.0/24" and lease["address"] == "192.0.2.100"

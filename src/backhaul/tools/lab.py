@@ -418,6 +418,9 @@ class Lab:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 problems.append(f"process {proc.pid} did not exit")
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self._started.clear()
         for role in ROLES:
             ns = self.hosts[role].namespace
