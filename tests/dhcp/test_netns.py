@@ -552,3 +552,4 @@ def test_udhcpc_through_isc_dhcrelay_two_routers_away(routed_lab, tmp_path):
     assert bound == ["bound ip=192.0.2.100 mask=24 router=192.0.2.1 dns=192.0.2.53"]
     [lease] = leases_json(tmp_path / "state")
     assert lease["subnet"] == "192.0.2.0/24" and lease["address"] == "192.0.2.100"
+    assert "via=192.0.2.1" in server.wait_for("ack ip=192.0.2.100")  # giaddr: router1

@@ -520,6 +520,7 @@ class Responder:
     def _out(packet: DhcpPacket, reply: DhcpPacket, durable: list[Lease], line: str) -> Outcome:
         if int(packet.giaddr):
             destination = Destination.RELAY
+            line += f" via={packet.giaddr}"  # the relay agent
         elif int(packet.ciaddr):
             destination = Destination.UNICAST
         elif packet.broadcast:
