@@ -65,14 +65,14 @@ class Server:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        """The first output line containing ``text``; fails after ``timeout`` seconds."""
+    def wait_for(self, text: str, timeout: float = 20.0, count: int = 1) -> str:
+        """The ``count``-th output line containing ``text``; fails after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
+                found = [line for line in self.lines if text in line]
+                if len(found) >= count:
+                    return found[count - 1]
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
                     raise AssertionError(f"no line with {text!r}; output:\n" + self.output())

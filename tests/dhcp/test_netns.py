@@ -121,8 +121,7 @@ def test_udhcpc_renews_by_unicast_and_releases(make_segment, tmp_path):
     _wait_file(out, "bound 10.0.0.100", client)
     client.send_signal(signal.SIGUSR1)  # busybox: renew now (RENEWING, unicast)
     _wait_file(out, "renew 10.0.0.100", client)
-    acks = [line for line in server.lines if "ack ip=10.0.0.100" in line]
-    assert len(acks) == 2
+    server.wait_for("ack ip=10.0.0.100", count=2)
     client.send_signal(signal.SIGUSR2)  # busybox: release
     server.wait_for("release ip=10.0.0.100")
     client.kill()
@@ -438,7 +437,7 @@ def test_sigkill_under_load_loses_no_acknowledged_lease(make_segment, tmp_path):
     def kill_when_busy() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if journal.exists() and journal.stat().st_size > 300 * 200:  # ~300 records
+            if journal.exists() and journal.stat().st_size > 15_000:  # ~120 records
                 server.proc.send_signal(signal.SIGKILL)
                 killed.set()
                 return
@@ -447,7 +446,7 @@ def test_sigkill_under_load_loses_no_acknowledged_lease(make_segment, tmp_path):
     killer = threading.Thread(target=kill_when_busy)
     killer.start()
     with probe_in(segment) as probe:
-        result = run_load(probe, 2000, window=64, step_timeout=0.2, deadline=4)
+        result = run_load(probe, 2000, window=64, step_timeout=0.2, deadline=6)
     killer.join()
     assert killed.is_set(), "the load ended before the server was killed"
     server.kill()
