@@ -346,6 +346,10 @@ def test_config_mode_reservations_metrics_and_garbage_on_the_wire(make_segment, 
         _, ack = probe.lease(mac_for(7, 3))
         assert ack is not None and ack.message_type is MessageType.ACK  # still serving
     assert server.proc.poll() is None
+    by_config = subprocess.run(
+        [BACKHAUL, "dhcp", "leases", "-c", str(config), "--json"], capture_output=True, text=True
+    )
+    assert {lease["hostname"] for lease in json.loads(by_config.stdout)} >= {"printer"}
     text = segment.call("server", lambda: _get("127.0.0.1", 9901, "/metrics"))
     assert 'backhaul_dhcp_replies_total{type="ack"} 4' in text  # 3 leases, 1 inform
     assert 'backhaul_dhcp_pool_addresses{subnet="10.0.0.0/24"} 100' in text

@@ -4,7 +4,8 @@
 --state /var/lib/backhaul`` serves one subnet (the interface's, which must hold the pool) in the
 foreground; a config file's ``dhcp:`` section runs with ``backhaul serve -c FILE``.
 
-``dhcp leases [--json]`` prints the leases in a state directory. ``--json`` prints a list of::
+``dhcp leases [--state DIR | -c FILE] [--json] [--all]`` prints the leases in a state directory
+(or the one a config file's ``dhcp:`` section names). ``--json`` prints a list of::
 
     {"address": "10.0.0.100", "mac": "02:00:00:00:00:01", "client_id": "01:02:00:...",
      "hostname": "web1", "state": "bound", "expires": "2026-12-06T04:00:00Z",
@@ -132,11 +133,22 @@ def _iso(stamp: float) -> str:
 @dhcp_app.command("leases")
 def leases(
     state: str = STATE_OPTION,
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Read the state directory from this config's dhcp: section."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (shape: see module docs)."),
     all_: bool = typer.Option(False, "--all", help="Also list released and expired leases."),
 ) -> None:
     """List the leases: address, MAC, client-id, host name, state, expiry."""
     from backhaul.state.dhcp_leases import read_leases
+
+    if config is not None:
+        from backhaul.config import load_file
+
+        section = load_file(config).dhcp
+        if section is None:
+            raise UsageError(f"{config} has no dhcp: section; give --state instead")
+        state = section.state_dir
 
     if not Path(state).is_dir():
         raise UsageError(f"state directory {state} does not exist (see --state)")
