@@ -202,8 +202,10 @@ class LeaseTable:
             return None
         return best.address
 
-    def in_use(self, plan: PoolPlan, now: float) -> int:
-        """How many of ``plan``'s addresses are held now (for the pool-use metric)."""
-        return sum(
-            1 for lease in self.leases.values() if lease.subnet == plan.name and lease.held(now)
-        )
+    def in_use(self, now: float) -> dict[str, int]:
+        """How many addresses each subnet holds now (for the pool-use metric), in one pass."""
+        counts: dict[str, int] = {}
+        for lease in self.leases.values():
+            if lease.held(now):
+                counts[lease.subnet] = counts.get(lease.subnet, 0) + 1
+        return counts

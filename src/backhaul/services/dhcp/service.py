@@ -280,9 +280,9 @@ class DhcpService:
     def render_metrics(self) -> bytes:
         assert self.responder is not None
         now = self.clock()
+        used = self.responder.table.in_use(now)
         pools = {
-            plan.name: (plan.pool.size, self.responder.table.in_use(plan.pool, now))
-            for plan in self.responder.subnets
+            plan.name: (plan.pool.size, used.get(plan.name, 0)) for plan in self.responder.subnets
         }
         return metrics.render(self.statistics(), pools)
 
