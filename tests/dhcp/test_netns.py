@@ -392,8 +392,17 @@ def test_serve_runs_dhcp_next_to_the_edge(make_segment, tmp_path):
         text = segment.call("server", lambda: _get("127.0.0.1", 9901, "/metrics"))
         time.sleep(0.2)
     assert "backhaul_workers" in text  # the edge's own metrics are there too
+    # the supervisor restarts a DHCP service that dies; its leases are still there
+    found = segment.run("server", ["pgrep", "-f", "services.dhcp --config-fd"]).stdout.split()
+    assert len(found) == 1
+    os.kill(int(found[0]), signal.SIGKILL)
+    server.wait_for("dhcp exited (-9); restarting")
+    assert "1 bound" in server.wait_for("lease store", count=2)
+    with probe_in(segment) as probe:
+        offer = probe.exchange(probe.packet(MessageType.DISCOVER, mac_for(1, 4), 99))
+    assert offer is not None and offer.yiaddr == ack.yiaddr
     assert server.stop() == 0
-    assert segment.run("server", ["pgrep", "-f", "backhaul.services.dhcp"]).returncode == 1
+    assert segment.run("server", ["pgrep", "-f", "services.dhcp --config-fd"]).returncode == 1
 
 
 @pytest.mark.parametrize(

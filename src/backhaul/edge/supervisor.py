@@ -6,6 +6,8 @@ replaces itself (``exec``) with this module's :func:`main`, handing over the con
 data (:mod:`backhaul.edge.settings`) through a memory file. The supervisor thus holds no CLI,
 no pydantic and no toolbox code, and the workers it forks import only the edge: each process
 stays small. The supervisor runs no event loop and no threads, which keeps ``fork`` safe.
+Services configured next to the edge (the DHCP server) run as its children too
+(:mod:`backhaul.services.sidecar`).
 """
 
 from __future__ import annotations
@@ -111,23 +113,13 @@ def max_workers() -> int:
 
 
 class _Supervisor:
-    def __init__(self, config: Any, workers: int, dhcp_fd: int | None = None) -> None:
+    def __init__(self, config: Any, workers: int, sidecars: tuple[str, ...] = ()) -> None:
         self.config = config
         self.size = workers
-        self.dhcp_fd = dhcp_fd  # the dhcp: section as JSON; its service runs as a child
-        self.dhcp_pid: int | None = None
-        self.dhcp_metrics: str | None = None
-        if dhcp_fd is not None:
-            import json
+        from backhaul.services.sidecar import Sidecar
 
-            from backhaul.state import extra_metrics
-
-            size = os.fstat(dhcp_fd).st_size
-            state_dir = json.loads(os.pread(dhcp_fd, size, 0))["state_dir"]
-            # the service publishes its metrics there; the workers' /metrics add them
-            self.dhcp_metrics = os.path.join(state_dir, "dhcp-metrics.prom")
-            extra_metrics.PATHS.append(self.dhcp_metrics)
-        self.dhcp_crashes: list[float] = []
+        # services next to the edge (the DHCP server), each its own child process
+        self.sidecars = [Sidecar(spec, _die_with_parent) for spec in sidecars]
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.crashes: list[float] = []
@@ -163,20 +155,8 @@ class _Supervisor:
         self.slots[pid] = slot
         return pid
 
-    def spawn_dhcp(self) -> None:
-        """The DHCP service in its own process (``python -m backhaul.services.dhcp``)."""
-        assert self.dhcp_fd is not None
-        os.lseek(self.dhcp_fd, 0, os.SEEK_SET)
-        argv = [sys.executable, "-m", "backhaul.services.dhcp", "--config-fd", str(self.dhcp_fd)]
-        if self.dhcp_metrics is not None:
-            argv += ["--metrics-file", self.dhcp_metrics]
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _die_with_parent(parent)
-            os.execv(sys.executable, argv)
-        self.dhcp_pid = pid
+    def _sidecar_pids(self) -> list[int]:
+        return [s.pid for s in self.sidecars if s.pid is not None]
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -184,8 +164,8 @@ class _Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
-        if self.dhcp_fd is not None:
-            self.spawn_dhcp()
+        for sidecar in self.sidecars:
+            sidecar.start()
         for _ in range(self.size):
             self.spawn()
         pids = " ".join(str(p) for p in self.children)
@@ -206,22 +186,7 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
-            if pid == self.dhcp_pid:
-                self.dhcp_pid = None
-                code = os.waitstatus_to_exitcode(status)
-                now = time.monotonic()
-                self.dhcp_crashes = [t for t in self.dhcp_crashes if now - t < 60.0]
-                self.dhcp_crashes.append(now)
-                if not restart or self.stopping:
-                    continue
-                if len(self.dhcp_crashes) > _RESTART_LIMIT:
-                    print(
-                        f"backhaul: dhcp service keeps exiting ({code}); not restarting",
-                        file=sys.stderr,
-                    )
-                    continue
-                print(f"backhaul: dhcp service exited ({code}); restarting", file=sys.stderr)
-                self.spawn_dhcp()
+            if any(s.exited(pid, status, restart and not self.stopping) for s in self.sidecars):
                 continue
             self.children.pop(pid, None)
             self.slots.pop(pid, None)
@@ -247,14 +212,14 @@ class _Supervisor:
 
     def shutdown(self) -> int:
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
-        for pid in [*self.children, *([self.dhcp_pid] if self.dhcp_pid else [])]:
+        for pid in [*self.children, *self._sidecar_pids()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + float(drain) + 5.0
-        while (self.children or self.dhcp_pid) and time.monotonic() < deadline:
+        while (self.children or self._sidecar_pids()) and time.monotonic() < deadline:
             self.reap(restart=False)
             time.sleep(0.02)
-        for pid in [*self.children, *([self.dhcp_pid] if self.dhcp_pid else [])]:
+        for pid in [*self.children, *self._sidecar_pids()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.reap(restart=False)
@@ -278,24 +243,16 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
     validate_binds(config)
     for lst in config.listeners:
         print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
+    from backhaul.services.sidecar import handoff
+
+    sidecars = handoff(config)  # the dhcp: section goes to its own process, not the workers
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec
-    # the dhcp: section goes to its own process (--dhcp-fd below), not to the workers
-    edge_only = (
-        config.model_copy(update={"dhcp": None}) if getattr(config, "dhcp", None) else config
-    )
-    os.write(fd, freeze(edge_only))
+    os.write(fd, freeze(config.model_copy(update={"dhcp": None}) if sidecars else config))
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
-    argv += ["--workers", str(count)]
-    if getattr(config, "dhcp", None) is not None:
-        import json
-
-        dhcp_fd = os.memfd_create("backhaul-dhcp", 0)
-        os.write(dhcp_fd, json.dumps(config.dhcp.model_dump(mode="json")).encode())
-        argv += ["--dhcp-fd", str(dhcp_fd)]
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, [*argv, "--workers", str(count), *sidecars])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     opts = dict(zip(args[::2], args[1::2], strict=False))
+    sidecars = tuple(v for k, v in zip(args[::2], args[1::2], strict=False) if k == "--sidecar")
     fd = int(opts["--settings-fd"])
     chunks = []
     while True:
@@ -313,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         chunks.append(chunk)
     os.close(fd)
     settings = thaw(b"".join(chunks))
-    dhcp_fd = int(opts["--dhcp-fd"]) if "--dhcp-fd" in opts else None
-    return _Supervisor(settings, int(opts["--workers"]), dhcp_fd).run()
+    return _Supervisor(settings, int(opts["--workers"]), sidecars).run()
 
 
 if __name__ == "__main__":
