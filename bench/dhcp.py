@@ -176,7 +176,9 @@ def one_run(
             time.sleep(1.0)
         probe = segment.call("client", lambda: DhcpProbe("cli0"))
         with probe:
+            load_cpu = time.process_time()
             result = run_load(probe, leases, window=window, salt=salt, deadline=120.0)
+            load_cpu = time.process_time() - load_cpu
         time.sleep(0.2)
         cpu = _cpu_seconds(proc.pid) - cpu_ready
         commits = _commits(segment) if name == "backhaul" else None
@@ -204,6 +206,8 @@ def one_run(
         "stored": stored,
         "cpu_seconds": cpu,
         "cpu_us_per_lease": 1e6 * cpu / max(1, len(result.leases)),
+        # the load generator's share of its core: near 1.0 means it, not the server, set the pace
+        "generator_busy": load_cpu / result.seconds if result.seconds > 0 else 0.0,
         "commits": commits,
     }
 
@@ -389,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"round {round_ + 1} {name:9s} {run['rate']:9.0f} leases/s"
                     f"  ({run['leases']} leases, {run['stored']} in its lease file,"
                     f" {run['retransmits']} retransmits, {run['naks']} NAKs, {run['unfinished']}"
-                    f" unfinished, server CPU {run['cpu_us_per_lease']:.0f} µs/lease"
+                    f" unfinished, server CPU {run['cpu_us_per_lease']:.0f} µs/lease,"
+                    f" generator {100 * run['generator_busy']:.0f}% busy"
                     + (
                         f", {run['leases'] / run['commits']:.1f} leases per fdatasync)"
                         if run["commits"]
