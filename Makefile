@@ -7,14 +7,22 @@ BIN    := $(VENV)/bin
 .PHONY: run test lint typecheck pytest sysdeps bench clean
 
 $(BIN)/activate:
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# The edge's data plane is compiled (Cython + llhttp): a change to its sources rebuilds it.
+# (and the modules compiled from their .py sources, listed in setup.py's COMPILED_PYTHON)
+DATAPLANE := setup.py $(wildcard src/backhaul/*/*.pyx src/backhaul/*/*.pxd) \
+	$(addprefix src/,$(addsuffix .py,$(shell sed -n 's/^    "\(backhaul\..*\)",$$/\1/p' setup.py | tr . /)))
+
+$(VENV)/.installed: pyproject.toml $(DATAPLANE) | $(BIN)/activate
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed-test: pyproject.toml $(DATAPLANE) | $(BIN)/activate
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh build
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -24,8 +32,8 @@ run: $(VENV)/.installed
 
 ## make test: everything the tests need, then lint, type checks and the tests
 test: $(VENV)/.installed-test sysdeps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
+	$(BIN)/ruff format --check src tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -36,6 +44,7 @@ sysdeps:
 bench: $(VENV)/.installed-test
 	bash scripts/sysdeps.sh bench
 	$(BIN)/python -m bench.proxy
+	$(BIN)/python -m bench.tls
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages a purpose needs, only when something is missing.
+#   sysdeps.sh build  : what `python3 -m venv` and building the compiled core need on a
+#                       bare Debian (python3-venv, python3-dev, a C compiler); PYTHON names
+#                       the interpreter (default python3)
 #   sysdeps.sh test   : real clients and servers the test suite drives
 #   sysdeps.sh bench  : the peers the benchmarks compare against
 set -euo pipefail
 
 purpose=${1:-test}
+PYTHON=${PYTHON:-python3}
 # command -> Debian package
 declare -A test_pkgs=(
   [curl]=curl
@@ -22,6 +26,7 @@ declare -A test_pkgs=(
   [udhcpc]=udhcpc
   [dhclient]=isc-dhcp-client
   [dhcrelay]=isc-dhcp-relay
+  [openssl]=openssl
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light
@@ -31,18 +36,33 @@ declare -A bench_pkgs=(
   [kea-dhcp4]=kea-dhcp4-server
 )
 
-if [ "$purpose" = bench ]; then
-  declare -n wanted=bench_pkgs
-else
-  declare -n wanted=test_pkgs
-fi
-
 missing=()
-for cmd in "${!wanted[@]}"; do
-  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
-    missing+=("${wanted[$cmd]}")
+if [ "$purpose" = build ]; then
+  # Debian splits these out of python3: venv needs ensurepip (python3-venv), a C extension
+  # needs Python.h (python3-dev) and a compiler (gcc).
+  if ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
   fi
-done
+  if ! "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+      >/dev/null 2>&1; then
+    missing+=(python3-dev)
+  fi
+  if ! command -v gcc >/dev/null 2>&1; then
+    missing+=(gcc)
+  fi
+else
+  if [ "$purpose" = bench ]; then
+    declare -n wanted=bench_pkgs
+  else
+    declare -n wanted=test_pkgs
+  fi
+  for cmd in "${!wanted[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+      missing+=("${wanted[$cmd]}")
+    fi
+  done
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

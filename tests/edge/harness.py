@@ -296,6 +296,12 @@ class Edge:
         )
         try:
             wait_port(self.port, proc=self.proc)
+            # The supervisor listens before it forks; it names its workers once all run.
+            deadline = time.monotonic() + 10
+            while b"backhaul: supervisor " not in self.stderr_path.read_bytes():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("no supervisor line")
+                time.sleep(0.02)
         except Exception:
             self.stop()
             raise RuntimeError(f"edge did not start: {self.stderr_path.read_text()}") from None

@@ -3,9 +3,11 @@ and nothing the edge cannot trust is ever reused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import socket
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,9 @@ def problem(raw: bytes) -> tuple[int, dict[str, object]]:
     return status, doc
 
 
+SILENT_UNTIL_THE_END = threading.Event()
+
+
 def bad_upstream_response(request: bytes) -> bytes | None:
     path = request.split(b" ", 2)[1]
     if path == b"/cl-te":
@@ -38,7 +43,7 @@ def bad_upstream_response(request: bytes) -> bytes | None:
     if path == b"/early-close":
         return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part"
     if path == b"/silent":
-        time.sleep(3)
+        SILENT_UNTIL_THE_END.wait(60)  # never answers while the tests run
         return None
     if path == b"/read-to-close":
         return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it until close"
@@ -49,6 +54,7 @@ def bad_upstream_response(request: bytes) -> bytes | None:
 def raw_upstream() -> Iterator[RawUpstream]:
     with RawUpstream(bad_upstream_response) as up:
         yield up
+        SILENT_UNTIL_THE_END.set()
 
 
 @pytest.fixture(scope="module")
@@ -123,35 +129,31 @@ def test_body_over_listener_limit_is_413(strict_edge: Edge) -> None:
 
 
 def test_slowloris_head_gets_408(strict_edge: Edge) -> None:
-    with socket.create_connection(("127.0.0.1", strict_edge.port), timeout=5) as s:
+    """A header byte every 0.2 s keeps any per-read timer from firing: only the total head
+    deadline (1 s) ends it, so the answer must come while the client is still trickling
+    (it would trickle for a minute)."""
+    trickled = 0
+    data = b""
+    with socket.create_connection(("127.0.0.1", strict_edge.port), timeout=30) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        start = time.monotonic()
-        # Trickle a header byte every 0.2 s: the total head deadline (1 s) still applies.
-        data = b""
-        try:
-            for _ in range(20):
-                s.sendall(b"X")
-                time.sleep(0.2)
-        except OSError:
-            pass
-        s.settimeout(3)
-        try:
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
+        with contextlib.suppress(OSError):
+            while trickled < 300:
+                readable, _, _ = select.select([s], [], [], 0.2)  # the pace of the trickle
+                if readable:
                     break
+                s.sendall(b"X")
+                trickled += 1
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(4096):
                 data += chunk
-        except OSError:
-            pass
-        elapsed = time.monotonic() - start
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
-    assert elapsed < 3.5
+    assert trickled < 300  # cut short by the edge, not by the end of the trickle
 
 
 def test_stalled_body_gets_408(strict_edge: Edge) -> None:
     with socket.create_connection(("127.0.0.1", strict_edge.port), timeout=5) as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nabc")
-        s.settimeout(4)
+        s.settimeout(30)  # far beyond the 1 s body deadline: a hang fails the test
         data = s.recv(4096)
     # The request head was already forwarded, so either the edge answers 408 itself or it
     # cuts the connection; it must not hang.
@@ -167,11 +169,9 @@ def test_idle_keepalive_connection_is_closed(strict_edge: Edge) -> None:
             assert chunk, "closed before the response was complete"
             first += chunk
         assert first.startswith(b"HTTP/1.1 200")
-        start = time.monotonic()
-        s.settimeout(4)
+        s.settimeout(30)  # far beyond keepalive_idle (1 s): the edge must close first
         rest = s.recv(65536)
         assert rest == b""
-        assert time.monotonic() - start < 3.5
 
 
 def test_connection_refused_upstream_is_502(strict_edge: Edge) -> None:
@@ -211,10 +211,9 @@ def test_read_until_close_upstream_body_is_rechunked(strict_edge: Edge) -> None:
 
 
 def test_upstream_response_header_timeout_is_504(strict_edge: Edge) -> None:
-    start = time.monotonic()
-    status, doc = problem(exchange(strict_edge.port, req("/bad/silent"), timeout=5))
+    # the upstream never answers: a 504 can only come from the edge's 1 s deadline
+    status, doc = problem(exchange(strict_edge.port, req("/bad/silent"), timeout=30))
     assert status == 504
-    assert time.monotonic() - start < 2.5
     assert "1s" in str(doc["detail"])
 
 

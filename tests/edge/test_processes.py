@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,51 +22,59 @@ from tests.edge.harness import (
     parse_responses,
     wait_port,
 )
+from tests.edge.waiting import HeldUpstream, wait_log, wait_until
 
 
-def test_sigterm_drains_in_flight_requests(upstream: Upstream, tmp_path: Path) -> None:
-    config = {
-        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
-        "clusters": {"app": {"endpoints": [upstream.address]}},
-    }
-    edge = Edge(tmp_path, config, workers=2).start()
-    results: list[int] = []
-    errors: list[str] = []
-    sent = threading.Event()
-    n = 24
+def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    with HeldUpstream() as held:
+        config = {
+            "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+            "clusters": {"app": {"endpoints": [held.address]}},
+        }
+        edge = Edge(tmp_path, config, workers=2).start()
+        results: list[int] = []
+        errors: list[str] = []
+        n = 24
 
-    def slow_request(i: int) -> None:
-        try:
-            with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
-                s.sendall(f"GET /slow/{i}?delay=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                if len(results) + len(errors) == 0:
-                    sent.set()
-                data = b""
-                while b"\r\n\r\n" not in data or not parse_ok(data):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                results.append(parse_responses(data)[0][0])
-        except Exception as exc:  # the test counts failures, whatever they are
-            errors.append(repr(exc))
+        def slow_request(i: int) -> None:
+            try:
+                with socket.create_connection(("127.0.0.1", edge.port), timeout=20) as s:
+                    s.sendall(f"GET /slow/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    data = b""
+                    while b"\r\n\r\n" not in data or not parse_ok(data):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    results.append(parse_responses(data)[0][0])
+            except Exception as exc:  # the test counts failures, whatever they are
+                errors.append(repr(exc))
 
-    threads = [threading.Thread(target=slow_request, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(0.4)  # every request is now in flight, waiting on the slow upstream
-    assert edge.proc is not None
-    edge.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    # Once draining, the listener no longer accepts new connections.
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", edge.port), timeout=1).close()
-    for t in threads:
-        t.join(15)
-    code = edge.stop()
+        threads = [threading.Thread(target=slow_request, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        # every request is in flight, held by the upstream
+        wait_until(lambda: held.held == n, f"{n} requests held upstream")
+        assert edge.proc is not None
+        edge.proc.send_signal(signal.SIGTERM)
+        # Once draining, the listener no longer accepts new connections.
+        wait_until(lambda: refused(edge.port), "the listener to close")
+        assert results == [] and errors == []  # nothing was cut short by the signal
+        held.release()
+        for t in threads:
+            t.join(15)
+        code = edge.stop()
     assert errors == []
     assert results == [200] * n
     assert code == 0
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
 
 
 def parse_ok(data: bytes) -> bool:
@@ -92,11 +101,32 @@ def test_dead_worker_is_restarted(upstream: Upstream, tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert len(after) == 2 and before[0] not in after
+        wait_log(edge.stderr_path, f"worker {before[0]} was killed by SIGKILL; started worker")
         for _ in range(10):
             raw = exchange(
                 edge.port, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             )
             assert raw.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("child", "expected"),
+    [
+        ("os.kill(os.getpid(), signal.SIGKILL)", "was killed by SIGKILL"),
+        ("os.kill(os.getpid(), signal.SIGTERM)", "was killed by SIGTERM"),
+        ("sys.exit(3)", "exited with status 3"),
+        ("pass", "exited with status 0"),
+    ],
+)
+def test_exit_statuses_in_words(child: str, expected: str) -> None:
+    from backhaul.edge.supervisor import describe_exit
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import os, signal, sys; {child}"], start_new_session=True
+    )
+    _, status = os.waitpid(proc.pid, 0)
+    proc.returncode = 0  # reaped here, not by Popen
+    assert describe_exit(status) == expected
 
 
 def run_serve(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -204,7 +234,23 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         holder.close()
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
-    assert f"127.0.0.1:{port}" in out.stderr
+    assert f"127.0.0.1:{port} is already in use (another server listens on that port)" in (
+        out.stderr
+    )
+
+
+def test_an_address_not_on_this_machine_is_named_so() -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): no interface here has it; bind() fails, no packet
+    out = subprocess.run(
+        [*BACKHAUL, "serve", "--to", "127.0.0.1:1", "--listen", f"192.0.2.1:{free_port()}"],
+        capture_output=True,
+        timeout=20,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "192.0.2.1 is not an address of this machine" in out.stderr
+    assert "another server" not in out.stderr
 
 
 def test_workers_do_not_outlive_a_killed_supervisor(upstream: Upstream, tmp_path: Path) -> None:
@@ -260,3 +306,28 @@ def test_serve_usage_errors_are_one_clear_line(args: list[str], expected: str) -
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_second_edge_on_a_served_port_is_refused(upstream: Upstream, tmp_path: Path) -> None:
+    # The supervisor owns each listening socket (its workers inherit it), without
+    # SO_REUSEPORT: another process cannot silently join the port and split its traffic.
+    config = {
+        "routes": [{"name": "all", "proxy": {"cluster": "app"}}],
+        "clusters": {"app": {"endpoints": [upstream.address]}},
+    }
+    with Edge(tmp_path, config, workers=2) as first:
+        second_dir = tmp_path / "second"
+        second_dir.mkdir()
+        listener = {"name": "main", "address": f"127.0.0.1:{first.port}"}
+        second = Edge(second_dir, {**config, "listeners": [listener]})
+        proc = subprocess.run(
+            [*BACKHAUL, "serve", "-c", str(second.config_path)],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert b"already in use" in proc.stderr, proc.stderr
+        assert b"Traceback" not in proc.stderr
+        raw = exchange(first.port, b"GET /still HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200")

@@ -341,3 +341,37 @@ def test_bytes_out_counts_body_bytes_for_every_answer(edge: Edge) -> None:
     assert status == 404
     assert lines["/bytes-404"]["bytes_out"] == len(body)
     assert lines["/bytes/777"]["bytes_out"] == len(proxied) == 777
+
+
+def test_valid_requests_pipelined_before_a_bad_one_are_answered_first(edge: Edge) -> None:
+    # nginx's behaviour: each complete request is answered in order, then the bad one gets
+    # its 400 and the connection closes.
+    host = f"Host: 127.0.0.1:{edge.port}"
+    good = f"GET /first HTTP/1.1\r\n{host}\r\n\r\nGET /second HTTP/1.1\r\n{host}\r\n\r\n"
+    bad = f"GET /bad HTTP/1.1\r\nHost : x\r\n\r\nGET /never HTTP/1.1\r\n{host}\r\n\r\n"
+    responses = parse_responses(exchange(edge.port, (good + bad).encode()))
+    assert [r[0] for r in responses] == [200, 200, 400]
+    assert json.loads(responses[0][2])["path"] == "/first"
+    assert json.loads(responses[1][2])["path"] == "/second"
+    assert "connection" not in responses[0][1]  # the first answers keep the connection
+    assert responses[2][1]["content-type"] == "application/problem+json"
+    assert responses[2][1]["connection"] == "close"
+
+
+def test_redirect_template_with_query_leaves_no_bare_question_mark(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = {
+        "routes": [
+            {
+                "name": "moved",
+                "match": {"prefix": "/m/"},
+                "redirect": {"to": "https://new.test{path}?{query}", "status": 308},
+            }
+        ],
+        "clusters": {},
+    }
+    with Edge(tmp_path, config) as edge:
+        status, headers, _ = one(get(edge, "/m/a"))
+        assert status == 308
+        assert headers["location"] == "https://new.test/m/a"
+        _, headers, _ = one(get(edge, "/m/b?x=1&y=2"))
+        assert headers["location"] == "https://new.test/m/b?x=1&y=2"

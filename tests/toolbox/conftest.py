@@ -23,6 +23,16 @@ BACKHAUL = str(Path(sys.executable).with_name("backhaul"))
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
+#: Runs a command as root with no capabilities at all (effective, permitted, inheritable,
+#: ambient, bounding set), so that it cannot regain any through exec.
+DROP_CAPABILITIES = [
+    "setpriv",
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--bounding-set=-all",
+    "--",
+]
+
 
 def _remove_stale_labs() -> None:
     """Labs left by earlier test runs that were killed (their pid is gone)."""
@@ -53,8 +63,10 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def run_cli() -> RunCli:
-    """``run_cli(args, ns=None, timeout=30)``: the backhaul CLI as a subprocess, optionally
-    inside a lab namespace (``ns`` is a role such as ``"client"``, with ``lab=``)."""
+    """``run_cli(args, ns=None, timeout=30, unprivileged=False)``: the backhaul CLI as a
+    subprocess, optionally inside a lab namespace (``ns`` is a role such as ``"client"``, with
+    ``lab=``), optionally with every capability dropped (still uid 0, so the venv stays
+    readable wherever the checkout is)."""
 
     def run(
         args: Sequence[str],
@@ -62,11 +74,13 @@ def run_cli() -> RunCli:
         lab: Lab | None = None,
         role: str = "client",
         timeout: float = 30.0,
-        user: int | None = None,
+        unprivileged: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         argv = [BACKHAUL, *args]
-        if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        if unprivileged:
+            # Root without any capability: what an ordinary user may do, while files that
+            # only root may read (a checkout in /root) stay readable to the owner.
+            argv = [*DROP_CAPABILITIES, *argv]
         if lab is not None:
             argv = lab.command(role, argv)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -421,13 +421,48 @@ def test_no_reply_is_exit_1_with_one_line() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))  # bound, never answers
         port = str(silent.getsockname()[1])
-        started = time.monotonic()
         proc = ours_process("@127.0.0.1", "-p", port, "x.test", "+time=1", "+tries=2")
-        elapsed = time.monotonic() - started
+        silent.setblocking(False)
+        queries = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                queries.append(dns.message.from_wire(silent.recv(4096)))
     assert proc.returncode == 1
     assert "no reply" in proc.stderr and "timed out" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert 2.0 <= elapsed < 10.0  # two tries of one second each
+    # two tries, each one the same question
+    assert [str(q.question[0].name) for q in queries] == ["x.test.", "x.test."]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_a_closed_port_ends_the_try_at_once(address: str) -> None:
+    """The ICMP port unreachable a closed port answers with ends the try ("connection
+    refused", as dig says) instead of waiting out +time."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.bind((address, 0))
+        port = str(probe.getsockname()[1])
+    # +time=60 +tries=3 would take three minutes; the run's own deadline is 30 s
+    proc = ours_process(f"@{address}", "-p", port, "x.test", "+time=60", "+tries=3")
+    assert proc.returncode == 1, proc.stderr
+    assert f"{address}#{port}: connection refused" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda tmp: tmp / "missing.conf", "no such file"),
+        (lambda tmp: tmp, "is a directory"),
+    ],
+)
+def test_an_unreadable_resolv_conf_is_an_error(tmp_path: Path, make, needle: str) -> None:
+    path = make(tmp_path)
+    proc = ours_process("--resolv-conf", str(path), "x.test", "+time=60")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""  # refused before the banner
+    assert proc.stderr.startswith(f"backhaul: error: --resolv-conf {path}: {needle}")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
 # --------------------------------------------------------------------------- +trace
@@ -718,7 +753,9 @@ def test_trace_to_a_dead_server_shows_the_way_there(delegation: Delegation) -> N
     assert proc.returncode == 1
     assert "dead.test.\t\t3600\tIN\tNS\tns.dead.test." in proc.stdout.splitlines()
     assert "+trace stopped at dead.test. (ns.dead.test)" in proc.stderr
-    assert "timed out" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    # nothing listens on ns.dead.test's address: the port unreachable ends the try at once
+    assert "connection refused" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "+time" not in proc.stderr  # waiting longer would not help
 
 
 # --------------------------------------------------------------------------- parsing alone

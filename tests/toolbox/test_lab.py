@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from backhaul.errors import UsageError
 from backhaul.tools.lab import ROLES, Lab, LabError, lab_unavailable_reason
 
-from .conftest import assert_one_line_error
+from .conftest import BACKHAUL, assert_one_line_error
 
 needs_netns = pytest.mark.skipif(
     lab_unavailable_reason() is not None, reason=f"no namespace lab: {lab_unavailable_reason()}"
@@ -40,6 +41,16 @@ def test_bad_settings_are_usage_errors():
         Lab("bhx", rate={"r1-r2": "fast"})
     with pytest.raises(UsageError, match="bad lab name"):
         Lab("Bad Name")
+    for link in ("client-r1", "r1-r2", "r2-server"):  # every link carries IPv6
+        with pytest.raises(UsageError, match=r"mtu 1279 on .* at least 1280 \(RFC 8200\)"):
+            Lab("bhx", mtu={link: 1279})
+    assert Lab("bhx", mtu={"r1-r2": 1280}).mtu == {"r1-r2": 1280}
+
+
+def test_mtu_below_ipv6_minimum_is_refused_by_the_command(run_cli):
+    done = run_cli(["lab", "up", "--name", "bhx", "--mtu", "r1-r2=100"])
+    line = assert_one_line_error(done, 2)
+    assert "mtu 100 on r1-r2 is not within 1280-65535" in line and "IPv6" in line
 
 
 @pytest.mark.netns
@@ -70,9 +81,21 @@ def test_lab_command_up_status_down(run_cli):
             ["lab", "up", "--name", name, "--loss", "r1-r2=10", "--mtu", "r2-server=1400"]
         )
         assert done.returncode == 0, done.stderr
-        assert f"ip netns exec {name}-client backhaul trace server.lab" in done.stdout
+        hints = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+        assert hints["try"] == f"ip netns exec {name}-client {BACKHAUL} trace server.lab"
+        assert hints["done"] == f"{BACKHAUL} lab down --name {name}"
+        # The hint works as printed where the venv is not on PATH (sudo's secure_path).
+        tried = subprocess.run(
+            [*shlex.split(hints["try"]), "-q", "1", "-w", "2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+        assert tried.returncode == 0, tried.stderr
+        assert "server.lab" in tried.stdout
         again = run_cli(["lab", "up", "--name", name])
-        assert "already" in assert_one_line_error(again, 1)
+        assert f"run `{BACKHAUL} lab down --name {name}` first" in assert_one_line_error(again, 1)
         done = run_cli(["lab", "status", "--name", name, "--json"])
         assert done.returncode == 0, done.stderr
         status = json.loads(done.stdout)
@@ -94,6 +117,6 @@ def test_lab_command_up_status_down(run_cli):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privilege needs root to start from")
 def test_without_root_lab_up_says_why(run_cli):
-    done = run_cli(["lab", "up", "--name", f"bhn{os.getpid()}"], user=65534)
+    done = run_cli(["lab", "up", "--name", f"bhn{os.getpid()}"], unprivileged=True)
     line = assert_one_line_error(done, 2)
-    assert "need root" in line
+    assert "need root" in line and f"`sudo {BACKHAUL} lab up`" in line

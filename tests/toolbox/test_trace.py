@@ -120,7 +120,7 @@ def test_bad_usage_is_one_line_and_exit_2(capsys, args, needle):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privilege needs root to start from")
 def test_without_privilege_the_message_says_what_to_do(run_cli):
-    done = run_cli(["trace", "127.0.0.1"], user=65534)
+    done = run_cli(["trace", "127.0.0.1"], unprivileged=True)
     line = assert_one_line_error(done, 2)
     assert "raw ICMP socket" in line and "root" in line
 

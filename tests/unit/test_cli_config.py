@@ -46,10 +46,31 @@ def test_check_the_example_prints_the_plan() -> None:
 def test_check_json_shows_parsed_units() -> None:
     result = backhaul("check", "--json", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    doc = json.loads(result.stdout)
+    assert doc["valid"] is True and doc["problems"] == [] and doc["source"] == str(EXAMPLE)
+    data = doc["config"]
     assert data["listeners"][0]["address"] == "127.0.0.1:8080"
-    assert data["listeners"][0]["limits"]["body"] == "10MiB"
-    assert data["clusters"]["api"]["pool"]["idle_timeout"] == "1m30s"
+    assert data["listeners"][1]["address"] == "[::1]:8081"
+    assert data["listeners"][0]["limits"]["body"] == 10 * 1024 * 1024  # 10MiB, in bytes
+    assert data["listeners"][0]["timeouts"]["keepalive_idle"] == 60.0  # 1m, in seconds
+    assert data["clusters"]["api"]["pool"]["idle_timeout"] == 90.0  # 1m30s
+    assert data["clusters"]["api"]["health_checks"]["http"]["body_limit"] == 65536
+    assert isinstance(doc["notes"], list)
+
+
+def test_check_json_on_a_bad_file_is_json_too(tmp_path: Path) -> None:
+    bad = tmp_path / "edge.yaml"
+    bad.write_text(
+        "listeners: [{address: '127.0.0.1:99999'}]\nroutes: [{proxy: {cluster: nope}}]\n"
+    )
+    result = backhaul("check", "--json", str(bad))
+    assert result.returncode == 2
+    assert result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["valid"] is False and doc["config"] is None and doc["source"] == str(bad)
+    paths = {p["path"] for p in doc["problems"]}
+    assert paths == {"listeners[0].address", "routes[0].proxy.cluster"}
+    assert all("line 1" in p["message"] or "line 2" in p["message"] for p in doc["problems"])
 
 
 def test_check_a_bad_file_exits_2_with_every_problem(tmp_path: Path) -> None:
@@ -67,16 +88,13 @@ def test_check_a_bad_file_exits_2_with_every_problem(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     err = result.stderr
-    assert f"{bad}: 1 problem(s)" in err
+    assert f"{bad}: 2 problem(s)" in err
     assert "clusters.api.endpoints[1].address: found '127.0.0.1:99999'" in err
     assert "above 65535" in err and "(line 7)" in err
+    # the cross-check speaks at the same time, not once that is fixed
+    assert "routes[0].proxy.cluster: found 'apj'" in err
+    assert "did you mean 'api'?" in err
     assert "Traceback" not in err
-    # once that is fixed, the cross-check speaks
-    bad.write_text(bad.read_text().replace("99999", "2"))
-    result = backhaul("check", str(bad))
-    assert result.returncode == 2
-    assert "routes[0].proxy.cluster: found 'apj'" in result.stderr
-    assert "did you mean 'api'?" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -152,3 +170,14 @@ def test_config_without_subcommand_shows_help() -> None:
     result = backhaul("config")
     assert "schema" in result.stdout + result.stderr
     assert "default" in result.stdout + result.stderr
+
+
+def test_check_shows_the_access_log_beside_the_config(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "edge.yaml").write_text(
+        "listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: access.log}\n"
+    )
+    result = backhaul("check", "--json", "conf/edge.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["config"]["access_log"]["path"] == str(conf / "access.log")

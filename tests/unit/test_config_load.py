@@ -225,6 +225,12 @@ def test_endpoint_port_zero_is_refused() -> None:
          "found proxy and respond"),
         ("proxy: {cluster: api}", "redirect: {to: x}", "routes[0].redirect.to",
          "absolute URL"),
+        ("proxy: {cluster: api}", "redirect: {to: 'https://new.test{pth}?{query}'}",
+         "routes[0].redirect.to", "found the placeholder {pth} in 'https://new.test{pth}?"
+         "{query}': expected only {path} and {query} (write {{ or }} for a literal brace);"
+         " did you mean {path}? (line"),
+        ("proxy: {cluster: api}", "redirect: {to: '/a/{path'}", "routes[0].redirect.to",
+         "a brace that opens or closes nothing"),
         ("proxy: {cluster: api}", "redirect: {to: /x, status: 304}",
          "routes[0].redirect.status", "found 304: expected 301, 302, 303, 307 or 308"),
         ("proxy: {cluster: api}", "respond: {status: 99}", "routes[0].respond.status",
@@ -545,3 +551,75 @@ def test_libyaml_deep_nesting_is_a_config_error() -> None:
     path, message = one_problem("a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert path == ""
     assert "nested too deeply" in message or "nesting depth" in message
+
+
+def test_a_bad_part_hides_no_problem_between_the_others() -> None:
+    """A duplicate endpoint (a cluster's own check) once hid every cross-check: all of them
+    are reported at once, each at its path and line."""
+    text = """\
+listeners:
+  - {name: a, address: "127.0.0.1:8080"}
+  - {name: a, address: "127.0.0.1:8081"}
+  - {name: bad, address: "127.0.0.1:99999"}
+admin: {address: "127.0.0.1:8080"}
+routes:
+  - {name: r, proxy: {cluster: nope}}
+  - {name: r, listeners: [a, bad, zz], proxy: {cluster: api, retries: {backoff: {base: 2s}}}}
+clusters:
+  api:
+    endpoints: ["127.0.0.1:1", "127.0.0.1:1"]
+    retries: {backoff: {max: 1s}}
+  ok:
+    endpoints: ["127.0.0.1:2"]
+"""
+    found = problems(text)
+    assert set(found) == {
+        "listeners[1].name",  # duplicate name
+        "listeners[2].address",  # port out of range
+        "admin.address",  # overlaps listeners[0]
+        "routes[0].proxy.cluster",  # unknown cluster
+        "routes[1].name",  # duplicate name
+        "routes[1].listeners[2]",  # unknown listener ('bad' is known, though invalid)
+        "clusters.api.endpoints[1].address",  # duplicate endpoint
+    }
+    assert "unique listener name" in found["listeners[1].name"]
+    assert "(line 8)" in found["routes[1].listeners[2]"]
+    assert "found '127.0.0.1:1' again" in found["clusters.api.endpoints[1].address"]
+
+
+def test_merged_retries_are_checked_when_another_part_is_bad() -> None:
+    text = """\
+listeners: [{address: "127.0.0.1:99999"}]
+routes:
+  - {proxy: {cluster: api, retries: {backoff: {base: 2s}}}}
+clusters:
+  api:
+    endpoints: ["127.0.0.1:1"]
+    retries: {backoff: {max: 1s}}
+"""
+    found = problems(text)
+    assert set(found) == {"listeners[0].address", "routes[0].proxy.retries.backoff.base"}
+    assert "with the cluster's retries" in found["routes[0].proxy.retries.backoff.base"]
+
+
+def test_a_relative_access_log_path_is_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    config = folder / "edge.yaml"
+    config.write_text(
+        "listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: logs/access.log}\n"
+    )
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_file(config).access_log.path == str(folder / "logs" / "access.log")
+    monkeypatch.chdir(tmp_path)
+    assert load_file("conf/edge.yaml").access_log.path == str(folder / "logs" / "access.log")
+    # absolute paths and stdout stay as written; text without a file has no folder
+    config.write_text("listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: /x/a.log}\n")
+    assert load_file(config).access_log.path == "/x/a.log"
+    config.write_text("listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: '-'}\n")
+    assert load_file(config).access_log.path == "-"
+    text = "listeners: [{address: '127.0.0.1:8080'}]\naccess_log: {path: a.log}\n"
+    assert load_text(text).access_log.path == "a.log"

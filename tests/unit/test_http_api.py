@@ -16,8 +16,6 @@ def test_exported_names() -> None:
         "ResponseFacts",
         "Target",
         "encode_head",
-        "forward_request_headers",
-        "forward_response_headers",
         "inspect_request_head",
         "inspect_response_head",
         "parse_target",

@@ -15,12 +15,11 @@ from backhaul.http import (
     ResponseFacts,
     Target,
     encode_head,
-    forward_request_headers,
-    forward_response_headers,
     inspect_request_head,
     inspect_response_head,
     parse_target,
 )
+from tests.unit.relayed import forward_request_headers, forward_response_headers
 
 Headers = list[tuple[bytes, bytes]]
 

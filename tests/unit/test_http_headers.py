@@ -7,11 +7,10 @@ import httptools
 from backhaul.http import (
     HOP_BY_HOP,
     encode_head,
-    forward_request_headers,
-    forward_response_headers,
     inspect_request_head,
     inspect_response_head,
 )
+from tests.unit.relayed import forward_request_headers, forward_response_headers
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -1,4 +1,5 @@
-"""The one-pass relay functions give exactly what the header rules give, step by step."""
+"""The data plane's one-pass relay gives exactly what the header rules give, step by step
+(tests/unit/header_spec.py writes them out as a model)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backhaul.edge.datapath import relay_request_head, relay_response_head, status_line
 from backhaul.errors import RemoteProtocolError
-from backhaul.http import (
-    encode_head,
-    forward_request_headers,
-    forward_response_headers,
-    inspect_request_head,
-    inspect_response_head,
-)
-from backhaul.http.relay import relay_request_head, relay_response_head, status_line
+from backhaul.http import encode_head, inspect_request_head, inspect_response_head
+from tests.unit.header_spec import forward_request_headers, forward_response_headers
 
 NAMES = [
     b"Host",

@@ -101,6 +101,8 @@ def world() -> World:
             health=("draining",),
             panic=False,
         )
+    a.sync_access_log(dropped=5, write_errors=0)
+    b.sync_access_log(dropped=2, write_errors=3)
     a.flush()
     b.flush()
     return lay, store, a, b
@@ -177,6 +179,8 @@ def test_exposition_parses_back_with_exact_values(world: World) -> None:
     assert value(samples, "backhaul_cluster_panic", cluster="app") == 0.5
     assert value(samples, "backhaul_cluster_panic", cluster="spare") == 0
     assert value(samples, "backhaul_workers") == 2
+    assert value(samples, "backhaul_access_log_dropped_lines_total") == 7
+    assert value(samples, "backhaul_access_log_write_errors_total") == 3
     build = {"version": backhaul.__version__, "python": platform.python_version()}
     assert value(samples, "backhaul_build_info", **build) == 1
 
@@ -193,6 +197,8 @@ def test_exposition_parses_back_with_exact_values(world: World) -> None:
         "backhaul_retry_budget_exhausted": "counter",
         "backhaul_circuit_breaker_overflows": "counter",
         "backhaul_cluster_panic": "gauge",
+        "backhaul_access_log_dropped_lines": "counter",
+        "backhaul_access_log_write_errors": "counter",
         "backhaul_workers": "gauge",
         "backhaul_build_info": "gauge",
     }

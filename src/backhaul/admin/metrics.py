@@ -18,6 +18,8 @@ Families (Prometheus naming: ``_total`` for counters, base units ``_seconds``/``
     backhaul_retry_budget_exhausted_total{cluster}                               counter
     backhaul_circuit_breaker_overflows_total{cluster,breaker}                    counter
     backhaul_cluster_panic{cluster}                                              gauge
+    backhaul_tls_handshakes_total{listener}                                      counter
+    backhaul_tls_handshake_failures_total{listener,reason}                       counter
     backhaul_workers                                                             gauge
     backhaul_build_info{version,python}                                          gauge
 
@@ -41,6 +43,7 @@ from backhaul.state.shared_counters import (
     BREAKERS,
     HEALTH_STATES,
     STATUS_CLASSES,
+    TLS_HANDSHAKE_FAILURES,
     Layout,
     SharedCounters,
     Totals,
@@ -216,6 +219,36 @@ class MetricsExposition:
         for ci, lab in enumerate(self._clusters):
             value = totals.panic[ci] / workers if workers else 0
             out.append(f"{name}{{{lab}}} {_num(value)}")
+
+        for key, family, text in (
+            (
+                "access_log_dropped",
+                "access_log_dropped_lines_total",
+                "Access-log lines dropped because the writer fell behind.",
+            ),
+            (
+                "access_log_write_errors",
+                "access_log_write_errors_total",
+                "Access-log lines lost to write errors (disk full, closed pipe).",
+            ),
+        ):
+            name = _P + family
+            _help(out, name, "counter", text)
+            out.append(f"{name} {ints[f[key][0]]}")
+        tls_names = layout.tls_listeners
+        if tls_names:
+            nr = len(TLS_HANDSHAKE_FAILURES) + 1
+            base = f["tls_handshakes"][0]
+            name = _P + "tls_handshakes_total"
+            _help(out, name, "counter", "Downstream TLS handshakes completed.")
+            for t, listener in enumerate(tls_names):
+                out.append(f"{name}{{{_labels(listener=listener)}}} {ints[base + t * nr + nr - 1]}")
+            name = _P + "tls_handshake_failures_total"
+            _help(out, name, "counter", "Downstream TLS handshakes that failed, by reason.")
+            for t, listener in enumerate(tls_names):
+                lab = _labels(listener=listener)
+                for r, reason in enumerate(TLS_HANDSHAKE_FAILURES):
+                    out.append(f'{name}{{{lab},reason="{reason}"}} {ints[base + t * nr + r]}')
 
         name = _P + "workers"
         _help(out, name, "gauge", "Worker processes alive (flushed their counters lately).")

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from backhaul import __version__
+from backhaul.cli.help_format import PlainGroup
 from backhaul.errors import BackhaulError
 
 COMMAND_MODULES = (
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     "dig",
     "lab",
     "dhcp",
+    "ca",
 )
 
 app = typer.Typer(
@@ -34,6 +36,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help, laid out like curl's and dig's: no type column, no boxes, and help text is
+    # printed as written (rich markup would eat "[...]" in it).
+    rich_markup_mode=None,
+    cls=PlainGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

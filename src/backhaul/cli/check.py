@@ -8,9 +8,12 @@ and line, when it is not. Nothing is started and nothing is resolved.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -18,7 +21,8 @@ from rich.table import Table
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
 from backhaul.config.dhcp import DhcpConfig
-from backhaul.config.model import Cluster, Retries, Route, advisories
+from backhaul.config.model import Cluster, Listener, Retries, Route, advisories
+from backhaul.config.units import Address
 from backhaul.errors import ConfigError
 
 
@@ -77,6 +81,25 @@ def describe_action(route: Route) -> str:
     assert route.respond is not None
     respond = route.respond
     return f"respond {respond.status} {respond.content_type} ({len(respond.body)} chars)"
+
+
+def describe_tls(listener: Listener) -> str:
+    """``https (2 certificates by SNI, TLS 1.2+, mTLS require)``, ``http → https:443``."""
+    tls = listener.tls
+    if tls is None:
+        redirect = listener.redirect_https
+        return listener.protocol if redirect is None else f"http → https:{redirect.port}"
+    if tls.internal:
+        source = "built-in CA"
+    else:
+        n = len(tls.certificates)
+        source = f"{n} certificates by SNI" if n > 1 else "1 certificate"
+    parts = [source, f"TLS {tls.min_version}+"]
+    if tls.unknown_sni == "refuse":
+        parts.append("unknown SNI refused")
+    if tls.client_auth is not None:
+        parts.append(f"mTLS {tls.client_auth.mode}")
+    return f"https ({', '.join(parts)})"
 
 
 def describe_retries(retries: Retries, detail: bool = False) -> str:
@@ -219,7 +242,7 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         listeners.add_row(
             escape(listener.name),
             str(listener.address),
-            listener.protocol,
+            escape(describe_tls(listener)),
             f"line {format_size(lim.request_line)}, head {format_size(lim.header_bytes)}"
             f"/{lim.header_count}, body {format_size(lim.body)}",
             f"head {format_duration(tmo.request_headers)}, body idle"
@@ -321,6 +344,27 @@ def render_dhcp(dhcp: DhcpConfig, console: Console) -> None:
     console.print(table)
 
 
+def parsed_units(value: object) -> Any:
+    """``value`` (a config or any part of it) as JSON data with the values the edge uses:
+    durations as float seconds, sizes as int bytes (not the ``"1m30s"``/``"64KiB"`` that
+    the config's own serialisers write back), addresses and patterns as text."""
+    if isinstance(value, BaseModel):
+        return {name: parsed_units(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Address):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): parsed_units(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [parsed_units(item) for item in value]
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if isinstance(value, bytes):  # raw DHCP option values
+        return "hex:" + value.hex(":")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``backhaul check`` to the root app."""
 
@@ -328,13 +372,23 @@ def register(app: typer.Typer) -> None:
     def check(
         file: Path = typer.Argument(..., help="The YAML config file to validate."),
         as_json: bool = typer.Option(
-            False, "--json", help="Print the validated config, units parsed, as JSON."
+            False,
+            "--json",
+            help='Print JSON, valid or not: {"source", "valid", "problems": [{"path",'
+            ' "message"}], "config", "notes": [{"path", "message"}]}; "config" is null when'
+            " the file is bad, else the config with every default filled in and units parsed:"
+            " durations in seconds, sizes in bytes, addresses as host:port.",
         ),
     ) -> None:
         """Validate an edge config and print what it would run (exit 2 if it is bad)."""
         try:
             config = load_file(file)
         except ConfigError as exc:
+            if as_json:
+                problems = [{"path": path, "message": text} for path, text in exc.problems]
+                document = {"source": exc.source, "valid": False, "problems": problems}
+                typer.echo(json.dumps({**document, "config": None, "notes": []}, indent=2))
+                raise typer.Exit(exc.exit_code) from None
             err = _console(stderr=True)
             err.print(
                 f"[red]✗[/red] {escape(exc.source)}: {len(exc.problems)} problem(s);"
@@ -344,6 +398,9 @@ def register(app: typer.Typer) -> None:
                 err.print(f"  [bold]{escape(path or '<top>')}[/bold]: {escape(message)}")
             raise typer.Exit(exc.exit_code) from None
         if as_json:
-            typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
+            notes = [{"path": path, "message": text} for path, text in advisories(config)]
+            document = {"source": str(file), "valid": True, "problems": [], "config": None}
+            document["config"] = parsed_units(config)
+            typer.echo(json.dumps({**document, "notes": notes}, indent=2))
             return
         render(config, str(file), _console())

@@ -136,7 +136,11 @@ def leases(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Read the state directory from this config's dhcp: section."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (shape: see module docs)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print a JSON list of {address, mac, client_id, hostname, state, expires}.",
+    ),
     all_: bool = typer.Option(False, "--all", help="Also list released and expired leases."),
 ) -> None:
     """List the leases: address, MAC, client-id, host name, state, expiry."""

@@ -14,16 +14,16 @@ from rich.text import Text
 from backhaul.errors import NoAnswer
 from backhaul.tools import dig as driver
 
-HELP = r"""Query DNS servers with dig's conventions (dnspython underneath).
+HELP = """Query DNS servers with dig's conventions (dnspython underneath).
 
 Words go in any order, as in dig: @server (default: the nameservers of
 /etc/resolv.conf), a name, a type (A, AAAA, MX, TXT, SRV, PTR, NS, SOA, CAA,
 TYPE65 ...), a class (IN, CH, HS), -p PORT, -x ADDRESS (reverse lookup),
--t TYPE, -c CLASS, -q NAME, -4, -6, -b SOURCE\[#PORT]. Options: +short,
-+tcp, +ignore, +\[no]recurse, +dnssec, +\[no]adflag, +\[no]cdflag,
-+bufsize=N, +\[no]edns\[=N], +time=SECONDS, +tries=N, +retry=N, +trace,
-+\[no]all, +\[no]cmd, +\[no]comments, +\[no]question, +\[no]answer,
-+\[no]authority, +\[no]additional, +\[no]stats. Unique prefixes work
+-t TYPE, -c CLASS, -q NAME, -4, -6, -b SOURCE[#PORT]. Options: +short,
++tcp, +ignore, +[no]recurse, +dnssec, +[no]adflag, +[no]cdflag,
++bufsize=N, +[no]edns[=N], +time=SECONDS, +tries=N, +retry=N, +trace,
++[no]all, +[no]cmd, +[no]comments, +[no]question, +[no]answer,
++[no]authority, +[no]additional, +[no]stats. Unique prefixes work
 (+norec). Options before the first name apply to every query.
 
 +trace walks from the root: the root servers come from @server (asked for
@@ -117,11 +117,15 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print RFC 8427 JSON (see above)."),
         root_hints: str | None = typer.Option(
-            None, "--root-hints", help="Root hints file for +trace (named.root format)."
+            None,
+            "--root-hints",
+            metavar="FILE",
+            help="Root hints file for +trace (named.root format).",
         ),
         resolv_conf: str = typer.Option(
             driver.DEFAULT_RESOLV_CONF,
             "--resolv-conf",
+            metavar="FILE",
             help="Where to find nameservers when no @server is given.",
         ),
     ) -> None:
@@ -132,6 +136,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(0) from None
         request.root_hints = root_hints
         request.resolv_conf = resolv_conf
+        if not request.servers:
+            driver.system_nameservers(resolv_conf)  # a missing --resolv-conf fails before output
         for warning in request.warnings:
             print(warning, file=sys.stderr)
         first = request.lookups[0].options

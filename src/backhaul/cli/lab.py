@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backhaul.errors import UsageError
-from backhaul.tools.lab import LINKS, Lab
+from backhaul.tools.lab import IPV6_MIN_MTU, LINKS, Lab, backhaul_command
 
 __all__ = ["register"]
 
@@ -33,7 +33,12 @@ lab_app = typer.Typer(
 )
 
 NAME_OPTION = typer.Option("bhlab", "--name", help="Lab name; namespaces are NAME-client etc.")
-JSON_OPTION = typer.Option(False, "--json", help="Print JSON (shape: see module docs).")
+JSON_OPTION = typer.Option(
+    False,
+    "--json",
+    help='Print JSON: {"name", "up", "hosts": [{"role", "namespace", "up", "interfaces":'
+    ' [{"name", "link", "ipv4", "ipv6"}]}], "links": [{"link", "loss_percent", "rate", "mtu"}]}.',
+)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -102,7 +107,12 @@ def up(
     rate: list[str] = typer.Option(
         [], "--rate", metavar="LINK=RATE", help="Shape LINK to RATE (tc tbf), e.g. r1-r2=10mbit."
     ),
-    mtu: list[str] = typer.Option([], "--mtu", metavar="LINK=MTU", help="Set LINK's MTU."),
+    mtu: list[str] = typer.Option(
+        [],
+        "--mtu",
+        metavar="LINK=MTU",
+        help=f"Set LINK's MTU ({IPV6_MIN_MTU}-65535: the links carry IPv6).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Build the lab and leave it running."""
@@ -120,9 +130,13 @@ def up(
     console = _console()
     console.print(_status_table(status))
     console.print(_links_table(status))
+    # the full path: under sudo and in `ip netns exec` the venv is not on PATH
+    command = backhaul_command()
     console.print(
-        f"try: ip netns exec {lab.namespace('client')} backhaul trace server.lab\n"
-        f"done: backhaul lab down --name {name}"
+        f"try: ip netns exec {lab.namespace('client')} {command} trace server.lab\n"
+        f"done: {command} lab down --name {name}",
+        soft_wrap=True,
+        highlight=False,
     )
 
 

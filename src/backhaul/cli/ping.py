@@ -196,15 +196,23 @@ def ping_command(
         None,
         "-c",
         "--count",
+        metavar="N",
         help="Stop after this many probes per target (default: until Ctrl-C).",
     ),
-    interval: float = typer.Option(1.0, "-i", "--interval", help="Seconds between probes."),
-    size: int = typer.Option(56, "-s", "--size", help="ICMP payload bytes (as iputils' -s)."),
-    ttl: int | None = typer.Option(None, "-t", "--ttl", help="IP time to live / hop limit."),
+    interval: float = typer.Option(
+        1.0, "-i", "--interval", metavar="SECONDS", help="Seconds between probes."
+    ),
+    size: int = typer.Option(
+        56, "-s", "--size", metavar="BYTES", help="ICMP payload bytes (as iputils' -s)."
+    ),
+    ttl: int | None = typer.Option(
+        None, "-t", "--ttl", metavar="TTL", help="IP time to live / hop limit."
+    ),
     timeout: float = typer.Option(
         2.0,
         "-W",
         "--timeout",
+        metavar="SECONDS",
         help="Seconds to wait for each reply; a reply after that is counted as late.",
     ),
     dont_fragment: bool = typer.Option(
@@ -221,10 +229,17 @@ def ping_command(
     socket_kind: str = typer.Option(
         "auto",
         "--socket",
+        metavar="KIND",
         help="ICMP socket: raw (root/CAP_NET_RAW), dgram (ping_group_range) or auto.",
     ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only the summary."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (shape: see module docs)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print one JSON document when all targets are done: {"targets": [{"target",'
+        ' "address", "transmitted", "received", "loss_percent", "rtt_ms": {"min", "avg", "max",'
+        ' "mdev"}, "events": [...], ...}]}.',
+    ),
 ) -> None:
     """Ping TARGETs with ICMP echo (or --tcp PORT) and print iputils-style statistics.
 

@@ -13,24 +13,45 @@ __all__ = ["register"]
 
 def serve(
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML config file (see `backhaul config schema`)."
+        None,
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="YAML config file (see `backhaul config schema`).",
     ),
     to: str | None = typer.Option(
         None,
         "--to",
+        metavar="URL",
         help="Quick mode: proxy everything to this upstream, e.g. http://127.0.0.1:3000.",
     ),
     listen: str | None = typer.Option(
         None,
         "--listen",
+        metavar="ADDRESS",
         help="Quick mode (with --to): the address to listen on, default 127.0.0.1:8080 "
         "(`:8080` means every IPv4 address).",
     ),
     workers: int | None = typer.Option(
-        None, "--workers", "-w", min=1, help="Worker processes (default: config, then CPUs)."
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        metavar="N",
+        help="Worker processes (default: config, then CPUs).",
     ),
     access_log: str | None = typer.Option(
-        None, "--access-log", help="Access-log destination: a file, `-` for stdout, `off`."
+        None,
+        "--access-log",
+        metavar="FILE",
+        help="Access-log destination: a file, `-` for stdout, `off`.",
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="Quick mode: serve HTTPS with this PEM certificate (chain)."
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Quick mode: its private key."),
+    tls_internal: bool = typer.Option(
+        False, "--tls-internal", help="Quick mode: HTTPS with a certificate from `backhaul ca`."
     ),
 ) -> None:
     """Run the edge.
@@ -47,10 +68,16 @@ def serve(
         raise UsageError(
             "--listen goes with --to (quick mode); with a config file, set listeners[].address"
         )
+    tls = _quick_tls(tls_cert, tls_key, tls_internal)
+    if tls is not None and to is None:
+        raise UsageError(
+            "--tls-cert/--tls-key/--tls-internal go with --to (quick mode); with a config"
+            " file, set listeners[].tls"
+        )
     if config is not None:
         cfg = load_file(config)
     elif to is not None:
-        cfg = quick_config(to, listen or "127.0.0.1:8080")
+        cfg = quick_config(to, listen or ("127.0.0.1:8443" if tls else "127.0.0.1:8080"), tls)
     else:
         cfg = default_config()
     if access_log is not None:
@@ -74,6 +101,19 @@ def serve(
     if cfg.access_log.enabled and cfg.access_log.path != "-":
         check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))
+
+
+def _quick_tls(cert: Path | None, key: Path | None, internal: bool) -> dict[str, object] | None:
+    """The listener's ``tls`` block from the quick-mode flags (None: plain HTTP)."""
+    if internal:
+        if cert is not None or key is not None:
+            raise UsageError("use either --tls-internal or --tls-cert/--tls-key, not both")
+        return {"internal": True}
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both")
+    if cert is None or key is None:
+        return None
+    return {"cert": str(cert), "key": str(key)}
 
 
 def check_writable(path: str) -> None:

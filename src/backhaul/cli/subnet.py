@@ -103,7 +103,7 @@ def _binary_text(bits: str, prefixlen: int) -> Text:
 @subnet_app.command("info")
 def info_cmd(
     address: str = typer.Argument(
-        ..., help="ADDRESS\\[/PREFIX] or ADDRESS/NETMASK, e.g. 10.1.2.3/20 or 2001:db8::/48."
+        ..., help="ADDRESS[/PREFIX] or ADDRESS/NETMASK, e.g. 10.1.2.3/20 or 2001:db8::/48."
     ),
     netmask: str | None = typer.Argument(
         None, help="Optional netmask as a second word, e.g. 10.1.2.3 255.255.240.0."
@@ -179,12 +179,17 @@ def _subnet_row(net: calc.IPNetwork) -> dict[str, Any]:
 @subnet_app.command("split")
 def split_cmd(
     network: str = typer.Argument(..., help="The prefix to split, e.g. 10.0.0.0/22."),
-    prefix: int | None = typer.Option(None, "--prefix", "-p", help="New prefix length."),
+    prefix: int | None = typer.Option(
+        None, "--prefix", "-p", metavar="LENGTH", help="New prefix length."
+    ),
     hosts: int | None = typer.Option(
-        None, "--hosts", "-H", help="Smallest subnets that hold this many hosts each."
+        None, "--hosts", "-H", metavar="N", help="Smallest subnets that hold this many hosts each."
     ),
     limit: int = typer.Option(
-        1024, "--limit", help="List at most this many subnets (0: all); the count is exact."
+        1024,
+        "--limit",
+        metavar="N",
+        help="List at most this many subnets (0: all); the count is exact.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -205,10 +205,12 @@ def trace_command(
     port: int | None = typer.Option(
         None, "-p", "--port", help="UDP: first destination port (default 33434)."
     ),
-    max_hops: int = typer.Option(30, "-m", "--max-hops", help="Largest TTL to try."),
-    queries: int = typer.Option(3, "-q", "--queries", help="Probes per hop."),
-    first_ttl: int = typer.Option(1, "-f", "--first-ttl", help="TTL to start at."),
-    wait: float = typer.Option(2.0, "-w", "--wait", help="Seconds to wait for a hop's answers."),
+    max_hops: int = typer.Option(30, "-m", "--max-hops", metavar="N", help="Largest TTL to try."),
+    queries: int = typer.Option(3, "-q", "--queries", metavar="N", help="Probes per hop."),
+    first_ttl: int = typer.Option(1, "-f", "--first-ttl", metavar="TTL", help="TTL to start at."),
+    wait: float = typer.Option(
+        2.0, "-w", "--wait", metavar="SECONDS", help="Seconds to wait for a hop's answers."
+    ),
     paris: bool = typer.Option(
         False, "--paris", help="Keep the flow identifier constant (load-balanced paths)."
     ),
@@ -221,9 +223,15 @@ def trace_command(
         None, "--report", metavar="N", help="Run N rounds and print mtr's per-hop report."
     ),
     interval: float = typer.Option(
-        1.0, "-i", "--interval", help="Report mode: seconds between rounds."
+        1.0, "-i", "--interval", metavar="SECONDS", help="Report mode: seconds between rounds."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (shape: see module docs)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print JSON: {"target", "address", "reached", "hops": [{"ttl", "probes":'
+        ' [{"address", "rtt_ms", "kind", "annotation"}]}], ...}; with --report, hops are'
+        ' [{"ttl", "address", "sent", "received", "loss_percent", "avg_ms", ...}].',
+    ),
 ) -> None:
     """Show the routers on the path to TARGET (UDP probes unless --icmp or --tcp PORT).
 

@@ -36,11 +36,16 @@ def default_config() -> EdgeConfig:
     return load_text(DEFAULT_YAML, "<embedded default>")
 
 
-def quick_config(to: str, listen: str = "127.0.0.1:8080") -> EdgeConfig:
+def quick_config(
+    to: str, listen: str = "127.0.0.1:8080", tls: dict[str, object] | None = None
+) -> EdgeConfig:
     """One listener on ``listen`` proxying everything to the single upstream ``to``
-    (``"http://127.0.0.1:3000"`` or ``"127.0.0.1:3000"``); ConfigError if either is bad."""
+    (``"http://127.0.0.1:3000"``, ``"127.0.0.1:3000"``, or ``"https://..."`` for TLS to it,
+    verified against the system store); ``tls`` is the listener's ``tls`` block (HTTPS).
+    ConfigError if anything is bad."""
     source = "<command line>"
     problems: list[tuple[str, str]] = []
+    upstream_tls = to.strip().lower().startswith("https://")
     upstream = _upstream(to, problems)
     try:
         parse_address(listen)
@@ -48,10 +53,16 @@ def quick_config(to: str, listen: str = "127.0.0.1:8080") -> EdgeConfig:
         problems.append(("--listen", str(exc)))
     if problems:
         raise ConfigError(source, problems)
+    listener: dict[str, object] = {"name": "main", "address": listen}
+    if tls is not None:
+        listener["tls"] = tls
+    cluster: dict[str, object] = {"endpoints": [{"address": upstream}]}
+    if upstream_tls:
+        cluster["tls"] = {}
     data = {
-        "listeners": [{"name": "main", "address": listen}],
+        "listeners": [listener],
         "routes": [{"name": "default", "proxy": {"cluster": "upstream"}}],
-        "clusters": {"upstream": {"endpoints": [{"address": upstream}]}},
+        "clusters": {"upstream": cluster},
     }
     return load_data(data, source)
 
@@ -61,17 +72,15 @@ def _upstream(to: str, problems: list[tuple[str, str]]) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep:
         rest = text
-    elif scheme.lower() != "http":
-        problems.append(
-            ("--to", f"found the scheme {scheme!r}: expected http:// (the only one for now)")
-        )
+    elif scheme.lower() not in ("http", "https"):
+        problems.append(("--to", f"found the scheme {scheme!r}: expected http:// or https://"))
         return ""
     authority, slash, path = rest.partition("/")
     if slash and path:
         problems.append(("--to", f"found the path '/{path}': expected only scheme, host and port"))
         return ""
     if sep and authority and (authority.endswith("]") or ":" not in authority):
-        authority += ":80"
+        authority += ":443" if scheme.lower() == "https" else ":80"
     try:
         address = parse_address(authority)
     except UnitError as exc:

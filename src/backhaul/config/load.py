@@ -17,13 +17,24 @@ import difflib
 import re
 import types
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from backhaul.config.model import EdgeConfig, Problems
+from backhaul.config.model import (
+    CONFIG_DIR,
+    Admin,
+    Cluster,
+    EdgeConfig,
+    Listener,
+    Problems,
+    Route,
+    cross_check_parts,
+    default_names,
+    route_retries,
+)
 from backhaul.config.units import describe
 from backhaul.errors import ConfigError
 
@@ -33,6 +44,8 @@ __all__ = ["MAX_CONFIG_BYTES", "load_data", "load_file", "load_text", "parse_yam
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 #: Aliases may not expand a document past this many nodes ("billion laughs").
 MAX_NODES = 200_000
+
+M = TypeVar("M", bound=BaseModel)
 
 _TOP_EXPECTED = "expected a mapping with the keys listeners, routes and clusters"
 
@@ -315,8 +328,8 @@ def _message(err: Any) -> str:
     return f"{found}: {err.get('msg', 'invalid value')}"
 
 
-def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
-    """One ``(path, message)`` per error, in file order."""
+def _problems(exc: ValidationError, root: Node | None) -> list[tuple[int, str, str]]:
+    """One ``(line, path, message)`` per error."""
     problems: list[tuple[int, str, str]] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -334,8 +347,40 @@ def _problems(exc: ValidationError, root: Node | None) -> list[tuple[str, str]]:
             continue
         line = _line(root, loc)
         problems.append((line, format_loc(loc), _with_line(_message(err), line)))
-    problems.sort(key=lambda item: item[0])
-    return [(path, message) for _, path, message in problems]
+    return problems
+
+
+def _valid(model: type[M], value: object) -> M | None:
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _between_parts(data: dict[str, Any], root: Node | None) -> list[tuple[int, str, str]]:
+    """The cross-checks (names, overlapping addresses, references, merged retries) over the
+    parts of a config that failed as a whole: each listener, route, cluster and the admin
+    block validated on its own, the ones that fail left out. So one bad part (a duplicate
+    endpoint, a port out of range) does not hide the problems between the others."""
+    named = default_names(data)
+    raw_listeners = named.get("listeners")
+    raw_listeners = raw_listeners if isinstance(raw_listeners, list | tuple) else []
+    raw_routes = named.get("routes")
+    raw_routes = raw_routes if isinstance(raw_routes, list | tuple) else []
+    raw_clusters = named.get("clusters")
+    raw_clusters = raw_clusters if isinstance(raw_clusters, dict) else {}
+    listeners = [_valid(Listener, item) for item in raw_listeners]
+    names = [item.get("name") if isinstance(item, dict) else None for item in raw_listeners]
+    routes = [_valid(Route, item) for item in raw_routes]
+    clusters = {str(name): _valid(Cluster, item) for name, item in raw_clusters.items()}
+    admin = _valid(Admin, named["admin"]) if named.get("admin") is not None else None
+    found = cross_check_parts(listeners, routes, clusters, admin, names)
+    found += route_retries(routes, clusters)[1]
+    out: list[tuple[int, str, str]] = []
+    for path, message in found:
+        line = _line(root, _split(path))
+        out.append((line, path, _with_line(message, line)))
+    return out
 
 
 _PART = re.compile(r"\.?([A-Za-z0-9_-]+)|\[(\d+)\]")
@@ -352,22 +397,32 @@ def _split(path: str) -> tuple[int | str, ...]:
 # --------------------------------------------------------------------------- entry points
 
 
-def load_data(data: object, source: str, root: Node | None = None) -> EdgeConfig:
-    """Validate already-parsed data (a dict, as from YAML) into an :class:`EdgeConfig`."""
+def load_data(
+    data: object, source: str, root: Node | None = None, folder: str | None = None
+) -> EdgeConfig:
+    """Validate already-parsed data (a dict, as from YAML) into an :class:`EdgeConfig`.
+
+    ``folder`` is where the config file is: relative paths in it (``access_log.path``) are
+    resolved against it. Without one they stay as written.
+    """
     if data is None:
         raise ConfigError(source, [("", f"found an empty document: {_TOP_EXPECTED}")])
     if not isinstance(data, dict):
         raise ConfigError(source, [("", f"found {describe(data)}: {_TOP_EXPECTED}")])
     try:
-        return EdgeConfig.model_validate(data)
+        return EdgeConfig.model_validate(data, context={CONFIG_DIR: folder})
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc, root)) from exc
+        problems = _problems(exc, root) + _between_parts(data, root)
+        unique = dict.fromkeys(problems)  # a failed cross-check is found both ways
+        ordered = sorted(unique, key=lambda item: item[0])
+        raise ConfigError(source, [(path, message) for _, path, message in ordered]) from exc
 
 
-def load_text(text: str, source: str = "<text>") -> EdgeConfig:
-    """Parse and validate YAML ``text``; ``source`` names it in errors."""
+def load_text(text: str, source: str = "<text>", folder: str | None = None) -> EdgeConfig:
+    """Parse and validate YAML ``text``; ``source`` names it in errors; ``folder`` as for
+    :func:`load_data`."""
     data, root = parse_yaml(text, source)
-    return load_data(data, source, root)
+    return load_data(data, source, root, folder)
 
 
 def load_file(path: str | Path) -> EdgeConfig:
@@ -399,4 +454,4 @@ def load_file(path: str | Path) -> EdgeConfig:
             source,
             [("", f"found bytes that are not UTF-8 at offset {exc.start}: expected UTF-8 text")],
         ) from exc
-    return load_text(text, source)
+    return load_text(text, source, str(file.absolute().parent))

@@ -15,11 +15,14 @@ effective policy from one block.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import (
     Field,
     GetJsonSchemaHandler,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -75,9 +78,12 @@ from backhaul.config.fields import (
     header_value,
     one_of,
 )
+from backhaul.config.tls import ClientCertMatch, Hsts, ListenerTls, RedirectHttps, UpstreamTls
 from backhaul.config.units import Address, describe, format_duration
+from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = [
+    "CONFIG_DIR",
     "HASH_POLICIES",
     "RETRY_CONDITIONS",
     "AccessLog",
@@ -126,9 +132,15 @@ __all__ = [
     "advisories",
     "balance_settings",
     "cross_check",
+    "cross_check_parts",
+    "default_names",
     "retry_policy",
+    "route_retries",
 ]
 
+
+#: Validation context key: the folder of the config file, for the paths in it.
+CONFIG_DIR = "config_dir"
 
 # --------------------------------------------------------------------------- models
 
@@ -137,8 +149,22 @@ class AccessLog(ConfigModel):
     """One line per request; JSON objects or the combined log format."""
 
     enabled: bool = True
-    path: str = Field(default="-", min_length=1, description="'-' = stdout, else a file path")
+    path: str = Field(
+        default="-",
+        min_length=1,
+        description="'-' = stdout, else a file path (a relative one is in the config's folder)",
+    )
     format: Literal["json", "combined"] = "json"
+
+    @field_validator("path")
+    @classmethod
+    def _beside_the_config(cls, value: str, info: ValidationInfo) -> str:
+        # A relative path names a file next to the config file, whatever the working
+        # directory of `backhaul serve` (the loader passes the config's folder).
+        folder = (info.context or {}).get(CONFIG_DIR)
+        if value == "-" or folder is None or PurePath(value).is_absolute():
+            return value
+        return str(PurePath(folder) / value)
 
 
 class Admin(ConfigModel):
@@ -196,6 +222,10 @@ class Listener(ConfigModel):
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
     timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts)
     forwarding: Forwarding = Field(default_factory=Forwarding)
+    tls: ListenerTls | None = Field(default=None, description="HTTPS (see config/tls.py)")
+    redirect_https: RedirectHttps | None = Field(
+        default=None, description="answer every request with a redirect to https://"
+    )
 
 
 class HeaderMatch(ConfigModel):
@@ -236,6 +266,9 @@ class RouteMatch(ConfigModel):
     regex: str | None = Field(default=None, description="full-match regex on the path")
     methods: tuple[str, ...] | None = Field(default=None, min_length=1)
     headers: tuple[HeaderMatch, ...] = ()
+    client_cert: ClientCertMatch | None = Field(
+        default=None, description="the verified TLS client certificate (client_auth)"
+    )
 
     @field_validator("regex")
     @classmethod
@@ -318,7 +351,8 @@ class ProxyAction(ConfigModel):
 
 
 class RedirectAction(ConfigModel):
-    """Answer with a redirect; ``{path}`` and ``{query}`` in ``to`` expand."""
+    """Answer with a redirect; ``{path}`` and ``{query}`` in ``to`` expand (see
+    :mod:`backhaul.http.redirect`; an empty query leaves no bare ``?``)."""
 
     to: str = Field(min_length=1, description="absolute URL or path")
     status: Literal[301, 302, 303, 307, 308] = 302
@@ -335,7 +369,13 @@ class RedirectAction(ConfigModel):
                 f"found {describe(value)}: expected an absolute URL ('https://...') or a path"
                 " starting with '/'"
             )
+        parse_redirect(value)  # unknown placeholders ({pth}) and stray braces
         return value
+
+    @property
+    def template(self) -> RedirectTemplate:
+        """``to``, parsed: ``template.location(path, query)`` is the ``Location``."""
+        return parse_redirect(self.to)
 
 
 class RespondAction(ConfigModel):
@@ -369,6 +409,7 @@ class Route(ConfigModel):
     redirect: RedirectAction | None = None
     respond: RespondAction | None = None
     limits: RouteLimits | None = None
+    hsts: Hsts | None = Field(default=None, description="Strict-Transport-Security over HTTPS")
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:
@@ -458,6 +499,7 @@ class Cluster(ConfigModel):
     )
     retries: ClusterRetries = Field(default_factory=ClusterRetries)
     circuit_breakers: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    tls: UpstreamTls | None = Field(default=None, description="TLS to the endpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> Cluster:
@@ -516,22 +558,7 @@ class EdgeConfig(ConfigModel):
     @model_validator(mode="before")
     @classmethod
     def _default_names(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        out = dict(data)
-        for key, prefix in (("listeners", "listener"), ("routes", "route")):
-            items = out.get(key)
-            if not isinstance(items, list | tuple):
-                continue
-            named: list[Any] = []
-            for i, item in enumerate(items):
-                if isinstance(item, dict) and item.get("name") is None:
-                    item = {**item, "name": f"{prefix}-{i}"}
-                elif isinstance(item, Listener | Route) and not item.name:
-                    item = item.model_copy(update={"name": f"{prefix}-{i}"})
-                named.append(item)
-            out[key] = named
-        return out
+        return default_names(data)
 
     @model_validator(mode="after")
     def _cross_check(self) -> EdgeConfig:
@@ -576,6 +603,26 @@ class EdgeConfig(ConfigModel):
         raise KeyError(name)
 
 
+def default_names(data: Any) -> Any:
+    """Raw config data with ``listener-N`` / ``route-N`` names where the file gives none."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key, prefix in (("listeners", "listener"), ("routes", "route")):
+        items = out.get(key)
+        if not isinstance(items, list | tuple):
+            continue
+        named: list[Any] = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and item.get("name") is None:
+                item = {**item, "name": f"{prefix}-{i}"}
+            elif isinstance(item, Listener | Route) and not item.name:
+                item = item.model_copy(update={"name": f"{prefix}-{i}"})
+            named.append(item)
+        out[key] = named
+    return out
+
+
 def _overlap(a: Address, b: Address) -> bool:
     if a.port != b.port or a.port == 0:
         return False
@@ -592,9 +639,30 @@ def _overlap(a: Address, b: Address) -> bool:
 
 def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
     """Problems that span several parts of ``config``, each with its config path."""
+    return cross_check_parts(config.listeners, config.routes, config.clusters, config.admin)
+
+
+def cross_check_parts(
+    listeners: Sequence[Listener | None],
+    routes: Sequence[Route | None],
+    clusters: Mapping[str, object],
+    admin: Admin | None,
+    listener_names: Sequence[object] = (),
+) -> list[tuple[str, str]]:
+    """:func:`cross_check` over parts of a config, some of which may have failed their own
+    validation (``None``): the loader runs it then too, so that one bad part does not hide
+    the problems between the others. ``listener_names[i]`` is the name the file gives
+    listener ``i`` when that listener is ``None``; ``clusters`` needs only its names.
+    """
     problems: list[tuple[str, str]] = []
     seen_names: dict[str, int] = {}
-    for i, listener in enumerate(config.listeners):
+    for i, maybe in enumerate(listeners):
+        if maybe is None:
+            raw = listener_names[i] if i < len(listener_names) else None
+            if isinstance(raw, str) and raw.strip() and raw not in seen_names:
+                seen_names[raw] = i
+            continue
+        listener = maybe
         if not listener.name.strip():
             problems.append((f"listeners[{i}].name", "found an empty string: expected a name"))
         elif listener.name in seen_names:
@@ -608,8 +676,19 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
             )
         else:
             seen_names[listener.name] = i
+        if listener.tls is not None and listener.redirect_https is not None:
+            problems.append(
+                (
+                    f"listeners[{i}].redirect_https",
+                    "found redirect_https on a TLS listener: expected it on a plain-HTTP"
+                    " listener (it sends clients to the HTTPS one)",
+                )
+            )
         for j in range(i):
-            other = config.listeners[j].address
+            earlier = listeners[j]
+            if earlier is None:
+                continue
+            other = earlier.address
             if _overlap(listener.address, other):
                 same = listener.address == other
                 why = "the same address" if same else f"{other} takes that port too"
@@ -621,19 +700,24 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
                     )
                 )
                 break
-    if config.admin is not None:
-        for j, listener in enumerate(config.listeners):
-            if _overlap(config.admin.address, listener.address):
+    if admin is not None:
+        for j, other_listener in enumerate(listeners):
+            if other_listener is None:
+                continue
+            if _overlap(admin.address, other_listener.address):
                 problems.append(
                     (
                         "admin.address",
-                        f"found {describe(str(config.admin.address))}, which overlaps"
-                        f" listeners[{j}] ({listener.address}): expected an address of its own",
+                        f"found {describe(str(admin.address))}, which overlaps listeners[{j}]"
+                        f" ({other_listener.address}): expected an address of its own",
                     )
                 )
                 break
     route_names: dict[str, int] = {}
-    for i, route in enumerate(config.routes):
+    for i, maybe_route in enumerate(routes):
+        if maybe_route is None:
+            continue
+        route = maybe_route
         if not route.name.strip():
             problems.append((f"routes[{i}].name", "found an empty string: expected a name"))
         elif route.name in route_names:
@@ -655,16 +739,16 @@ def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
                         f" ({one_of(seen_names)}){did_you_mean(name, seen_names)}",
                     )
                 )
-        if route.proxy is not None and route.proxy.cluster not in config.clusters:
+        if route.proxy is not None and route.proxy.cluster not in clusters:
             name = route.proxy.cluster
             problems.append(
                 (
                     f"routes[{i}].proxy.cluster",
                     f"found {describe(name)}: expected a cluster defined under clusters"
-                    f" ({one_of(config.clusters)}){did_you_mean(name, config.clusters)}",
+                    f" ({one_of(clusters)}){did_you_mean(name, clusters)}",
                 )
             )
-    for name in config.clusters:
+    for name in clusters:
         if not name.strip():
             problems.append(("clusters", "found an empty cluster name: expected a name"))
     return problems
@@ -675,14 +759,23 @@ def _resolve_route_retries(
 ) -> tuple[tuple[Route, ...], list[tuple[str, str]]]:
     """Routes whose ``proxy.retries`` is the effective policy (the cluster's with the
     route's keys), and the problems of those merged policies."""
-    routes: list[Route] = []
+    routes, problems = route_retries(config.routes, config.clusters)
+    return tuple(r for r in routes if r is not None), problems
+
+
+def route_retries(
+    routes: Sequence[Route | None], clusters: Mapping[str, Cluster | None]
+) -> tuple[tuple[Route | None, ...], list[tuple[str, str]]]:
+    """Each route with its effective ``proxy.retries``, and the problems of those merged
+    policies; routes or clusters that failed their own validation (``None``) are passed
+    over, so the loader can run it on the parts of a bad config too."""
+    out: list[Route | None] = []
     problems: list[tuple[str, str]] = []
-    changed = False
-    for i, route in enumerate(config.routes):
-        proxy = route.proxy
-        cluster = config.clusters.get(proxy.cluster) if proxy is not None else None
-        if proxy is None or proxy.retries is None or cluster is None:
-            routes.append(route)
+    for i, route in enumerate(routes):
+        proxy = route.proxy if route is not None else None
+        cluster = clusters.get(proxy.cluster) if proxy is not None else None
+        if route is None or proxy is None or proxy.retries is None or cluster is None:
+            out.append(route)
             continue
         merged = merged_retries(cluster.retries, proxy.retries)
         backoff = backoff_problem(merged)
@@ -692,9 +785,8 @@ def _resolve_route_retries(
                 (f"routes[{i}].proxy.retries.{path}", message + " (with the cluster's retries)")
             )
         new_proxy = proxy.model_copy(update={"retries": merged})
-        routes.append(route.model_copy(update={"proxy": new_proxy}))
-        changed = True
-    return (tuple(routes) if changed else config.routes), problems
+        out.append(route.model_copy(update={"proxy": new_proxy}))
+    return tuple(out), problems
 
 
 def advisories(config: EdgeConfig) -> list[tuple[str, str]]:
@@ -733,6 +825,17 @@ def advisories(config: EdgeConfig) -> list[tuple[str, str]]:
                     " timeouts.response_headers"
                     f" ({format_duration(target.timeouts.response_headers)}), so it never"
                     " ends a try first",
+                )
+            )
+    mtls = {lst.name for lst in config.listeners if lst.tls and lst.tls.client_auth}
+    for i, route in enumerate(config.routes):
+        on = set(route.listeners) if route.listeners else {lst.name for lst in config.listeners}
+        if route.match.client_cert is not None and not on & mtls:
+            notes.append(
+                (
+                    f"routes[{i}].match.client_cert",
+                    "none of this route's listeners asks for client certificates"
+                    " (tls.client_auth), so no request has one",
                 )
             )
     catch_all: tuple[int, Route] | None = None

@@ -1,9 +1,12 @@
 """The access log: one line per exchange, formatted cheaply and written off the event loop.
 
-Lines are appended to an in-memory batch; ``flush`` (called by the worker's periodic tick and
-at shutdown) hands the batch to a writer thread, so a slow disk or a full pipe never blocks
-the loop. The batch is bounded: past ``max_pending`` lines the oldest batch is dropped and
-counted in ``dropped`` rather than growing without limit.
+Lines are appended to an in-memory batch of bytes (the data plane formats JSON lines into it
+in C; the combined format and refusals are formatted here); ``flush`` (called by the
+worker's periodic tick, at shutdown, and by the data plane when the batch passes
+``max_batch_bytes``) hands the batch to a writer thread, so a slow disk or a full pipe never
+blocks the loop. What waits for the thread is bounded: past ``max_pending`` lines a batch is
+dropped and counted in ``dropped`` rather than growing without limit; lines lost to write
+errors are counted in ``write_errors``. Both counts reach ``/metrics``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[at
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from backhaul.edge.exchange import Exchange
+    from backhaul.edge.datapath import Exchange
 
 _time = time.time
 
@@ -64,59 +67,40 @@ class _Clock:
 class AccessLog:
     """Formats and batches access-log lines; a thread writes them."""
 
-    def __init__(self, path: str = "-", fmt: str = "json", max_pending: int = 100_000) -> None:
+    def __init__(
+        self,
+        path: str = "-",
+        fmt: str = "json",
+        max_pending: int = 100_000,
+        max_batch_bytes: int = 4 << 20,
+    ) -> None:
         self.format = fmt
+        self.json = fmt == "json"
         self.path = path
         self.max_pending = max_pending
+        self.max_batch_bytes = max_batch_bytes
         self.dropped = 0
+        self.write_errors = 0
         self.written = 0
-        self._batch: list[str] = []
+        self.batch = bytearray()
+        self.lines = 0
         self._clock = _Clock()
-        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
         self._queued_lines = 0
         self._lock = threading.Lock()
-        self._stream: IO[str]
+        self._stream: IO[bytes]
         if path == "-":
-            self._stream = sys.stdout
+            sys.stdout.flush()
+            self._stream = sys.stdout.buffer
             self._owns_stream = False
         else:
-            self._stream = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+            self._stream = open(path, "ab", buffering=1 << 16)  # noqa: SIM115
             self._owns_stream = True
         self._thread = threading.Thread(target=self._run, name="backhaul-accesslog", daemon=True)
         self._thread.start()
         self.line = self._json_line if fmt == "json" else self._combined_line
-        self.exchange = self._json_exchange if fmt == "json" else self._combined_exchange
-
-    def _json_exchange(self, ex: Exchange, now: float) -> None:
-        """The JSON line of one exchange (the hot path: one f-string, few calls).
-
-        The method is a token and the edge's own request ids are hex, so only the target
-        and a client's request id can hold a quote or a backslash: those are escaped when
-        they do."""
-        target = ex.target
-        text = target.path + "?" + target.query if target.query else target.path
-        if '"' in text or "\\" in text:
-            text = _json_str(text)[1:-1]
-        rid = ex.request_id
-        rid_text = rid.decode("latin-1") if rid else ""
-        if ex.request_id_foreign:
-            rid_text = _json_str(rid_text)[1:-1]
-        route = ex.route
-        endpoint = ex.endpoint
-        ut = ex.upstream_time
-        clock = self._clock
-        wall = _time()
-        stamp = clock._iso if int(wall * 1000) == clock._milli else clock.iso(wall)
-        self._batch.append(
-            f'{{"time":"{stamp}","request_id":"{rid_text}",'
-            f'"client":"{ex.conn.client_ip}","method":"{ex.method.decode("latin-1")}",'
-            f'"target":"{text}",'
-            f'"status":{ex.status},"bytes_in":{ex.bytes_in},"bytes_out":{ex.bytes_out},'
-            f'"route":{"null" if route is None else route.log_name},'
-            f'"upstream":{"null" if endpoint is None else endpoint.log_name},'
-            f'"upstream_time":{"null" if ut is None else f"{ut:.6f}"},'
-            f'"duration":{now - ex.start_time:.6f}}}\n'
-        )
+        # JSON lines of exchanges are written by the data plane (datapath.format_json_line).
+        self.exchange = self._combined_exchange
 
     def _combined_exchange(self, ex: Exchange, now: float) -> None:
         target = ex.target
@@ -162,7 +146,7 @@ class AccessLog:
     ) -> None:
         # Strings from the request are JSON-escaped; the rest (addresses, numbers, names
         # validated at config load) cannot hold a quote or a backslash.
-        self._batch.append(
+        self._append(
             f'{{"time":"{self._clock.iso(_time())}","request_id":{_json_str(request_id)},'
             f'"client":"{client}","method":{_json_str(method)},"target":{_json_str(target)},'
             f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
@@ -192,38 +176,47 @@ class AccessLog:
         ref = referer.replace('"', "%22") or "-"
         ua = user_agent.replace('"', "%22") or "-"
         target = target.replace('"', "%22")
-        self._batch.append(
+        self._append(
             f'{client} - - [{self._clock.combined(now)}] "{method} {target} HTTP/1.1" '
             f'{status} {bytes_out} "{ref}" "{ua}"\n'
         )
 
+    def _append(self, line: str) -> None:
+        self.batch += line.encode("utf-8", "surrogateescape")
+        self.lines += 1
+        if len(self.batch) > self.max_batch_bytes:
+            self.flush()
+
     def flush(self) -> None:
         """Hand the current batch to the writer thread (never blocks on I/O)."""
-        batch = self._batch
-        if not batch:
+        lines = self.lines
+        if not lines:
             return
-        self._batch = []
+        data = bytes(self.batch)
+        self.batch.clear()
+        self.lines = 0
         with self._lock:
-            if self._queued_lines + len(batch) > self.max_pending:
-                self.dropped += len(batch)
+            if self._queued_lines + lines > self.max_pending:
+                self.dropped += lines
                 return
-            self._queued_lines += len(batch)
-        self._queue.put(batch)
+            self._queued_lines += lines
+        self._queue.put((data, lines))
 
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
-            if batch is None:
+            item = self._queue.get()
+            if item is None:
                 break
+            data, lines = item
             try:
-                self._stream.write("".join(batch))
+                self._stream.write(data)
                 if self._queue.empty():
                     self._stream.flush()
-                self.written += len(batch)
+                self.written += lines
             except (OSError, ValueError):
-                self.dropped += len(batch)
+                self.write_errors += lines
             with self._lock:
-                self._queued_lines -= len(batch)
+                self._queued_lines -= lines
 
     def close(self, timeout: float = 2.0) -> None:
         """Flush what is batched, stop the writer thread (bounded wait) and close the file."""

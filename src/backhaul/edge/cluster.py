@@ -31,10 +31,11 @@ from backhaul.balance import (
     make_balancer,
 )
 from backhaul.edge.settings import unpickle
+from backhaul.edge.tls import describe_connect_error
 from backhaul.errors import ConnectError, ConnectTimeout
 
 if TYPE_CHECKING:
-    from backhaul.edge.upstream import UpstreamConnection
+    from backhaul.edge.datapath import UpstreamConnection
 
 __all__ = ["Cluster", "ClusterStats", "Endpoint"]
 
@@ -82,14 +83,20 @@ class Endpoint(EndpointState):
                 return conn
         return None
 
-    async def wait_connected(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
-        """A new connection, within the cluster's connect timeout."""
-        from backhaul.edge.upstream import UpstreamConnection
-
+    async def wait_connected(
+        self, loop: asyncio.AbstractEventLoop, protocol: type[UpstreamConnection]
+    ) -> UpstreamConnection:
+        """A new connection of ``protocol`` (the data plane's upstream driver), within the
+        cluster's connect timeout."""
+        tls = self.cluster.tls  # ssl= and the name to verify
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
+                    lambda: protocol(self),
+                    self.host,
+                    self.port,
+                    ssl=tls.context if tls is not None else None,
+                    server_hostname=tls.server_hostname(self.host) if tls is not None else None,
                 )
         except TimeoutError as exc:
             raise ConnectTimeout(
@@ -97,11 +104,15 @@ class Endpoint(EndpointState):
                 f"{self.connect_timeout:g}s"
             ) from exc
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = describe_connect_error(exc) if tls is not None else exc.strerror or str(exc)
             raise ConnectError(
                 f"upstream endpoint {self.label} refused or failed the connection: {reason}",
                 peer=self.label,
             ) from exc
+        problem = tls.check_peer(proto.transport) if tls is not None else None  # TLS hook
+        if problem is not None:
+            proto.close()
+            raise ConnectError(f"upstream endpoint {self.label}: {problem}", peer=self.label)
         return proto
 
     def release(self, conn: UpstreamConnection, now: float) -> None:
@@ -169,6 +180,7 @@ class Cluster:
         "rng",
         "stats",
         "sticky",
+        "tls",
     )
 
     def __init__(
@@ -186,6 +198,7 @@ class Cluster:
         self.max_idle = int(config.pool.max_idle)
         self.idle_timeout = float(config.pool.idle_timeout)
         self.stats = ClusterStats()
+        self.tls: Any = None  # TLS hook: edge.tls.ClientTls when the cluster has tls
         self.rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.endpoints: list[Endpoint] = []
         for i, ep in enumerate(config.endpoints):

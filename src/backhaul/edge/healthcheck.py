@@ -49,8 +49,17 @@ async def wait_check(cluster: Cluster, ep: Endpoint) -> tuple[bool, str]:
     assert schedule is not None
     try:
         async with asyncio.timeout(schedule.timeout):
-            reader, writer = await asyncio.open_connection(ep.host, ep.port)
+            tls = cluster.tls  # TLS hook: checks use the cluster's TLS
+            reader, writer = await asyncio.open_connection(
+                ep.host,
+                ep.port,
+                ssl=tls.context if tls is not None else None,
+                server_hostname=tls.server_hostname(ep.host) if tls is not None else None,
+            )
             try:
+                problem = tls.check_peer(writer.transport) if tls is not None else None
+                if problem is not None:  # TLS hook: tls.verify_name
+                    return False, problem
                 check = cluster.check
                 if check is None:  # tcp
                     return True, "connected"

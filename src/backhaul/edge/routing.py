@@ -14,9 +14,28 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from backhaul.http.redirect import RedirectTemplate, parse_redirect
+
 __all__ = ["CompiledRoute", "RouteTable"]
 
 _CACHE_MAX = 4096
+
+# TLS hook: routes may match the verified client certificate (match.client_cert) through
+# two pseudo-fields that edge/tls.py adds to the fields routing sees on mTLS listeners;
+# clients cannot send them (llhttp refuses a field name that starts with ':').
+CLIENT_CERT_FIELD = b":client-cert"
+CLIENT_SUBJECT_FIELD = b":client-cert-subject"
+
+
+def _client_cert_matches(cond: Any) -> list[tuple[bytes, str, Any]]:
+    if cond is None:
+        return []
+    out: list[tuple[bytes, str, Any]] = []
+    if cond.present is not None:
+        out.append((CLIENT_CERT_FIELD, "present", bool(cond.present)))
+    if cond.subject is not None:
+        out.append((CLIENT_SUBJECT_FIELD, "regex", re.compile(cond.subject.encode())))
+    return out
 
 
 class CompiledRoute:
@@ -40,6 +59,7 @@ class CompiledRoute:
         "path_exact",
         "path_prefix",
         "path_regex",
+        "redirect",
         "retry_policy",
         "respond_body",
         "respond_content_type",
@@ -83,6 +103,7 @@ class CompiledRoute:
                 compiled_headers.append((name, "regex", re.compile(hm.regex.encode())))
             else:
                 compiled_headers.append((name, "present", bool(hm.present)))
+        compiled_headers += _client_cert_matches(getattr(match, "client_cert", None))  # TLS hook
         self.header_matches = tuple(compiled_headers)
         self.has_header_match = bool(compiled_headers)
         self.listeners = frozenset(route.listeners) if route.listeners else None
@@ -95,6 +116,7 @@ class CompiledRoute:
         self.host_out: bytes | None = None
         self.respond_body = b""
         self.respond_content_type = b""
+        self.redirect: RedirectTemplate | None = None
         if route.proxy is not None:
             self.kind = "proxy"
             proxy = route.proxy
@@ -106,6 +128,7 @@ class CompiledRoute:
                 self.host_out = proxy.host_rewrite.encode()
         elif route.redirect is not None:
             self.kind = "redirect"
+            self.redirect = parse_redirect(route.redirect.to)
         else:
             self.kind = "respond"
             self.respond_body = route.respond.body.encode()
@@ -159,10 +182,48 @@ class CompiledRoute:
         return True
 
 
-class RouteTable:
-    """Routes of one listener, in order. ``match`` returns the first route that matches."""
+# Steps of a compiled candidate list (see RouteTable._plan).
+_STEP_PREFIX = 0  # (kind, prefix, route): the route asks only for a path prefix
+_STEP_EXACT = 1  # (kind, path, route): only an exact path
+_STEP_REGEXES = 2  # (kind, combined pattern, ((group, route), ...)): consecutive regex-only
+_STEP_ANY = 3  # (kind, route, None): anything else, checked by the route itself
 
-    __slots__ = ("_by_host", "_cache", "_generic", "routes")
+
+def _only(route: CompiledRoute, host_known: bool) -> str | None:
+    """Which single path condition ``route`` has when that is all it asks for (its host
+    being known to match when ``host_known``), else None."""
+    if route.methods is not None or route.header_matches:
+        return None
+    if not host_known and (route.exact_hosts or route.wildcard_suffixes):
+        return None
+    conditions = [
+        name
+        for name, value in (
+            ("exact", route.path_exact),
+            ("prefix", route.path_prefix),
+            ("regex", route.path_regex),
+        )
+        if value is not None
+    ]
+    return conditions[0] if len(conditions) == 1 else None
+
+
+def _refers_to_groups(pattern: str) -> bool:
+    """Whether a pattern refers to its own groups (backreferences, conditionals): their
+    numbers would change inside a combined pattern, so such a route is matched alone."""
+    return re.search(r"\\[1-9]|\(\?P=|\(\?\(", pattern) is not None
+
+
+class RouteTable:
+    """Routes of one listener, in order. ``match`` returns the first route that matches.
+
+    Each candidate list (per exact host, and the generic one) is compiled into steps: a
+    route that asks only for a path prefix or an exact path is one string comparison, a run
+    of routes that ask only for a regex is one combined pattern (alternatives tried in
+    order, so the first route still wins), anything else is checked by the route itself.
+    """
+
+    __slots__ = ("_by_host", "_cache", "_generic", "_plans", "routes")
 
     def __init__(self, routes: Sequence[CompiledRoute]) -> None:
         self.routes = tuple(routes)
@@ -176,7 +237,54 @@ class RouteTable:
             h: tuple(r for r in self.routes if h in r.exact_hosts or r in self._generic)
             for h in exact
         }
+        self._plans: dict[str | None, tuple[tuple[int, Any, Any], ...]] = {
+            h: self._plan(candidates, h) for h, candidates in self._by_host.items()
+        }
+        self._plans[None] = self._plan(self._generic, None)
         self._cache: dict[tuple[str, str, bytes], CompiledRoute | None] = {}
+
+    @staticmethod
+    def _plan(
+        candidates: Sequence[CompiledRoute], host: str | None
+    ) -> tuple[tuple[int, Any, Any], ...]:
+        steps: list[tuple[int, Any, Any]] = []
+        run: list[CompiledRoute] = []
+
+        def close_run() -> None:
+            if not run:
+                return
+            if len(run) == 1:
+                steps.append((_STEP_ANY, run[0], None))
+            else:
+                groups = tuple((f"_r{i}", r) for i, r in enumerate(run))
+                try:
+                    combined = re.compile(
+                        "|".join(
+                            f"(?P<{g}>(?:{r.path_regex.pattern}))"  # type: ignore[union-attr]
+                            for g, r in groups
+                        )
+                    )
+                except re.error:  # e.g. a named group used by two routes
+                    steps.extend((_STEP_ANY, r, None) for r in run)
+                else:
+                    steps.append((_STEP_REGEXES, combined, groups))
+            run.clear()
+
+        for route in candidates:
+            host_known = host is not None and host in route.exact_hosts
+            only = _only(route, host_known)
+            if only == "regex" and not _refers_to_groups(route.path_regex.pattern):  # type: ignore[union-attr]
+                run.append(route)
+                continue
+            close_run()
+            if only == "prefix":
+                steps.append((_STEP_PREFIX, route.path_prefix, route))
+            elif only == "exact":
+                steps.append((_STEP_EXACT, route.path_exact, route))
+            else:
+                steps.append((_STEP_ANY, route, None))
+        close_run()
+        return tuple(steps)
 
     def match(
         self,
@@ -191,15 +299,35 @@ class RouteTable:
             return cache[key]
         except KeyError:
             pass
-        candidates = self._by_host.get(host, self._generic)
+        plans = self._plans
+        steps = plans.get(host)
+        if steps is None:
+            steps = plans[None]
         cacheable = True
         found = None
-        for route in candidates:
-            if route.has_header_match:
-                cacheable = False
-            if route.host_matches(host) and route.rest_matches(path, method, headers):
-                found = route
-                break
+        for kind, a, b in steps:
+            if kind == _STEP_PREFIX:
+                if path.startswith(a):
+                    found = b
+                    break
+            elif kind == _STEP_EXACT:
+                if path == a:
+                    found = b
+                    break
+            elif kind == _STEP_REGEXES:
+                m = a.fullmatch(path)
+                if m is not None:
+                    for group, route in b:
+                        if m.start(group) >= 0:
+                            found = route
+                            break
+                    break
+            else:
+                if a.has_header_match:
+                    cacheable = False
+                if a.host_matches(host) and a.rest_matches(path, method, headers):
+                    found = a
+                    break
         if cacheable:
             if len(cache) >= _CACHE_MAX:
                 cache.clear()

@@ -18,11 +18,13 @@ import signal
 import socket
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from backhaul.errors import NetworkError, UsageError
+from backhaul.net.bind_error import explain_bind_error
 
-__all__ = ["main", "run_worker_process", "serve", "validate_binds"]
+__all__ = ["describe_exit", "main", "run_worker_process", "serve", "validate_binds"]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
@@ -50,20 +52,15 @@ def validate_binds(config: Any) -> None:
             sock = bind_listener_socket(address.host, address.port)
         except socket.gaierror as exc:
             raise NetworkError(f"{what}: cannot resolve {address.host!r}: {exc.strerror}") from exc
-        except PermissionError as exc:
-            raise NetworkError(
-                f"{what}: no permission to bind {address} "
-                "(ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port >= 1024)"
-            ) from exc
         except OSError as exc:
-            raise NetworkError(
-                f"{what}: cannot listen on {address}: {exc.strerror} "
-                "(is another server using that port?)"
-            ) from exc
+            reason = explain_bind_error(exc.errno, address.host, address.port)
+            raise NetworkError(f"{what}: {reason}") from exc
         sock.close()
 
 
-def run_worker_process(config: Any, metrics: Any = None, control: Any = None) -> int:
+def run_worker_process(
+    config: Any, metrics: Any = None, control: Any = None, sockets: Any = None
+) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return."""
     import asyncio
 
@@ -77,7 +74,7 @@ def run_worker_process(config: Any, metrics: Any = None, control: Any = None) ->
         stop.set()
 
     async def main() -> None:
-        worker = Worker(config, loop, metrics, control)
+        worker = Worker(config, loop, metrics, control, sockets)
         try:
             await worker.start()
             loop.add_signal_handler(signal.SIGTERM, on_term)
@@ -132,6 +129,20 @@ class _Supervisor:
 
         # The operator's drain requests, shared by the workers (see the admin API).
         self.control = EndpointControl(endpoint_labels(config))
+        # Each listener's socket, bound once here and inherited by every worker it forks: a
+        # restarted worker never opens a window in which connections are refused, and no
+        # other process can join the port (no SO_REUSEPORT on it).
+        from backhaul.edge.worker import bind_listener_socket
+
+        self.sockets = {
+            lst.name: bind_listener_socket(lst.address.host, lst.address.port, reuse_port=False)
+            for lst in config.listeners
+        }
+        from backhaul.edge.tls_supervisor import TlsSupervision
+
+        # TLS hook: the ticket key shared by the workers (mapped before fork), certificate
+        # reloads on SIGHUP, renewal of internal-CA certificates. None without TLS.
+        self.tls = TlsSupervision.before_fork(config)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -141,10 +152,13 @@ class _Supervisor:
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # TLS hook: the supervisor's signal
             _die_with_parent(parent)
             code = 1
             try:
-                code = run_worker_process(self.config, (self.metrics, slot), self.control)
+                code = run_worker_process(
+                    self.config, (self.metrics, slot), self.control, self.sockets
+                )
             except BaseException as exc:
                 print(f"backhaul: worker {os.getpid()} failed: {exc}", file=sys.stderr)
             finally:
@@ -161,9 +175,16 @@ class _Supervisor:
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
+    def on_reload(self, signum: int, frame: object) -> None:
+        """SIGHUP: workers re-read their certificate files (TLS hook)."""
+        if self.tls is not None:
+            self.tls.request_reload()
+            print("backhaul: SIGHUP: reloading certificate files", file=sys.stderr, flush=True)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGHUP, self.on_reload)  # TLS hook
         for sidecar in self.sidecars:
             sidecar.start()
         for _ in range(self.size):
@@ -171,6 +192,8 @@ class _Supervisor:
         pids = " ".join(str(p) for p in self.children)
         print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
         while not self.stopping:
+            if self.tls is not None:  # TLS hook: ticket-key rotation, internal renewal
+                self.tls.tick(time.monotonic(), datetime.now(UTC))
             self.reap(restart=True)
             if not self.children:
                 print("backhaul: no worker left; stopping", file=sys.stderr)
@@ -192,25 +215,29 @@ class _Supervisor:
             self.slots.pop(pid, None)
             if not restart or self.stopping:
                 continue
-            code = os.waitstatus_to_exitcode(status)
+            code = describe_exit(status)
             now = time.monotonic()
             self.crashes = [t for t in self.crashes if now - t < _RESTART_WINDOW]
             self.crashes.append(now)
             if len(self.crashes) > _RESTART_LIMIT:
                 print(
                     f"backhaul: workers keep dying ({len(self.crashes)} in "
-                    f"{_RESTART_WINDOW:g}s, last exit {code}); not restarting",
+                    f"{_RESTART_WINDOW:g}s, the last {code}); not restarting",
                     file=sys.stderr,
                 )
                 continue
             new = self.spawn()
             print(
-                f"backhaul: worker {pid} exited ({code}); started worker {new}",
+                f"backhaul: worker {pid} {code}; started worker {new}",
                 file=sys.stderr,
                 flush=True,
             )
 
     def shutdown(self) -> int:
+        # Stop taking connections: once the workers close theirs, no copy of the listening
+        # sockets is left open, so new clients are refused rather than left queued.
+        for sock in self.sockets.values():
+            sock.close()
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
         for pid in [*self.children, *self._sidecar_pids()]:
             with contextlib.suppress(ProcessLookupError):
@@ -241,8 +268,22 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
             f"(8 per CPU); one per CPU is the usual choice"
         )
     validate_binds(config)
+    try:
+        from backhaul.edge.datapath import DATA_PLANE
+    except ImportError as exc:
+        raise UsageError(
+            "the edge's compiled data plane is not built in this installation "
+            f"({exc}); build it with `make run` or `pip install -e .` "
+            "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
+        ) from exc
+    print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
+    if any(lst.tls is not None and lst.tls.internal for lst in config.listeners):
+        from backhaul.edge.tls_supervisor import InternalCertificates
+
+        InternalCertificates(config).ensure(datetime.now(UTC))  # TLS hook: before workers
     for lst in config.listeners:
-        print(f"backhaul: listener {lst.name} on http://{lst.address}", file=sys.stderr)
+        scheme = "https" if lst.tls is not None else "http"  # TLS hook
+        print(f"backhaul: listener {lst.name} on {scheme}://{lst.address}", file=sys.stderr)
     from backhaul.services.sidecar import handoff
 
     sidecars = handoff(config)  # the dhcp: section goes to its own process, not the workers
@@ -272,6 +313,21 @@ def main(argv: list[str] | None = None) -> int:
     os.close(fd)
     settings = thaw(b"".join(chunks))
     return _Supervisor(settings, int(opts["--workers"]), sidecars).run()
+
+
+def describe_exit(status: int) -> str:
+    """A ``waitpid`` status in words: ``exited with status 3``, ``was killed by SIGKILL``."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"was killed by {name}{core}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"changed state ({status:#x})"
 
 
 if __name__ == "__main__":

@@ -11,27 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import socket
 import sys
 import traceback
-from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backhaul.edge.accesslog import AccessLog
 from backhaul.edge.cluster import Cluster
-from backhaul.edge.downstream import DL_IDLE, DL_NONE, HttpConnection
-from backhaul.edge.exchange import EX_NONE
+from backhaul.edge.datapath import (
+    DEADLINE_IDLE,
+    DEADLINE_NONE,
+    EXCHANGE_DEADLINE_NONE,
+    HttpConnection,
+    WorkerContext,
+)
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.settings import unpickle
+from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
-
-if TYPE_CHECKING:
-    from backhaul.edge.exchange import Exchange
 
 __all__ = ["ListenerRuntime", "Worker", "bind_listener_socket"]
 
@@ -58,6 +59,7 @@ class ListenerRuntime:
         "routes",
         "scheme",
         "server",
+        "tls",
         "x_forwarded",
     )
 
@@ -80,6 +82,7 @@ class ListenerRuntime:
         self.forwarded = bool(fwd.forwarded)
         self.request_id = bool(fwd.request_id)
         self.server: asyncio.Server | None = None
+        self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
 
 class Stats:
@@ -122,8 +125,12 @@ class Worker:
         loop: asyncio.AbstractEventLoop | None = None,
         metrics: tuple[SharedCounters, int] | None = None,
         control: EndpointControl | None = None,
+        sockets: dict[str, socket.socket] | None = None,
     ) -> None:
+        """``sockets``: listening sockets by listener name, bound by the supervisor and
+        shared by its workers; a listener without one is bound here (SO_REUSEPORT)."""
         self.config = config
+        self._sockets = sockets or {}
         self.pid = os.getpid()
         # What the operator asked of each endpoint (drain), shared by every worker.
         self.endpoint_control = (
@@ -134,26 +141,43 @@ class Worker:
         else:
             store, slot = metrics
             self.metrics = WorkerMetrics(store.layout, store, slot)
-        self.record_metrics = self.metrics.record
         self.admin: Any = None
         self.loop = loop or asyncio.get_event_loop()
-        self.connections: set[HttpConnection] = set()
         self.stats = Stats()
-        self.draining = False
         self.server_header: bytes | None = (
             config.server_header.encode() if config.server_header else None
         )
         self.via: bytes | None = b"1.1 backhaul"
         self.clusters: dict[str, Cluster] = {}
+        self.tls = EdgeTls.empty()  # TLS hook: set in start()
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._id_prefix = os.urandom(6).hex()
         log_cfg = config.access_log
         self.access_log: AccessLog | None = (
             AccessLog(log_cfg.path, log_cfg.format) if log_cfg.enabled else None
         )
+        # What the data plane reads on every request, typed (see datapath.WorkerContext).
+        self.context = WorkerContext(
+            self,
+            self.loop,
+            self.via,
+            self.server_header,
+            self.access_log,
+            self.stats,
+            self.metrics.recorder,
+            os.urandom(6).hex().encode(),
+        )
+        self.connections: set[HttpConnection] = self.context.connections
+
+    @property
+    def draining(self) -> bool:
+        """Whether the worker stops taking new requests (connections close when idle)."""
+        return bool(self.context.draining)
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.context.draining = value
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,6 +191,9 @@ class Worker:
                     self._origins.append(server)
                     builtin_ports[i] = port
             self.clusters[name] = Cluster(name, cluster_cfg, builtin_ports, self.loop.time())
+        self.tls = EdgeTls(config)  # TLS hook: contexts of HTTPS listeners and TLS clusters
+        for name, client_tls in self.tls.clusters.items():
+            self.clusters[name].tls = client_tls
         for lst in config.listeners:
             default_body = int(lst.limits.body)
             routes = []
@@ -188,13 +215,22 @@ class Worker:
             runtime = ListenerRuntime(lst, RouteTable(routes))
             runtime.metrics_index = self.metrics.layout.listener_index(lst.name)
             runtime.metrics_none = self.metrics.layout.series(lst.name, None)
+            runtime.tls = self.tls.server(lst.name)  # TLS hook
+            if runtime.tls is not None:
+                runtime.scheme = "https"
             self.listeners.append(runtime)
-        for runtime in self.listeners:
-            sock = bind_listener_socket(runtime.address.host, runtime.address.port)
+        for runtime, lst in zip(self.listeners, config.listeners, strict=True):
+            sock = self._sockets.get(runtime.name)
+            if sock is None:
+                sock = bind_listener_socket(runtime.address.host, runtime.address.port)
+            tls = runtime.tls  # ssl= for HTTPS, the redirect protocol for redirect_https
             runtime.server = await self.loop.create_server(
-                lambda r=runtime: HttpConnection(self, r),  # type: ignore[misc]
+                self.tls.protocol_factory(lst, self.loop)
+                or (lambda r=runtime: HttpConnection(self.context, r)),  # type: ignore[misc]
                 sock=sock,
                 backlog=4096,
+                ssl=tls.context if tls is not None else None,
+                ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
             )
         now = self.loop.time()
         for name, cluster in self.clusters.items():
@@ -225,25 +261,28 @@ class Worker:
         per_listener = [0] * len(self.listeners)
         for conn in list(self.connections):
             per_listener[conn.listener.metrics_index] += 1
-            if conn.deadline_kind != DL_NONE:
+            if conn.deadline_kind != DEADLINE_NONE:
                 if conn.deadline < now:
                     conn.on_deadline(now)
                 elif (
-                    conn.deadline_kind == DL_IDLE
-                    and conn.parser is not None
+                    conn.deadline_kind == DEADLINE_IDLE
+                    and not conn.hibernating
                     and conn.deadline < hibernate_before
                 ):
                     conn.hibernate()
             tx = conn.tx
-            if tx is not None and tx.deadline_kind != EX_NONE and tx.deadline < now:
+            if tx is not None and tx.deadline_kind != EXCHANGE_DEADLINE_NONE and tx.deadline < now:
                 tx.on_deadline(now)
+        self.tls.tick(now, metrics=self.metrics)  # TLS hook: ticket keys, reloads, counters
         control = self.endpoint_control
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
             cluster.tick(now)
-        if self.access_log is not None:
-            self.access_log.flush()
         metrics = self.metrics
+        log = self.access_log
+        if log is not None:
+            log.flush()
+            metrics.sync_access_log(dropped=log.dropped, write_errors=log.write_errors)
         for i, n in enumerate(per_listener):
             metrics.set_active_connections(i, n)
         for ci, cluster in enumerate(self.clusters.values()):
@@ -320,25 +359,9 @@ class Worker:
 
     # -- used by connections -------------------------------------------------------------
     def next_request_id(self) -> bytes:
-        return f"{self._id_prefix}{next(self._ids):010x}".encode()
+        return bytes(self.context.next_request_id())
 
-    def log_exchange(self, ex: Exchange) -> None:
-        self.stats.exchanges += 1
-        now = perf_counter()
-        route = ex.route
-        self.record_metrics(
-            route.metrics_key if route is not None else ex.conn.listener.metrics_none,
-            ex.status,
-            now - ex.start_time,
-            ex.upstream_time,
-            ex.bytes_in,
-            ex.bytes_out,
-        )
-        log = self.access_log
-        if log is not None:
-            log.exchange(ex, now)
-
-    def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int) -> None:
+    def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int, url: bytes) -> None:
         self.stats.exchanges += 1
         self.metrics.record_reject(conn.listener.metrics_none, status, 0, nbytes)
         log = self.access_log
@@ -348,7 +371,7 @@ class Worker:
             self.next_request_id().decode(),
             conn.client_ip,
             "-",
-            conn.url.decode("latin-1")[:512],
+            url.decode("latin-1")[:512],
             status,
             0,
             nbytes,

@@ -1,10 +1,10 @@
 """HTTP/1.1 policy of the edge, sans-IO: framing validation, request targets, header rules,
 problem+json errors.
 
-The edge's protocol (httptools callbacks) calls, per request:
-:func:`parse_target` on the URL, :func:`inspect_request_head` on the header lines,
-:func:`forward_request_headers` and :func:`encode_head` to write upstream; per upstream
-response :func:`inspect_response_head`, :func:`forward_response_headers`, :func:`encode_head`;
+The edge's data plane (``backhaul.edge.datapath``) calls, per request: :func:`parse_target`
+on the URL, :func:`inspect_request_head` on the header lines, and applies the header rules
+of :mod:`backhaul.http.headers` in one pass to write upstream; per upstream response it uses
+:func:`inspect_response_head` for framing it cannot decide on its fast path; and
 :func:`problem_response` for every error the edge answers itself. Each raises
 :class:`~backhaul.errors.RemoteProtocolError` (with ``status_hint``) for bad peer input.
 """
@@ -15,12 +15,7 @@ from backhaul.http.head import (
     inspect_request_head,
     inspect_response_head,
 )
-from backhaul.http.headers import (
-    HOP_BY_HOP,
-    encode_head,
-    forward_request_headers,
-    forward_response_headers,
-)
+from backhaul.http.headers import HOP_BY_HOP, encode_head
 from backhaul.http.problem import REASONS, problem_response
 from backhaul.http.target import Target, parse_target
 
@@ -31,8 +26,6 @@ __all__ = [
     "ResponseFacts",
     "Target",
     "encode_head",
-    "forward_request_headers",
-    "forward_response_headers",
     "inspect_request_head",
     "inspect_response_head",
     "parse_target",

@@ -48,7 +48,7 @@ _PRINTABLE = bytes(range(0x21, 0x7F))
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _UNRESERVED_SET = frozenset(_UNRESERVED)
 # Printable characters RFC 3986 does not allow raw in a path; encoded during normalisation.
-_ENCODE_TABLE = {c: f"%{c:02X}" for c in b'"<>\\^`{|}'}
+_ENCODE_TABLE = {c: f"%{c:02X}" for c in list(b'"<>\\^`{|}')}
 _RFC_TARGET = "RFC 9112 3.2"
 
 

@@ -37,12 +37,12 @@ import os
 import time
 import zlib
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from backhaul.errors import BackhaulError
+from backhaul.state.recorder import Recorder
 
 __all__ = [
     "BREAKERS",
@@ -50,6 +50,7 @@ __all__ = [
     "HEALTH_STATES",
     "STALE_AFTER",
     "STATUS_CLASSES",
+    "TLS_HANDSHAKE_FAILURES",
     "Layout",
     "MetricsLayoutError",
     "SharedCounters",
@@ -93,6 +94,19 @@ equal; this module does not import the balance package, to keep the supervisor s
 
 BREAKERS = ("max_connections", "max_pending", "max_requests")
 """Circuit-breaker kinds, as :class:`backhaul.balance.circuit.Limit` names them."""
+
+TLS_HANDSHAKE_FAILURES = (
+    "protocol_version",
+    "no_shared_cipher",
+    "unknown_sni",
+    "no_client_certificate",
+    "bad_client_certificate",
+    "certificate_rejected",
+    "plain_http",
+    "other",
+)
+"""Reasons a downstream TLS handshake fails (see :mod:`backhaul.edge.tls`); a TLS listener
+has one counter per reason, then one of completed handshakes."""
 
 STALE_AFTER = 2.5
 """A slot whose last flush is older than this (seconds) is not live: its gauges are left out.
@@ -150,6 +164,8 @@ class Layout:
     endpoints: tuple[tuple[str, ...], ...]
     """Per cluster (in ``clusters`` order): its endpoint labels, in config order."""
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    tls_listeners: tuple[str, ...] = ()
+    """The listeners that speak TLS (handshake counters)."""
 
     # Derived, computed in __post_init__.
     int_fields: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
@@ -199,6 +215,9 @@ class Layout:
             ("retries", nc),
             ("budget_exhausted", nc),
             ("overflows", nc * len(BREAKERS)),
+            ("access_log_dropped", 1),
+            ("access_log_write_errors", 1),
+            ("tls_handshakes", len(self.tls_listeners) * (len(TLS_HANDSHAKE_FAILURES) + 1)),
         ]
         gauges = [("connections", len(self.listeners)), ("health", ne), ("panic", nc)]
         floats = [("duration_sum", keys), ("upstream_sum", nc + 1)]
@@ -242,6 +261,7 @@ class Layout:
                 self.clusters,
                 self.endpoints,
                 self.buckets,
+                self.tls_listeners,
                 _VERSION,
             )
         )
@@ -342,6 +362,11 @@ def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> L
             else:
                 labels.append(f"builtin:{name}-{i + 1}")
         endpoints.append(_names_unique(labels))
+    tls_listeners = tuple(
+        str(_get(lst, "name"))
+        for lst in _get(settings, "listeners", ())
+        if _get(lst, "tls") is not None
+    )
     return Layout(
         listeners=listeners,
         routes=tuple(routes),
@@ -350,6 +375,7 @@ def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> L
         clusters=tuple(clusters),
         endpoints=tuple(endpoints),
         buckets=tuple(float(b) for b in buckets),
+        tls_listeners=tls_listeners,
     )
 
 
@@ -508,11 +534,13 @@ class WorkerMetrics:
         "_upstream_sum",
         "layout",
         "record",
+        "recorder",
         "slot",
         "store",
     )
 
     record: Callable[[int, int, float, float | None, int, int], None]
+    recorder: Recorder
 
     def __init__(self, layout: Layout, store: SharedCounters, slot: int) -> None:
         store.check(layout)
@@ -525,14 +553,15 @@ class WorkerMetrics:
         self._floats = floats
         # Take over the slot: counters continue from what a previous owner left.
         a, b = store.snapshot(slot)
-        self._lists: dict[str, list[Any]] = {}
+        # Arrays (not lists): the compiled recorder increments them in C.
+        self._lists: dict[str, array[Any]] = {}
         for name, (lo, hi) in layout.int_fields.items():
             if lo < layout.counters_end:
-                self._lists[name] = a[lo:hi]
+                self._lists[name] = array("q", a[lo:hi])
             else:
-                self._lists[name] = [0] * (hi - lo)
+                self._lists[name] = array("q", bytes(8 * (hi - lo)))
         for name, (lo, hi) in layout.float_fields.items():
-            self._lists[name] = b[lo:hi]
+            self._lists[name] = array("d", b[lo:hi])
         self._seq = a[_SEQ] + (a[_SEQ] & 1)  # even, past a copy a killed owner left half-done
         ints[_SEQ] = self._seq
         ints[_PID] = os.getpid()
@@ -541,7 +570,15 @@ class WorkerMetrics:
         # What previous owners counted, for the totals that sync_cluster sets.
         self._base = {
             name: list(self._lists[name])
-            for name in ("retries", "budget_exhausted", "overflows", "ejections")
+            for name in (
+                "retries",
+                "budget_exhausted",
+                "overflows",
+                "ejections",
+                "access_log_dropped",
+                "access_log_write_errors",
+                "tls_handshakes",
+            )
         }
         self._duration_buckets = self._lists["duration_buckets"]
         self._duration_sum = self._lists["duration_sum"]
@@ -549,7 +586,8 @@ class WorkerMetrics:
         self._upstream_sum = self._lists["upstream_sum"]
         self._bytes_in = self._lists["bytes_in"]
         self._bytes_out = self._lists["bytes_out"]
-        self.record = self._recorder()
+        self.recorder = self._recorder()
+        self.record = self.recorder.record
         self.flush()
 
     @classmethod
@@ -557,40 +595,19 @@ class WorkerMetrics:
         """Metrics with a private one-slot store (a worker run without a supervisor)."""
         return cls(layout, SharedCounters(layout, 1), 0)
 
-    def _recorder(self) -> Callable[[int, int, float, float | None, int, int], None]:
-        # A closure: its state is in cells (LOAD_DEREF), cheaper than attribute lookups.
-        requests = self._lists["requests"]
-        dbuckets = self._duration_buckets
-        dsum = self._duration_sum
-        ubuckets = self._upstream_buckets
-        usum = self._upstream_sum
-        bin_ = self._bytes_in
-        bout = self._bytes_out
-        bounds = self.layout.buckets
-        nb = len(bounds) + 1
-        key_cluster = self.layout.key_cluster
-        status_class = _STATUS_CLASS
-        bisect = bisect_left
-
-        def record(
-            key: int,
-            status: int,
-            duration: float,
-            upstream_time: float | None,
-            bytes_in: int,
-            bytes_out: int,
-        ) -> None:
-            requests[key * 5 + status_class[status]] += 1
-            dbuckets[key * nb + bisect(bounds, duration)] += 1
-            dsum[key] += duration
-            bin_[key] += bytes_in
-            bout[key] += bytes_out
-            if upstream_time is not None:
-                ci = key_cluster[key]
-                ubuckets[ci * nb + bisect(bounds, upstream_time)] += 1
-                usum[ci] += upstream_time
-
-        return record
+    def _recorder(self) -> Recorder:
+        lists = self._lists
+        return Recorder(
+            lists["requests"],
+            self._duration_buckets,
+            self._upstream_buckets,
+            self._bytes_in,
+            self._bytes_out,
+            self._duration_sum,
+            self._upstream_sum,
+            array("d", self.layout.buckets),
+            array("q", self.layout.key_cluster),
+        )
 
     # -- rare events ---------------------------------------------------------------------
     def record_reject(self, key: int, status: int, bytes_in: int, bytes_out: int) -> None:
@@ -627,6 +644,18 @@ class WorkerMetrics:
     def set_panic(self, cluster_i: int, panic: bool) -> None:
         """Whether this worker balances ``cluster_i`` in panic mode (gauge)."""
         self._lists["panic"][cluster_i] = 1 if panic else 0
+
+    def sync_tls(self, tls_i: int, counts: Sequence[int]) -> None:
+        """One TLS listener's handshake totals since this worker started (failures by
+        :data:`TLS_HANDSHAKE_FAILURES`, then completed), from the tick."""
+        n = len(TLS_HANDSHAKE_FAILURES) + 1
+        if len(counts) != n:
+            raise ValueError(f"expected {n} handshake counts, not {len(counts)}")
+        at = tls_i * n
+        mine = self._lists["tls_handshakes"]
+        base = self._base["tls_handshakes"]
+        for r, count in enumerate(counts):
+            mine[at + r] = base[at + r] + count
 
     def sync_cluster(
         self,
@@ -670,6 +699,14 @@ class WorkerMetrics:
             self.set_endpoint_health(cluster_i, e, state)
         self.set_panic(cluster_i, panic)
 
+    def sync_access_log(self, *, dropped: int, write_errors: int) -> None:
+        """This worker's access-log losses since it started (from the tick): lines dropped
+        because the writer fell behind, lines lost to write errors."""
+        base = self._base
+        lists = self._lists
+        lists["access_log_dropped"][0] = base["access_log_dropped"][0] + dropped
+        lists["access_log_write_errors"][0] = base["access_log_write_errors"][0] + write_errors
+
     # -- the slot ------------------------------------------------------------------------
     def flush(self) -> None:
         """Copy the counters into this worker's slot (from the tick; also before a scrape
@@ -681,10 +718,10 @@ class WorkerMetrics:
         ints[_SEQ] = seq  # odd: copying
         lists = self._lists
         for name, (lo, hi) in self.layout.int_fields.items():
-            ints[lo:hi] = array("q", lists[name])
+            ints[lo:hi] = lists[name]
         floats = self._floats
         for name, (lo, hi) in self.layout.float_fields.items():
-            floats[lo:hi] = array("d", lists[name])
+            floats[lo:hi] = lists[name]
         floats[0] = time.monotonic()
         self._seq = seq + 1
         ints[_SEQ] = seq + 1  # even: consistent
@@ -696,7 +733,7 @@ class WorkerMetrics:
             return
         for name in ("connections", "panic"):
             lst = self._lists[name]
-            lst[:] = [0] * len(lst)
+            lst[:] = array("q", bytes(8 * len(lst)))
         self.flush()
         self._ints[_CLOSED] = 1
         self._closed = True

@@ -413,11 +413,36 @@ def resolve_servers(request: DigRequest) -> list[Server]:
     return usable
 
 
+def _unreadable(path: str) -> str:
+    """Why ``path`` could not be read, in a few words."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "is a directory"
+    except PermissionError:
+        return "this user may not read it"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    return "cannot read it"
+
+
 def system_nameservers(path: str = DEFAULT_RESOLV_CONF) -> list[str]:
-    """The ``nameserver`` lines of ``path`` (read by dnspython); dig's 127.0.0.1/::1 fallback."""
+    """The ``nameserver`` lines of ``path`` (read by dnspython).
+
+    Like dig, a missing system file (``/etc/resolv.conf``) or one without nameservers means
+    127.0.0.1 and ::1. Any other file that cannot be read is an error: it was asked for.
+    """
     try:
         resolver = dns.resolver.Resolver(filename=path, configure=True)
-    except dns.resolver.NoResolverConfiguration:
+    except dns.resolver.NoResolverConfiguration as exc:
+        if path != DEFAULT_RESOLV_CONF:
+            raise UsageError(
+                f"--resolv-conf {path}: {_unreadable(path)}; give a file with nameserver lines,"
+                " or a server with @"
+            ) from exc
         return ["127.0.0.1", "::1"]
     addresses = [str(ns) for ns in resolver.nameservers if dns.inet.is_address(str(ns))]
     return addresses or ["127.0.0.1", "::1"]
@@ -517,15 +542,23 @@ def _send_once(
             source=source,
             source_port=source_port,
         )
-    return dns.query.udp(
-        query,
-        server.address,
-        timeout=options.timeout,
-        port=request.port,
-        source=source,
-        source_port=source_port,
-        ignore_unexpected=True,
-    )
+    # A connected socket, as dig uses: the kernel hands it the ICMP port-unreachable that a
+    # closed port answers with, so the try ends at once with ECONNREFUSED instead of waiting
+    # out +time. (dnspython's own socket is unconnected and never hears it.)
+    family = socket.AF_INET6 if ":" in server.address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if source is not None or source_port:
+            sock.bind((source or ("::" if family == socket.AF_INET6 else "0.0.0.0"), source_port))
+        sock.connect((server.address, request.port))
+        sock.setblocking(False)
+        return dns.query.udp(
+            query,
+            server.address,
+            timeout=options.timeout,
+            port=request.port,
+            ignore_unexpected=True,
+            sock=sock,
+        )
 
 
 def exchange(
@@ -578,10 +611,10 @@ def exchange(
             record.response = response
             return record
     detail = "; ".join(dict.fromkeys(failures)) or "no server to ask"
-    raise NoAnswer(
-        f"no reply ({detail}); check the server address and port (@server, -p), "
-        "or raise +time/+tries"
-    )
+    hint = "check the server address and port (@server, -p)"
+    if any(f.endswith("timed out") for f in failures):
+        hint += ", or raise +time/+tries"
+    raise NoAnswer(f"no reply ({detail}); {hint}")
 
 
 # --------------------------------------------------------------------------- +trace

@@ -38,9 +38,11 @@ import contextlib
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,12 +53,14 @@ from typing import Any, TypeVar
 from backhaul.errors import BackhaulError, UsageError
 
 __all__ = [
+    "IPV6_MIN_MTU",
     "LINKS",
     "ROLES",
     "Lab",
     "LabError",
     "LabUnavailable",
     "Segment",
+    "backhaul_command",
     "call_in_namespace",
     "lab_unavailable_reason",
 ]
@@ -129,12 +133,50 @@ class LabUnavailable(LabError):
     exit_code = 2
 
 
+#: capability numbers (linux/capability.h)
+_CAP_NET_ADMIN = 12
+_CAP_SYS_ADMIN = 21
+
+
+def _has_capabilities(*caps: int) -> bool:
+    """Whether this process holds every one of ``caps`` in its effective set.
+
+    Being uid 0 is not enough (a container or ``setpriv`` may have dropped them), and a
+    non-root process may hold them (file capabilities, ambient capabilities).
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return os.geteuid() == 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return all(effective >> cap & 1 for cap in caps)
+    return os.geteuid() == 0
+
+
+#: The least MTU an IPv6 link may have (RFC 8200, section 5); every lab link carries IPv6.
+IPV6_MIN_MTU = 1280
+
+
+def backhaul_command() -> str:
+    """This program as a command that works where the venv is not on PATH (under ``sudo``,
+    in ``ip netns exec``): its full path, shell-quoted."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "backhaul" and script.is_file():
+        return shlex.quote(str(script.resolve()))
+    installed = Path(sys.executable).with_name("backhaul")
+    if installed.is_file():
+        return shlex.quote(str(installed))
+    return f"{shlex.quote(sys.executable)} -m backhaul"
+
+
 def lab_unavailable_reason() -> str | None:
     """Why a lab cannot be built on this machine, or ``None`` if it looks possible."""
-    if os.geteuid() != 0:
+    if not _has_capabilities(_CAP_NET_ADMIN, _CAP_SYS_ADMIN):
         return (
             "network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN): "
-            "run as root, e.g. `sudo backhaul lab up`"
+            f"run as root, e.g. `sudo {backhaul_command()} lab up`"
         )
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed: apt-get install iproute2"
@@ -201,6 +243,16 @@ def _check_link(link: str) -> _LinkPlan:
     return plan
 
 
+def _check_mtu(link: str, mtu: int) -> _LinkPlan:
+    plan = _check_link(link)
+    if not IPV6_MIN_MTU <= mtu <= 65535:
+        raise UsageError(
+            f"mtu {mtu} on {link} is not within {IPV6_MIN_MTU}-65535: every lab link carries"
+            f" IPv6, whose links need an MTU of at least {IPV6_MIN_MTU} (RFC 8200)"
+        )
+    return plan
+
+
 @dataclass
 class Lab:
     """The four-namespace lab. Use as a context manager: it is always torn down on exit.
@@ -232,9 +284,7 @@ class Lab:
             _check_link(link)
             _parse_rate(rate)
         for link, mtu in self.mtu.items():
-            _check_link(link)
-            if not 68 <= mtu <= 65535:
-                raise UsageError(f"mtu {mtu} on {link} is not within 68-65535")
+            _check_mtu(link, mtu)
         self.hosts = _plan_hosts(self.name)
 
     # ------------------------------------------------------------------ addresses
@@ -301,7 +351,7 @@ class Lab:
         if any(self.exists().values()):
             raise LabError(
                 f"lab {self.name!r} is already (partly) up; "
-                f"run `backhaul lab down --name {self.name}` first"
+                f"run `{backhaul_command()} lab down --name {self.name}` first"
             )
         try:
             self._build()
@@ -507,9 +557,7 @@ class Lab:
         self.rate[link] = rate
 
     def set_mtu(self, link: str, mtu: int) -> None:
-        plan = _check_link(link)
-        if not 68 <= mtu <= 65535:
-            raise UsageError(f"mtu {mtu} on {link} is not within 68-65535")
+        plan = _check_mtu(link, mtu)
         for role, dev in ((plan.a, plan.a_dev), (plan.b, plan.b_dev)):
             _ip(["-n", self.hosts[role].namespace, "link", "set", dev, "mtu", str(mtu)])
         self.mtu[link] = mtu

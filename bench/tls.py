@@ -1,0 +1,337 @@
+"""backhaul against nginx as HTTPS-terminating proxies, side by side in one run (issue 8).
+
+    python -m bench.tls [--quick] [--rounds 3] [--duration 8]
+
+Both proxies terminate TLS 1.3 with the same ECDSA P-256 certificate (issued by backhaul's
+built-in CA), run one worker pinned to core 0, and forward over plain HTTP with upstream
+keep-alive to one nginx origin serving a 13-byte body (pinned to core 1, with wrk). Access
+logs are off on both: what is compared is TLS termination plus forwarding. Two loads, each
+`wrk -t1 -c50` on core 1, interleaved per round:
+
+- keep-alive: HTTPS requests on 50 persistent connections (per-record cost);
+- handshakes: `-H 'Connection: close'`, so every request is a new connection and a full
+  TLS 1.3 handshake (wrk does not resume sessions).
+
+Medians over rounds; ratios to nginx; the proxy's CPU share shows who the bottleneck was.
+When neither proxy saturates its core (a busy machine: wrk and the origin share core 1), the
+req/s ratio says little; the CPU-efficiency ratio (nginx's user+sys CPU per request over
+backhaul's) is then the steadier figure.
+Targets: keep-alive >= 0.85x nginx, handshakes >= 0.8x nginx. Figures go to stdout and to
+bench/results/tls-<timestamp>.json. Noise between runs on a shared 2-core VM is about
++-10%: only figures taken side by side in one run are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .proxy import (
+    LOAD_CORE,
+    PROXY_CORE,
+    RESULTS,
+    BenchError,
+    Processes,
+    backhaul_bin,
+    cpu_seconds,
+    free_ports,
+    parse_wrk,
+    wait_listening,
+)
+
+TARGET_KEEPALIVE, TARGET_HANDSHAKES = 0.85, 0.80
+BODY = b"hello, world\n"
+
+ORIGIN_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/origin.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {dir}/www;
+        location /files/ {{ }}
+    }}
+}}
+"""
+
+NGINX_TLS_CONF = """
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {dir}/nginx-tls.pid;
+error_log stderr warn;
+events {{ worker_connections 16384; }}
+http {{
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    upstream origin {{
+        server 127.0.0.1:{origin};
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets on;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """An ECDSA P-256 leaf for 127.0.0.1/localhost from a throwaway built-in CA."""
+    from backhaul.pki import CaStore, issue_leaf
+
+    now = datetime.datetime.now(UTC)
+    store = CaStore(directory / "state")
+    authority = store.init(now)
+    leaf = issue_leaf(authority, ["localhost", "127.0.0.1"], now)
+    cert, key = directory / "leaf.pem", directory / "leaf.key"
+    cert.write_bytes(leaf.chain_pem)
+    key.write_bytes(leaf.key_pem)
+    os.chmod(key, 0o600)
+    return cert, key, store.root_cert_path
+
+
+def check_https(port: int, root: Path) -> None:
+    """The proxy answers 200 with the body over verified TLS 1.3."""
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--tlsv1.3",
+            "--cacert",
+            str(root),
+            "--max-time",
+            "10",
+            f"https://127.0.0.1:{port}/files/13B",
+        ],
+        capture_output=True,
+        timeout=20,
+    )
+    if out.stdout != BODY:
+        raise BenchError(f"https://127.0.0.1:{port}/files/13B: {out.stdout[:100]!r} {out.stderr!r}")
+
+
+def wrk(port: int, seconds: float, close: bool) -> dict[str, Any]:
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c50", f"-d{seconds:g}s", "--latency"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    out = subprocess.run(
+        [*argv, f"https://127.0.0.1:{port}/files/13B"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    if out.returncode != 0:
+        raise BenchError(f"wrk failed: {out.stderr.strip() or out.stdout}")
+    return parse_wrk(out.stdout)
+
+
+class TlsBench:
+    def __init__(self, args: argparse.Namespace, workdir: Path, procs: Processes) -> None:
+        self.args = args
+        self.dir = workdir
+        self.procs = procs
+        (workdir / "tmp").mkdir()
+        (workdir / "www" / "files").mkdir(parents=True)
+        (workdir / "www" / "files" / "13B").write_bytes(BODY)
+        self.cert, self.key, self.root = make_certificate(workdir)
+        self.origin_port, self.nginx_port, self.backhaul_port = free_ports(3)
+        self.pgids: dict[str, int] = {}
+
+    def nginx(self, name: str, conf: str, core: str) -> subprocess.Popen[bytes]:
+        path = self.dir / f"{name}.conf"
+        path.write_text(conf)
+        return self.procs.start(
+            name, ["nginx", "-p", str(self.dir), "-c", str(path), "-e", "stderr"], core
+        )
+
+    def start(self) -> None:
+        origin = self.nginx(
+            "origin", ORIGIN_CONF.format(dir=self.dir, port=self.origin_port), LOAD_CORE
+        )
+        wait_listening(self.procs, "origin", origin, self.origin_port)
+        conf = NGINX_TLS_CONF.format(
+            dir=self.dir,
+            port=self.nginx_port,
+            origin=self.origin_port,
+            cert=self.cert,
+            key=self.key,
+        )
+        nginx = self.nginx("nginx-tls", conf, PROXY_CORE)
+        wait_listening(self.procs, "nginx-tls", nginx, self.nginx_port)
+        check_https(self.nginx_port, self.root)
+        self.pgids["nginx"] = nginx.pid
+        config = {
+            "workers": 1,
+            "access_log": {"enabled": False},
+            "listeners": [
+                {
+                    "name": "https",
+                    "address": f"127.0.0.1:{self.backhaul_port}",
+                    "tls": {"cert": str(self.cert), "key": str(self.key), "min_version": "1.3"},
+                }
+            ],
+            "routes": [{"name": "files", "proxy": {"cluster": "origin"}}],
+            "clusters": {
+                "origin": {
+                    "endpoints": [f"127.0.0.1:{self.origin_port}"],
+                    "pool": {"max_idle": 64},
+                }
+            },
+        }
+        path = self.dir / "backhaul.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = self.procs.start(
+            "backhaul", [backhaul_bin(), "serve", "-c", str(path), "--workers", "1"], PROXY_CORE
+        )
+        wait_listening(self.procs, "backhaul", proc, self.backhaul_port)
+        check_https(self.backhaul_port, self.root)
+        self.pgids["backhaul"] = proc.pid
+
+    def run(self, proxy: str, close: bool) -> dict[str, Any]:
+        port = self.nginx_port if proxy == "nginx" else self.backhaul_port
+        pgid = self.pgids[proxy]
+        user0, sys0 = cpu_seconds(pgid)
+        start = time.monotonic()
+        result = wrk(port, self.args.duration, close)
+        wall = time.monotonic() - start
+        user1, sys1 = cpu_seconds(pgid)
+        result["proxy_cpu"] = (user1 - user0 + sys1 - sys0) / wall
+        result["user_us"] = (user1 - user0) / max(result["requests"], 1) * 1e6
+        result["sys_us"] = (sys1 - sys0) / max(result["requests"], 1) * 1e6
+        return result
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def per_request(runs: list[dict[str, Any]]) -> float:
+    """Median user+sys CPU µs per request."""
+    return statistics.median(r["user_us"] + r["sys_us"] for r in runs)
+
+
+def cost(runs: list[dict[str, Any]]) -> str:
+    """``user+sys`` CPU µs per request (medians): less sensitive to a busy machine than
+    req/s."""
+    return f"{median_of(runs, 'user_us'):.1f}+{median_of(runs, 'sys_us'):.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tls", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 1, 2.0
+    loads = {"keep-alive": False, "handshakes": True}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp, Processes(Path(tmp)) as procs:
+        os.chmod(tmp, 0o755)  # nginx workers run as nobody and read the body
+        bench = TlsBench(args, Path(tmp), procs)
+        try:
+            bench.start()
+            for r in range(args.rounds):
+                for load, close in loads.items():
+                    for proxy in ("nginx", "backhaul"):
+                        result = bench.run(proxy, close)
+                        runs.setdefault((load, proxy), []).append(result)
+                        print(
+                            f"round {r + 1} {load:10} {proxy:8} {result['rps']:>10,.0f} req/s"
+                            f"  p99 {result['p99_ms']:.2f} ms  proxy CPU"
+                            f" {result['proxy_cpu']:.0%}  errors {result['errors']}",
+                            flush=True,
+                        )
+        except BenchError as exc:
+            print(f"bench.tls: {exc}", file=sys.stderr)
+            return 1
+    print()
+    print(
+        "| load | nginx req/s | backhaul req/s | ratio | target | proxy CPU nginx / backhaul |"
+        " user+sys µs per req nginx / backhaul | CPU-efficiency ratio |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    summary: dict[str, Any] = {}
+    for load, target in (("keep-alive", TARGET_KEEPALIVE), ("handshakes", TARGET_HANDSHAKES)):
+        nginx = median_of(runs[(load, "nginx")], "rps")
+        ours = median_of(runs[(load, "backhaul")], "rps")
+        ratio = ours / nginx if nginx else 0.0
+        efficiency = per_request(runs[(load, "nginx")]) / per_request(runs[(load, "backhaul")])
+        summary[load] = {
+            "nginx_rps": nginx,
+            "backhaul_rps": ours,
+            "ratio": ratio,
+            "target": target,
+            "met": ratio >= target,
+            "cpu_efficiency_ratio": efficiency,
+        }
+        print(
+            f"| {load} | {nginx:,.0f} | {ours:,.0f} | {ratio:.2f} | ≥ {target:.2f}"
+            f" {'✓' if ratio >= target else '✗'} |"
+            f" {median_of(runs[(load, 'nginx')], 'proxy_cpu'):.0%} /"
+            f" {median_of(runs[(load, 'backhaul')], 'proxy_cpu'):.0%} |"
+            f" {cost(runs[(load, 'nginx')])} / {cost(runs[(load, 'backhaul')])} |"
+            f" {efficiency:.2f} |"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"tls-{stamp}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "summary": summary,
+                "runs": {f"{k[0]}/{k[1]}": v for k, v in runs.items()},
+            },
+            indent=2,
+        )
+    )
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
