@@ -23,6 +23,9 @@ declare -A test_pkgs=(
   [sysctl]=procps
   [unshare]=util-linux
   [setpriv]=util-linux
+  [udhcpc]=udhcpc
+  [dhclient]=isc-dhcp-client
+  [dhcrelay]=isc-dhcp-relay
   [openssl]=openssl
 )
 declare -A bench_pkgs=(
@@ -31,6 +34,7 @@ declare -A bench_pkgs=(
   [taskset]=util-linux
   [dnsperf]=dnsperf
   [dnsmasq]=dnsmasq-base
+  [kea-dhcp4]=kea-dhcp4-server
 )
 
 missing=()

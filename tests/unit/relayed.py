@@ -55,11 +55,13 @@ def forward_response_headers(
     """The relayed response's header lines, without the framing lines the relay appends."""
     if facts is None:
         return _pairs(relay_interim_head(103, headers, via=via))
+    # The answer to HEAD is the one bodyless case that facts do not spell out by status.
+    head = facts.no_body and facts.status >= 200 and facts.status not in (204, 304)
     relay = relay_response_head(
         facts.status,
         facts.version,
         headers,
-        b"GET",
+        b"HEAD" if head else b"GET",
         via=via,
         server=server,
         client_version=b"1.1",

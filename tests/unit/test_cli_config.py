@@ -144,6 +144,7 @@ def test_config_schema_is_valid_json() -> None:
         "routes",
         "clusters",
         "dns",
+        "dhcp",
     }
 
 

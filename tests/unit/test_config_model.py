@@ -228,7 +228,11 @@ def test_json_schema_describes_the_input_shape() -> None:
     json.dumps(schema)  # serialisable
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["additionalProperties"] is False
-    assert schema["anyOf"] == [{"required": ["listeners"]}, {"required": ["dns"]}]
+    assert schema["anyOf"] == [
+        {"required": ["listeners"]},
+        {"required": ["dns"]},
+        {"required": ["dhcp"]},
+    ]
     defs = schema["$defs"]
     timeouts = defs["ListenerTimeouts"]["properties"]
     kinds = {x["type"] for x in timeouts["request_headers"]["anyOf"]}

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 from backhaul import __version__
+from backhaul.state import extra_metrics
 from backhaul.state.dns_counters import shared_slots
 from backhaul.state.shared_counters import (
     BREAKERS,
@@ -302,6 +303,7 @@ def metrics_renderer(
             from backhaul.services.dns.metrics import render_dns_metrics
 
             text += render_dns_metrics(dns.totals()).encode()
-        return text
+        # + what sibling processes publish (the DHCP service, see state/extra_metrics.py)
+        return text + extra_metrics.collect()
 
     return render

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "trace",
     "dig",
     "lab",
+    "dhcp",
     "ca",
     "dns",
 )

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
+from backhaul.config.dhcp import DhcpConfig
 from backhaul.config.dns import DnsConfig
 from backhaul.config.model import Cluster, Listener, Retries, Route, advisories
 from backhaul.config.units import Address
@@ -27,9 +28,10 @@ from backhaul.errors import ConfigError
 
 
 def _console(stderr: bool = False) -> Console:
-    console = Console(highlight=False, stderr=stderr)
+    # emoji=False: a MAC such as 02:ab:... is data, not the ":ab:" emoji code
+    console = Console(highlight=False, stderr=stderr, emoji=False)
     if not console.is_terminal:  # piped: do not wrap rows at 80 columns
-        console = Console(highlight=False, stderr=stderr, width=200, soft_wrap=True)
+        console = Console(highlight=False, stderr=stderr, emoji=False, width=200, soft_wrap=True)
     return console
 
 
@@ -275,7 +277,7 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
             f" {format_duration(tmo.body_idle)}, keep-alive {format_duration(tmo.keepalive_idle)},"
             f" drain {format_duration(tmo.drain)}",
         )
-    if config.listeners:  # a DNS-only config has none of these tables
+    if config.listeners:  # a DNS- or DHCP-only config has none of these tables
         console.print(listeners)
 
     routes = Table(title="routes (first match wins)", title_justify="left")
@@ -328,9 +330,54 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         console.print(clusters)
     if config.dns is not None:
         console.print(describe_dns(config.dns))
+    if config.dhcp is not None:
+        render_dhcp(config.dhcp, console)
 
     for path, message in advisories(config):
         console.print(f"[yellow]note[/yellow] {escape(path)}: {escape(message)}")
+
+
+def render_dhcp(dhcp: DhcpConfig, console: Console) -> None:
+    """The DHCP section: one row per subnet."""
+    table = Table(
+        title=f"dhcp on {', '.join(dhcp.interfaces)} (leases in {dhcp.state_dir})",
+        title_justify="left",
+    )
+    for column in ("subnet", "pools", "lease", "options", "reservations"):
+        table.add_column(column)
+    for subnet in dhcp.subnets:
+        opts = subnet.options
+        shown = [
+            f"{name} {', '.join(str(v) for v in value)}"
+            for name, value in (
+                ("routers", opts.routers),
+                ("dns", opts.dns_servers),
+                ("ntp", opts.ntp_servers),
+                ("search", opts.domain_search),
+            )
+            if value
+        ]
+        if opts.domain_name:
+            shown.append(f"domain {opts.domain_name}")
+        if opts.mtu:
+            shown.append(f"mtu {opts.mtu}")
+        if opts.routes:
+            shown.append(f"{len(opts.routes)} static route(s)")
+        table.add_row(
+            str(subnet.subnet),
+            "\n".join(f"{a}-{b}" for a, b in subnet.pools),
+            format_duration(subnet.lease_time),
+            escape("\n".join(shown) or "-"),
+            escape(
+                "\n".join(
+                    f"{r.mac or r.client_id} → {r.address}"
+                    + (f" ({r.hostname})" if r.hostname else "")
+                    for r in subnet.reservations
+                )
+                or "-"
+            ),
+        )
+    console.print(table)
 
 
 def parsed_units(value: object) -> Any:
@@ -347,6 +394,8 @@ def parsed_units(value: object) -> Any:
         return [parsed_units(item) for item in value]
     if isinstance(value, re.Pattern):
         return value.pattern
+    if isinstance(value, bytes):  # raw DHCP option values
+        return "hex:" + value.hex(":")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)

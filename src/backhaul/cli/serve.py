@@ -87,10 +87,23 @@ def serve(
         else:
             log = log.model_copy(update={"enabled": True, "path": access_log})
         cfg = cfg.model_copy(update={"access_log": log})
-    if cfg.dns is not None and not cfg.listeners:  # only the DNS service
+    if cfg.dns is not None and not cfg.listeners and cfg.dhcp is None:  # only the DNS service
         from backhaul.services.dns.process import serve as run_dns
 
         raise typer.Exit(run_dns(cfg.dns, cfg.clusters))
+    if cfg.dhcp is not None:
+        from backhaul.services.dhcp.service import check_interfaces
+
+        check_interfaces(cfg.dhcp)
+    if (
+        not cfg.listeners and cfg.dhcp is not None and cfg.dns is None
+    ):  # only DHCP: serve it in the foreground
+        from backhaul.services.dhcp.service import run as run_dhcp
+
+        dhcp = cfg.dhcp
+        if cfg.admin is not None and dhcp.metrics_address is None:
+            dhcp = dhcp.model_copy(update={"metrics_address": cfg.admin.address})
+        raise typer.Exit(run_dhcp(dhcp))
     if cfg.access_log.enabled and cfg.access_log.path != "-":
         check_writable(cfg.access_log.path)
     raise typer.Exit(run(cfg, workers))

@@ -54,6 +54,7 @@ from backhaul.config.cluster_policy import (
     merged_retries,
     retry_policy,
 )
+from backhaul.config.dhcp import DhcpConfig
 from backhaul.config.dns import DnsConfig, EndpointsFrom
 from backhaul.config.fields import (
     ADDRESS_PATTERN,
@@ -561,17 +562,24 @@ class EdgeConfig(ConfigModel):
 
     model_config = ConfigDict(
         **ConfigModel.model_config,
-        json_schema_extra={"anyOf": [{"required": ["listeners"]}, {"required": ["dns"]}]},
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["listeners"]},
+                {"required": ["dns"]},
+                {"required": ["dhcp"]},
+            ]
+        },
     )
 
     server_header: str = Field(default="backhaul", description="Server header; '' = none")
     workers: int | None = Field(default=None, ge=1, le=1024, description="None = CPU count")
     access_log: AccessLog = Field(default_factory=AccessLog)
     admin: Admin | None = None
-    listeners: tuple[Listener, ...] = Field(default=(), description="at least one, or dns")
+    listeners: tuple[Listener, ...] = Field(default=(), description="at least one, or dns or dhcp")
     routes: tuple[Route, ...] = ()
     clusters: dict[str, Cluster] = Field(default_factory=dict)
     dns: DnsConfig | None = Field(default=None, description="the DNS server (None = off)")
+    dhcp: DhcpConfig | None = Field(default=None, description="the DHCPv4 server")
 
     @field_validator("server_header")
     @classmethod
@@ -586,6 +594,20 @@ class EdgeConfig(ConfigModel):
     @model_validator(mode="after")
     def _cross_check(self) -> EdgeConfig:
         problems = cross_check(self)
+        if self.dhcp is not None and self.dhcp.metrics_address is not None:
+            taken = [(f"listeners[{j}]", lst.address) for j, lst in enumerate(self.listeners)]
+            taken += [("admin.address", self.admin.address)] if self.admin else []
+            for where, address in taken:
+                if _overlap(self.dhcp.metrics_address, address):
+                    problems.append(
+                        (
+                            "dhcp.metrics_address",
+                            f"found {self.dhcp.metrics_address}, which overlaps {where}"
+                            f" ({address}): leave it out to have the DHCP metrics on the"
+                            " admin listener, or give it an address of its own",
+                        )
+                    )
+                    break
         if not problems:
             routes, problems = _resolve_route_retries(self)
             # Still inside validation: the frozen model is not out yet. Routes that override
@@ -640,9 +662,13 @@ def _overlap(a: Address, b: Address) -> bool:
 def cross_check(config: EdgeConfig) -> list[tuple[str, str]]:
     """Problems that span several parts of ``config``, each with its config path."""
     problems: list[tuple[str, str]] = []
-    if not config.listeners and config.dns is None:
+    if not config.listeners and config.dns is None and config.dhcp is None:
         problems.append(
-            ("listeners", "found an empty list: expected at least 1 listener (or a dns section)")
+            (
+                "listeners",
+                "found an empty list: expected at least 1 listener (or a dns section, or a"
+                " dhcp: section to serve only DHCP)",
+            )
         )
     problems.extend(_dns_overlaps(config))
     problems.extend(

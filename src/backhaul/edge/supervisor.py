@@ -6,6 +6,8 @@ replaces itself (``exec``) with this module's :func:`main`, handing over the con
 data (:mod:`backhaul.edge.settings`) through a memory file. The supervisor thus holds no CLI,
 no pydantic and no toolbox code, and the workers it forks import only the edge: each process
 stays small. The supervisor runs no event loop and no threads, which keeps ``fork`` safe.
+Services configured next to the edge (the DHCP server) run as its children too
+(:mod:`backhaul.services.sidecar`).
 """
 
 from __future__ import annotations
@@ -89,9 +91,13 @@ def max_workers() -> int:
 
 
 class _Supervisor:
-    def __init__(self, config: Any, workers: int) -> None:
+    def __init__(self, config: Any, workers: int, sidecars: tuple[str, ...] = ()) -> None:
         self.config = config
         self.size = workers
+        from backhaul.services.sidecar import Sidecar
+
+        # services next to the edge (the DHCP server), each its own child process
+        self.sidecars = [Sidecar(spec, _die_with_parent) for spec in sidecars]
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.crashes: list[float] = []
@@ -149,6 +155,9 @@ class _Supervisor:
         self.slots[pid] = slot
         return pid
 
+    def _sidecar_pids(self) -> list[int]:
+        return [s.pid for s in self.sidecars if s.pid is not None]
+
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
@@ -162,6 +171,8 @@ class _Supervisor:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGHUP, self.on_reload)  # TLS hook
+        for sidecar in self.sidecars:
+            sidecar.start()
         for _ in range(self.size):
             self.spawn()
         if self.dns is not None:
@@ -187,6 +198,8 @@ class _Supervisor:
             if pid == 0:
                 return
             if self.dns is not None and self.dns.reaped(pid, status, restart and not self.stopping):
+                continue
+            if any(s.exited(pid, status, restart and not self.stopping) for s in self.sidecars):
                 continue
             self.children.pop(pid, None)
             self.slots.pop(pid, None)
@@ -218,14 +231,14 @@ class _Supervisor:
         if self.dns is not None:
             self.dns.stop()
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
-        for pid in list(self.children):
+        for pid in [*self.children, *self._sidecar_pids()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + float(drain) + 5.0
-        while self.children and time.monotonic() < deadline:
+        while (self.children or self._sidecar_pids()) and time.monotonic() < deadline:
             self.reap(restart=False)
             time.sleep(0.02)
-        for pid in list(self.children):
+        for pid in [*self.children, *self._sidecar_pids()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.reap(restart=False)
@@ -268,13 +281,16 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
     for lst in config.listeners:
         scheme = "https" if lst.tls is not None else "http"  # TLS hook
         print(f"backhaul: listener {lst.name} on {scheme}://{lst.address}", file=sys.stderr)
+    from backhaul.services.sidecar import handoff
+
+    sidecars = handoff(config)  # the dhcp: section goes to its own process, not the workers
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec
-    os.write(fd, freeze(config))
+    os.write(fd, freeze(config.model_copy(update={"dhcp": None}) if sidecars else config))
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
-    os.execv(sys.executable, [*argv, "--workers", str(count)])
+    os.execv(sys.executable, [*argv, "--workers", str(count), *sidecars])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     opts = dict(zip(args[::2], args[1::2], strict=False))
+    sidecars = tuple(v for k, v in zip(args[::2], args[1::2], strict=False) if k == "--sidecar")
     fd = int(opts["--settings-fd"])
     chunks = []
     while True:
@@ -292,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         chunks.append(chunk)
     os.close(fd)
     settings = thaw(b"".join(chunks))
-    return _Supervisor(settings, int(opts["--workers"])).run()
+    return _Supervisor(settings, int(opts["--workers"]), sidecars).run()
 
 
 def describe_exit(status: int) -> str:

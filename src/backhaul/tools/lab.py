@@ -34,6 +34,7 @@ the machine.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -43,11 +44,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from backhaul.errors import BackhaulError, UsageError
 
@@ -58,7 +59,9 @@ __all__ = [
     "Lab",
     "LabError",
     "LabUnavailable",
+    "Segment",
     "backhaul_command",
+    "call_in_namespace",
     "lab_unavailable_reason",
 ]
 
@@ -465,6 +468,9 @@ class Lab:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 problems.append(f"process {proc.pid} did not exit")
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self._started.clear()
         for role in ROLES:
             ns = self.hosts[role].namespace
@@ -619,3 +625,151 @@ def _tool(name: str, argv: list[str], *, check: bool) -> subprocess.CompletedPro
     if check and done.returncode != 0:
         raise LabError(f"`{name} {' '.join(argv)}` failed: {done.stderr.strip()}")
     return done
+
+
+@dataclass
+class Segment:
+    """One Ethernet segment between two namespaces, for layer-2 tests (DHCP).
+
+    ``NAME-srv`` holds ``srv0`` with ``server_address``; ``NAME-cli`` holds ``cli0`` with
+    ``client_address`` (``None``: no address, as a DHCP client starts). ``extra`` maps a role
+    to more addresses for its interface (a relay agent's, say); ``routes`` maps a role to
+    ``(destination, via)`` pairs. Use as a context manager: it is always torn down.
+    """
+
+    name: str
+    server_address: str = "10.0.0.1/24"
+    client_address: str | None = None
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    routes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    _started: list[subprocess.Popen[Any]] = field(default_factory=list, init=False, repr=False)
+
+    ROLES = ("server", "client")
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UsageError(f"bad segment name {self.name!r}: 1-24 lowercase letters or digits")
+
+    def namespace(self, role: str) -> str:
+        return f"{self.name}-{'srv' if role == 'server' else 'cli'}"
+
+    def interface(self, role: str) -> str:
+        return "srv0" if role == "server" else "cli0"
+
+    def command(self, role: str, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace(role), *argv]
+
+    def run(
+        self, role: str, argv: Sequence[str], *, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(role, argv), capture_output=True, text=True, timeout=timeout
+        )
+
+    def popen(self, role: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` in ``role``'s namespace; killed on teardown."""
+        proc = subprocess.Popen(self.command(role, argv), **kwargs)
+        self._started.append(proc)
+        return proc
+
+    def up(self) -> Segment:
+        reason = lab_unavailable_reason()
+        if reason is not None:
+            raise LabUnavailable(reason)
+        try:
+            for role in self.ROLES:
+                made = _ip(["netns", "add", self.namespace(role)], check=False)
+                if made.returncode != 0:
+                    raise LabUnavailable(
+                        f"cannot create network namespace {self.namespace(role)}:"
+                        f" {made.stderr.strip()}"
+                    )
+                etc = Path("/etc/netns") / self.namespace(role)
+                etc.mkdir(parents=True, exist_ok=True)
+                (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+                _ip(["-n", self.namespace(role), "link", "set", "lo", "up"])
+            _ip(
+                [
+                    *("link", "add", "srv0", "netns", self.namespace("server"), "type", "veth"),
+                    *("peer", "name", "cli0", "netns", self.namespace("client")),
+                ]
+            )
+            for role, address in (("server", self.server_address), ("client", self.client_address)):
+                ns, dev = self.namespace(role), self.interface(role)
+                for addr in ([address] if address else []) + self.extra.get(role, []):
+                    _ip(["-n", ns, "addr", "add", addr, "dev", dev])
+                _ip(["-n", ns, "link", "set", dev, "up"])
+                for dest, via in self.routes.get(role, []):
+                    _ip(["-n", ns, "route", "add", dest, "via", via])
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        for proc in self._started:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self._started.clear()
+        for role in self.ROLES:
+            ns = self.namespace(role)
+            for pid in _ip(["netns", "pids", ns], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _ip(["netns", "del", ns], check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+
+    def call(self, role: str, factory: Callable[[], T]) -> T:
+        """``factory()`` run inside ``role``'s namespace; see :func:`call_in_namespace`."""
+        return call_in_namespace(self.namespace(role), factory)
+
+    def __enter__(self) -> Segment:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+T = TypeVar("T")
+_CLONE_NEWNET = 0x40000000
+
+
+def call_in_namespace(namespace: str, factory: Callable[[], T]) -> T:
+    """``factory()`` run in a thread that has joined network namespace ``namespace``.
+
+    A socket belongs to the namespace it was created in for its whole life, so a socket
+    made here can be used from any thread afterwards: a test talks from inside a namespace
+    without a subprocess. Only the helper thread changes namespace, never the caller.
+    """
+    import ctypes
+    import threading
+
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise LabError(
+                        f"cannot enter namespace {namespace}: {os.strerror(ctypes.get_errno())}"
+                    )
+            finally:
+                os.close(fd)
+            result.append(factory())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, name=f"netns-{namespace}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
