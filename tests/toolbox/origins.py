@@ -175,10 +175,7 @@ class _Server(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         status, headers, body, close = answer
-        if method == "HEAD":
-            sent_body = b""
-        else:
-            sent_body = body
+        sent_body = b"" if method == "HEAD" else body
         if stream_id == 0:
             self.transport.write(_head(status, headers, body, close) + sent_body)
             if close:
