@@ -94,6 +94,7 @@ class _Server(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.h2: h2.connection.H2Connection | None = None
         self.streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        self.pending: dict[int, bytes] = {}  # HTTP/2 answer bytes waiting for window
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body = bytearray()
@@ -159,6 +160,9 @@ class _Server(asyncio.Protocol):
             elif isinstance(event, h2.events.DataReceived):
                 self.streams[event.stream_id][1].extend(event.data)
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                for stream_id in [event.stream_id] if event.stream_id else list(self.pending):
+                    self._flush(stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 headers, body = self.streams.pop(event.stream_id)
                 self.origin.answer(
@@ -184,8 +188,25 @@ class _Server(asyncio.Protocol):
         h2_headers = [(":status", str(status)), *headers, ("content-length", str(len(body)))]
         self.h2.send_headers(stream_id, h2_headers, end_stream=not sent_body)
         if sent_body:
-            self.h2.send_data(stream_id, sent_body, end_stream=True)
+            self.pending[stream_id] = sent_body
+            self._flush(stream_id)
         self.transport.write(self.h2.data_to_send())
+
+    def _flush(self, stream_id: int) -> None:
+        """Send what flow control allows, in frames no larger than the peer takes."""
+        data = self.pending.get(stream_id)
+        while data:
+            room = min(
+                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+            )
+            if room <= 0:
+                break
+            chunk, data = data[:room], data[room:]
+            self.h2.send_data(stream_id, chunk, end_stream=not data)
+        if data:
+            self.pending[stream_id] = data
+        else:
+            self.pending.pop(stream_id, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -272,7 +293,7 @@ class Origin:
 
 
 @dataclass
-class TestCA:
+class CertAuthority:
     ca_cert: Path
     server_cert: Path
     server_key: Path
@@ -290,7 +311,7 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_ca(directory: Path) -> TestCA:
+def make_ca(directory: Path) -> CertAuthority:
     """A CA, a server certificate (origin.test, localhost, 127.0.0.1) and a client one."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -341,7 +362,7 @@ def make_ca(directory: Path) -> TestCA:
         ],
     )
     client = leaf("client.test", [])
-    paths = TestCA(
+    paths = CertAuthority(
         directory / "ca.pem",
         directory / "server.pem",
         directory / "server.key",
