@@ -123,7 +123,7 @@ class _Printer:
             return
         target = exchange.url.split("://", 1)[1]
         target = "/" + target.split("/", 1)[1] if "/" in target else "/"
-        lines = [f"> {exchange.method} {target} HTTP/1.1"]
+        lines = [f"> {exchange.method} {target} {exchange.http_version or 'HTTP/1.1'}"]
         lines += [f"> {k}: {v}" for k, v in exchange.request_headers]
         sys.stderr.write("\n".join(lines) + "\n>\n")
 

@@ -173,6 +173,8 @@ class _Resolver:
 
     def __init__(self, spec: RequestSpec) -> None:
         self.spec = spec
+        if spec.dns_servers:
+            import dns.resolver  # noqa: F401 - imported now so the DNS phase times the lookup
 
     def resolve(self, host: str, port: int, deadline: float | None) -> list[str]:
         try:
@@ -328,7 +330,7 @@ def _map_error(exc: Exception, url: str, host: str, port: int) -> CurlFailure:
     if isinstance(cause, ssl.SSLCertVerificationError):
         return CurlFailure(
             60,
-            f"SSL certificate problem: {cause.verify_message}; "
+            f"SSL certificate problem: {str(cause.verify_message).rstrip('.')}; "
             "give the CA with --cacert, or -k to skip verification",
         )
     if isinstance(cause, ssl.SSLError):
@@ -497,6 +499,7 @@ def _one(
                     _say_tls(exchange.tls, on_info)
         elif name.endswith("send_request_headers.started"):
             marks.setdefault("pretransfer", now)
+            exchange.http_version = "HTTP/2" if name.startswith("http2.") else "HTTP/1.1"
             if on_request_head:
                 on_request_head(exchange)
         elif name.endswith("send_request_body.complete"):

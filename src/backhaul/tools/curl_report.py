@@ -31,13 +31,42 @@ _TIME_VARS = (
     "time_redirect",
 )
 
+_COUNT_VARS = (
+    "http_code",
+    "response_code",
+    "num_redirects",
+    "num_connects",
+    "remote_port",
+    "local_port",
+    "size_download",
+    "size_header",
+    "size_upload",
+    "size_request",
+    "speed_download",
+    "speed_upload",
+    "ssl_verify_result",
+)
+_TEXT_VARS = (
+    "url",
+    "url_effective",
+    "method",
+    "http_version",
+    "scheme",
+    "redirect_url",
+    "content_type",
+    "remote_ip",
+    "local_ip",
+)
+
 
 def variables(transfer: Transfer | None, exitcode: int = 0, errormsg: str = "") -> dict[str, Any]:
     """curl's ``-w`` variables (times in seconds, as curl prints them with %{...})."""
     values: dict[str, Any] = {"exitcode": exitcode, "errormsg": errormsg or None}
     if transfer is None or not transfer.exchanges:
+        # what curl prints when nothing came back: zeros and empty strings
         values.update(dict.fromkeys(_TIME_VARS, 0.0))
-        values.update(http_code=0, response_code=0, num_redirects=0, size_download=0)
+        values.update(dict.fromkeys(_COUNT_VARS, 0))
+        values.update(dict.fromkeys(_TEXT_VARS, ""))
         return values
     last = transfer.last
     p = last.phases
@@ -129,12 +158,20 @@ def _ms(seconds: float) -> str:
 
 def picture(exchange: Exchange, https: bool) -> list[str]:
     """httpstat's picture: one column per phase, then each cumulative mark under the right
-    edge of the phase it ends (request sending is counted in Server Processing, as
-    httpstat does: pretransfer to first byte)."""
-    seg = exchange.phases.segments()
+    edge of the phase it ends (sending the request counts as Server Processing, as in
+    httpstat: pretransfer to first byte)."""
     p = exchange.phases
     keys = ["dns", "tcp"] + (["tls"] if https else []) + ["wait", "transfer"]
-    values = dict(seg, wait=seg["wait"] + seg["send"])
+    # columns between the marks shown under them, so each column ends at its mark: on
+    # https the TLS column runs to pretransfer (it includes HTTP/2's connection set-up)
+    ready = p.pretransfer if https else p.connect
+    values = {
+        "dns": p.namelookup,
+        "tcp": p.connect - p.namelookup,
+        "tls": p.pretransfer - p.connect,
+        "wait": p.starttransfer - ready,
+        "transfer": p.total - p.starttransfer,
+    }
     width = 18
     marks = [("namelookup", p.namelookup), ("connect", p.connect)]
     if https:

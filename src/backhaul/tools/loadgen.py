@@ -512,6 +512,10 @@ class _H1Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def abandon(self, kind: str) -> None:
+        """Give up on the request in flight (counted as ``kind``) and close."""
+        self._drop(kind)
+
     def _drop(self, kind: str) -> None:
         if self.busy:
             self.busy = False
@@ -624,16 +628,18 @@ class _H2Connection(asyncio.Protocol):
         return len(self.streams)
 
     def expire(self, now: int) -> None:
-        late = [
-            sid for sid, (_, sent, _) in self.streams.items() if now - sent > self.run.timeout_ns
-        ]
-        if late:
+        limit = self.run.timeout_ns
+        if any(now - sent > limit for _, sent, _ in self.streams.values()):
             self._drop_all("timeout")
 
     def close(self) -> None:
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def abandon(self, kind: str) -> None:
+        """Give up on every stream in flight (counted as ``kind``) and close."""
+        self._drop_all(kind)
 
     def _drop_all(self, kind: str) -> None:
         for _ in self.streams:
@@ -680,9 +686,7 @@ async def run_bench(
                 drain_deadline = now + run.timeout_ns
             if drain_deadline is not None and now >= drain_deadline:
                 for conn in list(run.connections):
-                    conn._drop_all("timeout") if isinstance(conn, _H2Connection) else conn._drop(
-                        "timeout"
-                    )
+                    conn.abandon("timeout")
                 break
             if progress is not None:
                 done, t0 = previous
