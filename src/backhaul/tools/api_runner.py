@@ -151,21 +151,9 @@ def run_file(path: str, parsed: apifile.ApiFile | None, opts: RunOptions) -> Fil
         if failed and opts.stop_on_failure:
             result.skipped = True
             continue
-        for name, value in entry.variables:
-            try:
-                scope[name] = apifile.substitute(value, scope)
-            except apifile.UndefinedVariable as exc:
-                result.error = apifile.Failure(
-                    path,
-                    entry.line,
-                    f"variable {name}",
-                    "defined variables",
-                    f"variable {exc.name!r} is not defined",
-                )
-        if result.error is not None:
-            failed = True
-            continue
         try:
+            for name, value in entry.variables:
+                scope[name] = apifile.substitute(value, scope)
             spec = _render(entry, scope, opts)
         except apifile.UndefinedVariable as exc:
             result.error = apifile.Failure(

@@ -433,7 +433,19 @@ class _Run:
             conn.expire(now)
 
 
-class _H1Connection(asyncio.Protocol):
+class _Connection(asyncio.Protocol):
+    """What the run asks of a connection, whatever its protocol."""
+
+    transport: asyncio.Transport | None
+    closing: bool
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _H1Connection(_Connection):
     """One HTTP/1.1 keep-alive connection with at most one request in flight."""
 
     def __init__(self, run: _Run, origin: Origin) -> None:
@@ -461,9 +473,9 @@ class _H1Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._drop("protocol")
+            self.abandon("protocol")
         except httptools.HttpParserUpgrade:
-            self._drop("protocol")
+            self.abandon("protocol")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.busy and not self.closing:
@@ -505,25 +517,17 @@ class _H1Connection(asyncio.Protocol):
 
     def expire(self, now: int) -> None:
         if self.busy and now - self.sent_at > self.run.timeout_ns:
-            self._drop("timeout")
-
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
+            self.abandon("timeout")
 
     def abandon(self, kind: str) -> None:
         """Give up on the request in flight (counted as ``kind``) and close."""
-        self._drop(kind)
-
-    def _drop(self, kind: str) -> None:
         if self.busy:
             self.busy = False
             self.run.failed(kind)
         self.close()
 
 
-class _H2Connection(asyncio.Protocol):
+class _H2Connection(_Connection):
     """One HTTP/2 connection carrying up to ``max_streams`` requests at once (h2)."""
 
     def __init__(self, run: _Run, origin: Origin) -> None:
@@ -564,7 +568,7 @@ class _H2Connection(asyncio.Protocol):
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
-            self._drop_all("protocol")
+            self.abandon("protocol")
             return
         freed = 0
         for event in events:
@@ -589,7 +593,7 @@ class _H2Connection(asyncio.Protocol):
                     run.failed("protocol")
                     freed += 1
             elif isinstance(event, h2.events.ConnectionTerminated):
-                self._drop_all("read")
+                self.abandon("read")
                 return
         if self.transport is not None:
             self.transport.write(self.h2.data_to_send())
@@ -630,18 +634,10 @@ class _H2Connection(asyncio.Protocol):
     def expire(self, now: int) -> None:
         limit = self.run.timeout_ns
         if any(now - sent > limit for _, sent, _ in self.streams.values()):
-            self._drop_all("timeout")
-
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
+            self.abandon("timeout")
 
     def abandon(self, kind: str) -> None:
         """Give up on every stream in flight (counted as ``kind``) and close."""
-        self._drop_all(kind)
-
-    def _drop_all(self, kind: str) -> None:
         for _ in self.streams:
             self.run.failed(kind)
         self.streams.clear()
