@@ -266,8 +266,10 @@ def test_a_passing_file_with_captures_variables_and_environments(
     # the second request uses a header only --variable supplies
     text = Path(path).read_text().replace("[Form]", "X-From: {{from}}\n[Form]")
     Path(path).write_text(text)
+    connections = origin.connections
     done = api("run", path, "--env-file", str(env), "--env", "dev", "--variable", "from=cli")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert origin.connections == connections + 1  # the file's requests share a connection
     assert done.stdout.startswith(f"PASS {path} (2 requests,")
     assert (
         "Failed files:      0" in done.stdout and "Checks:            9 (0 failed)" in done.stdout

@@ -327,3 +327,35 @@ def test_hanging_server_never_blocks_past_the_deadline() -> None:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def test_connect_timeout_on_a_full_accept_queue() -> None:
+    """A listener whose accept queue is full drops new SYNs: the connect phase times out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # backlog 0 holds one; the rest wait in SYN-SENT
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        line = assert_one_line_error(
+            curl("--connect-timeout", "0.5", f"http://127.0.0.1:{port}/"), 28
+        )
+        assert f"Connection timed out to 127.0.0.1 port {port}" in line
+        if shutil.which("curl"):
+            theirs = subprocess.run(
+                ["curl", "-s", "--connect-timeout", "0.5", f"http://127.0.0.1:{port}/"],
+                timeout=30,
+            )
+            assert theirs.returncode == 28
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from backhaul.errors import UsageError
 from backhaul.tools import apifile
-from backhaul.tools.client import CurlFailure, RequestSpec, fetch
+from backhaul.tools.client import CurlFailure, RequestSpec, Session, fetch
 
 __all__ = [
     "EntryResult",
@@ -145,57 +145,58 @@ def run_file(path: str, parsed: apifile.ApiFile | None, opts: RunOptions) -> Fil
     scope: dict[str, Any] = {**parsed.variables, **opts.variables}
     results: list[EntryResult] = []
     failed = False
-    for entry in parsed.entries:
-        result = EntryResult(entry)
-        results.append(result)
-        if failed and opts.stop_on_failure:
-            result.skipped = True
-            continue
-        try:
-            for name, value in entry.variables:
-                scope[name] = apifile.substitute(value, scope)
-            spec = _render(entry, scope, opts)
-        except apifile.UndefinedVariable as exc:
-            result.error = apifile.Failure(
-                path,
-                entry.line,
-                f"{entry.method} {entry.url}",
-                "every {{variable}} defined",
-                f"variable {exc.name!r} is not defined",
+    with Session() as session:  # one connection pool per file, as Hurl keeps
+        for entry in parsed.entries:
+            result = EntryResult(entry)
+            results.append(result)
+            if failed and opts.stop_on_failure:
+                result.skipped = True
+                continue
+            try:
+                for name, value in entry.variables:
+                    scope[name] = apifile.substitute(value, scope)
+                spec = _render(entry, scope, opts)
+            except apifile.UndefinedVariable as exc:
+                result.error = apifile.Failure(
+                    path,
+                    entry.line,
+                    f"{entry.method} {entry.url}",
+                    "every {{variable}} defined",
+                    f"variable {exc.name!r} is not defined",
+                )
+                failed = True
+                continue
+            result.method, result.url = spec.method or entry.method, spec.url
+            sink = io.BytesIO()
+            began = time.monotonic()
+            try:
+                transfer = fetch(spec, sink, session=session)
+            except CurlFailure as exc:
+                result.duration_ms = (time.monotonic() - began) * 1000
+                result.error = apifile.Failure(
+                    path,
+                    entry.line,
+                    f"{spec.method} {spec.url}",
+                    "an answer",
+                    f"curl error {exc.exit_code}: {exc.message}",
+                )
+                failed = True
+                continue
+            last = transfer.last
+            result.status = last.status
+            result.duration_ms = transfer.time_total * 1000
+            view = apifile.ResponseView(
+                status=last.status,
+                version=last.http_version,
+                headers=last.headers,
+                body=sink.getvalue(),
+                duration_ms=result.duration_ms,
+                url=last.url,
             )
-            failed = True
-            continue
-        result.method, result.url = spec.method or entry.method, spec.url
-        sink = io.BytesIO()
-        began = time.monotonic()
-        try:
-            transfer = fetch(spec, sink)
-        except CurlFailure as exc:
-            result.duration_ms = (time.monotonic() - began) * 1000
-            result.error = apifile.Failure(
-                path,
-                entry.line,
-                f"{spec.method} {spec.url}",
-                "an answer",
-                f"curl error {exc.exit_code}: {exc.message}",
-            )
-            failed = True
-            continue
-        last = transfer.last
-        result.status = last.status
-        result.duration_ms = transfer.time_total * 1000
-        view = apifile.ResponseView(
-            status=last.status,
-            version=last.http_version,
-            headers=last.headers,
-            body=sink.getvalue(),
-            duration_ms=result.duration_ms,
-            url=last.url,
-        )
-        captured, failures, checks = apifile.check(entry, view, scope, path)
-        scope.update(captured)
-        result.captures, result.failures, result.checks = captured, failures, checks
-        failed = failed or bool(failures)
+            captured, failures, checks = apifile.check(entry, view, scope, path)
+            scope.update(captured)
+            result.captures, result.failures, result.checks = captured, failures, checks
+            failed = failed or bool(failures)
     return FileResult(path, results, (time.monotonic() - start) * 1000)
 
 

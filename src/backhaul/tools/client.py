@@ -42,6 +42,7 @@ __all__ = [
     "Exchange",
     "Phases",
     "RequestSpec",
+    "Session",
     "TlsInfo",
     "Transfer",
     "fetch",
@@ -384,25 +385,71 @@ def _request_headers(spec: RequestSpec, authority: str, host: str) -> list[tuple
     return headers
 
 
+class Session:
+    """Connection pools kept across :func:`fetch` calls (``api run`` reuses connections
+    from one request to the next, as Hurl does), one per set of connection settings."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[Any, ...], tuple[httpcore.ConnectionPool, _Backend]] = {}
+
+    def pool_for(self, spec: RequestSpec) -> tuple[httpcore.ConnectionPool, _Backend]:
+        key = (
+            spec.insecure,
+            spec.cacert,
+            spec.cert,
+            spec.key,
+            spec.http,
+            tuple(sorted(spec.resolve.items())),
+            tuple(sorted(spec.connect_to.items())),
+            tuple(spec.dns_servers),
+        )
+        if key not in self._pools:
+            backend = _Backend(spec)
+            ctx = tls_context(spec)
+            # like curl: offer h2 by ALPN on https unless --http1.1; plain http stays
+            # HTTP/1.1 unless --http2-prior-knowledge (h2c without an upgrade)
+            http1 = spec.http != "2-prior"
+            http2 = spec.http != "1.1"
+            ctx.set_alpn_protocols((["h2"] if http2 else []) + (["http/1.1"] if http1 else []))
+            pool = httpcore.ConnectionPool(
+                ssl_context=ctx,
+                http1=http1,
+                http2=http2,
+                network_backend=backend,
+                retries=0,
+                max_connections=4,
+            )
+            self._pools[key] = (pool, backend)
+        return self._pools[key]
+
+    def close(self) -> None:
+        for pool, _ in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def fetch(
     spec: RequestSpec,
     out: BinaryIO | None,
     on_info: Callable[[str], None] | None = None,
     on_request_head: Callable[[Exchange], None] | None = None,
     on_response_head: Callable[[Exchange], None] | None = None,
+    session: Session | None = None,
 ) -> Transfer:
     """Make the request (following redirects with ``spec.follow``); the last hop's body is
-    written to ``out``. Raises :class:`CurlFailure` for every failure curl has a code for."""
-    backend = _Backend(spec)
+    written to ``out``. Raises :class:`CurlFailure` for every failure curl has a code for.
+    Connections are kept in ``session`` when one is given, else closed at the end."""
+    if session is None:
+        with Session() as own:
+            return fetch(spec, out, on_info, on_request_head, on_response_head, own)
+    pool, backend = session.pool_for(spec)
     backend.on_info = on_info
-    ctx = tls_context(spec)
-    # like curl: offer h2 by ALPN on https unless --http1.1; plain http stays HTTP/1.1
-    # unless --http2-prior-knowledge (h2c without an upgrade)
-    http1 = spec.http != "2-prior"
-    http2 = spec.http != "1.1"
-    ctx.set_alpn_protocols(
-        ["h2", "http/1.1"] if http1 and http2 else ["h2"] if http2 else ["http/1.1"]
-    )
     start = time.monotonic()
     deadline = start + spec.max_time if spec.max_time else None
     backend.deadline = deadline
@@ -411,45 +458,35 @@ def fetch(
     method = spec.method or ("HEAD" if spec.head else ("POST" if spec.body is not None else "GET"))
     body = spec.body
     time_redirect = 0.0
-    with httpcore.ConnectionPool(
-        ssl_context=ctx,
-        http1=http1,
-        http2=http2,
-        network_backend=backend,
-        retries=0,
-        max_connections=4,
-    ) as pool:
-        while True:
-            is_last_allowed = not spec.follow
-            exchange = _one(
-                pool,
-                backend,
-                spec,
-                url,
-                method,
-                body,
-                deadline,
-                out,
-                on_info,
-                on_request_head,
-                on_response_head,
-                exchanges,
-                follow=spec.follow,
-            )
-            exchanges.append(exchange)
-            location = exchange.header("location")
-            if is_last_allowed or exchange.status not in REDIRECTS or location is None:
-                break
-            if len(exchanges) > spec.max_redirects:
-                raise CurlFailure(
-                    47, f"Maximum ({spec.max_redirects}) redirects followed", exchanges
-                )
-            time_redirect += exchange.phases.total
-            url = urljoin(url, location)
-            if on_info:
-                on_info(f"Issue another request to this URL: '{url}'")
-            if exchange.status == 303 or (exchange.status in (301, 302) and method == "POST"):
-                method, body = ("GET" if method != "HEAD" else "HEAD"), None
+    while True:
+        is_last_allowed = not spec.follow
+        exchange = _one(
+            pool,
+            backend,
+            spec,
+            url,
+            method,
+            body,
+            deadline,
+            out,
+            on_info,
+            on_request_head,
+            on_response_head,
+            exchanges,
+            follow=spec.follow,
+        )
+        exchanges.append(exchange)
+        location = exchange.header("location")
+        if is_last_allowed or exchange.status not in REDIRECTS or location is None:
+            break
+        if len(exchanges) > spec.max_redirects:
+            raise CurlFailure(47, f"Maximum ({spec.max_redirects}) redirects followed", exchanges)
+        time_redirect += exchange.phases.total
+        url = urljoin(url, location)
+        if on_info:
+            on_info(f"Issue another request to this URL: '{url}'")
+        if exchange.status == 303 or (exchange.status in (301, 302) and method == "POST"):
+            method, body = ("GET" if method != "HEAD" else "HEAD"), None
     return Transfer(exchanges, time_redirect)
 
 
