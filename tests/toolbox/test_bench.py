@@ -167,3 +167,33 @@ def test_parse_duration() -> None:
     assert parse_duration("2m") == 120 and parse_duration("1.5s") == 1.5
     with pytest.raises(UsageError):
         parse_duration("5 parsecs")
+
+
+def test_head_connection_close_and_http2_bodies(tmp_path: Path) -> None:
+    with Origin() as origin:
+        # HEAD answers carry a Content-Length but no body: each one ends at its head
+        doc = bench_json("-X", "HEAD", "-n", "100", "-c", "2", origin.url("/bytes/5000"))
+        assert doc["requests"] == 100 == origin.requests and doc["errors"]["timeout"] == 0
+        assert doc["bytes"] < 100 * 5000
+        # Connection: close after every answer: a new connection per request, none lost
+        before = origin.connections
+        doc = bench_json("-n", "40", "-c", "2", origin.url("/close"))
+        assert doc["requests"] == 40 and doc["connects"] == origin.connections - before >= 40
+        assert doc["errors"] == dict.fromkeys(doc["errors"], 0)
+        # an HTTP/2 body larger than one frame arrives whole
+        body = tmp_path / "body"
+        body.write_bytes(b"x" * 40_000)
+        doc = bench_json(
+            "--http2",
+            "-X",
+            "POST",
+            "--body-file",
+            str(body),
+            "-n",
+            "20",
+            "-c",
+            "1",
+            origin.url("/echo"),
+        )
+        assert doc["requests"] == 20 and doc["status_codes"] == {"200": 20}
+        assert doc["bytes"] > 20 * 40_000  # /echo sends the body back

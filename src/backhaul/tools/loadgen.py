@@ -368,7 +368,8 @@ class _Run:
         if http2:
             factory = lambda: _H2Connection(self, origin)  # noqa: E731
         else:
-            factory = lambda: _H1Connection(self, origin)  # noqa: E731
+            kind = _H1HeadConnection if self.opts.method.upper() == "HEAD" else _H1Connection
+            factory = lambda: kind(self, origin)  # noqa: E731
         self.connects += 1
         try:
             await asyncio.wait_for(
@@ -527,6 +528,21 @@ class _H1Connection(_Connection):
         self.close()
 
 
+class _H1HeadConnection(_H1Connection):
+    """HEAD: an answer ends with its head whatever its Content-Length says (RFC 9110
+    section 9.3.2); the parser, which cannot know the method, is replaced after each one."""
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        self.on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        self.head_done = False
+        super().data_received(data)
+        if self.head_done:
+            self.parser = httptools.HttpResponseParser(self)
+
+
 class _H2Connection(_Connection):
     """One HTTP/2 connection carrying up to ``max_streams`` requests at once (h2)."""
 
@@ -541,6 +557,7 @@ class _H2Connection(_Connection):
         self.h2 = h2.connection.H2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, tuple[int, int, int]] = {}  # id -> (stamp, sent_at, status)
+        self.pending: dict[int, bytes] = {}  # request body bytes waiting for window
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -577,6 +594,10 @@ class _H2Connection(_Connection):
                 if entry is not None:
                     status = int(dict(event.headers).get(b":status", b"0"))
                     self.streams[event.stream_id] = (entry[0], entry[1], status)
+            elif isinstance(event, h2.events.WindowUpdated):
+                for stream_id in [event.stream_id] if event.stream_id else list(self.pending):
+                    if stream_id in self.pending:
+                        self._flush(stream_id)
             elif isinstance(event, h2.events.DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
@@ -589,6 +610,7 @@ class _H2Connection(_Connection):
                     run.last_done_ns = now
                     freed += 1
             elif isinstance(event, h2.events.StreamReset):
+                self.pending.pop(event.stream_id, None)
                 if self.streams.pop(event.stream_id, None) is not None:
                     run.failed("protocol")
                     freed += 1
@@ -617,9 +639,26 @@ class _H2Connection(_Connection):
         stream_id = self.h2.get_next_available_stream_id()
         self.h2.send_headers(stream_id, headers, end_stream=not body)
         if body:
-            self.h2.send_data(stream_id, body, end_stream=True)
+            self.pending[stream_id] = body
+            self._flush(stream_id)
         self.streams[stream_id] = (stamp, _clock(), 0)
         self.transport.write(self.h2.data_to_send())  # type: ignore[union-attr]
+
+    def _flush(self, stream_id: int) -> None:
+        """Send as much of a request body as flow control allows, frame by frame."""
+        data = self.pending.get(stream_id)
+        while data:
+            room = min(
+                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+            )
+            if room <= 0:
+                break
+            chunk, data = data[:room], data[room:]
+            self.h2.send_data(stream_id, chunk, end_stream=not data)
+        if data:
+            self.pending[stream_id] = data
+        else:
+            self.pending.pop(stream_id, None)
 
     def usable(self) -> bool:
         return (
@@ -638,6 +677,7 @@ class _H2Connection(_Connection):
 
     def abandon(self, kind: str) -> None:
         """Give up on every stream in flight (counted as ``kind``) and close."""
+        self.pending.clear()
         for _ in self.streams:
             self.run.failed(kind)
         self.streams.clear()
