@@ -196,7 +196,10 @@ def register(app: typer.Typer) -> None:
             files_n = total["files"]
             failed = total["files_failed"]
             rate = total["requests"] / (elapsed / 1000) if elapsed > 0 else 0.0
-            pct = (lambda n: f"{100 * n / files_n:.1f}%") if files_n else (lambda n: "0%")
+
+            def pct(n: int) -> str:
+                return f"{100 * n / files_n:.1f}%" if files_n else "0%"
+
             typer.echo("-" * 72)
             typer.echo(f"Executed files:    {files_n}")
             typer.echo(f"Executed requests: {total['requests']} ({rate:.1f}/s)")

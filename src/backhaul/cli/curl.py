@@ -221,12 +221,12 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"{what} {value}: give seconds above 0")
         adds: list[tuple[str, str]] = []
         removes: set[str] = set()
-        for text in header:
-            name, value = _header(text)
-            if value is None:
+        for line in header:
+            name, header_value = _header(line)
+            if header_value is None:
                 removes.add(name.lower())
             else:
-                adds.append((name, value))
+                adds.append((name, header_value))
         body: bytes | None = None
         if data or data_binary or data_raw:
             pieces = [read_data_arg(d, binary=False) for d in data]
@@ -244,12 +244,12 @@ def register(app: typer.Typer) -> None:
                 adds.append(("Accept", "application/json"))
                 removes.add("accept")
         pins: dict[tuple[str, int], str] = {}
-        for text in resolve:
-            host, port, address = _pair(text, "--resolve", 3)
+        for item in resolve:
+            host, port, address = _pair(item, "--resolve", 3)
             pins[(host.lower(), _port(port, "--resolve", allow_empty=host == "*"))] = address
         routes: dict[tuple[str, int], tuple[str, int]] = {}
-        for text in connect_to:
-            h1, p1, h2, p2 = _pair(text, "--connect-to", 4)
+        for item in connect_to:
+            h1, p1, h2, p2 = _pair(item, "--connect-to", 4)
             routes[(h1.lower(), _port(p1, "--connect-to", True))] = (
                 h2,
                 _port(p2, "--connect-to", True),
@@ -325,12 +325,12 @@ def register(app: typer.Typer) -> None:
         if report_json:
             raw = captured.getvalue() if captured is not None else b""
             try:
-                text: str | None = raw.decode("utf-8") if len(raw) <= 1 << 20 else None
+                body_text: str | None = raw.decode("utf-8") if len(raw) <= 1 << 20 else None
             except UnicodeDecodeError:
-                text = None
+                body_text = None
             if output is not None and output != "-":
                 Path(output).write_bytes(raw)
-            doc = curl_report.report_json(transfer, code, message, text)
+            doc = curl_report.report_json(transfer, code, message, body_text)
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         if write_out is not None:
             template = write_out

@@ -369,7 +369,7 @@ def junit_xml(results: list[FileResult], elapsed_ms: float) -> bytes:
                     },
                 ).text = "\n".join(str(f) for f in e.failures)
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True)) + b"\n"
 
 
 def dump_json(doc: dict[str, Any]) -> str:

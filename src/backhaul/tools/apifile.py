@@ -743,7 +743,7 @@ def _run_query(query: Query, response: ResponseView, variables: Mapping[str, Any
 
 def _jsonpath(path: str, document: Any) -> Any:
     from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-    from jsonpath_ng.ext import parse as jsonpath_parse
+    from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
     try:
         compiled = jsonpath_parse(path)
@@ -815,12 +815,14 @@ def _holds(predicate: str, got: Any, expected: Any) -> bool:
             isinstance(got, str) and isinstance(expected, str)
         ):
             return False
-        return {
-            ">": got > expected,
-            ">=": got >= expected,
-            "<": got < expected,
-            "<=": got <= expected,
-        }[predicate]
+        return bool(
+            {
+                ">": got > expected,
+                ">=": got >= expected,
+                "<": got < expected,
+                "<=": got <= expected,
+            }[predicate]
+        )
     if predicate in ("contains", "includes"):
         if isinstance(got, str) and isinstance(expected, str):
             return expected in got

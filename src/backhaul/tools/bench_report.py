@@ -185,9 +185,10 @@ def render_plot(result: BenchResult, path: str) -> None:
     fig, (over_time, spectrum) = plt.subplots(2, 1, figsize=(10, 8))
     try:
         times = [s.t for s in result.timeline if s.count]
-        for name, pick in (("max", lambda s: s.max), ("p99", lambda s: s.p99)):
-            over_time.plot(times, [pick(s) / 1000 for s in result.timeline if s.count], label=name)
-        over_time.plot(times, [s.p50 / 1000 for s in result.timeline if s.count], label="p50")
+        shown = [s for s in result.timeline if s.count]
+        over_time.plot(times, [s.max / 1000 for s in shown], label="max")
+        over_time.plot(times, [s.p99 / 1000 for s in shown], label="p99")
+        over_time.plot(times, [s.p50 / 1000 for s in shown], label="p50")
         over_time.set_xlabel("time since start (s)")
         over_time.set_ylabel("latency (ms)")
         mode = f"constant rate {result.options.rate:g}/s" if result.mode == "rate" else "closed"

@@ -608,9 +608,9 @@ def _one(
         raise
     except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
         exchange.phases = _phases(t0, marks, time.monotonic())
-        failure = _map_error(exc, url, host, port)
-        failure.exchanges = [*done, exchange]
-        raise failure from exc
+        mapped = _map_error(exc, url, host, port)
+        mapped.exchanges = [*done, exchange]
+        raise mapped from exc
     except httpcore.UnsupportedProtocol as exc:
         raise _map_error(exc, url, host, port) from exc
     end = time.monotonic()

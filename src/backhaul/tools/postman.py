@@ -63,10 +63,10 @@ def _auth_lines(auth: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     """(headers, sections) for an auth block."""
     if not auth:
         return [], []
-    kind = auth.get("type")
-    values = {}
+    kind = str(auth.get("type"))
+    values: dict[str, Any] = {}
     for item in auth.get(kind, []) if isinstance(auth.get(kind), list) else []:
-        values[item.get("key")] = item.get("value", "")
+        values[str(item.get("key"))] = item.get("value", "")
     if kind == "bearer":
         return [f"Authorization: Bearer {values.get('token', '')}"], []
     if kind == "basic":
@@ -132,7 +132,7 @@ def _body(body: dict[str, Any] | None) -> tuple[list[str], list[str], list[str]]
     return [], [], [f"body mode {mode!r} is not converted"]
 
 
-def _walk(items: list[dict[str, Any]], trail: list[str]) -> list[tuple[list[str], dict]]:
+def _walk(items: list[dict[str, Any]], trail: list[str]) -> list[tuple[list[str], dict[str, Any]]]:
     out = []
     for item in items:
         if not isinstance(item, dict):
