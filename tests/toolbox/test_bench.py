@@ -117,14 +117,15 @@ def test_timeouts_count_as_errors() -> None:
 
 
 def test_constant_rate_p99_shows_a_stall_the_closed_loop_hides() -> None:
-    """A 200 ms stall every 2 s: from the intended start (constant rate) the p99 is the stall;
-    from the moment of sending (closed loop) it is not, though the max shows it happened."""
+    """A 200 ms stall every 2 s (a 3 s run meets one): measured from the intended start
+    (constant rate) the p99 is the stall; measured from the moment of sending (closed loop)
+    it is not, though the max shows the stall happened."""
     stall_us = STALL * 1e6
     with Origin(stall_every=2.0, stall_for=STALL) as origin:
-        rate = bench_json("--rate", "200", "-c", "10", "-d", "4.5s", origin.url())
+        rate = bench_json("--rate", "200", "-c", "10", "-d", "3s", origin.url())
         stalls_seen_by_rate = origin.stalled_answers
     with Origin(stall_every=2.0, stall_for=STALL) as origin:
-        closed = bench_json("-c", "10", "-d", "4.5s", origin.url())
+        closed = bench_json("-c", "10", "-d", "3s", origin.url())
         stalls_seen_by_closed = origin.stalled_answers
     assert stalls_seen_by_rate > 0 and stalls_seen_by_closed > 0
     assert rate["mode"] == "rate" and closed["mode"] == "closed"
@@ -136,7 +137,7 @@ def test_constant_rate_p99_shows_a_stall_the_closed_loop_hides() -> None:
     # only -c requests into each stall and its p99 stays far below it (hey: 2.8 ms)
     assert rate["latency_us"]["percentiles"]["99"] >= 0.6 * stall_us
     assert closed["latency_us"]["percentiles"]["99"] < 0.25 * stall_us
-    assert rate["requests"] >= 0.8 * 200 * 4.5
+    assert rate["requests"] >= 0.8 * 200 * 3
 
 
 def test_plot_is_a_png(tmp_path: Path) -> None:
