@@ -1,4 +1,5 @@
-"""wrk against ``backhaul bench`` as load generators, side by side in one run (issue 12).
+"""wrk against ``backhaul bench`` (and hey, when installed) as load generators, side by side
+in one run (issue 12).
 
     python -m bench.loadgen [--rounds 3] [--duration 5] [--connections 50] [--size 13B]
 
@@ -21,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
@@ -58,16 +60,15 @@ def backhaul_bin() -> str:
 
 def startup_cpu(name: str, url: str) -> float:
     """CPU seconds a generator spends on a 1-request run: start-up and exit, not load."""
-    if name == "wrk":
-        argv = ["wrk", "-t1", "-c1", "-d0.2s", url]  # wrk has no request count; negligible
-    else:
-        argv = [backhaul_bin(), "bench", "-c1", "-n1", "--json", url]
+    if name != "backhaul":  # wrk and hey are compiled: start-up is negligible
+        return 0.0
+    argv = [backhaul_bin(), "bench", "-c1", "-n1", "--json", url]
     samples = []
     for _ in range(3):
         cpu0 = children_cpu()
         subprocess.run(["taskset", "-c", LOAD_CORE, *argv], capture_output=True, timeout=60)
         samples.append(children_cpu() - cpu0)
-    return statistics.median(samples) if name != "wrk" else 0.0
+    return statistics.median(samples)
 
 
 def run_one(
@@ -76,6 +77,8 @@ def run_one(
     seconds = f"{args.duration:g}s"
     if name == "wrk":
         argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}", "--latency", url]
+    elif name == "hey":
+        argv = ["hey", "-z", seconds, "-c", str(args.connections), url]
     else:
         argv = [backhaul_bin(), "bench", f"-c{args.connections}", f"-d{seconds}", "--json", url]
     cpu0 = children_cpu()
@@ -90,7 +93,11 @@ def run_one(
     cpu = children_cpu() - cpu0
     if done.returncode != 0:
         raise BenchError(f"{name} failed: {done.stderr.strip() or done.stdout}")
-    if name == "wrk":
+    if name == "hey":
+        parsed = parse_hey(done.stdout)
+        rps, requests = parsed["rps"], parsed["requests"]
+        p50, p99, errors = parsed["p50_ms"], parsed["p99_ms"], parsed["errors"]
+    elif name == "wrk":
         parsed = parse_wrk(done.stdout)
         rps, requests = parsed["rps"], parsed["requests"]
         p50, p99 = parsed["p50_ms"], parsed["p99_ms"]
@@ -115,6 +122,35 @@ def run_one(
     }
 
 
+def parse_hey(text: str) -> dict[str, Any]:
+    """req/s, answers, p50/p99 (ms) and errors from hey's summary."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    answers = sum(int(n) for n in re.findall(r"^\s+\[\d{3}\]\s+(\d+) responses", text, re.M))
+    pct = dict(re.findall(r"^\s+(50|99)% in ([\d.]+) secs", text, re.M))
+    if rps is None or "99" not in pct:
+        raise BenchError(f"unexpected hey output:\n{text}")
+    errors = (
+        sum(
+            int(n)
+            for n in re.findall(r"^\s+\[(\d+)\]\t", text.split("Error distribution:")[1], re.M)
+        )
+        if "Error distribution:" in text
+        else 0
+    )
+    non_2xx = sum(
+        int(n)
+        for code, n in re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", text, re.M)
+        if not code.startswith(("2", "3"))
+    )
+    return {
+        "rps": float(rps.group(1)),
+        "requests": answers,
+        "p50_ms": float(pct["50"]) * 1000,
+        "p99_ms": float(pct["99"]) * 1000,
+        "errors": errors + non_2xx,
+    }
+
+
 def describe(run: dict[str, Any]) -> str:
     return (
         f"{run['generator']:>8}: {run['rps']:>9,.0f} req/s  p50 {run['p50_ms']:6.2f} ms  "
@@ -132,6 +168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=50, help="connections (-c)")
     parser.add_argument("--size", choices=sorted(SIZES), default="13B", help="body size")
+    parser.add_argument(
+        "--no-hey", dest="hey", action="store_false", help="leave hey out (run when installed)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 120:
         parser.error("--rounds 1..20, --duration 1..120 seconds")
@@ -195,14 +234,15 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
             timeout=30,
         )  # warm-up
-        startup = {name: startup_cpu(name, url) for name in ("wrk", "backhaul")}
+        generators = ["wrk", "backhaul"] + (["hey"] if args.hey and tool("hey") else [])
+        startup = {name: startup_cpu(name, url) for name in generators}
         print(
             f"backhaul bench start-up and exit: {startup['backhaul']:.2f} s CPU (subtracted "
             "from its us/req)"
         )
         runs: list[dict[str, Any]] = []
         for number in range(args.rounds):
-            order = ("wrk", "backhaul") if number % 2 == 0 else ("backhaul", "wrk")
+            order = generators[number % len(generators) :] + generators[: number % len(generators)]
             for name in order:
                 run = run_one(name, url, args, target.pid, startup[name])
                 run["round"] = number + 1
@@ -210,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {number + 1} {describe(run)}", flush=True)
     median = {
         name: statistics.median(r["rps"] for r in runs if r["generator"] == name)
-        for name in ("wrk", "backhaul")
+        for name in generators
     }
     per_round = [
         next(r["rps"] for r in runs if r["round"] == n and r["generator"] == "backhaul")
@@ -222,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         name: statistics.median(
             r["generator_cpu_us_per_request"] for r in runs if r["generator"] == name
         )
-        for name in ("wrk", "backhaul")
+        for name in generators
     }
     cpu_ratio = cpu["wrk"] / cpu["backhaul"]
     print()
@@ -233,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{cpu['backhaul']:.1f} us -> rate each could drive from one full core: "
         f"{cpu_ratio:.2f}x wrk's"
     )
+    if "hey" in median:
+        print(
+            f"for reference, hey: {median['hey']:,.0f} req/s = "
+            f"{median['hey'] / median['wrk']:.2f}x wrk's, {cpu['hey']:.1f} us CPU per request"
+        )
     verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
     print(f"ratio backhaul bench / wrk: {ratio:.2f}x ({verdict} the >= {TARGET_RATIO}x target)")
     RESULTS.mkdir(exist_ok=True)
