@@ -92,6 +92,11 @@ def test_tls_http11_and_an_untrusted_certificate(tmp_path: Path) -> None:
     with Origin(tls=ca.server_context(alpn=("http/1.1",))) as origin:
         doc = bench_json("-n", "100", "-c", "2", "--cacert", str(ca.ca_cert), origin.url())
         assert doc["requests"] == 100 == origin.requests
+        # HTTP/2 asked of a server that offers only http/1.1 by ALPN: counted, and it ends
+        done = bench(
+            "--json", "--http2", "-n", "5", "-c", "1", "--cacert", str(ca.ca_cert), origin.url()
+        )
+        assert done.returncode == 1 and json.loads(done.stdout)["errors"]["protocol"] == 5
         # without the CA the handshakes fail: errors by kind, nothing answered, exit 1
         done = bench("--json", "-n", "5", "-c", "1", origin.url())
         assert done.returncode == 1

@@ -558,6 +558,7 @@ class _H2Connection(_Connection):
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, tuple[int, int, int]] = {}  # id -> (stamp, sent_at, status)
         self.pending: dict[int, bytes] = {}  # request body bytes waiting for window
+        self.refused = False
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -565,9 +566,10 @@ class _H2Connection(_Connection):
         if self.origin.scheme == "https":
             ssl_object = self.transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
-                self.run.errors["protocol"] += 1
-                self.closing = True
+                # the server does not speak HTTP/2: a failed connect, counted toward -n
+                self.closing = self.refused = True
                 self.transport.abort()
+                self.run._connect_failed(self.origin, "protocol")
                 return
         self.h2.initiate_connection()
         self.transport.write(self.h2.data_to_send())
@@ -626,6 +628,8 @@ class _H2Connection(_Connection):
             run.slot_free(self, now)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:  # already counted and replaced
+            return
         if self.streams and not self.closing:
             for _ in self.streams:
                 self.run.failed("read")
