@@ -383,11 +383,11 @@ class _Run:
                 timeout=self.opts.timeout,
             )
         except ssl.SSLError:
-            self._connect_failed(origin, "tls")
+            self.connect_failed(origin, "tls")
         except (TimeoutError, OSError):
-            self._connect_failed(origin, "connect")
+            self.connect_failed(origin, "connect")
 
-    def _connect_failed(self, origin: Origin, kind: str) -> None:
+    def connect_failed(self, origin: Origin, kind: str) -> None:
         # A failed connect stands for a request that could not be made: it counts toward -n,
         # so a run against a dead target still ends.
         self.errors[kind] += 1
@@ -569,7 +569,7 @@ class _H2Connection(_Connection):
                 # the server does not speak HTTP/2: a failed connect, counted toward -n
                 self.closing = self.refused = True
                 self.transport.abort()
-                self.run._connect_failed(self.origin, "protocol")
+                self.run.connect_failed(self.origin, "protocol")
                 return
         self.h2.initiate_connection()
         self.transport.write(self.h2.data_to_send())
