@@ -251,6 +251,9 @@ def test_a_passing_file_with_captures_variables_and_environments(
         jsonpath "$.items" count == 2
 
         POST {{base}}/echo?id={{id}}&rid={{rid}}
+        [Cookies]
+        session: s-{{id}}
+        theme: dark
         [Form]
         sku: {{sku}}
         HTTP 200
@@ -261,10 +264,11 @@ def test_a_passing_file_with_captures_variables_and_environments(
         jsonpath "$.method" == "POST"
         variable "got" == "sku=b2"
         jsonpath "$.headers.x-from" == "{{from}}"
+        jsonpath "$.headers.cookie" == "session=s-7; theme=dark"
         """,
     )
     # the second request uses a header only --variable supplies
-    text = Path(path).read_text().replace("[Form]", "X-From: {{from}}\n[Form]")
+    text = Path(path).read_text().replace("&rid={{rid}}\n", "&rid={{rid}}\nX-From: {{from}}\n")
     Path(path).write_text(text)
     connections = origin.connections
     done = api("run", path, "--env-file", str(env), "--env", "dev", "--variable", "from=cli")
@@ -272,7 +276,7 @@ def test_a_passing_file_with_captures_variables_and_environments(
     assert origin.connections == connections + 1  # the file's requests share a connection
     assert done.stdout.startswith(f"PASS {path} (2 requests,")
     assert (
-        "Failed files:      0" in done.stdout and "Checks:            9 (0 failed)" in done.stdout
+        "Failed files:      0" in done.stdout and "Checks:            10 (0 failed)" in done.stdout
     )
 
 

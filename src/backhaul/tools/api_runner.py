@@ -97,6 +97,9 @@ def _render(entry: apifile.Entry, scope: dict[str, Any], opts: RunOptions) -> Re
         extra = urlencode([(sub(k, scope), sub(v, scope)) for k, v in entry.query])
         url = urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
     headers = [(sub(k, scope), sub(v, scope)) for k, v in entry.headers]
+    if entry.cookies:
+        jar = "; ".join(f"{sub(k, scope)}={sub(v, scope)}" for k, v in entry.cookies)
+        headers.append(("Cookie", jar))
     body: bytes | None = None
     if entry.form:
         body = urlencode([(sub(k, scope), sub(v, scope)) for k, v in entry.form]).encode()

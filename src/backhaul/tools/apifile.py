@@ -8,7 +8,7 @@ Two formats describe the same thing, a list of requests each with its expectatio
     POST {{base}}/users            <- METHOD URL starts an entry
     Content-Type: application/json <- request headers
     [Query]                        <- or [QueryStringParams]; also [Form]/[FormParams],
-    page: 2                           [BasicAuth] (user: password), [Options]
+    page: 2                           [BasicAuth] (user: password), [Cookies], [Options]
     {"name": "Ada"}                <- body: JSON, ```fenced text```, or `one line`
     HTTP 201                       <- expected status (HTTP/1.1 201, HTTP/2 201, HTTP *)
     Location: /users/7             <- expected header values
@@ -31,9 +31,10 @@ Queries: ``status``, ``version``, ``header "N"``, ``jsonpath "$..."`` (jsonpath-
 ``<=``, ``contains``, ``startsWith``, ``endsWith``, ``matches``, ``exists``, ``isEmpty``,
 ``isInteger``, ``isString``, ``isBoolean``, ``isCollection``; ``not`` before one negates
 it. Values: JSON literals (``"text"``, ``12``, ``1.5``, ``true``, ``null``) or ``{{var}}``.
-``[Options]`` takes ``variable: name=value`` (set for this and later entries),
-``location: true``, ``max-redirs: N``, ``insecure: true``, ``http2: true``,
-``http1.1: true``, ``cacert: path``.
+``[Cookies]`` (name: value) become one Cookie header. ``[Options]`` takes
+``variable: name=value`` (set for this and later entries), ``location: true``,
+``max-redirs: N``, ``insecure: true``, ``http1.1: true``, ``http2-prior-knowledge: true``,
+``cacert: path``.
 
 **YAML**: ``variables:`` (a mapping) and ``requests:``, a list of mappings with ``name``,
 ``method``, ``url`` (or ``GET: url`` ...), ``headers``, ``query``, ``form``, ``json`` or
@@ -108,6 +109,7 @@ REQUEST_SECTIONS = {
     "form": "form",
     "formparams": "form",
     "basicauth": "auth",
+    "cookies": "cookies",
     "options": "options",
 }
 RESPONSE_SECTIONS = {"captures": "captures", "asserts": "asserts"}
@@ -170,6 +172,7 @@ class Entry:
     headers: list[tuple[str, str]] = field(default_factory=list)
     query: list[tuple[str, str]] = field(default_factory=list)
     form: list[tuple[str, str]] = field(default_factory=list)
+    cookies: list[tuple[str, str]] = field(default_factory=list)
     auth: tuple[str, str] | None = None
     body: str | None = None
     options: dict[str, str] = field(default_factory=dict)
@@ -482,6 +485,8 @@ def parse_text(text: str, source: str) -> ApiFile:
                 entry.query.append((name, value))
             elif section == "form":
                 entry.form.append((name, value))
+            elif section == "cookies":
+                entry.cookies.append((name, value))
             elif section == "auth":
                 entry.auth = (name, value)
             else:  # options
