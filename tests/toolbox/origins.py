@@ -229,6 +229,7 @@ class Origin:
         self.stalled_answers = 0
         self.connections = 0
         self.first_request: float | None = None
+        self.last_request: tuple[str, str, dict, bytes] | None = None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = threading.Event()
@@ -267,6 +268,7 @@ class Origin:
         path = target.split("?", 1)[0]
         self.requests += 1
         self.by_path[path] = self.by_path.get(path, 0) + 1
+        self.last_request = (method, target, headers, body)
         if path == "/hang":
             return
         now = time.monotonic()

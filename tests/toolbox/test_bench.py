@@ -48,8 +48,10 @@ def test_counts_equal_the_servers_own_counts() -> None:
 def test_several_urls_status_codes_and_wrk_lines() -> None:
     with Origin() as origin:
         urls = [origin.url("/json"), origin.url("/status/404"), origin.url("/status/500")]
-        done = bench("-n", "300", "-c", "3", "-X", "POST", "-b", "x=1", *urls)
+        done = bench("-n", "300", "-c", "3", "-X", "POST", "-b", "x=1", "-H", "X-Bench: yes", *urls)
         assert done.returncode == 0, done.stderr
+        method, _, headers, body = origin.last_request
+        assert (method, headers["x-bench"], body) == ("POST", "yes", b"x=1")
         out = done.stdout
         assert origin.by_path == {"/json": 100, "/status/404": 100, "/status/500": 100}
         # the lines a wrk parser reads

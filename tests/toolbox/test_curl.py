@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -166,6 +167,13 @@ def test_redirects_hop_by_hop(plain: Origin) -> None:
     done = curl("-L", "--timings", plain.url("/redirect/2"))
     assert "hop 1: 302 GET" in done.stderr and "hop 3: 200 GET" in done.stderr
     assert "total:" in done.stderr and json.loads(done.stdout) == DOC
+    single = curl("--timings", plain.url("/json")).stderr
+    assert re.search(
+        r"^phases: dns [\d.]+ms  tcp [\d.]+ms  tls 0.0ms  send [\d.]+ms  wait "
+        r"[\d.]+ms  transfer [\d.]+ms  = total [\d.]+ms$",
+        single,
+        re.M,
+    ), single
     assert_one_line_error(curl("-L", "--max-redirs", "2", plain.url("/redirect/5")), 47)
 
 

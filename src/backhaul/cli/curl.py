@@ -166,6 +166,13 @@ def _show_timings(transfer: Transfer) -> None:
     console.print(lines[1], style="cyan", soft_wrap=True)
     for line in lines[2:]:
         console.print(line, soft_wrap=True)
+    if len(transfer.exchanges) == 1:  # the six phases, request sending on its own
+        parts = "  ".join(f"{k} {v * 1000:.1f}ms" for k, v in last.phases.segments().items())
+        console.print(
+            f"phases: {parts}  = total {last.phases.total * 1000:.1f}ms",
+            style="dim",
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
