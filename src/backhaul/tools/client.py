@@ -410,6 +410,10 @@ class Session:
             # HTTP/1.1 unless --http2-prior-knowledge (h2c without an upgrade)
             http1 = spec.http != "2-prior"
             http2 = spec.http != "1.1"
+            if http2:
+                # httpcore imports its HTTP/2 side (and h2) on first use: do it now, so the
+                # phases time the exchange and not an import
+                import httpcore._sync.http2  # noqa: F401
             ctx.set_alpn_protocols((["h2"] if http2 else []) + (["http/1.1"] if http1 else []))
             pool = httpcore.ConnectionPool(
                 ssl_context=ctx,
@@ -511,6 +515,9 @@ def _one(
     exchange.size_upload = len(body or b"")
     marks: dict[str, float] = {}
     backend.marks = marks
+    if scheme == "https":
+        # the certificate is read while the clock runs: load cryptography's x509 first
+        import cryptography.x509  # noqa: F401
     t0 = time.monotonic()
 
     def trace(name: str, info: dict[str, Any]) -> None:
