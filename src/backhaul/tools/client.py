@@ -413,7 +413,7 @@ class Session:
             if http2:
                 # httpcore imports its HTTP/2 side (and h2) on first use: do it now, so the
                 # phases time the exchange and not an import
-                import httpcore._sync.http2  # noqa: F401
+                import httpcore._sync.http2
             ctx.set_alpn_protocols((["h2"] if http2 else []) + (["http/1.1"] if http1 else []))
             pool = httpcore.ConnectionPool(
                 ssl_context=ctx,
