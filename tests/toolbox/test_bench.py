@@ -165,6 +165,7 @@ def test_bad_usage_is_one_line() -> None:
         (["ftp://127.0.0.1/"], "http://"),
         (["-H", "nocolon", "http://127.0.0.1:1/"], "Name: value"),
         (["--rate", "0", "http://127.0.0.1:1/"], "rate"),
+        (["-c", "1", "http://127.0.0.1:1/", "http://127.0.0.2:1/"], "one connection per server"),
     ):
         line = assert_one_line_error(bench(*args), 2)
         assert words in line, line

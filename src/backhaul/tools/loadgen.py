@@ -697,6 +697,11 @@ async def run_bench(
     """Run the load described by ``opts`` on the running loop and return what it measured."""
     opts.check()
     origins = _origins(opts)
+    if opts.connections < len(origins):
+        raise UsageError(
+            f"-c {opts.connections}: the URLs name {len(origins)} servers; give at least one "
+            "connection per server"
+        )
     loop = asyncio.get_running_loop()
     run = _Run(opts, loop)
     hist = HdrHistogram(1, HIST_MAX_US, 3)
