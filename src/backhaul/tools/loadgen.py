@@ -290,8 +290,8 @@ class _Run:
         if self.issued >= self.limit:
             self.issuing = self.fast = False
 
-    def failed(self, kind: str, requests: int = 1) -> None:
-        """``requests`` requests in flight ended in an error of ``kind``."""
+    def failed(self, kind: str) -> None:
+        """A request in flight ended in an error of ``kind``."""
         self.errors[kind] += 1
         self.last_done_ns = _clock()
         if not self.issuing:
@@ -348,7 +348,7 @@ class _Run:
         """Constant rate: requests due before ``end_ns`` that never went out."""
         if not self.rate_ns:
             return 0
-        due = int((end_ns - self.start_ns) / self.rate_ns) + 1
+        due = math.ceil((end_ns - self.start_ns) / self.rate_ns)  # due strictly before the end
         if self.limit != math.inf:
             due = min(due, int(self.limit))
         return max(0, due - self.next_index)
