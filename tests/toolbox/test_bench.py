@@ -206,3 +206,23 @@ def test_head_connection_close_and_http2_bodies(tmp_path: Path) -> None:
         )
         assert doc["requests"] == 20 and doc["status_codes"] == {"200": 20}
         assert doc["bytes"] > 20 * 40_000  # /echo sends the body back
+
+
+def test_wrk_units() -> None:
+    from backhaul.tools.bench_report import _binary, _metric, _time_us
+
+    assert [_time_us(v) for v in (635.91, 940, 1_500, 12_920, 2_500_000, 90_000_000)] == [
+        "635.91us",
+        "940.00us",
+        "1.50ms",
+        "12.92ms",
+        "2.50s",
+        "1.50m",
+    ]
+    assert [_binary(v) for v in (512, 9_280_000, 3 << 30)] == ["512.00", "8.85M", "3.00G"]
+    assert [_metric(v) for v in (56.2, 56_200, 8_070, 1_200_000)] == [
+        "56.20",
+        "56.20k",
+        "8.07k",
+        "1.20M",
+    ]
