@@ -43,6 +43,9 @@ def test_counts_equal_the_servers_own_counts() -> None:
         pct = doc["latency_us"]["percentiles"]
         assert 0 < pct["50"] <= pct["90"] <= pct["99"] <= pct["99.99"] <= doc["latency_us"]["max"]
         assert sum(s["count"] for s in doc["timeline"]) == 600
+    with Origin() as origin:  # by duration: what was in flight at the end is waited for
+        doc = bench_json("-d", "1s", "-c", "8", origin.url("/bytes/100"))
+        assert doc["requests"] == origin.requests > 0 and doc["errors"]["timeout"] == 0
 
 
 def test_several_urls_status_codes_and_wrk_lines() -> None:
