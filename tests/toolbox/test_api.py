@@ -118,6 +118,11 @@ def test_parse_errors_say_file_and_line(text: str, line: int, words: str) -> Non
     assert str(caught.value).startswith(f"bad.hurl:{line}: ")
 
 
+def test_a_one_line_json_array_body_is_a_body() -> None:
+    (entry,) = apifile.parse_text("POST http://h/\n[1, 2]\nHTTP 200\n", "a.hurl").entries
+    assert entry.body == "[1, 2]" and entry.status == 200
+
+
 def test_yaml_format_with_line_numbers() -> None:
     text = textwrap.dedent(
         """

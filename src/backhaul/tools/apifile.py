@@ -448,8 +448,8 @@ def parse_text(text: str, source: str) -> ApiFile:
             entry.status_line = number
             state, section = "response-headers", ""
             continue
-        if stripped.startswith("[") and stripped.endswith("]"):
-            name = stripped[1:-1].strip().lower()
+        name = stripped[1:-1].strip().lower()
+        if stripped.startswith("[") and stripped.endswith("]") and re.fullmatch(r"[a-z]+", name):
             if state in ("request-headers", "request-section") and name in REQUEST_SECTIONS:
                 state, section = "request-section", REQUEST_SECTIONS[name]
                 continue
