@@ -233,6 +233,44 @@ def test_any_text_parses_or_fails_with_a_file_line_error(text: str) -> None:
         assert exc.line >= 1
 
 
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "requests",
+                        "variables",
+                        "GET",
+                        "url",
+                        "method",
+                        "asserts",
+                        "captures",
+                        "status",
+                        "headers",
+                        "json",
+                        "auth",
+                        "x",
+                    ]
+                ),
+                inner,
+                max_size=5,
+            )
+        ),
+        max_leaves=15,
+    )
+)
+def test_any_yaml_document_parses_or_fails_with_a_file_line_error(doc: object) -> None:
+    import yaml
+
+    try:
+        apifile.parse_yaml(yaml.safe_dump(doc), "fuzz.yaml")
+    except ApiFileError as exc:
+        assert exc.line >= 1
+
+
 # ----------------------------------------------------------------------------- running
 
 

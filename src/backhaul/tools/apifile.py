@@ -558,7 +558,7 @@ def parse_yaml(text: str, source: str) -> ApiFile:
         node = top[sorted(unknown)[0]]
         raise ApiFileError(
             source,
-            node.start_mark.line,
+            node.start_mark.line + 1,
             f"unknown key {sorted(unknown)[0]!r}; expected variables and requests",
         )
     requests = top.get("requests")
