@@ -367,3 +367,14 @@ def test_connect_timeout_on_a_full_accept_queue() -> None:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_a_body_past_the_memory_bound_is_a_write_error(plain: Origin) -> None:
+    from backhaul.tools.client import BoundedBuffer, CurlFailure, RequestSpec, fetch
+
+    with pytest.raises(CurlFailure) as caught:
+        fetch(RequestSpec(url=plain.url("/bytes/5000")), BoundedBuffer(limit=1000))
+    assert caught.value.exit_code == 23 and "larger than" in caught.value.message
+    kept = BoundedBuffer(limit=5000)
+    assert fetch(RequestSpec(url=plain.url("/bytes/5000")), kept).last.status == 200
+    assert kept.getvalue() == b"a" * 5000

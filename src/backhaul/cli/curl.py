@@ -11,7 +11,15 @@ import typer
 
 from backhaul.errors import UsageError
 from backhaul.tools import curl_report
-from backhaul.tools.client import CurlFailure, Exchange, RequestSpec, Transfer, fetch, read_data_arg
+from backhaul.tools.client import (
+    BoundedBuffer,
+    CurlFailure,
+    Exchange,
+    RequestSpec,
+    Transfer,
+    fetch,
+    read_data_arg,
+)
 
 __all__ = ["register"]
 
@@ -289,9 +297,7 @@ def register(app: typer.Typer) -> None:
         sink: BinaryIO | None
         captured = None
         if report_json:
-            import io
-
-            captured = io.BytesIO()
+            captured = BoundedBuffer()
             sink = captured
         elif output is not None and output != "-":
             try:

@@ -9,7 +9,6 @@ same HTTP/1.1, HTTP/2, TLS and timeout behaviour as ``backhaul curl``.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -21,7 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from backhaul.errors import UsageError
 from backhaul.tools import apifile
-from backhaul.tools.client import CurlFailure, RequestSpec, Session, fetch
+from backhaul.tools.client import BoundedBuffer, CurlFailure, RequestSpec, Session, fetch
 
 __all__ = [
     "EntryResult",
@@ -170,7 +169,7 @@ def run_file(path: str, parsed: apifile.ApiFile | None, opts: RunOptions) -> Fil
                 failed = True
                 continue
             result.method, result.url = spec.method or entry.method, spec.url
-            sink = io.BytesIO()
+            sink = BoundedBuffer()
             began = time.monotonic()
             try:
                 transfer = fetch(spec, sink, session=session)

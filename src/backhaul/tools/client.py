@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
+import io
 import ipaddress
 import os
 import socket
@@ -38,6 +40,7 @@ from backhaul import __version__
 from backhaul.errors import BackhaulError
 
 __all__ = [
+    "BoundedBuffer",
     "CurlFailure",
     "Exchange",
     "Phases",
@@ -350,6 +353,19 @@ def _map_error(exc: Exception, url: str, host: str, port: int) -> CurlFailure:
     if isinstance(exc, httpcore.UnsupportedProtocol):
         return CurlFailure(1, f"Protocol not supported in {url}")
     return CurlFailure(56, f"{type(exc).__name__}: {exc}")
+
+
+class BoundedBuffer(io.BytesIO):
+    """A body kept in memory, up to ``limit`` bytes; past that a write fails (curl's 23)."""
+
+    def __init__(self, limit: int = 64 << 20) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.limit:
+            raise OSError(errno.EFBIG, f"the body is larger than {self.limit:,} bytes")
+        return super().write(data)
 
 
 def _split(url: str) -> tuple[str, str, int, str]:
