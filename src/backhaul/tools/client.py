@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import datetime
 import errno
+import importlib
 import io
 import ipaddress
 import os
@@ -429,7 +430,7 @@ class Session:
             if http2:
                 # httpcore imports its HTTP/2 side (and h2) on first use: do it now, so the
                 # phases time the exchange and not an import
-                import httpcore._sync.http2
+                importlib.import_module("httpcore._sync.http2")
             ctx.set_alpn_protocols((["h2"] if http2 else []) + (["http/1.1"] if http1 else []))
             pool = httpcore.ConnectionPool(
                 ssl_context=ctx,
