@@ -163,6 +163,9 @@ def register(app: typer.Typer) -> None:
             cacert=str(cacert) if cacert else None,
         )
         opts.check()
+        if not as_json:
+            sys.stdout.write("\n".join(bench_report.render_header(opts)) + "\n")
+            sys.stdout.flush()
         if sys.stderr.isatty() and not as_json:
             with _LiveLine() as live:
                 result = bench(opts, live)
@@ -173,6 +176,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(bench_report.render_json(result), indent=2) + "\n")
         else:
-            sys.stdout.write("\n".join(bench_report.render_text(result)) + "\n")
+            sys.stdout.write("\n".join(bench_report.render_text(result, header=False)) + "\n")
         if result.completed == 0:
             raise typer.Exit(1)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from backhaul.tools.loadgen import ERROR_KINDS, BenchResult
+from backhaul.tools.loadgen import ERROR_KINDS, BenchOptions, BenchResult
 
-__all__ = ["PERCENTILES", "render_json", "render_plot", "render_text"]
+__all__ = ["PERCENTILES", "render_header", "render_json", "render_plot", "render_text"]
 
 PERCENTILES = (50.0, 75.0, 90.0, 99.0, 99.9, 99.99)
 
@@ -72,22 +72,29 @@ def _rate_samples(result: BenchResult) -> list[float]:
     return samples
 
 
-def render_text(result: BenchResult) -> list[str]:
-    """wrk's summary (then backhaul's extra lines)."""
-    opts = result.options
-    hist = result.histogram
+def render_header(opts: BenchOptions) -> list[str]:
+    """wrk's first lines, printed when the run starts."""
     target = opts.urls[0] + (f" (+{len(opts.urls) - 1} more URLs)" if len(opts.urls) > 1 else "")
     how = f"{opts.duration:g}s" if opts.duration else f"{opts.requests} requests"
     lines = [f"Running {how} test @ {target}"]
-    extra = f", {result.protocol}"
+    extra = ", HTTP/2" if opts.http2 else ", HTTP/1.1"
     if opts.http2:
         extra += f" x {opts.max_streams} streams"
     lines.append(f"  1 threads and {opts.connections} connections{extra}")
-    if result.mode == "rate":
+    if opts.rate:
         lines.append(
             f"  constant rate {opts.rate:g} req/s: latency measured from each request's "
             "intended start"
         )
+    return lines
+
+
+def render_text(result: BenchResult, header: bool = True) -> list[str]:
+    """wrk's summary (then backhaul's extra lines); ``header=False`` leaves out the lines
+    :func:`render_header` printed at the start."""
+    opts = result.options
+    hist = result.histogram
+    lines = render_header(opts) if header else []
     mean = hist.get_mean_value() if result.completed else 0.0
     stdev = hist.get_stddev() if result.completed else 0.0
     lines.append("  Thread Stats   Avg      Stdev     Max   +/- Stdev")

@@ -103,6 +103,12 @@ class BenchOptions:
             raise UsageError(f"-m {self.max_streams}: give between 1 and 1000 streams")
         if self.duration is None and self.requests is None:
             self.duration = 10.0
+        servers = len(_origins(self))
+        if self.connections < servers:
+            raise UsageError(
+                f"-c {self.connections}: the URLs name {servers} servers; give at least one "
+                "connection per server"
+            )
 
 
 @dataclass
@@ -728,11 +734,6 @@ async def run_bench(
     """Run the load described by ``opts`` on the running loop and return what it measured."""
     opts.check()
     origins = _origins(opts)
-    if opts.connections < len(origins):
-        raise UsageError(
-            f"-c {opts.connections}: the URLs name {len(origins)} servers; give at least one "
-            "connection per server"
-        )
     loop = asyncio.get_running_loop()
     run = _Run(opts, loop)
     hist = HdrHistogram(1, HIST_MAX_US, 3)
