@@ -170,7 +170,10 @@ class _Server(asyncio.Protocol):
                     event.stream_id,
                     headers.get(":method", "GET"),
                     headers.get(":path", "/"),
-                    {k: v for k, v in headers.items() if not k.startswith(":")},
+                    {
+                        **{k: v for k, v in headers.items() if not k.startswith(":")},
+                        "host": headers.get(":authority", ""),
+                    },
                     bytes(body),
                 )
         self.transport.write(self.h2.data_to_send())

@@ -55,6 +55,7 @@ def test_several_urls_status_codes_and_wrk_lines() -> None:
         assert done.returncode == 0, done.stderr
         method, _, headers, body = origin.last_request
         assert (method, headers["x-bench"], body) == ("POST", "yes", b"x=1")
+        assert headers["host"] == f"127.0.0.1:{origin.port}"
         out = done.stdout
         assert origin.by_path == {"/json": 100, "/status/404": 100, "/status/500": 100}
         # the lines a wrk parser reads
@@ -67,6 +68,11 @@ def test_several_urls_status_codes_and_wrk_lines() -> None:
         assert [p for p, _ in dist] == ["50", "75", "90", "99"]
         assert re.search(r"^    Latency\s+[\d.]+(us|ms|s)\s+", out, re.M)
         assert "Status codes: 200: 100, 404: 100, 500: 100" in out
+        # -H 'Host: ...' names the virtual host, over HTTP/1.1 and HTTP/2 alike
+        bench_json("-n", "2", "-c", "1", "-H", "Host: api.example", origin.url("/json"))
+        assert origin.last_request[2]["host"] == "api.example"
+        bench_json("--http2", "-n", "2", "-c", "1", "-H", "Host: h2.example", origin.url())
+        assert origin.last_request[2]["host"] == "h2.example"
 
 
 def test_http2_streams_over_tls_and_h2c(tmp_path: Path) -> None:

@@ -193,6 +193,8 @@ def _origins(opts: BenchOptions) -> list[Origin]:
         default_port = 443 if scheme == "https" else 80
         if port != default_port:
             authority += f":{port}"
+        # -H 'Host: name' names the virtual host, as with wrk and curl
+        authority = next((v for n, v in opts.headers if n.lower() == "host"), authority)
         h1, h2 = [], []
         for target in targets:
             head = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
