@@ -235,3 +235,19 @@ def test_wrk_units() -> None:
         "8.07k",
         "1.20M",
     ]
+
+
+def test_the_live_line_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from backhaul.cli.bench import LiveLine
+    from backhaul.tools.loadgen import Progress
+
+    screen = io.StringIO()
+    with LiveLine(Console(file=screen, force_terminal=True, width=120)) as live:
+        live(Progress(1.5, 12_345, 3, 8_230.0, 1_250, 10))
+    shown = screen.getvalue()
+    assert "12,345 answers" in shown and "8,230 req/s" in shown
+    assert "p99     1.25 ms" in shown and "in flight    10" in shown and "errors 3" in shown

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from backhaul.errors import UsageError
 from backhaul.tools import bench_report
 from backhaul.tools.loadgen import BenchOptions, Progress, bench
 
-__all__ = ["parse_duration", "register"]
+__all__ = ["LiveLine", "parse_duration", "register"]
 
 HELP = """Load an HTTP server and measure its latency (wrk, wrk2 and oha's job).
 
@@ -61,17 +62,16 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-class _LiveLine:
+class LiveLine:
     """One live progress line on a terminal (stderr), cleared at the end."""
 
-    def __init__(self) -> None:
-        from rich.console import Console
+    def __init__(self, console: Console | None = None) -> None:
         from rich.live import Live
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False)
         self.live = Live("", console=self.console, auto_refresh=False, transient=True)
 
-    def __enter__(self) -> _LiveLine:
+    def __enter__(self) -> LiveLine:
         self.live.__enter__()
         return self
 
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write("\n".join(bench_report.render_header(opts)) + "\n")
             sys.stdout.flush()
         if sys.stderr.isatty() and not as_json:
-            with _LiveLine() as live:
+            with LiveLine() as live:
                 result = bench(opts, live)
         else:
             result = bench(opts)
