@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from backhaul.tools.loadgen import h2_send_pending
+
 DOC = {"name": "Ada", "id": 7, "items": [{"sku": "a1", "price": 3}, {"sku": "b2", "price": 5}]}
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -196,20 +198,7 @@ class _Server(asyncio.Protocol):
         self.transport.write(self.h2.data_to_send())
 
     def _flush(self, stream_id: int) -> None:
-        """Send what flow control allows, in frames no larger than the peer takes."""
-        data = self.pending.get(stream_id)
-        while data:
-            room = min(
-                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
-            )
-            if room <= 0:
-                break
-            chunk, data = data[:room], data[room:]
-            self.h2.send_data(stream_id, chunk, end_stream=not data)
-        if data:
-            self.pending[stream_id] = data
-        else:
-            self.pending.pop(stream_id, None)
+        h2_send_pending(self.h2, self.pending, stream_id)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -47,6 +47,7 @@ __all__ = [
     "Progress",
     "Sample",
     "bench",
+    "h2_send_pending",
     "run_bench",
 ]
 
@@ -582,6 +583,23 @@ class _H1HeadConnection(_H1Connection):
             self.parser = httptools.HttpResponseParser(self)
 
 
+def h2_send_pending(conn: Any, pending: dict[int, bytes], stream_id: int) -> None:
+    """Queue DATA frames for ``pending[stream_id]`` on an h2 connection as far as flow control
+    allows, in frames no larger than the peer takes; what is left stays in ``pending`` (the
+    stream ends with the last byte)."""
+    data = pending.get(stream_id)
+    while data:
+        room = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+        if room <= 0:
+            break
+        chunk, data = data[:room], data[room:]
+        conn.send_data(stream_id, chunk, end_stream=not data)
+    if data:
+        pending[stream_id] = data
+    else:
+        pending.pop(stream_id, None)
+
+
 class _H2Connection(_Connection):
     """One HTTP/2 connection carrying up to ``max_streams`` requests at once (h2)."""
 
@@ -688,20 +706,8 @@ class _H2Connection(_Connection):
         self.transport.write(self.h2.data_to_send())  # type: ignore[union-attr]
 
     def _flush(self, stream_id: int) -> None:
-        """Send as much of a request body as flow control allows, frame by frame."""
-        data = self.pending.get(stream_id)
-        while data:
-            room = min(
-                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
-            )
-            if room <= 0:
-                break
-            chunk, data = data[:room], data[room:]
-            self.h2.send_data(stream_id, chunk, end_stream=not data)
-        if data:
-            self.pending[stream_id] = data
-        else:
-            self.pending.pop(stream_id, None)
+        """Send as much of a request body as flow control allows."""
+        h2_send_pending(self.h2, self.pending, stream_id)
 
     def usable(self) -> bool:
         return (
