@@ -7,6 +7,7 @@ import json
 import re
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,28 @@ def test_the_live_line_on_a_terminal() -> None:
     shown = screen.getvalue()
     assert "12,345 answers" in shown and "8,230 req/s" in shown
     assert "p99     1.25 ms" in shown and "in flight    10" in shown and "errors 3" in shown
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_nothing_is_imported_while_a_run_is_timed(http2: bool) -> None:
+    """An import in the middle of a run stops the loop and reads as latency: prepare() loads
+    everything first, so a run adds no module."""
+    with Origin() as origin:
+        code = (
+            "import sys\n"
+            "from backhaul.tools import loadgen\n"
+            f"opts = loadgen.BenchOptions(urls=[{origin.url('/json')!r}], requests=300,"
+            f" connections=2, rate=3000, http2={http2})\n"
+            "opts.check()\n"
+            "loadgen.prepare(opts)\n"
+            "import asyncio, uvloop\n"
+            "before = set(sys.modules)\n"
+            "result = loadgen.bench(opts)\n"
+            "assert result.completed == 300, result.completed\n"
+            "print(sorted(set(sys.modules) - before))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
