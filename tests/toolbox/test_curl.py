@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -378,3 +379,33 @@ def test_a_body_past_the_memory_bound_is_a_write_error(plain: Origin) -> None:
     kept = BoundedBuffer(limit=5000)
     assert fetch(RequestSpec(url=plain.url("/bytes/5000")), kept).last.status == 200
     assert kept.getvalue() == b"a" * 5000
+
+
+def test_nothing_is_imported_while_a_transfer_is_timed(
+    tls: Origin, ca: CertAuthority, resolver: StubResolver
+) -> None:
+    """An import inside a phase is timed as that phase (the first TLS request once showed a
+    60 ms handshake that was cryptography's x509 loading): from the lookup to the last byte
+    of an HTTP/2-over-TLS transfer, nothing is imported."""
+    code = f"""
+import io, sys
+from backhaul.tools.client import RequestSpec, Session, _Resolver, fetch
+spec = RequestSpec(url={tls.url("/json", host="origin.test")!r}, cacert={str(ca.ca_cert)!r},
+                   dns_servers=[("127.0.0.1", {resolver.port})])
+imports = []
+timing = [False]
+sys.addaudithook(lambda event, args: imports.append(args[0])
+                 if event == "import" and timing[0] else None)
+original = _Resolver.resolve
+def resolve(self, *args):
+    timing[0] = True  # the clock of the transfer runs from here on
+    return original(self, *args)
+_Resolver.resolve = resolve
+transfer = fetch(spec, io.BytesIO())
+timing[0] = False
+assert transfer.last.status == 200 and transfer.last.http_version == "HTTP/2", transfer.last
+print(sorted(set(imports)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
