@@ -9,10 +9,10 @@
 - :class:`StubResolver`: a DNS server on loopback (dnspython messages) that knows a few names
   and answers NXDOMAIN for every other one, so no test ever asks the machine's resolver.
 
-Paths the origin serves: ``/bytes/N`` (N bytes of "a"), ``/status/NNN``, ``/json`` (a JSON
-document), ``/echo`` (method, target, headers and body back as JSON), ``/redirect/N`` (302 to
-``/redirect/N-1``, then ``/json``), ``/hang`` (never answers), ``/close`` (answers with
-``Connection: close``), anything else 200 ``hello``.
+Paths the origin serves: ``/bytes/N`` (N bytes of "a"), ``/binary`` (bytes 0 to 255),
+``/status/NNN``, ``/json`` (a JSON document), ``/echo`` (method, target, headers and body back
+as JSON), ``/redirect/N`` (302 to ``/redirect/N-1``, then ``/json``), ``/hang`` (never
+answers), ``/close`` (answers with ``Connection: close``), anything else 200 ``hello``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def respond(method: str, target: str, headers: dict[str, str], body: bytes) -> t
     if path.startswith("/bytes/"):
         size = int(path.rsplit("/", 1)[1])
         return 200, [("content-type", "application/octet-stream")], b"a" * size, False
+    if path == "/binary":
+        return 200, [("content-type", "application/octet-stream")], bytes(range(256)), False
     if path.startswith("/status/"):
         code = int(path.rsplit("/", 1)[1])
         return code, [("content-type", "text/plain")], f"status {code}\n".encode(), False

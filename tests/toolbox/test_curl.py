@@ -409,3 +409,36 @@ print(sorted(set(imports)))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="script (util-linux) is missing")
+def test_binary_output_is_not_written_to_a_terminal(plain: Origin, tmp_path: Path) -> None:
+    """On a terminal (a pty from script(1)) a binary body is refused, as curl does; text is
+    written, and -o - writes the binary anyway."""
+
+    def on_tty(*args: str) -> subprocess.CompletedProcess[bytes]:
+        command = " ".join([BACKHAUL, "curl", "--no-timings", *args])
+        return subprocess.run(
+            ["script", "-qec", command, str(tmp_path / "typescript")],
+            capture_output=True,
+            timeout=30,
+        )
+
+    refused = on_tty(plain.url("/binary"))
+    assert refused.returncode == 23
+    assert b"Binary output can mess up your terminal" in refused.stdout
+    assert on_tty(plain.url("/json")).returncode == 0
+    forced = on_tty("-o", "-", plain.url("/binary"))
+    assert forced.returncode == 0
+
+
+def test_terminal_guard() -> None:
+    import io
+
+    from backhaul.cli.curl import TerminalGuard
+
+    out = io.BytesIO()
+    guard = TerminalGuard(out)
+    assert guard.write(b"text\n") == 5 and out.getvalue() == b"text\n"
+    with pytest.raises(OSError, match="Binary output"):
+        guard.write(b"\x00\x01")

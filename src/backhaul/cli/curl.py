@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import typer
 
@@ -21,7 +23,7 @@ from backhaul.tools.client import (
     read_data_arg,
 )
 
-__all__ = ["register"]
+__all__ = ["TerminalGuard", "register"]
 
 HELP = """Make an HTTP request the way curl does, and show where the time went.
 
@@ -113,6 +115,31 @@ def _dns_servers(text: str) -> list[tuple[str, int]]:
             address, port = item, ""
         servers.append((address, _port(port, "--dns-servers") if port else 53))
     return servers
+
+
+class TerminalGuard(io.RawIOBase):
+    """stdout on a terminal: a body with NUL bytes in it is not written there (it would
+    garble the terminal), as curl refuses; ``-o -`` writes it anyway."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if b"\0" in bytes(data):
+            raise OSError(
+                errno.EIO,
+                'Binary output can mess up your terminal. Use "--output -" to tell backhaul '
+                'curl to output it to your terminal anyway, or consider "--output <FILE>" to '
+                "save to a file",
+            )
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 class _Printer:
@@ -304,6 +331,8 @@ def register(app: typer.Typer) -> None:
                 sink = open(output, "wb")  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise CurlFailure(23, f"Failed to open {output}: {exc.strerror}") from None
+        elif output is None and sys.stdout.isatty():
+            sink = cast(BinaryIO, TerminalGuard(sys.stdout.buffer))
         else:
             sink = sys.stdout.buffer
         show_heads = head or include
@@ -331,7 +360,9 @@ def register(app: typer.Typer) -> None:
             if exc.exchanges and exc.exchanges[-1].status:
                 transfer = Transfer(exc.exchanges)
         finally:
-            if sink is not None and sink is not sys.stdout.buffer and not report_json:
+            if isinstance(sink, TerminalGuard):
+                sink.flush()
+            elif sink is not None and sink is not sys.stdout.buffer and not report_json:
                 sink.close()
         code = failure.exit_code if failure else 0
         message = failure.message if failure else ""
