@@ -205,6 +205,22 @@ def test_request_options_reach_the_server(plain: Origin, tmp_path: Path) -> None
     assert echo["method"] == "PUT" and echo["target"] == "/echo?q=2"
     assert echo["headers"]["authorization"] == "Basic " + base64.b64encode(b"ada:s3cret").decode()
     assert echo["headers"]["x-one"] == "1" and "user-agent" not in echo["headers"]
+    echo = json.loads(
+        curl(
+            "-A",
+            "probe/2",
+            "-e",
+            "http://from.example/",
+            "-b",
+            "a=1",
+            "-b",
+            "b=2",
+            plain.url("/echo"),
+        ).stdout
+    )
+    assert echo["headers"]["user-agent"] == "probe/2"
+    assert echo["headers"]["referer"] == "http://from.example/"
+    assert echo["headers"]["cookie"] == "a=1; b=2"
     head = curl("-I", plain.url("/json"))
     assert head.stdout.startswith("HTTP/1.1 200 OK\n") and "x-request-id: req-42" in head.stdout
     assert plain.by_path.get("/json", 0) >= 1

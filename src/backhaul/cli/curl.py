@@ -27,7 +27,8 @@ __all__ = ["TerminalGuard", "register"]
 
 HELP = """Make an HTTP request the way curl does, and show where the time went.
 
-curl's options: -X, -H (repeat; 'Name:' removes a default header), -d /
+curl's options: -X, -H (repeat; 'Name:' removes a default header), -A, -e,
+-b 'name=value', -d /
 --data-binary (@file, @- for stdin; several -d are joined with &), --json DATA
 (curl's: sends DATA as application/json), -u user:pass, -L (--max-redirs,
 default 50), -k, --cacert, --cert/--key, --resolve host:port:addr,
@@ -223,6 +224,9 @@ def register(app: typer.Typer) -> None:
         data_raw: list[str] = typer.Option([], "--data-raw", help="Body, no @ meaning."),
         json_data: str | None = typer.Option(None, "--json", help="JSON body (curl's)."),
         user: str | None = typer.Option(None, "-u", "--user", help="user:password (Basic)."),
+        user_agent: str | None = typer.Option(None, "-A", "--user-agent", help="User-Agent."),
+        referer: str | None = typer.Option(None, "-e", "--referer", help="Referer."),
+        cookie: list[str] = typer.Option([], "-b", "--cookie", help="'name=value; ...'."),
         location: bool = typer.Option(False, "-L", "--location", help="Follow redirects."),
         max_redirs: int = typer.Option(50, "--max-redirs", help="Redirect limit with -L."),
         insecure: bool = typer.Option(False, "-k", "--insecure", help="Skip TLS checks."),
@@ -269,6 +273,19 @@ def register(app: typer.Typer) -> None:
                 removes.add(name.lower())
             else:
                 adds.append((name, header_value))
+        for extra_name, extra_value, present in (
+            ("User-Agent", user_agent, user_agent is not None),
+            ("Referer", referer, referer is not None),
+            ("Cookie", "; ".join(cookie), bool(cookie)),
+        ):
+            if not present:
+                continue
+            if any(c in str(extra_value) for c in "\r\n"):
+                raise UsageError(f"{extra_name}: a header value cannot hold a line break")
+            if extra_name == "Cookie" and any("=" not in part for part in cookie):
+                raise UsageError("-b: give cookies as 'name=value' (cookie files are not read)")
+            removes.add(extra_name.lower())
+            adds.append((extra_name, str(extra_value)))
         body: bytes | None = None
         if data or data_binary or data_raw:
             pieces = [read_data_arg(d, binary=False) for d in data]
