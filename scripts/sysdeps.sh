@@ -31,6 +31,7 @@ declare -A test_pkgs=(
 declare -A bench_pkgs=(
   [nginx]=nginx-light
   [wrk]=wrk
+  [hey]=hey
   [taskset]=util-linux
   [dnsperf]=dnsperf
   [dnsmasq]=dnsmasq-base
