@@ -19,11 +19,16 @@ declare -A test_pkgs=(
   [sysctl]=procps
   [unshare]=util-linux
   [setpriv]=util-linux
+  [iperf3]=iperf3
+  [tshark]=tshark
+  [tcpdump]=tcpdump
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light
   [wrk]=wrk
   [taskset]=util-linux
+  [iperf3]=iperf3
+  [tshark]=tshark
 )
 
 if [ "$purpose" = bench ]; then

@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "trace",
     "dig",
     "lab",
+    "capture",
+    "iperf",
 )
 
 app = typer.Typer(
