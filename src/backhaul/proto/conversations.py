@@ -82,8 +82,8 @@ class Conversation:
             "bytes_b_to_a": self.bytes_ba,
             "frames": self.frames_ab + self.frames_ba,
             "bytes": self.bytes_ab + self.bytes_ba,
-            "relative_start": round(self.first - origin, 9),
-            "duration": round(self.last - self.first, 9),
+            "relative_start": round(self.first - origin, 6),
+            "duration": round(self.last - self.first, 6),
         }
 
 

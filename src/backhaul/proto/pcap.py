@@ -61,8 +61,9 @@ _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _BOM = 0x1A2B3C4D
 
 Frame = tuple[int, float, int, int, int, int]
-"""(number from 1, seconds since the epoch, link type, captured length, original length,
-offset of the frame's first byte in the buffer)."""
+"""(number from 1, seconds since :attr:`CaptureReader.time_base`, link type, captured
+length, original length, offset of the frame's first byte in the buffer). Times are kept
+relative to the first frame's whole second so a float holds them to the nanosecond."""
 
 
 class CaptureFileError(ProtocolError):
@@ -94,6 +95,7 @@ class CaptureReader:
         self.name = name
         self.size = len(buffer)
         self.position = 0  # bytes consumed so far (for progress bars)
+        self.time_base = 0.0  # seconds since the epoch that frame times count from
         head = bytes(buffer[:4])
         self.format: Literal["pcap", "pcapng"]
         if head in _PCAP_MAGICS:
@@ -132,6 +134,7 @@ class CaptureReader:
         unpack = struct.Struct(self._order + "IIII").unpack_from
         offset = 24
         number = 0
+        base = -1
         while offset < size:
             number += 1
             if offset + 16 > size:
@@ -159,9 +162,12 @@ class CaptureReader:
                     f"the record says {caplen} bytes but the file ends after {size - start}; "
                     "the capture was cut short",
                 )
+            if base < 0:
+                base = sec
+                self.time_base = float(sec)
             offset = end
             self.position = end
-            yield (number, sec + frac * unit, linktype, caplen, origlen, start)
+            yield (number, (sec - base) + frac * unit, linktype, caplen, origlen, start)
 
     def _pcapng_frames(self) -> Iterator[Frame]:
         buf = self.buffer
@@ -171,6 +177,8 @@ class CaptureReader:
         number = 0
         order = "<"
         interfaces: list[_Interface] = []
+        base_seconds: int | None = None  # the first frame's whole second
+        last_time = 0.0
         while offset < size:
             if offset + 12 > size:
                 raise CaptureFileError(
@@ -251,7 +259,15 @@ class CaptureReader:
                 self.linktype = iface.linktype
                 offset += blen
                 self.position = offset
-                yield (number, ts * iface.unit, iface.linktype, caplen, origlen, data)
+                if btype == 3:  # a simple packet block has no time: it shares the last one
+                    frame_time = last_time
+                else:
+                    if base_seconds is None:
+                        base_seconds = int(ts * iface.unit)
+                        self.time_base = float(base_seconds)
+                    frame_time = (ts - round(base_seconds / iface.unit)) * iface.unit
+                    last_time = frame_time
+                yield (number, frame_time, iface.linktype, caplen, origlen, data)
                 continue
             offset += blen
             self.position = offset

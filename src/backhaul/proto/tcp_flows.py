@@ -5,9 +5,10 @@ byte streams themselves, sans-IO.
   carries data (or SYN/FIN) and starts below the highest sequence number already sent in its
   direction, unless it is a keep-alive (one byte or none, one below that). Counted per flow.
 - **RTT** (as ``tcp.analysis.ack_rtt``): for every ACK that acknowledges outstanding data,
-  the time since the highest segment it covers was sent; retransmitted segments give no
-  sample (Karn's rule, RFC 6298 section 3). The handshake RTT is SYN to the ACK of the
-  SYN-ACK (``tcp.analysis.initial_rtt``).
+  the time since the highest segment it covers was first sent (like Wireshark, and unlike
+  an RTO estimator following Karn's rule, a retransmitted segment is timed from its first
+  transmission). The handshake RTT is from the latest SYN to the ACK of the SYN-ACK
+  (``tcp.analysis.initial_rtt``).
 - **Reassembly** (for ``--follow`` and HTTP): each direction's payload in sequence order,
   duplicates dropped, out-of-order segments held up to a bound, delivered with the time of
   the frame that completed them.
@@ -157,16 +158,19 @@ class TcpFlowAnalysis:
             end = (seq + occupies) & _MASK
             retransmitted = False
             if this.max_next is not None and _before(seq, this.max_next):
-                keepalive = length <= 1 and ((seq + 1) & _MASK) == this.max_next
+                keepalive = (
+                    length <= 1
+                    and not flags & (TCP_SYN | TCP_FIN)
+                    and ((seq + 1) & _MASK) == this.max_next
+                )
                 if not keepalive and not flags & TCP_RST:
                     this.retransmissions += 1
                     retransmitted = True
             if this.max_next is None or _before(this.max_next, end):
                 this.max_next = end
-            if retransmitted:
-                # Karn: nothing this retransmission covers may give an RTT sample
-                this.outstanding = [(e, t) for e, t in this.outstanding if not _before(seq, e)]
-            else:
+            if not retransmitted:
+                # a retransmission keeps the first transmission's time, as Wireshark's
+                # ack_rtt does (so a sample can include a retransmission timeout)
                 this.outstanding.append((end, time))
                 if len(this.outstanding) > 4096:
                     del this.outstanding[:2048]

@@ -1,0 +1,359 @@
+"""``backhaul capture`` against tshark on files the tests write, and its bad-input behaviour."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backhaul.proto.capture_report import ReportRequest, summarise
+from backhaul.proto.pcap import CaptureFileError, CaptureReader
+from tests.toolbox.capture_files import (
+    SYN,
+    Recorder,
+    tcp_frame,
+    tshark_fields,
+    tshark_stats,
+    tshark_streams,
+    udp_frame,
+    write_mixed,
+)
+from tests.toolbox.conftest import assert_one_line_error
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+
+EVERYTHING = ReportRequest(
+    conversations=frozenset({"tcp", "udp"}),
+    endpoints="ip",
+    hierarchy=True,
+    tcp_flows=True,
+    http=True,
+    dns=True,
+)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mixed(tmp_path_factory.mktemp("capture") / "mixed.pcap")
+
+
+@pytest.fixture(scope="module")
+def report(mixed: Path) -> dict:
+    return summarise(CaptureReader(mixed.read_bytes(), str(mixed)), EVERYTHING)
+
+
+def _ours_by_stream(rows: list[dict]) -> dict[int, tuple[int, int]]:
+    return {r["stream"]: (r["frames"], r["bytes"]) for r in rows}
+
+
+# ------------------------------------------------------------------ counts equal tshark's
+
+
+@needs_tshark
+def test_tcp_conversations_equal_tsharks_streams_including_port_reuse(mixed, report):
+    theirs = tshark_streams(mixed, "tcp")
+    assert _ours_by_stream(report["tcp_conversations"]) == theirs
+    # the reused port pair is two conversations, the retransmitted SYN is not a third
+    pairs = Counter(
+        (r["address_a"], r["port_a"], r["address_b"], r["port_b"])
+        for r in report["tcp_conversations"]
+    )
+    assert pairs[("192.0.2.1", 40001, "192.0.2.80", 80)] == 2
+    assert pairs[("192.0.2.2", 40002, "192.0.2.80", 8080)] == 1
+    table = tshark_stats(mixed, "conv,tcp")
+    assert len(re.findall(r"<->", table)) == len(report["tcp_conversations"]) == 6
+
+
+@needs_tshark
+def test_conversation_directions_match_tsharks_table(mixed, report):
+    table = tshark_stats(mixed, "conv,tcp")
+    rows = re.findall(
+        r"^(\S+):(\d+)\s+<->\s+(\S+):(\d+)\s+(\d+)\s+(\d+) bytes\s+(\d+)\s+(\d+) bytes", table, re.M
+    )
+    theirs = Counter(
+        (a, int(pa), b, int(pb), int(f_ba), int(b_ba), int(f_ab), int(b_ab))
+        for a, pa, b, pb, f_ba, b_ba, f_ab, b_ab in rows
+    )
+    ours = Counter(
+        (
+            r["address_a"],
+            r["port_a"],
+            r["address_b"],
+            r["port_b"],
+            r["frames_b_to_a"],
+            r["bytes_b_to_a"],
+            r["frames_a_to_b"],
+            r["bytes_a_to_b"],
+        )
+        for r in report["tcp_conversations"]
+    )
+    assert ours == theirs
+
+
+@needs_tshark
+def test_udp_conversations_equal_tsharks(mixed, report):
+    assert _ours_by_stream(report["udp_conversations"]) == tshark_streams(mixed, "udp")
+
+
+@needs_tshark
+def test_ip_endpoints_equal_tsharks(mixed, report):
+    text = tshark_stats(mixed, "endpoints,ip") + tshark_stats(mixed, "endpoints,ipv6")
+    theirs = {
+        m[0]: tuple(int(x) for x in m[1:])
+        for m in re.findall(
+            r"^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", text, re.M
+        )
+    }
+    ours = {
+        r["address"]: (
+            r["frames"],
+            r["bytes"],
+            r["tx_frames"],
+            r["tx_bytes"],
+            r["rx_frames"],
+            r["rx_bytes"],
+        )
+        for r in report["endpoints"]["rows"]
+    }
+    assert ours == theirs
+
+
+@needs_tshark
+def test_protocol_hierarchy_transport_counts_equal_tsharks(mixed, report):
+    text = tshark_stats(mixed, "io,phs")
+    theirs: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for name, frames, size in re.findall(r"^\s*(\w+)\s+frames:(\d+) bytes:(\d+)", text, re.M):
+        if name in ("tcp", "udp", "ip", "ipv6", "arp", "eth"):
+            theirs[name][0] += int(frames)
+            theirs[name][1] += int(size)
+    ours: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+
+    def walk(node: dict) -> None:
+        if node["protocol"] in theirs:
+            ours[node["protocol"]][0] += node["frames"]
+            ours[node["protocol"]][1] += node["bytes"]
+        for child in node["children"]:
+            walk(child)
+
+    walk(report["protocol_hierarchy"])
+    assert ours == theirs
+
+
+@needs_tshark
+def test_retransmissions_and_ack_rtts_equal_tsharks(mixed, report):
+    retrans = Counter(
+        int(s) for (s,) in tshark_fields(mixed, ["tcp.stream"], "tcp.analysis.retransmission")
+    )
+    rtts: dict[int, list[float]] = defaultdict(list)
+    for stream, value in tshark_fields(
+        mixed, ["tcp.stream", "tcp.analysis.ack_rtt"], "tcp.analysis.ack_rtt"
+    ):
+        rtts[int(stream)].append(float(value))
+    fields = ["tcp.stream", "tcp.analysis.initial_rtt"]
+    initial = {int(s): float(v) for s, v in tshark_fields(mixed, fields, fields[1])}
+    for flow in report["tcp_flows"]:
+        stream = flow["stream"]
+        assert flow["retransmissions"] == retrans.get(stream, 0), stream
+        samples = rtts.get(stream, [])
+        if samples:
+            assert flow["ack_rtt"]["samples"] == len(samples), stream
+            assert flow["ack_rtt"]["max_ms"] == pytest.approx(max(samples) * 1000, abs=0.01)
+            assert flow["ack_rtt"]["min_ms"] == pytest.approx(min(samples) * 1000, abs=0.01)
+        else:
+            assert flow["ack_rtt"] is None
+        if stream in initial:
+            assert flow["handshake_rtt_ms"] == pytest.approx(initial[stream] * 1000, abs=0.01)
+    assert sum(f["retransmissions"] for f in report["tcp_flows"]) == 2
+
+
+@needs_tshark
+def test_dns_response_times_equal_tsharks(mixed, report):
+    theirs = sorted(
+        round(float(t) * 1000, 3)
+        for (t,) in tshark_fields(mixed, ["dns.time"], "dns.flags.response == 1")
+    )
+    rows = report["dns"]["transactions"]
+    assert sorted(r["response_ms"] for r in rows if r["response_ms"] is not None) == theirs
+    lost = [r for r in rows if r["name"] == "lost.example.test."]
+    assert lost and lost[0]["rcode"] is None
+    answered = {r["name"]: r["answers"] for r in rows if r["answers"]}
+    assert answered["www.example.test."] == ["www.example.test. A 192.0.2.80"]
+
+
+@needs_tshark
+def test_http_exchanges_equal_tsharks(mixed, report):
+    requests = tshark_fields(
+        mixed, ["tcp.stream", "http.request.method", "http.request.uri"], "http.request"
+    )
+    responses = tshark_fields(mixed, ["tcp.stream", "http.response.code"], "http.response")
+    ours = report["http"]
+    assert [(r["stream"], r["method"], r["uri"]) for r in ours] == [
+        (int(s), m, u) for s, m, u in requests
+    ]
+    assert [(r["stream"], r["status"]) for r in ours] == [(int(s), int(c)) for s, c in responses]
+    chunked = next(r for r in ours if r["uri"] == "/b?x=1")
+    assert chunked["response_body_bytes"] == 5 and chunked["time_ms"] == pytest.approx(
+        3.0, abs=0.01
+    )
+
+
+@needs_tshark
+@pytest.mark.parametrize("stream", [0, 1, 4])
+def test_followed_stream_equals_tsharks(mixed, stream):
+    ours = summarise(CaptureReader(mixed.read_bytes()), ReportRequest(follow=stream))["follow"]
+    text = tshark_stats(mixed, f"follow,tcp,raw,{stream}")
+    body = text.split("Node 1:", 1)[1].split("\n", 1)[1].split("=====")[0]
+    theirs_a = b"".join(bytes.fromhex(x) for x in body.splitlines() if x and not x.startswith("\t"))
+    theirs_b = b"".join(bytes.fromhex(x.strip()) for x in body.splitlines() if x.startswith("\t"))
+    ours_a = b"".join(bytes.fromhex(c["data"]) for c in ours["chunks"] if c["from"] == "a")
+    ours_b = b"".join(bytes.fromhex(c["data"]) for c in ours["chunks"] if c["from"] == "b")
+    assert (ours_a, ours_b) == (theirs_a, theirs_b)
+    assert ours_a  # the stream has data: the comparison meant something
+
+
+@needs_tshark
+def test_pcapng_and_nanosecond_pcap_read_the_same(tmp_path, mixed):
+    rec = Recorder()
+    for i in range(30):
+        rec.add(tcp_frame("10.0.0.1", "10.0.0.2", 1000 + i % 3, 80, i * 7, 0, SYN), gap=0.000_001)
+        rec.add(udp_frame("10.0.0.2", "10.0.0.1", 53, 2000 + i % 5, b"x" * i))
+    files = [rec.write(tmp_path / "u.pcap"), rec.write(tmp_path / "n.pcap", nano=True),
+             rec.write_pcapng(tmp_path / "g.pcapng")]  # fmt: skip
+    request = ReportRequest(conversations=frozenset({"tcp", "udp"}))
+    docs = [summarise(CaptureReader(f.read_bytes()), request) for f in files]
+    for doc, path in zip(docs, files, strict=True):
+        assert _ours_by_stream(doc["tcp_conversations"]) == tshark_streams(path, "tcp")
+        assert _ours_by_stream(doc["udp_conversations"]) == tshark_streams(path, "udp")
+        assert doc["frames"] == 60
+    for a, b in zip(docs[0]["tcp_conversations"], docs[1]["tcp_conversations"], strict=True):
+        # the microsecond file rounds the recorder's times, the nanosecond one keeps them
+        assert a["relative_start"] == pytest.approx(b["relative_start"], abs=1.01e-6)
+        assert {**a, "relative_start": 0} == {**b, "relative_start": 0}
+    assert [d["format"] for d in docs] == ["pcap", "pcap", "pcapng"]
+
+
+def test_big_endian_pcap_is_read(tmp_path):
+    frame = tcp_frame("10.0.0.1", "10.0.0.2", 1, 2, 5, 0, SYN)
+    data = struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    data += struct.pack(">IIII", 100, 5, len(frame), len(frame)) + frame
+    doc = summarise(CaptureReader(data), ReportRequest(conversations=frozenset({"tcp"})))
+    assert doc["frames"] == 1 and doc["tcp_conversations"][0]["port_b"] == 2
+
+
+# ------------------------------------------------------------------ bad files
+
+
+def test_truncated_pcap_names_the_packet(mixed):
+    data = mixed.read_bytes()
+    reader = CaptureReader(data[: len(data) - 10])
+    with pytest.raises(CaptureFileError) as caught:
+        list(reader.frames())
+    assert caught.value.packet == 54
+    assert "packet 54" in str(caught.value) and "cut short" in str(caught.value)
+
+
+def test_corrupt_record_length_names_the_packet(mixed):
+    data = bytearray(mixed.read_bytes())
+    # the third record's captured length: skip the header and two records
+    offset = 24
+    for _ in range(2):
+        (caplen,) = struct.unpack_from("<I", data, offset + 8)
+        offset += 16 + caplen
+    struct.pack_into("<I", data, offset + 8, 0xFFFFFF00)
+    with pytest.raises(CaptureFileError, match=r"packet 3 .*corrupt"):
+        list(CaptureReader(bytes(data)).frames())
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"", "empty"),
+        (b"hello world, not a capture", "not a pcap"),
+        (b"\xd4\xc3\xb2\xa1\x02", "cut short"),
+    ],
+)
+def test_not_a_capture(content, needle):
+    with pytest.raises(CaptureFileError, match=needle):
+        list(CaptureReader(content).frames())
+
+
+@given(st.binary(max_size=400))
+def test_random_bytes_after_a_header_are_frames_or_a_capture_error(tail):
+    for header in (
+        struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1),
+        struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28),
+    ):
+        try:
+            summarise(CaptureReader(header + tail), EVERYTHING)
+        except CaptureFileError:
+            pass
+
+
+@given(st.binary(min_size=0, max_size=300), st.sampled_from([0, 1, 101, 113, 276]))
+def test_random_frames_decode_without_crashing(frame, linktype):
+    data = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    data += struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame
+    data += struct.pack("<IIII", 1, 5, len(frame), len(frame)) + frame
+    doc = summarise(CaptureReader(data), EVERYTHING)
+    assert doc["frames"] == 2
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_cli_json_has_tcp_conversations_and_text_ends_with_the_count(run_cli, mixed):
+    done = run_cli(["capture", "-r", str(mixed), "--conversations", "tcp", "--json"])
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert len(doc["tcp_conversations"]) == 6
+    done = run_cli(["capture", "-r", str(mixed), "--conversations", "tcp"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1] == "6 TCP conversations"
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
+def test_cli_filter_is_compiled_by_libpcap(run_cli, mixed):
+    done = run_cli(["capture", "-r", str(mixed), "--conversations", "udp", "--json", "udp port 53"])
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["filter"] == "udp port 53"
+    assert doc["frames"] == 5 and len(doc["udp_conversations"]) == 3
+    bad = run_cli(["capture", "-r", str(mixed), "port nonsense"])
+    assert "filter 'port nonsense'" in assert_one_line_error(bad, 2)
+
+
+def test_cli_truncated_file_is_one_line_with_the_packet_number(run_cli, mixed, tmp_path):
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(mixed.read_bytes()[:700])
+    line = assert_one_line_error(run_cli(["capture", "-r", str(cut)]), 2)
+    assert re.search(r"packet \d+ .*cut short", line), line
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["capture"], "-r FILE"),
+        (["capture", "-r", "/nonexistent.pcap"], "no such file"),
+        (["capture", "-r", "x", "-i", "lo"], "-r FILE"),
+        (["capture", "-r", "x", "--conversations", "sctp"], "use tcp or udp"),
+        (["capture", "-r", "x", "--follow", "udp", "1"], "only 'tcp N'"),
+    ],
+)
+def test_cli_bad_usage(run_cli, args, needle):
+    if args == ["capture"]:
+        args = ["capture", "--json"]
+    assert needle in assert_one_line_error(run_cli(args), 2)
+
+
+def test_cli_help_lists_the_summaries(run_cli):
+    done = run_cli(["capture", "--help"])
+    assert done.returncode == 0
+    for flag in ("--conversations", "--follow", "--http", "--dns", "--flows", "--json", "-w"):
+        assert flag in done.stdout
