@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import shutil
 import struct
+import subprocess
+import sys
+import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +31,8 @@ from tests.toolbox.capture_files import (
     udp_frame,
     write_mixed,
 )
-from tests.toolbox.conftest import assert_one_line_error
+from tests.toolbox.conftest import BACKHAUL, assert_one_line_error
+from tests.toolbox.netns_pair import Pair, make_pair
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
@@ -357,3 +364,59 @@ def test_cli_help_lists_the_summaries(run_cli):
     assert done.returncode == 0
     for flag in ("--conversations", "--follow", "--http", "--dns", "--flows", "--json", "-w"):
         assert flag in done.stdout
+
+
+# ------------------------------------------------------------------ live capture
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    yield from make_pair()
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
+def test_live_capture_with_a_bpf_filter_in_a_namespace(pair, tmp_path):
+    out = tmp_path / "live.pcap"
+    argv = pair.command(pair.a, [BACKHAUL, "capture", "-i", pair.dev_a, "-c", "5", "-w", str(out),
+                                 "--conversations", "udp", "--json", "--duration", "30",
+                                 "udp and dst port 9999"])  # fmt: skip
+    capture = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 15
+        assert capture.stderr is not None
+        while b"capturing on" not in seen:  # the filter is attached: traffic may start
+            left = deadline - time.monotonic()
+            assert left > 0 and capture.poll() is None, seen
+            if select.select([capture.stderr], [], [], left)[0]:
+                seen += os.read(capture.stderr.fileno(), 4096)
+        sender = (
+            "import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for i in range(8):\n"
+            f"    s.sendto(b'noise', ('{pair.address_a}', 9998))\n"
+            f"    s.sendto(b'x' * (10 + i), ('{pair.address_a}', 9999))\n"
+        )
+        sent = pair.run(pair.b, [sys.executable, "-c", sender])
+        assert sent.returncode == 0, sent.stderr
+        stdout, stderr = capture.communicate(timeout=30)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+            capture.communicate()
+    assert capture.returncode == 0, stderr
+    doc = json.loads(stdout)
+    assert doc["capture"] == {"interface": pair.dev_a, "frames": 5, "stopped_by": "count",
+                              "written_to": str(out)}  # fmt: skip
+    (conv,) = doc["udp_conversations"]
+    assert (conv["port_b"], conv["frames"]) == (9999, 5)
+    # tshark reads the file we wrote, and agrees
+    ports = tshark_fields(out, ["udp.dstport", "frame.len"])
+    assert [p for p, _ in ports] == ["9999"] * 5
+    assert [int(n) for _, n in ports] == [42 + 10 + i for i in range(5)]
+
+
+def test_live_capture_without_privilege_says_what_to_do(run_cli):
+    done = run_cli(["capture", "-i", "lo", "-c", "1"], user=65534)
+    assert "needs root or CAP_NET_RAW" in assert_one_line_error(done, 2)

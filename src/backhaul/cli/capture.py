@@ -293,11 +293,12 @@ def capture_command(
     if interface is not None:
         with tempfile.TemporaryDirectory(prefix="backhaul-capture-") as tmp:
             path = write or str(Path(tmp) / "live.pcap")
-            if not as_json:
-                err.print(
-                    f"capturing on {escape(interface)}" + (f" ({expression})" if expression else "")
-                )
-            result = capture_live(interface, path, expression, count, duration)
+            shown = f"capturing on {interface}" + (f" ({expression})" if expression else "")
+
+            def ready() -> None:
+                err.print(escape(shown))  # on stderr: scripts wait for it, --json stays clean
+
+            result = capture_live(interface, path, expression, count, duration, on_ready=ready)
             live = {
                 "interface": interface,
                 "frames": result.frames,

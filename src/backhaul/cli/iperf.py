@@ -25,8 +25,8 @@ import typer
 
 from backhaul import __version__
 from backhaul.errors import LocalProtocolError, UsageError
-from backhaul.proto.iperf3 import DEFAULT_PORT, TestParameters
-from backhaul.tools.iperf import IntervalSample, StreamReport, TestReport, run_client, serve
+from backhaul.proto.iperf3 import DEFAULT_PORT, IperfParameters
+from backhaul.tools.iperf import IntervalSample, IperfReport, StreamReport, run_client, serve
 
 __all__ = ["parse_size", "register", "report_document", "text_summary"]
 
@@ -91,7 +91,7 @@ def _interval_lines(
     return lines
 
 
-def text_summary(report: TestReport) -> list[str]:
+def text_summary(report: IperfReport) -> list[str]:
     """The end-of-test lines, iperf3-style (sender line, receiver line per stream)."""
     udp = report.params.protocol == "udp"
     lines = [_SEPARATOR]
@@ -138,7 +138,7 @@ def _host(address: tuple[Any, ...]) -> str:
     return host.removeprefix("::ffff:") if "." in host else host
 
 
-def report_document(report: TestReport, host: str | None, port: int) -> dict[str, Any]:
+def report_document(report: IperfReport, host: str | None, port: int) -> dict[str, Any]:
     """The test as iperf3's ``--json`` document (the keys iperf3 uses)."""
     params = report.params
     udp = params.protocol == "udp"
@@ -176,9 +176,10 @@ def report_document(report: TestReport, host: str | None, port: int) -> dict[str
             "reverse": int(params.reverse),
             "tos": 0,
             "target_bitrate": params.target_rate,
-            "bidir": int(params.bidirectional),
         },
     }
+    if params.bidirectional:  # iperf3 3.12 names it only when it is set
+        start["test_start"]["bidir"] = 1
     if report.role == "client":
         start["connecting_to"] = {"host": host, "port": port}
     else:
@@ -330,7 +331,7 @@ def report_document(report: TestReport, host: str | None, port: int) -> dict[str
     return {"start": start, "intervals": intervals, "end": end}
 
 
-def _plot(report: TestReport, path: str) -> None:
+def _plot(report: IperfReport, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -421,15 +422,15 @@ def iperf_command(
     """Measure bandwidth with iperf3's protocol: server (-s) or client (-c HOST)."""
     if server == (client is not None):
         raise UsageError("give -s to serve or -c HOST to run a test")
-    if not 0 < port < 65536:
-        raise UsageError(f"-p {port}: a port is 1..65535")
+    if not 0 <= port < 65536 or (port == 0 and not server):
+        raise UsageError(f"-p {port}: a port is 1..65535 (a server may take 0: any free port)")
     if interval < 0:
         raise UsageError("-i must be 0 or more")
     if server:
         _serve(port, bind, one_off, interval, as_json, plot)
         return
     assert client is not None
-    params = TestParameters(
+    params = IperfParameters(
         protocol="udp" if udp else "tcp",
         duration=duration,
         bytes=parse_size(num_bytes, "-n", 1024) if num_bytes else 0,
@@ -503,8 +504,13 @@ def _serve(
             _echo(text)
 
     def listening(address: tuple[Any, ...]) -> None:
+        text = f"Server listening on {address[1]} (backhaul {__version__}, iperf3 protocol)"
+        if as_json:  # stdout carries only JSON; scripts still see when the port is open
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+            return
         line("-----------------------------------------------------------")
-        line(f"Server listening on {address[1]} (backhaul {__version__}, iperf3 protocol)")
+        line(text)
         line("-----------------------------------------------------------")
 
     def accepted(peer: tuple[Any, ...]) -> None:
@@ -514,13 +520,13 @@ def _serve(
         for text in _interval_lines(samples, {}, False, False):
             line(text)
 
-    def finished(report: TestReport) -> None:
+    def finished(report: IperfReport) -> None:
         if as_json:
             _echo(json.dumps(report_document(report, None, port), indent=2))
         else:
             for text in text_summary(report):
                 line(text)
-            listening((None, port))
+            line("-----------------------------------------------------------")
         if plot:
             _plot(report, plot)
 

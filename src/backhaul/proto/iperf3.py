@@ -47,10 +47,10 @@ __all__ = [
     "MAX_RESULTS_JSON",
     "UDP_CONNECT_MSG",
     "UDP_CONNECT_REPLY",
+    "IperfParameters",
+    "IperfResults",
     "State",
     "StreamResult",
-    "TestParameters",
-    "TestResults",
     "decode_json",
     "encode_json",
     "error_text",
@@ -200,7 +200,7 @@ def _number(document: dict[str, Any], key: str, low: int, high: int) -> int | No
 
 
 @dataclass
-class TestParameters:
+class IperfParameters:
     """What the client asks for (the PARAM_EXCHANGE JSON)."""
 
     protocol: str = "tcp"  # "tcp" or "udp"
@@ -288,7 +288,7 @@ class TestParameters:
         return document
 
     @classmethod
-    def from_json(cls, document: dict[str, Any]) -> TestParameters:
+    def from_json(cls, document: dict[str, Any]) -> IperfParameters:
         """Parameters from a client's JSON; raises RemoteProtocolError for bad values."""
         if document.get("sctp") is True:
             raise RemoteProtocolError("SCTP tests are not supported")
@@ -356,7 +356,7 @@ class StreamResult:
 
 
 @dataclass
-class TestResults:
+class IperfResults:
     """The results JSON each side sends in EXCHANGE_RESULTS."""
 
     cpu_total: float
@@ -385,7 +385,7 @@ class TestResults:
         return document
 
     @classmethod
-    def from_json(cls, document: dict[str, Any]) -> TestResults:
+    def from_json(cls, document: dict[str, Any]) -> IperfResults:
         try:
             streams = [
                 StreamResult(

@@ -192,6 +192,7 @@ def capture_live(
     count: int | None = None,
     duration: float | None = None,
     on_frame: Callable[[int], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> LiveResult:
     """Capture on ``interface`` into the pcap file ``path`` until ``count`` frames,
     ``duration`` seconds or SIGINT/SIGTERM."""
@@ -229,6 +230,9 @@ def capture_live(
                 while True:
                     sock.recv(SNAPLEN)
             out.write(pcap_file_header(linktype, SNAPLEN))
+            out.flush()
+            if on_ready is not None:
+                on_ready()
             buffer = bytearray(SNAPLEN)
             view = memoryview(buffer)
             poller = select.poll()

@@ -46,10 +46,10 @@ from backhaul.proto.iperf3 import (
     MAX_RESULTS_JSON,
     UDP_CONNECT_MSG,
     UDP_CONNECT_REPLY,
+    IperfParameters,
+    IperfResults,
     State,
     StreamResult,
-    TestParameters,
-    TestResults,
     decode_json,
     encode_json,
     error_text,
@@ -63,8 +63,8 @@ from backhaul.proto.jitter import DatagramStatistics
 __all__ = [
     "IntervalSample",
     "IperfError",
+    "IperfReport",
     "StreamReport",
-    "TestReport",
     "run_client",
     "serve",
 ]
@@ -94,7 +94,7 @@ class IntervalSample:
 class _Stream:
     """One data stream: its socket, its thread and its counters."""
 
-    def __init__(self, stream_id: int, sock: socket.socket, sender: bool, params: TestParameters):
+    def __init__(self, stream_id: int, sock: socket.socket, sender: bool, params: IperfParameters):
         self.id = stream_id
         self.sock = sock
         self.fd = sock.fileno()
@@ -336,7 +336,7 @@ def _congestion(sock: socket.socket) -> str | None:
     return raw.split(b"\0", 1)[0].decode() or None
 
 
-def _apply_options(sock: socket.socket, params: TestParameters) -> None:
+def _apply_options(sock: socket.socket, params: IperfParameters) -> None:
     if params.window:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, params.window)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, params.window)
@@ -383,11 +383,11 @@ class StreamReport:
 
 
 @dataclass
-class TestReport:
+class IperfReport:
     """Everything a finished test measured, on this side."""
 
     role: str  # "client" or "server"
-    params: TestParameters
+    params: IperfParameters
     cookie: str
     peer: tuple[Any, ...]
     started: float  # wall clock
@@ -405,7 +405,7 @@ class TestReport:
 class _Test:
     """The streams and the clock of one running test (shared by client and server)."""
 
-    def __init__(self, params: TestParameters, interval: float | None,
+    def __init__(self, params: IperfParameters, interval: float | None,
                  on_interval: Callable[[list[IntervalSample]], None] | None) -> None:  # fmt: skip
         self.params = params
         self.streams: list[_Stream] = []
@@ -489,13 +489,13 @@ class _Test:
         for s in self.streams:
             s.close()
 
-    def results(self) -> TestResults:
+    def results(self) -> IperfResults:
         has_retrans = self.params.protocol == "tcp" and any(s.sender for s in self.streams)
         cpu = _cpu_percent(self.cpu)
         congestion = None
         if self.params.protocol == "tcp" and self.streams:
             congestion = _congestion(self.streams[0].sock)
-        return TestResults(
+        return IperfResults(
             cpu_total=cpu[0], cpu_user=cpu[1], cpu_system=cpu[2],
             sender_has_retransmits=(1 if has_retrans else 0)
             if any(s.sender for s in self.streams) else -1,
@@ -504,7 +504,7 @@ class _Test:
         )  # fmt: skip
 
 
-def _stream_reports(test: _Test, ours: TestResults, theirs: TestResults) -> list[StreamReport]:
+def _stream_reports(test: _Test, ours: IperfResults, theirs: IperfResults) -> list[StreamReport]:
     by_id = {r.id: r for r in theirs.streams}
     mine = {r.id: r for r in ours.streams}
     reports = []
@@ -557,7 +557,7 @@ def _connect(host: str, port: int, timeout: float, bind: str | None) -> socket.s
 
 
 def _udp_stream(
-    host: str, port: int, family: int, params: TestParameters, deadline: float
+    host: str, port: int, family: int, params: IperfParameters, deadline: float
 ) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -589,14 +589,14 @@ def _udp_stream(
 def run_client(
     host: str,
     port: int,
-    params: TestParameters,
+    params: IperfParameters,
     interval: float | None = 1.0,
     on_interval: Callable[[list[IntervalSample]], None] | None = None,
     on_connected: Callable[[list[tuple[int, int, tuple[Any, ...], tuple[Any, ...]]]], None]
     | None = None,
     bind: str | None = None,
     connect_timeout: float = 10.0,
-) -> TestReport:
+) -> IperfReport:
     """Run one test against an iperf3 server (``iperf3 -s`` or ``backhaul iperf -s``)."""
     params.validate()
     params.client_version = f"backhaul {__version__}"
@@ -608,8 +608,8 @@ def run_client(
     peer = ctrl.getpeername()
     try:
         _send(ctrl, cookie)
-        results: TestResults | None = None
-        theirs: TestResults | None = None
+        results: IperfResults | None = None
+        theirs: IperfResults | None = None
         while True:
             state = _read_state(ctrl, time.monotonic() + CONTROL_TIMEOUT)
             if state == State.PARAM_EXCHANGE:
@@ -626,7 +626,7 @@ def run_client(
             elif state == State.EXCHANGE_RESULTS:
                 results = test.results()
                 _send(ctrl, encode_json(results.to_json()))
-                theirs = TestResults.from_json(
+                theirs = IperfResults.from_json(
                     _read_json(ctrl, MAX_RESULTS_JSON, time.monotonic() + CONTROL_TIMEOUT)
                 )
             elif state == State.DISPLAY_RESULTS:
@@ -645,7 +645,7 @@ def run_client(
                 raise RemoteProtocolError(f"unexpected iperf3 state {state.name} from the server")
         if results is None or theirs is None:
             raise RemoteProtocolError("the server ended the test without exchanging results")
-        report = TestReport(
+        report = IperfReport(
             role="client", params=params, cookie=cookie[:-1].decode(), peer=peer,
             started=started, duration=time.monotonic() - test.start,
             intervals=test.intervals, streams=_stream_reports(test, results, theirs),
@@ -788,7 +788,7 @@ def _deny(listener: socket.socket) -> None:
 class ServerSession:
     """What the server knows about the test in progress (for reports)."""
 
-    report: TestReport | None = None
+    report: IperfReport | None = None
     error: str | None = None
 
 
@@ -800,9 +800,9 @@ def serve(
     on_listening: Callable[[tuple[Any, ...]], None] | None = None,
     on_test: Callable[[tuple[Any, ...]], None] | None = None,
     on_interval: Callable[[list[IntervalSample]], None] | None = None,
-    on_report: Callable[[TestReport], None] | None = None,
+    on_report: Callable[[IperfReport], None] | None = None,
     on_error: Callable[[str], None] | None = None,
-    server_output: Callable[[TestReport], str] | None = None,
+    server_output: Callable[[IperfReport], str] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Serve iperf3 tests one at a time until ``stop`` is set (or after one with ``one_off``)."""
@@ -847,14 +847,14 @@ def _serve_one(
     bind: str | None,
     interval: float | None,
     on_interval: Callable[[list[IntervalSample]], None] | None,
-    server_output: Callable[[TestReport], str] | None,
-) -> TestReport:
+    server_output: Callable[[IperfReport], str] | None,
+) -> IperfReport:
     ctrl.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     started = time.time()
     cookie = _recv_exact(ctrl, COOKIE_SIZE, time.monotonic() + CONTROL_TIMEOUT, "cookie")
     _send(ctrl, State.PARAM_EXCHANGE.byte())
     try:
-        params = TestParameters.from_json(
+        params = IperfParameters.from_json(
             _read_json(ctrl, MAX_PARAMS_JSON, time.monotonic() + CONTROL_TIMEOUT)
         )
     except RemoteProtocolError:
@@ -908,10 +908,10 @@ def _serve_one(
         ours = test.results()  # before closing: TCP_INFO still answers on a shut socket
         test.close()
         _send(ctrl, State.EXCHANGE_RESULTS.byte())
-        theirs = TestResults.from_json(
+        theirs = IperfResults.from_json(
             _read_json(ctrl, MAX_RESULTS_JSON, time.monotonic() + CONTROL_TIMEOUT)
         )
-        report = TestReport(
+        report = IperfReport(
             role="server", params=params, cookie=cookie[:-1].decode(errors="replace"), peer=peer,
             started=started, duration=time.monotonic() - test.start, intervals=test.intervals,
             streams=_stream_reports(test, ours, theirs),
@@ -938,7 +938,7 @@ def _serve_one(
             udp_listener.close()
 
 
-def _tcp_accept(listener: socket.socket, cookie: bytes, params: TestParameters,
+def _tcp_accept(listener: socket.socket, cookie: bytes, params: IperfParameters,
                 deadline: float) -> socket.socket:  # fmt: skip
     while True:
         left = deadline - time.monotonic()
@@ -963,7 +963,7 @@ def _tcp_accept(listener: socket.socket, cookie: bytes, params: TestParameters,
 
 
 def _udp_listener(ctrl: socket.socket, bind: str | None, port: int,
-                  params: TestParameters) -> socket.socket:  # fmt: skip
+                  params: IperfParameters) -> socket.socket:  # fmt: skip
     family = ctrl.family
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
