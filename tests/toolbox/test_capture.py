@@ -420,3 +420,19 @@ def test_live_capture_with_a_bpf_filter_in_a_namespace(pair, tmp_path):
 def test_live_capture_without_privilege_says_what_to_do(run_cli):
     done = run_cli(["capture", "-i", "lo", "-c", "1"], user=65534)
     assert "needs root or CAP_NET_RAW" in assert_one_line_error(done, 2)
+
+
+def test_bulk_conversation_path_agrees_with_the_general_decoder(mixed, tmp_path):
+    from bench.capture import generate
+
+    generated = tmp_path / "generated.pcap"
+    generate(generated, 5000, seed=3)
+    for path in (mixed, generated):
+        data = path.read_bytes()
+        only = ReportRequest(conversations=frozenset({"tcp", "udp"}))
+        general = ReportRequest(conversations=frozenset({"tcp", "udp"}), hierarchy=True)
+        fast = summarise(CaptureReader(data), only)
+        slow = summarise(CaptureReader(data), general)
+        for key in ("tcp_conversations", "udp_conversations"):
+            assert fast[key] == slow[key]
+            assert fast[key]

@@ -54,18 +54,18 @@ class Conversation:
     )
 
     def __init__(
-        self, index: int, packet: Packet, frame: int, time: float, base_ab: int | None
+        self, index: int, src: bytes, sport: int, dst: bytes, dport: int, frame: int, time: float
     ) -> None:
         self.index = index
-        self.a_addr = packet.src
-        self.a_port = packet.sport
-        self.b_addr = packet.dst
-        self.b_port = packet.dport
+        self.a_addr = src
+        self.a_port = sport
+        self.b_addr = dst
+        self.b_port = dport
         self.frames_ab = self.frames_ba = 0
         self.bytes_ab = self.bytes_ba = 0
         self.first = self.last = time
         self.first_frame = frame
-        self.base_ab: int | None = base_ab
+        self.base_ab: int | None = None
         self.base_ba: int | None = None
 
     def document(self, origin: float) -> dict[str, Any]:
@@ -98,18 +98,27 @@ class ConversationTable:
 
     def feed(self, frame: int, time: float, length: int, packet: Packet) -> Conversation:
         """Count one frame of this table's protocol; returns its conversation."""
-        src, sport, dst, dport = packet.src, packet.sport, packet.dst, packet.dport
+        return self.feed_fields(
+            frame, time, length, packet.src, packet.sport, packet.dst, packet.dport,
+            packet.flags, packet.seq,
+        )  # fmt: skip
+
+    def feed_fields(
+        self, frame: int, time: float, length: int, src: bytes, sport: int, dst: bytes,
+        dport: int, flags: int, seq: int,
+    ) -> Conversation:  # fmt: skip
+        """:meth:`feed` from the header fields themselves (the bulk path decodes in place)."""
         key = (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
         conv = self._current.get(key)
         tcp = self.proto == 6
         if conv is not None:
             forward = sport == conv.a_port and src == conv.a_addr
-            if tcp and packet.flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            if tcp and flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
                 base = conv.base_ab if forward else conv.base_ba
-                if base is not None and base != packet.seq:
+                if base is not None and base != seq:
                     conv = None  # a new SYN with a new ISN: a new conversation
         if conv is None:
-            conv = Conversation(len(self.conversations), packet, frame, time, None)
+            conv = Conversation(len(self.conversations), src, sport, dst, dport, frame, time)
             self.conversations.append(conv)
             self._current[key] = conv
             forward = True
@@ -117,12 +126,12 @@ class ConversationTable:
             conv.frames_ab += 1
             conv.bytes_ab += length
             if tcp and conv.base_ab is None:
-                conv.base_ab = packet.seq if packet.flags & TCP_SYN else (packet.seq - 1) & _MASK32
+                conv.base_ab = seq if flags & TCP_SYN else (seq - 1) & _MASK32
         else:
             conv.frames_ba += 1
             conv.bytes_ba += length
             if tcp and conv.base_ba is None:
-                conv.base_ba = packet.seq if packet.flags & TCP_SYN else (packet.seq - 1) & _MASK32
+                conv.base_ba = seq if flags & TCP_SYN else (seq - 1) & _MASK32
         conv.last = time
         return conv
 
