@@ -66,6 +66,11 @@ def _bps(n: int, seconds: float) -> float:
     return n * 8 / seconds if seconds > 0 else 0.0
 
 
+def _span(seconds: float) -> dict[str, float]:
+    """``start``/``end``/``seconds`` of a whole-test figure, to the microsecond as iperf3."""
+    return {"start": 0, "end": round(seconds, 6), "seconds": round(seconds, 6)}
+
+
 def _interval_line(fd: int | str, start: float, end: float, n: int, extra: str = "") -> str:
     label = f"[{fd:>3}]" if isinstance(fd, int) else f"[{fd}]"
     return (
@@ -74,9 +79,7 @@ def _interval_line(fd: int | str, start: float, end: float, n: int, extra: str =
     )
 
 
-def _interval_lines(
-    samples: list[IntervalSample], fds: dict[int, int], udp: bool, sender_local: bool
-) -> list[str]:
+def _interval_lines(samples: list[IntervalSample], udp: bool) -> list[str]:
     lines = []
     for s in samples:
         extra = ""
@@ -84,7 +87,7 @@ def _interval_lines(
             extra = f"  {s.packets}"
         elif s.retransmits is not None:
             extra = f"  {s.retransmits:>4}   {_bytes(s.snd_cwnd or 0):>10}"
-        lines.append(_interval_line(fds.get(s.stream, s.stream), s.start, s.end, s.bytes, extra))
+        lines.append(_interval_line(s.fd, s.start, s.end, s.bytes, extra))
     if len(samples) > 1:
         total = sum(s.bytes for s in samples)
         lines.append(_interval_line("SUM", samples[0].start, samples[0].end, total))
@@ -142,7 +145,6 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
     """The test as iperf3's ``--json`` document (the keys iperf3 uses)."""
     params = report.params
     udp = params.protocol == "udp"
-    fds = {s.id: s.fd for s in report.streams}
     start: dict[str, Any] = {
         "connected": [
             {
@@ -190,7 +192,7 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
         for s in samples:
             seconds = s.end - s.start
             row: dict[str, Any] = {
-                "socket": fds.get(s.stream, s.stream),
+                "socket": s.fd,
                 "start": round(s.start, 6),
                 "end": round(s.end, 6),
                 "seconds": seconds,
@@ -228,9 +230,7 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
                 {
                     "udp": {
                         "socket": s.fd,
-                        "start": 0,
-                        "end": s.received_seconds,
-                        "seconds": s.received_seconds,
+                        **_span(s.received_seconds),
                         "bytes": s.received_bytes,
                         "bits_per_second": _bps(s.received_bytes, s.received_seconds),
                         "jitter_ms": (s.jitter or 0) * 1000,
@@ -245,9 +245,7 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
         else:
             sender: dict[str, Any] = {
                 "socket": s.fd,
-                "start": 0,
-                "end": s.sent_seconds,
-                "seconds": s.sent_seconds,
+                **_span(s.sent_seconds),
                 "bytes": s.sent_bytes,
                 "bits_per_second": _bps(s.sent_bytes, s.sent_seconds),
             }
@@ -260,9 +258,7 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
             sender["sender"] = s.sender_is_local
             receiver = {
                 "socket": s.fd,
-                "start": 0,
-                "end": s.received_seconds,
-                "seconds": s.received_seconds,
+                **_span(s.received_seconds),
                 "bytes": s.received_bytes,
                 "bits_per_second": _bps(s.received_bytes, s.received_seconds),
                 "sender": s.sender_is_local,
@@ -276,16 +272,12 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
         received_s = max((s.received_seconds for s in streams), default=0.0)
         local_sends = streams[0].sender_is_local if streams else True
         sum_sent: dict[str, Any] = {
-            "start": 0,
-            "end": sent_s,
-            "seconds": sent_s,
+            **_span(sent_s),
             "bytes": sent,
             "bits_per_second": _bps(sent, sent_s),
         }
         sum_received: dict[str, Any] = {
-            "start": 0,
-            "end": received_s,
-            "seconds": received_s,
+            **_span(received_s),
             "bytes": received,
             "bits_per_second": _bps(received, received_s),
         }
@@ -453,15 +445,13 @@ def iperf_command(
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from exc
     prefix = f"{title}:  " if title else ""
-    fds: dict[int, int] = {}
 
     def out(line: str) -> None:
         if not as_json:
             _echo(prefix + line)
 
     def connected(streams: list[tuple[int, int, tuple[Any, ...], tuple[Any, ...]]]) -> None:
-        for stream_id, fd, local, remote in streams:
-            fds[stream_id] = fd
+        for _id, fd, local, remote in streams:
             out(f"[{fd:>3}] local {_host(local)} port {local[1]} connected to "
                 f"{_host(remote)} port {remote[1]}")  # fmt: skip
         if params.reverse:
@@ -474,7 +464,7 @@ def iperf_command(
             out("[ ID] Interval           Transfer     Bitrate")
 
     def on_interval(samples: list[IntervalSample]) -> None:
-        for line in _interval_lines(samples, fds, udp, not reverse):
+        for line in _interval_lines(samples, udp):
             out(line)
 
     out(f"Connecting to host {client}, port {port}")
@@ -517,7 +507,7 @@ def _serve(
         line(f"Accepted connection from {_host(peer)}, port {peer[1]}")
 
     def interval_lines(samples: list[IntervalSample]) -> None:
-        for text in _interval_lines(samples, {}, False, False):
+        for text in _interval_lines(samples, False):
             line(text)
 
     def finished(report: IperfReport) -> None:

@@ -81,6 +81,7 @@ class IperfError(NetworkError):
 @dataclass
 class IntervalSample:
     stream: int  # stream id
+    fd: int  # the stream's socket, as iperf3 labels its lines
     start: float
     end: float
     bytes: int
@@ -430,7 +431,7 @@ class _Test:
             last_bytes, last_packets, last_retrans = self._last[s.id]
             total = s.counted_bytes
             sample = IntervalSample(
-                stream=s.id, start=self.tick_start - self.start, end=now - self.start,
+                stream=s.id, fd=s.fd, start=self.tick_start - self.start, end=now - self.start,
                 bytes=total - last_bytes, packets=s.packets - last_packets, sender=s.sender,
             )  # fmt: skip
             retrans = last_retrans
