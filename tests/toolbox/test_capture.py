@@ -436,3 +436,34 @@ def test_bulk_conversation_path_agrees_with_the_general_decoder(mixed, tmp_path)
         for key in ("tcp_conversations", "udp_conversations"):
             assert fast[key] == slow[key]
             assert fast[key]
+
+
+@needs_tshark
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_port_endpoints_equal_tsharks(mixed, kind):
+    doc = summarise(CaptureReader(mixed.read_bytes()), ReportRequest(endpoints=kind))
+    text = tshark_stats(mixed, f"endpoints,{kind}")
+    theirs = {
+        (m[0], int(m[1])): tuple(int(x) for x in m[2:])
+        for m in re.findall(
+            r"^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", text, re.M
+        )
+    }
+    ours = {
+        (r["address"], r["port"]): (r["frames"], r["bytes"], r["tx_frames"], r["tx_bytes"],
+                                    r["rx_frames"], r["rx_bytes"])
+        for r in doc["endpoints"]["rows"]
+    }  # fmt: skip
+    assert ours == theirs and ours
+
+
+def test_progress_is_reported_up_to_the_end(tmp_path):
+    from bench.capture import generate
+
+    path = tmp_path / "big.pcap"
+    generate(path, 140_000, seed=5)
+    data = path.read_bytes()
+    seen: list[int] = []
+    summarise(CaptureReader(data), ReportRequest(conversations=frozenset({"tcp"})), seen.append)
+    assert len(seen) >= 3
+    assert seen == sorted(seen) and seen[-1] == len(data)

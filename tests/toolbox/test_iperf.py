@@ -277,8 +277,14 @@ def ours(args: Sequence[str], prefix: Sequence[str] = ()) -> dict:
 @needs_iperf3
 @pytest.mark.parametrize(
     "args",
-    [["-t", "1"], ["-t", "1", "-R"], ["-t", "1", "--bidir"], ["-t", "1", "-P", "2"]],
-    ids=["tcp", "reverse", "bidir", "parallel"],
+    [
+        ["-t", "1"],
+        ["-t", "1", "-R"],
+        ["-t", "1", "--bidir"],
+        ["-t", "1", "-P", "2"],
+        ["-t", "1", "-w", "256K", "-l", "64K", "-N"],
+    ],
+    ids=["tcp", "reverse", "bidir", "parallel", "window-length-nodelay"],
 )
 def test_backhaul_client_against_iperf3_server(args):
     port = free_port()
