@@ -69,6 +69,22 @@ def _conversation_table(kind: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left", box=None)
+    for c in columns:
+        table.add_column(c, justify="right" if c in right else "left")
+    return table
+
+
+def _show(console: Console, table: Table) -> None:
+    console.print()
+    console.print(table)
+
+
 def _print_text(document: dict[str, Any], console: Console, limit: int) -> None:
     console.print(
         f"{escape(document['file'])}: {document['format']}, {document['frames']} frames, "
@@ -100,45 +116,43 @@ def _print_text(document: dict[str, Any], console: Console, limit: int) -> None:
     if "endpoints" in document:
         rows = document["endpoints"]["rows"]
         kind = document["endpoints"]["kind"]
-        table = Table(title=f"{kind.upper()} Endpoints", title_justify="left", box=None)
-        columns = ["Address"] + (["Port"] if kind != "ip" else [])
-        columns += ["frames", "bytes", "tx frames", "tx bytes", "rx frames", "rx bytes"]
-        for c in columns:
-            table.add_column(c, justify="left" if c == "Address" else "right")
+        columns = ("Address", *(("Port",) if kind != "ip" else ()), "frames", "bytes",
+                   "tx frames", "tx bytes", "rx frames", "rx bytes")  # fmt: skip
+        table = _table(f"{kind.upper()} Endpoints", columns, columns[1:])
         for r in rows[:limit]:
             cells = [r["address"]] + ([str(r["port"])] if kind != "ip" else [])
             cells += [str(r[k]) for k in ("frames", "bytes", "tx_frames", "tx_bytes")]
             cells += [str(r["rx_frames"]), str(r["rx_bytes"])]
             table.add_row(*cells)
-        console.print()
-        console.print(table)
+        _show(console, table)
         console.print(f"{len(rows)} {kind.upper()} endpoints")
     if "tcp_flows" in document:
-        table = Table(title="TCP retransmissions and RTT", title_justify="left", box=None)
-        for c in ("stream", "A", "B", "segments", "retrans A→B", "retrans B→A", "hs RTT ms"):
-            table.add_column(c, justify="right" if c not in ("A", "B") else "left")
-        for c in ("RTT samples", "min ms", "avg ms", "max ms"):
-            table.add_column(c, justify="right")
+        flow_columns = ("stream", "A", "B", "segments", "retrans A→B", "retrans B→A",
+                        "hs RTT ms", "RTT samples", "min ms", "avg ms", "max ms")  # fmt: skip
+        table = _table(
+            "TCP retransmissions and RTT", flow_columns, flow_columns[:1] + flow_columns[3:]
+        )
         rows = document["tcp_flows"]
         for r in rows[:limit]:
             rtt = r["ack_rtt"] or {}
             table.add_row(
-                str(r["stream"]), f"{r['address_a']}:{r['port_a']}",
-                f"{r['address_b']}:{r['port_b']}",
+                str(r["stream"]), _endpoint(r["address_a"], r["port_a"]),
+                _endpoint(r["address_b"], r["port_b"]),
                 str(r["segments_a_to_b"] + r["segments_b_to_a"]),
                 str(r["retransmissions_a_to_b"]), str(r["retransmissions_b_to_a"]),
                 "-" if r["handshake_rtt_ms"] is None else f"{r['handshake_rtt_ms']:.3f}",
                 str(rtt.get("samples", 0)), str(rtt.get("min_ms", "-")),
                 str(rtt.get("avg_ms", "-")), str(rtt.get("max_ms", "-")),
             )  # fmt: skip
-        console.print()
-        console.print(table)
+        _show(console, table)
         total = sum(r["retransmissions"] for r in rows)
         console.print(f"{total} retransmissions in {len(rows)} TCP conversations")
     if "http" in document:
-        table = Table(title="HTTP/1.1 transactions", title_justify="left", box=None)
-        for c in ("stream", "time", "client", "server", "request", "status", "time ms", "body"):
-            table.add_column(c, justify="right" if c in ("time", "time ms", "body") else "left")
+        table = _table(
+            "HTTP/1.1 transactions",
+            ("stream", "time", "client", "server", "request", "status", "time ms", "body"),
+            right=("time", "time ms", "body"),
+        )
         rows = document["http"]
         for r in rows[:limit]:
             table.add_row(
@@ -148,14 +162,15 @@ def _print_text(document: dict[str, Any], console: Console, limit: int) -> None:
                 "-" if r["time_ms"] is None else f"{r['time_ms']:.3f}",
                 "-" if r["response_body_bytes"] is None else str(r["response_body_bytes"]),
             )  # fmt: skip
-        console.print()
-        console.print(table)
+        _show(console, table)
         answered = sum(1 for r in rows if r["status"] is not None)
         console.print(f"{len(rows)} HTTP requests, {answered} answered")
     if "dns" in document:
-        table = Table(title="DNS queries", title_justify="left", box=None)
-        for c in ("time", "client", "server", "id", "query", "rcode", "ms", "answers"):
-            table.add_column(c, justify="right" if c in ("time", "ms", "id") else "left")
+        table = _table(
+            "DNS queries",
+            ("time", "client", "server", "id", "query", "rcode", "ms", "answers"),
+            right=("time", "ms", "id"),
+        )
         dns_doc = document["dns"]
         rows = dns_doc["transactions"]
         for r in rows[:limit]:
@@ -165,8 +180,7 @@ def _print_text(document: dict[str, Any], console: Console, limit: int) -> None:
                 "-" if r["response_ms"] is None else f"{r['response_ms']:.3f}",
                 escape(", ".join(a.split(" ", 2)[2] for a in r["answers"][:3])),
             )  # fmt: skip
-        console.print()
-        console.print(table)
+        _show(console, table)
         answered = sum(1 for r in rows if r["rcode"] is not None)
         console.print(
             f"{len(rows)} DNS queries, {answered} answered, "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backhaul.proto.conversations import ConversationTable, EndpointTable, ProtocolHierarchy
-from backhaul.proto.packet import address_text, decode
+from backhaul.proto.packet import address_text, decode, endpoint_text
 from backhaul.proto.pcap import CaptureReader
 from backhaul.proto.tcp_flows import TcpFlowAnalysis
 from backhaul.proto.transactions import DnsTransactions, FollowedStream, HttpTransactions
@@ -189,8 +189,8 @@ def _follow_document(follow: FollowedStream, origin: float) -> dict[str, Any]:
     return {
         "stream": follow.index,
         "found": True,
-        "node_a": f"{address_text(conv.a_addr)}:{conv.a_port}",
-        "node_b": f"{address_text(conv.b_addr)}:{conv.b_port}",
+        "node_a": endpoint_text(conv.a_addr, conv.a_port),
+        "node_b": endpoint_text(conv.b_addr, conv.b_port),
         "bytes_a_to_b": sum(len(c[2]) for c in follow.chunks if c[0]),
         "bytes_b_to_a": sum(len(c[2]) for c in follow.chunks if not c[0]),
         "truncated": follow.truncated,

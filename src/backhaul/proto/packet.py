@@ -35,6 +35,7 @@ __all__ = [
     "Packet",
     "address_text",
     "decode",
+    "endpoint_text",
 ]
 
 TCP_FIN = 0x01
@@ -228,3 +229,9 @@ def decode(linktype: int, buf: bytes | memoryview, off: int, caplen: int) -> Pac
 def address_text(raw: bytes) -> str:
     """An address as text: dotted quad for 4 bytes, RFC 5952 for 16."""
     return str(ipaddress.ip_address(raw))
+
+
+def endpoint_text(raw: bytes, port: int) -> str:
+    """``192.0.2.1:80`` or ``[2001:db8::1]:80`` (RFC 3986 brackets for IPv6)."""
+    text = address_text(raw)
+    return f"[{text}]:{port}" if len(raw) == 16 else f"{text}:{port}"

@@ -25,7 +25,7 @@ import dns.rdatatype
 import httptools
 
 from backhaul.proto.conversations import Conversation
-from backhaul.proto.packet import Packet, address_text
+from backhaul.proto.packet import Packet, endpoint_text
 from backhaul.proto.tcp_flows import Reassembler
 
 __all__ = ["DnsTransactions", "FollowedStream", "HttpTransactions"]
@@ -149,8 +149,8 @@ class HttpTransactions:
                 rows.append(
                     {
                         "stream": index,
-                        "client": f"{address_text(client[0])}:{client[1]}",
-                        "server": f"{address_text(server[0])}:{server[1]}",
+                        "client": endpoint_text(client[0], client[1]),
+                        "server": endpoint_text(server[0], server[1]),
                         "method": request["method"],
                         "uri": request["url"].decode("latin-1"),
                         "host": request["headers"].get("host"),
@@ -198,8 +198,8 @@ class DnsTransactions:
             row: dict[str, Any] = {
                 "frame": frame,
                 "time": round(time - origin, 6),
-                "client": f"{address_text(packet.src)}:{packet.sport}",
-                "server": f"{address_text(packet.dst)}:{packet.dport}",
+                "client": endpoint_text(packet.src, packet.sport),
+                "server": endpoint_text(packet.dst, packet.dport),
                 "id": message.id,
                 "name": qname,
                 "type": qtype,

@@ -281,15 +281,20 @@ def tcp_info(sock: socket.socket) -> dict[str, int] | None:
 # -- control connection helpers ------------------------------------------------------------
 
 
+def _wait_readable(sock: socket.socket, deadline: float, late: str) -> None:
+    """Wait until ``sock`` can be read; past ``deadline`` raise ReadTimeout(``late``)."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ReadTimeout(late)
+        if select.select([sock], [], [], left)[0]:
+            return
+
+
 def _recv_exact(sock: socket.socket, size: int, deadline: float, what: str) -> bytes:
     chunks = bytearray()
     while len(chunks) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ReadTimeout(f"iperf3 peer sent no {what} in time")
-        ready, _, _ = select.select([sock], [], [], left)
-        if not ready:
-            continue
+        _wait_readable(sock, deadline, f"iperf3 peer sent no {what} in time")
         try:
             data = sock.recv(size - len(chunks))
         except ConnectionError as exc:
@@ -487,7 +492,11 @@ class _Test:
                 s.join()
 
     def close(self) -> None:
+        """Stop every stream's thread (waking it if blocked) and close every socket."""
         for s in self.streams:
+            s.running = False
+            if s.thread is not None and s.thread.is_alive():
+                s.shutdown()
             s.close()
 
     def results(self) -> IperfResults:
@@ -570,12 +579,8 @@ def _udp_stream(
         seen = 0
         limit = 4 + 2 * params.block_size if params.reverse or params.bidirectional else 4
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReadTimeout("the server did not answer the UDP stream's connect message")
-            ready, _, _ = select.select([sock], [], [], left)
-            if not ready:
-                continue
+            late = "the server did not answer the UDP stream's connect message"
+            _wait_readable(sock, deadline, late)
             data = sock.recv(65536)
             if data[:4] in (UDP_CONNECT_REPLY, LEGACY_UDP_CONNECT_REPLY) and len(data) == 4:
                 return sock
@@ -659,20 +664,11 @@ def run_client(
             report.sndbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             report.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         return report
-    except (ProtocolError, IperfError):
-        with contextlib.suppress(OSError):
-            ctrl.send(State.CLIENT_TERMINATE.byte())
-        raise
-    except KeyboardInterrupt:
+    except (ProtocolError, IperfError, KeyboardInterrupt):
         with contextlib.suppress(OSError):
             ctrl.send(State.CLIENT_TERMINATE.byte())
         raise
     finally:
-        for s in test.streams:
-            s.running = False
-            if s.thread is not None and s.thread.is_alive():
-                with contextlib.suppress(OSError):
-                    s.sock.shutdown(socket.SHUT_RDWR)
         test.close()
         ctrl.close()
 
@@ -929,11 +925,6 @@ def _serve_one(
             _read_state(ctrl, time.monotonic() + CONTROL_TIMEOUT)
         return report
     finally:
-        for s in test.streams:
-            s.running = False
-            if s.thread is not None and s.thread.is_alive():
-                with contextlib.suppress(OSError):
-                    s.sock.shutdown(socket.SHUT_RDWR)
         test.close()
         if udp_listener is not None:
             udp_listener.close()
@@ -942,12 +933,7 @@ def _serve_one(
 def _tcp_accept(listener: socket.socket, cookie: bytes, params: IperfParameters,
                 deadline: float) -> socket.socket:  # fmt: skip
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ReadTimeout("the client did not open its data streams in time")
-        ready, _, _ = select.select([listener], [], [], left)
-        if not ready:
-            continue
+        _wait_readable(listener, deadline, "the client did not open its data streams in time")
         sock, _ = listener.accept()
         try:
             theirs = _recv_exact(sock, COOKIE_SIZE, deadline, "stream cookie")
@@ -982,13 +968,11 @@ def _udp_listener(ctrl: socket.socket, bind: str | None, port: int,
 
 def _udp_accept(sock: socket.socket, deadline: float) -> socket.socket:
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        try:
+            _wait_readable(sock, deadline, "the client did not open its UDP streams in time")
+        except ReadTimeout:
             sock.close()
-            raise ReadTimeout("the client did not open its UDP streams in time")
-        ready, _, _ = select.select([sock], [], [], left)
-        if not ready:
-            continue
+            raise
         data, peer = sock.recvfrom(65536)
         if data[:4] != UDP_CONNECT_MSG:
             continue
