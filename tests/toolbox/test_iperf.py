@@ -576,3 +576,25 @@ def test_tools_module_imports_without_matplotlib_side_effects():
         [sys.executable, "-c", "import backhaul.cli.iperf, sys; print('matplotlib' in sys.modules)"]
     )
     assert done.stdout.strip() == "False"
+
+
+@needs_iperf3
+def test_byte_and_block_counts_end_the_test_exactly():
+    port = free_port()
+    server = iperf3_server(port)
+    try:
+        doc = ours(["-c", "127.0.0.1", "-p", str(port), "-n", "64M", "-t", "30"])
+    finally:
+        server.finish()
+    assert doc["end"]["sum_sent"]["bytes"] == 64 * 1024 * 1024
+
+    server, port = backhaul_server()
+    try:
+        done = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-k", "300", "-R", "--json"])
+        server.finish()
+    finally:
+        server.kill()
+    assert done.returncode == 0, done.stdout
+    # our server sent exactly 300 blocks (iperf3's receiver counts reads as blocks, so it
+    # may stop counting a little before the last byte)
+    assert json.loads(done.stdout)["end"]["sum_sent"]["bytes"] == 300 * 128 * 1024

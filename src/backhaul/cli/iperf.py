@@ -315,12 +315,17 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
         "remote_user": report.cpu_remote[1],
         "remote_system": report.cpu_remote[2],
     }
+    document: dict[str, Any] = {"start": start, "intervals": intervals, "end": end}
+    if report.server_output_json is not None:
+        document["server_output_json"] = report.server_output_json
+    if report.server_output_text is not None:
+        document["server_output_text"] = report.server_output_text
     if not udp:
         local_sends = any(s.sender_is_local for s in report.streams)
         ours, theirs = report.congestion_local, report.congestion_remote
         end["sender_tcp_congestion"] = ours if local_sends else theirs
         end["receiver_tcp_congestion"] = theirs if local_sends else ours
-    return {"start": start, "intervals": intervals, "end": end}
+    return document
 
 
 def _plot(report: IperfReport, path: str) -> None:
@@ -480,6 +485,11 @@ def iperf_command(
         return
     for line in text_summary(report):
         out(line)
+    if report.server_output_text:
+        out("")
+        out("Server output:")
+        for line in report.server_output_text.rstrip("\n").splitlines():
+            out(line)
     if plot:
         out(f"plot written to {plot}")
     out("")

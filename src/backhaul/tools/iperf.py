@@ -118,6 +118,8 @@ class _Stream:
         self.max_cwnd = 0
         self.rtts: list[int] = []
         self.error: BaseException | None = None
+        self.byte_limit = 0  # -n / -k: this sender's share of the test's total
+        self.block_limit = 0
 
     # -- the data path ---------------------------------------------------------------------
 
@@ -156,11 +158,16 @@ class _Stream:
         block = memoryview(bytearray(os.urandom(self.params.block_size)))
         send = self.sock.send
         rate = self.params.target_rate
+        byte_limit, block_limit = self.byte_limit, self.block_limit
         while self.running:
             self.bytes += send(block)
             self.blocks += 1
             if rate:
                 self._pace(rate)
+            if (byte_limit and self.bytes >= byte_limit) or (
+                block_limit and self.blocks >= block_limit
+            ):
+                break
 
     def _tcp_receive(self) -> None:
         view = memoryview(bytearray(max(self.params.block_size, 256 * 1024)))
@@ -199,6 +206,10 @@ class _Stream:
                 continue
             self.packets += 1
             self.blocks += 1
+            if (self.byte_limit and self.bytes >= self.byte_limit) or (
+                self.block_limit and self.blocks >= self.block_limit
+            ):
+                break
 
     def _udp_receive(self) -> None:
         view = memoryview(bytearray(65536))
@@ -406,6 +417,8 @@ class IperfReport:
     congestion_remote: str | None = None
     sndbuf: int = 0
     rcvbuf: int = 0
+    server_output_text: str | None = None  # the server's report (--get-server-output)
+    server_output_json: dict[str, Any] | None = None
 
 
 class _Test:
@@ -424,6 +437,10 @@ class _Test:
         self.cpu = _cpu_times()
 
     def begin(self) -> None:
+        senders = [s for s in self.streams if s.sender]
+        for s in senders:
+            s.byte_limit = -(-self.params.bytes // len(senders))
+            s.block_limit = -(-self.params.blocks // len(senders))
         self.cpu = _cpu_times()
         self.start = self.tick_start = time.monotonic()
         for stream in self.streams:
@@ -457,17 +474,16 @@ class _Test:
             if self.on_interval is not None:
                 self.on_interval(samples)
 
-    def total_bytes(self) -> int:
-        return sum(s.bytes for s in self.streams)
-
-    def total_blocks(self) -> int:
-        return sum(s.blocks for s in self.streams)
-
     def finished_by_count(self) -> bool:
+        """-n / -k reached, by what was sent or by what was received (as iperf3 checks);
+        a receiver counts blocks as whole block sizes received."""
         p = self.params
-        if p.bytes and self.total_bytes() >= p.bytes:
+        sent = sum(s.bytes for s in self.streams if s.sender)
+        received = sum(s.bytes for s in self.streams if not s.sender)
+        if p.bytes and (sent >= p.bytes or received >= p.bytes):
             return True
-        return bool(p.blocks and self.total_blocks() >= p.blocks)
+        blocks = sum(s.blocks for s in self.streams if s.sender)
+        return bool(p.blocks and (blocks >= p.blocks or received >= p.blocks * p.block_size))
 
     def stop(self, hard: bool = False) -> None:
         """End the data phase: senders finish their current call and every stream's count
@@ -658,6 +674,8 @@ def run_client(
             cpu_local=(results.cpu_total, results.cpu_user, results.cpu_system),
             cpu_remote=(theirs.cpu_total, theirs.cpu_user, theirs.cpu_system),
             congestion_local=results.congestion_used, congestion_remote=theirs.congestion_used,
+            server_output_text=theirs.server_output_text,
+            server_output_json=theirs.server_output_json,
         )  # fmt: skip
         if test.streams:
             s = test.streams[0].sock
