@@ -337,17 +337,21 @@ def test_iperf3_client_against_backhaul_server(args):
 
 
 @needs_iperf3
-def test_udp_both_ways_reports_jitter_and_no_loss_on_loopback():
+def test_udp_both_ways_reports_jitter_and_loss():
     port = free_port()
-    server = iperf3_server(port)
+    server = iperf3_server(port, extra=["--json"])
     try:
         doc = ours(["-c", "127.0.0.1", "-p", str(port), "-u", "-b", "20M", "-l", "1200", "-t", "1"])
+        theirs_server = json.loads(server.finish()[0])["end"]["sum_received"]
     finally:
-        server.finish()
+        server.kill()
     received = doc["end"]["sum_received"]
     expected = 20_000_000 / 8 / 1200  # datagrams in one second at the target rate
     assert abs(received["packets"] - expected) < expected * 0.1
-    assert received["lost_packets"] == 0 and received["jitter_ms"] >= 0
+    # loopback loses a datagram only when a busy machine lets the receive buffer fill
+    assert received["lost_percent"] < 5 and received["jitter_ms"] >= 0
+    assert received["lost_packets"] == theirs_server["lost_packets"]
+    assert received["jitter_ms"] == pytest.approx(theirs_server["jitter_ms"])
     assert doc["end"]["streams"][0]["udp"]["bits_per_second"] == pytest.approx(20e6, rel=0.1)
 
     server, port = backhaul_server()
@@ -374,7 +378,7 @@ def test_udp_both_ways_reports_jitter_and_no_loss_on_loopback():
     assert done.returncode == 0, done.stdout
     theirs = json.loads(done.stdout)["end"]["sum_received"]
     # iperf3 asks for its own datagram size (32 KiB on loopback): about 38 a second
-    assert theirs["packets"] > 20 and theirs["lost_packets"] == 0
+    assert theirs["packets"] > 20 and theirs["lost_percent"] < 5
     assert theirs["bits_per_second"] == pytest.approx(10e6, rel=0.1)  # our sender was paced
 
 
@@ -499,7 +503,21 @@ def test_udp_loss_through_an_nft_drop_rule_backhaul_client(pair):
     server = iperf3_server(port, prefix=pair.command(pair.b, []), extra=["--json"])
     try:
         doc = ours(
-            ["-c", pair.address_b, "-p", str(port), "-u", "-b", "8M", "-l", "1000", "-t", "2"],
+            [
+                "-c",
+                pair.address_b,
+                "-p",
+                str(port),
+                "-u",
+                "-b",
+                "6M",
+                "-l",
+                "1000",
+                "-t",
+                "2",
+                "-w",
+                "2M",
+            ],
             prefix=pair.command(pair.a, []),
         )
         theirs = json.loads(server.finish()[0])
@@ -507,7 +525,7 @@ def test_udp_loss_through_an_nft_drop_rule_backhaul_client(pair):
         server.kill()
         _clear_rules(pair)
     received = doc["end"]["sum_received"]
-    assert received["packets"] > 1500
+    assert received["packets"] > 1200
     expected = received["packets"] // 10
     assert abs(received["lost_packets"] - expected) <= 1, received
     assert received["lost_percent"] == pytest.approx(10.0, abs=0.2)
@@ -530,7 +548,7 @@ def test_udp_loss_through_an_nft_drop_rule_backhaul_server(pair):
                 str(port),
                 "-u",
                 "-b",
-                "8M",
+                "6M",
                 "-l",
                 "1000",
                 "-t",
@@ -545,7 +563,7 @@ def test_udp_loss_through_an_nft_drop_rule_backhaul_server(pair):
         _clear_rules(pair)
     assert done.returncode == 0, done.stdout
     theirs = json.loads(done.stdout)["end"]["sum_received"]  # what our receiver reported
-    assert theirs["packets"] > 1500
+    assert theirs["packets"] > 1200
     assert abs(theirs["lost_packets"] - theirs["packets"] // 10) <= 1, theirs
     assert json.loads(out)["end"]["sum_received"]["lost_packets"] == theirs["lost_packets"]
 
