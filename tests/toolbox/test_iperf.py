@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backhaul.errors import LocalProtocolError, RemoteProtocolError
 from backhaul.proto.iperf3 import (
@@ -616,3 +618,45 @@ def test_byte_and_block_counts_end_the_test_exactly():
     # our server sent exactly 300 blocks (iperf3's receiver counts reads as blocks, so it
     # may stop counting a little before the last byte)
     assert json.loads(done.stdout)["end"]["sum_sent"]["bytes"] == 300 * 128 * 1024
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
+    max_leaves=20,
+)
+_param_keys = st.sampled_from(
+    ["tcp", "udp", "time", "num", "blockcount", "parallel", "len", "window", "bandwidth",
+     "reverse", "bidirectional", "omit", "MSS", "congestion", "title", "udp_counters_64bit"]
+)  # fmt: skip
+
+
+@given(st.dictionaries(_param_keys, _json_values, max_size=10))
+def test_any_parameters_json_is_accepted_or_refused_cleanly(document):
+    try:
+        params = IperfParameters.from_json(document)
+    except RemoteProtocolError:
+        return
+    params.validate()  # what was accepted is valid
+
+
+@given(_json_values)
+def test_any_results_json_is_parsed_or_refused_cleanly(document):
+    try:
+        IperfResults.from_json(document if isinstance(document, dict) else {"x": document})
+    except RemoteProtocolError:
+        pass
+
+
+@given(st.binary(max_size=64))
+def test_any_json_body_is_an_object_or_a_protocol_error(body):
+    try:
+        assert isinstance(decode_json(body), dict)
+    except RemoteProtocolError:
+        pass
