@@ -108,7 +108,10 @@ class ConversationTable:
         dport: int, flags: int, seq: int,
     ) -> Conversation:  # fmt: skip
         """:meth:`feed` from the header fields themselves (the bulk path decodes in place)."""
-        key = (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
+        if src < dst or (src == dst and sport <= dport):
+            key = (src, sport, dst, dport)
+        else:
+            key = (dst, dport, src, sport)
         conv = self._current.get(key)
         tcp = self.proto == 6
         if conv is not None:

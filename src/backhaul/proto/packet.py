@@ -14,6 +14,7 @@ Application protocols are named by port, for the protocol hierarchy only (``http
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from typing import NamedTuple
@@ -226,6 +227,7 @@ def decode(linktype: int, buf: bytes | memoryview, off: int, caplen: int) -> Pac
     return Packet(stack, family, src, dst, proto, 0, 0, 0, 0, 0, 0, l4, plen, captured_end - l4)
 
 
+@functools.lru_cache(maxsize=65536)
 def address_text(raw: bytes) -> str:
     """An address as text: dotted quad for 4 bytes, RFC 5952 for 16."""
     return str(ipaddress.ip_address(raw))
