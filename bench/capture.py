@@ -4,9 +4,11 @@
 Writes a pcap of about a million frames (``--frames``) made of short TCP connections
 (handshake, request, response, close) between a few hundred clients and servers, some of
 them reusing a port pair with a new initial sequence number, plus a share of UDP. Then
-times, interleaved (``--rounds``), tshark's conversation summary and backhaul's on the same
-file, checks that both count the same conversations, and prints the ratio of speeds
-(target: backhaul at least 2x tshark's speed). Figures go to ``bench/results/capture.json``.
+times, interleaved (``--rounds``, alternating which goes first), tshark's conversation
+summary and backhaul's on the same file, checks that both count the same conversations,
+and prints the ratio of speeds (target: backhaul at least 2x tshark's speed), wall-clock
+and in CPU time (user + system; steadier when other work shares the machine).
+Figures go to ``bench/results/capture.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import random
 import re
+import resource
 import statistics
 import struct
 import subprocess
@@ -129,10 +132,15 @@ def generate(path: Path, frames: int, seed: int = 7) -> int:
     return written
 
 
-def _time(argv: list[str]) -> tuple[float, str]:
+def _time(argv: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds user+system, stdout) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=True)
-    return time.perf_counter() - start, done.stdout
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
 
 
 def _tshark_count(text: str) -> int:
@@ -152,28 +160,37 @@ def main() -> None:
     backhaul = str(Path(sys.executable).with_name("backhaul"))
     tshark_argv = ["tshark", "-n", "-r", str(args.file), "-q", "-z", "conv,tcp"]
     ours_argv = [backhaul, "capture", "-r", str(args.file), "--conversations", "tcp", "--json"]
-    tshark_times, ours_times = [], []
+    tshark_times, ours_times, tshark_cpu, ours_cpu = [], [], [], []
     tshark_count = ours_count = -1
     for round_ in range(args.rounds):
-        seconds, text = _time(tshark_argv)
-        tshark_times.append(seconds)
-        tshark_count = _tshark_count(text)
-        seconds, text = _time(ours_argv)
-        ours_times.append(seconds)
-        ours_count = len(json.loads(text)["tcp_conversations"])
+        order = ("tshark", "ours") if round_ % 2 == 0 else ("ours", "tshark")
+        for kind in order:
+            if kind == "tshark":
+                wall, cpu, text = _time(tshark_argv)
+                tshark_times.append(wall)
+                tshark_cpu.append(cpu)
+                tshark_count = _tshark_count(text)
+            else:
+                wall, cpu, text = _time(ours_argv)
+                ours_times.append(wall)
+                ours_cpu.append(cpu)
+                ours_count = len(json.loads(text)["tcp_conversations"])
         print(
-            f"round {round_ + 1}: tshark {tshark_times[-1]:.2f} s, "
-            f"backhaul {ours_times[-1]:.2f} s, ratio {tshark_times[-1] / ours_times[-1]:.2f}x",
+            f"round {round_ + 1}: tshark {tshark_times[-1]:.2f} s ({tshark_cpu[-1]:.2f} s CPU), "
+            f"backhaul {ours_times[-1]:.2f} s ({ours_cpu[-1]:.2f} s CPU), "
+            f"ratio {tshark_times[-1] / ours_times[-1]:.2f}x",
             flush=True,
         )
     t_med, o_med = statistics.median(tshark_times), statistics.median(ours_times)
+    t_cpu, o_cpu = statistics.median(tshark_cpu), statistics.median(ours_cpu)
     ratio = t_med / o_med
+    cpu_ratio = t_cpu / o_cpu
     verdict = "meets" if ratio >= TARGET else "MISSES"
     print(
-        f"tshark -z conv,tcp: {t_med:.2f} s, {tshark_count} TCP conversations\n"
-        f"backhaul capture:   {o_med:.2f} s, {ours_count} TCP conversations\n"
-        f"speed ratio (tshark time / backhaul time): {ratio:.2f}x "
-        f"({verdict} the {TARGET:g}x target)"
+        f"tshark -z conv,tcp: {t_med:.2f} s ({t_cpu:.2f} s CPU), {tshark_count} TCP conversations\n"
+        f"backhaul capture:   {o_med:.2f} s ({o_cpu:.2f} s CPU), {ours_count} TCP conversations\n"
+        f"speed ratio (tshark time / backhaul time): {ratio:.2f}x wall-clock "
+        f"({verdict} the {TARGET:g}x target), {cpu_ratio:.2f}x in CPU time"
         + ("" if tshark_count == ours_count else "  COUNTS DIFFER")
     )
     (RESULTS / "capture.json").write_text(
@@ -182,6 +199,9 @@ def main() -> None:
                 "frames": args.frames,
                 "tshark_seconds": tshark_times,
                 "backhaul_seconds": ours_times,
+                "tshark_cpu_seconds": tshark_cpu,
+                "backhaul_cpu_seconds": ours_cpu,
+                "cpu_ratio": cpu_ratio,
                 "tshark_conversations": tshark_count,
                 "backhaul_conversations": ours_count,
                 "ratio": ratio,
