@@ -467,3 +467,44 @@ def test_progress_is_reported_up_to_the_end(tmp_path):
     summarise(CaptureReader(data), ReportRequest(conversations=frozenset({"tcp"})), seen.append)
     assert len(seen) >= 3
     assert seen == sorted(seen) and seen[-1] == len(data)
+
+
+def _pcapng_block(order: str, btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    length = 12 + len(body)
+    return struct.pack(order + "II", btype, length) + body + struct.pack(order + "I", length)
+
+
+@needs_tshark
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_sections_interfaces_resolutions_and_block_kinds(tmp_path, order):
+    """Two interfaces (microseconds, and nanoseconds by if_tsresol), enhanced, simple and
+    obsolete packet blocks, and a block kind to skip, in either byte order."""
+    frames = [tcp_frame("10.0.0.1", "10.0.0.2", 1000 + i, 80, i, 0, SYN) for i in range(4)]
+    shb = _pcapng_block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb_us = _pcapng_block(order, 1, struct.pack(order + "HHI", 1, 0, 65535))
+    tsresol = struct.pack(order + "HH", 9, 1) + b"\x09\0\0\0" + struct.pack(order + "HH", 0, 0)
+    idb_ns = _pcapng_block(order, 1, struct.pack(order + "HHI", 1, 0, 65535) + tsresol)
+
+    def epb(interface: int, ticks: int, frame: bytes) -> bytes:
+        head = struct.pack(
+            order + "IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)
+        )
+        return _pcapng_block(order, 6, head + frame)
+
+    data = shb + idb_us + idb_ns
+    data += epb(0, 1_700_000_000_000_000, frames[0])  # microseconds
+    data += epb(1, 1_700_000_000_500_000_000, frames[1])  # nanoseconds, 0.5 s later
+    data += _pcapng_block(order, 0x0BAD, b"custom")  # skipped
+    data += _pcapng_block(order, 3, struct.pack(order + "I", len(frames[2])) + frames[2])
+    obsolete = struct.pack(
+        order + "HHIIII", 0, 0, 395812, 1_700_000_000 & 0xFFFFFFFF, len(frames[3]), len(frames[3])
+    )
+    data += _pcapng_block(order, 2, obsolete + frames[3])
+    path = tmp_path / "multi.pcapng"
+    path.write_bytes(data)
+    doc = summarise(CaptureReader(data), ReportRequest(conversations=frozenset({"tcp"})))
+    assert doc["format"] == "pcapng" and doc["frames"] == 4
+    assert _ours_by_stream(doc["tcp_conversations"]) == tshark_streams(path, "tcp")
+    second = doc["tcp_conversations"][1]
+    assert second["relative_start"] == pytest.approx(0.5, abs=1e-9)
