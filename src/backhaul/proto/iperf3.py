@@ -29,6 +29,7 @@ them: 1 for the first stream, then 3, 4, 5 ... (:func:`stream_ids`).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -191,7 +192,7 @@ def _number(document: dict[str, Any], key: str, low: int, high: int) -> int | No
     value = document.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RemoteProtocolError(f"iperf3 parameter {key!r} is not a number")
     number = int(value)
     if not low <= number <= high:
@@ -413,5 +414,5 @@ class IperfResults:
                 server_output_text=document.get("server_output_text"),
                 server_output_json=output if isinstance(output, dict) else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise RemoteProtocolError(f"iperf3 peer sent incomplete results: {exc!r}") from exc
