@@ -163,8 +163,10 @@ def _print_text(document: dict[str, Any], console: Console, limit: int) -> None:
                 "-" if r["response_body_bytes"] is None else str(r["response_body_bytes"]),
             )  # fmt: skip
         _show(console, table)
+        summary = document["http_summary"]
         answered = sum(1 for r in rows if r["status"] is not None)
-        console.print(f"{len(rows)} HTTP requests, {answered} answered")
+        kept = "" if summary["rows_kept"] == summary["requests"] else f" (first {len(rows)} kept)"
+        console.print(f"{summary['requests']} HTTP requests{kept}, {answered} answered")
     if "dns" in document:
         table = _table(
             "DNS queries",

@@ -171,6 +171,11 @@ def summarise(
         document["tcp_flows"] = rows
     if http is not None:
         document["http"] = http.documents(origin)
+        document["http_summary"] = {
+            "requests": http.total,
+            "rows_kept": len(document["http"]),
+            "unmatched_responses": http.unmatched_responses,
+        }
     if dns_rows is not None:
         document["dns"] = {
             "transactions": dns_rows.rows,

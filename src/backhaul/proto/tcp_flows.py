@@ -105,24 +105,33 @@ class _Direction:
 class FlowStatistics:
     """Retransmissions and RTT samples of one TCP conversation."""
 
-    __slots__ = ("ab", "ba", "handshake_rtt", "rtt_samples", "synack_seen")
+    __slots__ = ("ab", "ba", "handshake_rtt", "rtt_count", "rtt_max", "rtt_min", "rtt_sum",
+                 "synack_seen")  # fmt: skip
 
     def __init__(self) -> None:
         self.ab = _Direction()
         self.ba = _Direction()
-        self.rtt_samples: list[float] = []
+        self.rtt_count = 0
+        self.rtt_sum = 0.0
+        self.rtt_min = float("inf")
+        self.rtt_max = 0.0
         self.handshake_rtt: float | None = None
         self.synack_seen = False
 
+    def add_rtt(self, sample: float) -> None:
+        self.rtt_count += 1
+        self.rtt_sum += sample
+        self.rtt_min = min(self.rtt_min, sample)
+        self.rtt_max = max(self.rtt_max, sample)
+
     def document(self) -> dict[str, Any]:
-        samples = self.rtt_samples
         rtt: dict[str, Any] | None = None
-        if samples:
+        if self.rtt_count:
             rtt = {
-                "samples": len(samples),
-                "min_ms": round(min(samples) * 1000, 3),
-                "avg_ms": round(sum(samples) / len(samples) * 1000, 3),
-                "max_ms": round(max(samples) * 1000, 3),
+                "samples": self.rtt_count,
+                "min_ms": round(self.rtt_min * 1000, 3),
+                "avg_ms": round(self.rtt_sum / self.rtt_count * 1000, 3),
+                "max_ms": round(self.rtt_max * 1000, 3),
             }
         return {
             "segments_a_to_b": self.ab.segments,
@@ -187,7 +196,7 @@ class TcpFlowAnalysis:
                 acked += 1
             if acked:
                 sent = other.outstanding[acked - 1][1]
-                flow.rtt_samples.append(time - sent)
+                flow.add_rtt(time - sent)
                 del other.outstanding[:acked]
         if (
             flow.handshake_rtt is None

@@ -44,12 +44,13 @@ class _Message:
         self.side.current = {"start": self.side.now, "url": b"", "headers": {}, "body": 0}
 
     def on_url(self, url: bytes) -> None:
-        self.side.current["url"] += url
+        if len(self.side.current["url"]) < 8192:
+            self.side.current["url"] += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.side.current["headers"]
-        if len(headers) < 64:
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        if key in ("host", "content-type"):  # the only ones a row shows
+            self.side.current["headers"][key] = value.decode("latin-1")[:256]
 
     def on_body(self, body: bytes) -> None:
         self.side.current["body"] += len(body)
@@ -62,22 +63,25 @@ class _Message:
             message["method"] = parser.get_method().decode("latin-1")
         else:
             message["status"] = parser.get_status_code()
-        message["version"] = parser.get_http_version()
-        self.side.done.append(message)
+        self.side.completed(message)
 
 
 class _HttpSide:
-    def __init__(self, first: bytes) -> None:
+    def __init__(self, first: bytes, forward: bool, owner: _HttpConversation) -> None:
         self.now = 0.0
         self.current: dict[str, Any] = {}
-        self.done: list[dict[str, Any]] = []
         self.dead = False
+        self.forward = forward
+        self.owner = owner
         self.is_request = not first.startswith(b"HTTP/")
         self.parser: Any
         if self.is_request:
             self.parser = httptools.HttpRequestParser(_Message(self))
         else:
             self.parser = httptools.HttpResponseParser(_Message(self))
+
+    def completed(self, message: dict[str, Any]) -> None:
+        self.owner.completed(self.forward, self.is_request, message)
 
     def feed(self, now: float, data: bytes) -> None:
         if self.dead:
@@ -92,9 +96,13 @@ class _HttpSide:
 
 
 class _HttpConversation:
-    def __init__(self, conv: Conversation) -> None:
+    """One TCP conversation's HTTP: requests wait for their responses, in order."""
+
+    def __init__(self, conv: Conversation, table: HttpTransactions) -> None:
         self.conv = conv
+        self.table = table
         self.sides: dict[bool, _HttpSide | None] = {}
+        self.pending: list[tuple[bool, dict[str, Any]]] = []  # requests not yet answered
         self.reassemblers = {
             True: Reassembler(lambda t, d: self._deliver(True, t, d)),
             False: Reassembler(lambda t, d: self._deliver(False, t, d)),
@@ -103,74 +111,88 @@ class _HttpConversation:
     def _deliver(self, forward: bool, time: float, data: bytes) -> None:
         if forward not in self.sides:
             looks_http = data.startswith(b"HTTP/1.") or _REQUEST_START.match(data) is not None
-            self.sides[forward] = _HttpSide(data) if looks_http else None
+            self.sides[forward] = _HttpSide(data, forward, self) if looks_http else None
         side = self.sides[forward]
         if side is not None:
             side.feed(time, data)
 
+    def completed(self, forward: bool, is_request: bool, message: dict[str, Any]) -> None:
+        if is_request:
+            if len(self.pending) < 1024:
+                self.pending.append((forward, message))
+        elif self.pending:
+            self.table.add(self.conv, *self.pending.pop(0), message)
+        else:
+            self.table.unmatched_responses += 1
+
+    def flush(self) -> None:
+        for forward, request in self.pending:
+            self.table.add(self.conv, forward, request, None)
+        self.pending.clear()
+
 
 class HttpTransactions:
-    """HTTP/1.1 requests and responses with their timings, per TCP conversation."""
+    """HTTP/1.1 requests and responses with their timings, per TCP conversation. A row is
+    made when a response completes (or, for a request never answered, at the end); up to
+    :data:`MAX_TRANSACTIONS` rows are kept, all are counted."""
 
     def __init__(self) -> None:
         self._conversations: dict[int, _HttpConversation] = {}
         self._dead: set[int] = set()
+        self.rows: list[dict[str, Any]] = []
+        self.total = 0
+        self.unmatched_responses = 0
 
     def feed(self, time: float, packet: Packet, conv: Conversation, payload: bytes) -> None:
         if conv.index in self._dead:
             return
         state = self._conversations.get(conv.index)
         if state is None:
-            state = self._conversations[conv.index] = _HttpConversation(conv)
+            state = self._conversations[conv.index] = _HttpConversation(conv, self)
         forward = packet.src == conv.a_addr and packet.sport == conv.a_port
         state.reassemblers[forward].feed(time, packet.seq, packet.flags, payload)
         if len(state.sides) == 2 and all(s is None for s in state.sides.values()):
             self._dead.add(conv.index)
             del self._conversations[conv.index]
 
+    def add(self, conv: Conversation, forward: bool, request: dict[str, Any],
+            response: dict[str, Any] | None) -> None:  # fmt: skip
+        self.total += 1
+        if len(self.rows) >= MAX_TRANSACTIONS:
+            return
+        client = (conv.a_addr, conv.a_port) if forward else (conv.b_addr, conv.b_port)
+        server = (conv.b_addr, conv.b_port) if forward else (conv.a_addr, conv.a_port)
+        self.rows.append(
+            {
+                "stream": conv.index,
+                "client": endpoint_text(*client),
+                "server": endpoint_text(*server),
+                "method": request["method"],
+                "uri": request["url"].decode("latin-1"),
+                "host": request["headers"].get("host"),
+                "request_time": request["start"],
+                "request_body_bytes": request["body"],
+                "status": None if response is None else response["status"],
+                "response_time": None if response is None else response["start"],
+                "response_body_bytes": None if response is None else response["body"],
+                "content_type": None
+                if response is None
+                else response["headers"].get("content-type"),
+                "time_ms": None
+                if response is None
+                else round((response["start"] - request["end"]) * 1000, 3),
+            }
+        )
+
     def documents(self, origin: float) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for index in sorted(self._conversations):
-            state = self._conversations[index]
-            conv = state.conv
-            requests: list[tuple[bool, dict[str, Any]]] = []
-            responses: list[dict[str, Any]] = []
-            for forward, side in state.sides.items():
-                if side is None:
-                    continue
-                if side.is_request:
-                    requests += [(forward, m) for m in side.done]
-                else:
-                    responses += side.done
-            for i, (forward, request) in enumerate(sorted(requests, key=lambda r: r[1]["start"])):
-                client = (conv.a_addr, conv.a_port) if forward else (conv.b_addr, conv.b_port)
-                server = (conv.b_addr, conv.b_port) if forward else (conv.a_addr, conv.a_port)
-                response = responses[i] if i < len(responses) else None
-                rows.append(
-                    {
-                        "stream": index,
-                        "client": endpoint_text(client[0], client[1]),
-                        "server": endpoint_text(server[0], server[1]),
-                        "method": request["method"],
-                        "uri": request["url"].decode("latin-1"),
-                        "host": request["headers"].get("host"),
-                        "request_time": round(request["start"] - origin, 6),
-                        "request_body_bytes": request["body"],
-                        "status": None if response is None else response["status"],
-                        "response_time": None
-                        if response is None
-                        else round(response["start"] - origin, 6),
-                        "response_body_bytes": None if response is None else response["body"],
-                        "content_type": None
-                        if response is None
-                        else response["headers"].get("content-type"),
-                        "time_ms": None
-                        if response is None
-                        else round((response["start"] - request["end"]) * 1000, 3),
-                    }
-                )
-                if len(rows) >= MAX_TRANSACTIONS:
-                    return rows
+        """The rows, in request order, times relative to ``origin``."""
+        for state in self._conversations.values():
+            state.flush()
+        rows = sorted(self.rows, key=lambda r: (r["request_time"], r["stream"]))
+        for row in rows:
+            row["request_time"] = round(row["request_time"] - origin, 6)
+            if row["response_time"] is not None:
+                row["response_time"] = round(row["response_time"] - origin, 6)
         return rows
 
 
