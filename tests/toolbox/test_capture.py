@@ -508,3 +508,35 @@ def test_pcapng_sections_interfaces_resolutions_and_block_kinds(tmp_path, order)
     assert _ours_by_stream(doc["tcp_conversations"]) == tshark_streams(path, "tcp")
     second = doc["tcp_conversations"][1]
     assert second["relative_start"] == pytest.approx(0.5, abs=1e-9)
+
+
+def _link_header(linktype: int, v6: bool) -> bytes:
+    ethertype = 0x86DD if v6 else 0x0800
+    if linktype == 113:  # Linux cooked v1: packet type, ARPHRD, address length/8 bytes, protocol
+        return struct.pack("!HHH8sH", 0, 1, 6, b"\x02" * 6 + b"\0\0", ethertype)
+    if linktype == 276:  # Linux cooked v2: protocol, reserved, ifindex, ARPHRD, type, len, addr
+        return struct.pack("!HHIHBB8s", ethertype, 0, 2, 1, 0, 6, b"\x02" * 6 + b"\0\0")
+    if linktype == 0:  # BSD loopback: address family in host order
+        return struct.pack("<I", 30 if v6 else 2)
+    return b""  # 101: raw IP
+
+
+@needs_tshark
+@pytest.mark.parametrize("linktype", [0, 101, 113, 276])
+def test_other_link_types_count_as_tshark_counts(tmp_path, linktype):
+    from tests.toolbox.capture_files import ip_packet
+
+    records = []
+    for i in range(6):
+        v6 = i % 2 == 1
+        src, dst = ("2001:db8::1", "2001:db8::2") if v6 else ("10.0.0.1", "10.0.0.2")
+        segment = struct.pack("!HHIIBBHHH", 3000 + i % 3, 443, i, 0, 5 << 4, 0x02, 1024, 0, 0)
+        records.append(_link_header(linktype, v6) + ip_packet(src, dst, 6, segment))
+    data = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    for i, frame in enumerate(records):
+        data += struct.pack("<IIII", 1000, i, len(frame), len(frame)) + frame
+    path = tmp_path / f"link{linktype}.pcap"
+    path.write_bytes(data)
+    doc = summarise(CaptureReader(data), ReportRequest(conversations=frozenset({"tcp"})))
+    assert _ours_by_stream(doc["tcp_conversations"]) == tshark_streams(path, "tcp")
+    assert len(doc["tcp_conversations"]) == 6
