@@ -7,6 +7,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -540,3 +541,40 @@ def test_other_link_types_count_as_tshark_counts(tmp_path, linktype):
     doc = summarise(CaptureReader(data), ReportRequest(conversations=frozenset({"tcp"})))
     assert _ours_by_stream(doc["tcp_conversations"]) == tshark_streams(path, "tcp")
     assert len(doc["tcp_conversations"]) == 6
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("stop", ["duration", "interrupt"])
+def test_live_capture_stops_on_its_deadline_or_on_ctrl_c(pair, stop):
+    argv = [
+        BACKHAUL,
+        "capture",
+        "-i",
+        "lo",
+        "--json",
+        "--duration",
+        "1" if stop == "duration" else "60",
+    ]
+    capture = subprocess.Popen(
+        pair.command(pair.a, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert capture.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 15
+        while b"capturing on" not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0 and capture.poll() is None, seen
+            if select.select([capture.stderr], [], [], left)[0]:
+                seen += os.read(capture.stderr.fileno(), 4096)
+        if stop == "interrupt":
+            capture.send_signal(signal.SIGINT)
+        stdout, stderr = capture.communicate(timeout=30)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+            capture.communicate()
+    assert capture.returncode == 0, stderr
+    doc = json.loads(stdout)
+    assert doc["capture"]["stopped_by"] == stop
+    assert doc["frames"] == doc["capture"]["frames"]
