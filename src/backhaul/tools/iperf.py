@@ -20,6 +20,7 @@ Every control read has a deadline; a peer that stops talking gets a clear error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -199,8 +200,12 @@ class _Stream:
             pack_into(block, 0, sec & 0xFFFFFFFF, int((now - sec) * 1e6), sequence)
             try:
                 self.bytes += send(block)
-            except (BlockingIOError, ConnectionRefusedError):
-                self.send_errors += 1  # no buffer room, or the peer's port is gone for now
+            except OSError as exc:
+                # no buffer room (ENOBUFS), or an ICMP unreachable from a peer that is not
+                # listening yet or any more: count it and go on, the datagram is not sent
+                if exc.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED):
+                    raise
+                self.send_errors += 1
                 sequence -= 1
                 time.sleep(0.001)
                 continue
