@@ -375,6 +375,34 @@ def pair() -> Iterator[Pair]:
     yield from make_pair()
 
 
+def _start_capture(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A live capture, returned once it says its filter is attached (traffic may start)."""
+    capture = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert capture.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 15
+    while b"capturing on" not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or capture.poll() is not None:
+            capture.kill()
+            raise AssertionError(f"the capture did not start: {seen!r} {capture.communicate()}")
+        if select.select([capture.stderr], [], [], left)[0]:
+            seen += os.read(capture.stderr.fileno(), 4096)
+    return capture
+
+
+def _finish_capture(capture: subprocess.Popen[bytes]) -> dict:
+    """The capture's JSON once it has stopped by itself (killed after 30 s)."""
+    try:
+        stdout, stderr = capture.communicate(timeout=30)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+            capture.communicate()
+    assert capture.returncode == 0, stderr
+    return json.loads(stdout)
+
+
 @pytest.mark.netns
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
 def test_live_capture_with_a_bpf_filter_in_a_namespace(pair, tmp_path):
@@ -382,16 +410,8 @@ def test_live_capture_with_a_bpf_filter_in_a_namespace(pair, tmp_path):
     argv = pair.command(pair.a, [BACKHAUL, "capture", "-i", pair.dev_a, "-c", "5", "-w", str(out),
                                  "--conversations", "udp", "--json", "--duration", "30",
                                  "udp and dst port 9999"])  # fmt: skip
-    capture = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    capture = _start_capture(argv)
     try:
-        seen = b""
-        deadline = time.monotonic() + 15
-        assert capture.stderr is not None
-        while b"capturing on" not in seen:  # the filter is attached: traffic may start
-            left = deadline - time.monotonic()
-            assert left > 0 and capture.poll() is None, seen
-            if select.select([capture.stderr], [], [], left)[0]:
-                seen += os.read(capture.stderr.fileno(), 4096)
         sender = (
             "import socket\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -401,13 +421,8 @@ def test_live_capture_with_a_bpf_filter_in_a_namespace(pair, tmp_path):
         )
         sent = pair.run(pair.b, [sys.executable, "-c", sender])
         assert sent.returncode == 0, sent.stderr
-        stdout, stderr = capture.communicate(timeout=30)
     finally:
-        if capture.poll() is None:
-            capture.kill()
-            capture.communicate()
-    assert capture.returncode == 0, stderr
-    doc = json.loads(stdout)
+        doc = _finish_capture(capture)
     assert doc["capture"] == {"interface": pair.dev_a, "frames": 5, "stopped_by": "count",
                               "written_to": str(out)}  # fmt: skip
     (conv,) = doc["udp_conversations"]
@@ -555,26 +570,9 @@ def test_live_capture_stops_on_its_deadline_or_on_ctrl_c(pair, stop):
         "--duration",
         "1" if stop == "duration" else "60",
     ]
-    capture = subprocess.Popen(
-        pair.command(pair.a, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        assert capture.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 15
-        while b"capturing on" not in seen:
-            left = deadline - time.monotonic()
-            assert left > 0 and capture.poll() is None, seen
-            if select.select([capture.stderr], [], [], left)[0]:
-                seen += os.read(capture.stderr.fileno(), 4096)
-        if stop == "interrupt":
-            capture.send_signal(signal.SIGINT)
-        stdout, stderr = capture.communicate(timeout=30)
-    finally:
-        if capture.poll() is None:
-            capture.kill()
-            capture.communicate()
-    assert capture.returncode == 0, stderr
-    doc = json.loads(stdout)
+    capture = _start_capture(pair.command(pair.a, argv))
+    if stop == "interrupt":
+        capture.send_signal(signal.SIGINT)
+    doc = _finish_capture(capture)
     assert doc["capture"]["stopped_by"] == stop
     assert doc["frames"] == doc["capture"]["frames"]

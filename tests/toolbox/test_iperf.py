@@ -484,6 +484,10 @@ def test_bad_usage_and_refused_connections_are_one_line(args, needle):
 # --------------------------------------------------------------------------- loss in a namespace
 
 
+# 6 Mbit/s of 1000-byte datagrams for 2 s: about 1500, with room in every buffer
+LOSS_RUN = ["-u", "-b", "6M", "-l", "1000", "-t", "2"]
+
+
 def _drop_every_tenth_udp(pair: Pair, port: int) -> None:
     """In namespace b: drop every tenth UDP datagram to ``port`` (the first, the stream's
     connect message, always passes)."""
@@ -507,21 +511,7 @@ def test_udp_loss_through_an_nft_drop_rule_backhaul_client(pair):
     server = iperf3_server(port, prefix=pair.command(pair.b, []), extra=["--json"])
     try:
         doc = ours(
-            [
-                "-c",
-                pair.address_b,
-                "-p",
-                str(port),
-                "-u",
-                "-b",
-                "6M",
-                "-l",
-                "1000",
-                "-t",
-                "2",
-                "-w",
-                "2M",
-            ],
+            ["-c", pair.address_b, "-p", str(port), *LOSS_RUN, "-w", "2M"],
             prefix=pair.command(pair.a, []),
         )
         theirs = json.loads(server.finish()[0])
@@ -544,21 +534,7 @@ def test_udp_loss_through_an_nft_drop_rule_backhaul_server(pair):
     try:
         done = pair.run(
             pair.a,
-            [
-                "iperf3",
-                "-c",
-                pair.address_b,
-                "-p",
-                str(port),
-                "-u",
-                "-b",
-                "6M",
-                "-l",
-                "1000",
-                "-t",
-                "2",
-                "--json",
-            ],
+            ["iperf3", "-c", pair.address_b, "-p", str(port), *LOSS_RUN, "--json"],
             timeout=40,
         )
         out, _ = server.finish()
