@@ -1,10 +1,12 @@
 """One pass over a capture, computing the summaries asked for (sans-IO: the caller maps the
 file and shows progress).
 
-Each frame is decoded once (:func:`~backhaul.proto.packet.decode`) and handed to the
-analyses that were asked for; an analysis nobody asked for costs nothing. The result is a
-JSON-ready document whose keys are stable (``tcp_conversations``, ``udp_conversations``,
-``endpoints``, ``protocol_hierarchy``, ``tcp_flows``, ``http``, ``dns``, ``follow``).
+Each frame is decoded once (:func:`~backhaul.proto.packet.decode`), IP fragments are put
+back together (:mod:`backhaul.proto.ip_fragments`: a fragmented datagram counts once, on
+the frame that completes it, as in Wireshark), and the result is handed to the analyses
+asked for; an analysis nobody asked for costs nothing. The result is a JSON-ready document
+whose keys are stable (``tcp_conversations``, ``udp_conversations``, ``endpoints``,
+``protocol_hierarchy``, ``tcp_flows``, ``http``, ``dns``, ``follow``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backhaul.proto.conversations import ConversationTable, EndpointTable, ProtocolHierarchy
+from backhaul.proto.ip_fragments import Defragmenter
 from backhaul.proto.packet import address_text, decode, endpoint_text
 from backhaul.proto.pcap import CaptureReader
 from backhaul.proto.tcp_flows import TcpFlowAnalysis
@@ -26,7 +29,7 @@ PROGRESS_EVERY = 1 << 16  # frames between progress calls
 
 # The bulk path: Ethernet + option-less IPv4 read in one call (type, version/IHL, total
 # length, fragment field, protocol, addresses), then the transport header in one more.
-_ETH_IPV4 = struct.Struct("!12xHBxH2xHxB2x4s4s").unpack_from
+_ETH_IPV4 = struct.Struct("!12xHBxH2xHxB2x4s4s").unpack_from  # not a fragment: 0x3FFF clear
 _TCP_FIELDS = struct.Struct("!HHI4xxB").unpack_from
 _UDP_PORTS = struct.Struct("!HH").unpack_from
 
@@ -63,6 +66,7 @@ def summarise(
     dns_rows = DnsTransactions() if request.dns else None
     follow = FollowedStream(request.follow) if request.follow is not None else None
     payload_users = http is not None or follow is not None
+    defragmenter = Defragmenter()
 
     buf = reader.buffer
     # Only conversation tables asked for: frames of the common shape (Ethernet, IPv4 without
@@ -86,7 +90,7 @@ def summarise(
             progress(reader.position)
         if bulk and linktype == 1 and caplen >= 54:
             etype, vihl, total, frag, proto, src, dst = _ETH_IPV4(buf, offset)
-            if etype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF:
+            if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
                 if proto == 6 and total >= 40:
                     if tcp_table is not None:
                         sport, dport, seq, flags = _TCP_FIELDS(buf, offset + 34)
@@ -104,10 +108,17 @@ def summarise(
                             )
                     continue
         packet = decode(linktype, buf, offset, caplen)
+        source = buf
+        if packet.fragment is not None:
+            whole = defragmenter.feed(packet, buf)
+            if whole is not None:  # this frame completes a datagram: count it here
+                packet, source = whole
         if hierarchy is not None:
             hierarchy.feed(origlen, packet)
         if endpoints is not None:
             endpoints.feed(origlen, packet)
+        if packet.fragment is not None:
+            continue  # a piece of a datagram not yet whole
         proto = packet.proto
         if proto == 6:
             if tcp_table is None or not (packet.sport or packet.dport):
@@ -117,7 +128,7 @@ def summarise(
                 flows.feed(time, packet, conv)
             if payload_users and packet.payload_captured:
                 start = packet.payload_offset
-                payload = bytes(buf[start : start + packet.payload_captured])
+                payload = bytes(source[start : start + packet.payload_captured])
                 if http is not None:
                     http.feed(time, packet, conv, payload)
                 if follow is not None:
@@ -132,7 +143,7 @@ def summarise(
                 udp_table.feed(number, time, origlen, packet)
             if dns_rows is not None and packet.payload_captured:
                 start = packet.payload_offset
-                payload = bytes(buf[start : start + packet.payload_captured])
+                payload = bytes(source[start : start + packet.payload_captured])
                 dns_rows.feed(number, time, origin, packet, payload)
     if progress is not None:
         progress(reader.position)

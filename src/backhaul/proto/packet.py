@@ -36,6 +36,7 @@ __all__ = [
     "Packet",
     "address_text",
     "decode",
+    "decode_transport",
     "endpoint_text",
 ]
 
@@ -46,8 +47,9 @@ TCP_PSH = 0x08
 TCP_ACK = 0x10
 
 _U16 = struct.Struct("!H").unpack_from
-_IPV4 = struct.Struct("!BxH2xHxB2x4s4s").unpack_from
+_IPV4 = struct.Struct("!BxHHHxB2x4s4s").unpack_from
 _PORTS = struct.Struct("!HH").unpack_from
+_U32 = struct.Struct("!I").unpack_from
 _TCP = struct.Struct("!HHIIBBH").unpack_from
 _NULL_FAMILY_V6 = (24, 28, 30)
 _IPV6_EXTENSIONS = (0, 43, 60, 51)  # hop-by-hop, routing, destination options, AH
@@ -75,7 +77,9 @@ class Packet(NamedTuple):
     number (6 TCP, 17 UDP, 1/58 ICMP). For TCP, ``seq``/``ack``/``flags``/``window`` are the
     header's. ``payload_offset`` is where the transport payload starts in the buffer,
     ``payload_length`` its length by the IP header, ``payload_captured`` how much of it the
-    capture holds."""
+    capture holds. A frame that carries an IP fragment has ``fragment`` = (identification,
+    offset in bytes, more fragments follow), its IP payload at ``payload_offset`` and no
+    transport fields: :class:`~backhaul.proto.ip_fragments.Defragmenter` puts it together."""
 
     stack: tuple[str, ...]
     family: int
@@ -91,6 +95,7 @@ class Packet(NamedTuple):
     payload_offset: int
     payload_length: int
     payload_captured: int
+    fragment: tuple[int, int, bool] | None = None
 
 
 _new = tuple.__new__
@@ -147,15 +152,16 @@ def decode(linktype: int, buf: bytes | memoryview, off: int, caplen: int) -> Pac
     if ethertype == 0x0800:
         if pos + 20 > end:
             return _not_ip((*stack, "ip"))
-        vihl, total, frag, proto, src, dst = _IPV4(buf, pos)
+        vihl, total, ident, frag, proto, src, dst = _IPV4(buf, pos)
         ihl = (vihl & 0x0F) * 4
         if vihl >> 4 != 4 or ihl < 20:
             return _not_ip((*stack, "ip"))
         stack += ("ip",)
         l4 = pos + ihl
         l4_end = pos + total if total >= ihl else end
-        if frag & 0x1FFF:  # a later fragment: no transport header in it
-            return Packet(stack, 4, src, dst, proto, 0, 0, 0, 0, 0, 0, l4, 0, 0)
+        if frag & 0x3FFF:  # a fragment (more follow, or not the first)
+            fragment = (ident, (frag & 0x1FFF) * 8, bool(frag & 0x2000))
+            return _fragment(stack, 4, src, dst, proto, l4, l4_end, end, fragment)
         family = 4
     elif ethertype == 0x86DD:
         if pos + 40 > end:
@@ -171,20 +177,41 @@ def decode(linktype: int, buf: bytes | memoryview, off: int, caplen: int) -> Pac
             length = (buf[l4 + 1] + 2) * 4 if proto == 51 else (buf[l4 + 1] + 1) * 8
             proto = buf[l4]
             l4 += length
-        if proto == 44:  # fragment header
+        if proto == 44:  # fragment header (RFC 8200 section 4.5)
             if l4 + 8 > end:
                 return Packet(stack, 6, src, dst, proto, 0, 0, 0, 0, 0, 0, l4, 0, 0)
             (frag_field,) = _U16(buf, l4 + 2)
+            (ident,) = _U32(buf, l4 + 4)
             proto = buf[l4]
             l4 += 8
-            if frag_field & 0xFFF8:
-                return Packet(stack, 6, src, dst, proto, 0, 0, 0, 0, 0, 0, l4, 0, 0)
+            if frag_field & 0xFFF9:  # an offset, or more fragments follow
+                fragment = (ident, frag_field & 0xFFF8, bool(frag_field & 1))
+                return _fragment(stack, 6, src, dst, proto, l4, l4_end, end, fragment)
         family = 6
     elif ethertype == 0x0806:
         return _not_ip((*stack, "arp"))
     else:
         return _not_ip((*stack, f"ethertype-0x{ethertype:04x}"))
 
+    return decode_transport(stack, family, src, dst, proto, buf, l4, l4_end, end)
+
+
+def _fragment(stack: tuple[str, ...], family: int, src: bytes, dst: bytes, proto: int, l4: int,
+              l4_end: int, end: int, fragment: tuple[int, int, bool]) -> Packet:  # fmt: skip
+    length = max(l4_end - l4, 0)
+    captured = max(min(l4_end, end) - l4, 0)
+    return Packet(
+        (*stack, "fragment"), family, src, dst, proto, 0, 0, 0, 0, 0, 0, l4, length, captured,
+        fragment,
+    )  # fmt: skip
+
+
+def decode_transport(
+    stack: tuple[str, ...], family: int, src: bytes, dst: bytes, proto: int,
+    buf: bytes | memoryview, l4: int, l4_end: int, end: int,
+) -> Packet:  # fmt: skip
+    """The transport part of :func:`decode`: the header at ``buf[l4]``, the IP payload
+    ending at ``l4_end`` by the IP header and at ``end`` by the capture."""
     captured_end = min(l4_end, end)
     if proto == 6:
         if l4 + 20 > captured_end:
@@ -203,7 +230,7 @@ def decode(linktype: int, buf: bytes | memoryview, off: int, caplen: int) -> Pac
             plen = pcap_len = 0
         return _new(Packet, (
             stack, family, src, dst, 6, sport, dport, seq, ack, flags | (offx & 1) << 8,
-            window, poff, plen, pcap_len,
+            window, poff, plen, pcap_len, None,
         ))  # fmt: skip
     if proto == 17:
         stack += ("udp",)
