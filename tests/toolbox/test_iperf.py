@@ -105,6 +105,8 @@ def test_parameters_round_trip_and_refuse_bad_values():
         with pytest.raises(RemoteProtocolError):
             IperfParameters.from_json(bad)
     assert IperfParameters(protocol="udp").to_json()["bandwidth"] == 1_000_000  # iperf3's default
+    # a server takes a UDP test without "bandwidth" as unlimited (iperf3 -u -b 0)
+    assert IperfParameters.from_json({"udp": True}).target_rate == 0
 
 
 def test_results_round_trip_and_missing_fields_are_a_protocol_error():
@@ -578,24 +580,25 @@ def test_tools_module_imports_without_matplotlib_side_effects():
 
 @needs_iperf3
 def test_byte_and_block_counts_end_the_test_exactly():
-    port = free_port()
-    server = iperf3_server(port)
-    try:
-        doc = ours(["-c", "127.0.0.1", "-p", str(port), "-n", "64M", "-t", "30"])
-    finally:
-        server.finish()
-    assert doc["end"]["sum_sent"]["bytes"] == 64 * 1024 * 1024
+    for count, expected in ((["-n", "64M"], 64 * 1024 * 1024), (["-k", "300"], 300 * 128 * 1024)):
+        port = free_port()
+        server = iperf3_server(port)
+        try:
+            doc = ours(["-c", "127.0.0.1", "-p", str(port), *count, "-t", "30"])
+        finally:
+            server.finish()
+        assert doc["end"]["sum_sent"]["bytes"] == expected, count
 
+    # our server is the sender: it stops at the count, and iperf3 waits for every byte
     server, port = backhaul_server()
     try:
-        done = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-k", "300", "-R", "--json"])
+        done = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-n", "40M", "-R", "--json"])
         server.finish()
     finally:
         server.kill()
     assert done.returncode == 0, done.stdout
-    # our server sent exactly 300 blocks (iperf3's receiver counts reads as blocks, so it
-    # may stop counting a little before the last byte)
-    assert json.loads(done.stdout)["end"]["sum_sent"]["bytes"] == 300 * 128 * 1024
+    end = json.loads(done.stdout)["end"]
+    assert end["sum_sent"]["bytes"] == end["sum_received"]["bytes"] == 40 * 1024 * 1024
 
 
 _json_values = st.recursive(

@@ -437,7 +437,7 @@ def iperf_command(
         bidirectional=bidir,
         length=parse_size(length, "-l", 1024) if length else 0,
         window=parse_size(window, "-w", 1024) if window else 0,
-        rate=parse_size(bitrate, "-b", 1000) if bitrate else 0,
+        rate=parse_size(bitrate, "-b", 1000) if bitrate else None,
         nodelay=nodelay,
         mss=mss,
         congestion=congestion,

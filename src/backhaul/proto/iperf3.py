@@ -213,7 +213,8 @@ class IperfParameters:
     bidirectional: bool = False
     length: int = 0  # 0: the default for the protocol
     window: int = 0
-    rate: int = 0  # bits/s per stream; 0 means unlimited (TCP) or the UDP default
+    rate: int | None = None  # bits/s per stream; 0 unlimited; None: 1 Mbit/s for UDP (as
+    # iperf3's client), unlimited for TCP. A server takes what the client sent (none: 0).
     pacing_timer: int = 1000
     omit: int = 0
     nodelay: bool = False
@@ -233,7 +234,7 @@ class IperfParameters:
 
     @property
     def target_rate(self) -> int:
-        if self.rate:
+        if self.rate is not None:
             return self.rate
         return DEFAULT_UDP_RATE if self.protocol == "udp" else 0
 
@@ -294,7 +295,7 @@ class IperfParameters:
         if document.get("sctp") is True:
             raise RemoteProtocolError("SCTP tests are not supported")
         protocol = "udp" if document.get("udp") is True else "tcp"
-        params = cls(protocol=protocol)
+        params = cls(protocol=protocol, rate=0)  # no "bandwidth": unlimited
         for key, attr, low, high in (
             ("time", "duration", 0, MAX_TIME),
             ("num", "bytes", 0, 2**62),
