@@ -761,34 +761,36 @@ def _run_test(test: _Test, ctrl: socket.socket) -> None:
 # -- the server ----------------------------------------------------------------------------
 
 
-def _listen(bind: str | None, port: int, window: int = 0) -> socket.socket:
-    families = [socket.AF_INET6, socket.AF_INET] if bind is None else [0]
-    last: OSError | None = None
-    for family in families:
+def _listen(bind: str | None, port: int) -> socket.socket:
+    """The control/data listener: dual-stack on every address, or on ``bind``."""
+    if bind is None:
+        candidates: list[tuple[int, tuple[Any, ...]]] = [
+            (socket.AF_INET6, ("::", port)),
+            (socket.AF_INET, ("0.0.0.0", port)),  # where IPv6 is switched off
+        ]
+    else:
         try:
-            if bind is None:
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                address: tuple[Any, ...] = (
-                    ("::", port) if family == socket.AF_INET6 else ("0.0.0.0", port)
-                )
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            else:
-                info = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)[0]
-                sock = socket.socket(info[0], socket.SOCK_STREAM)
-                address = info[4]
+            info = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as exc:
+            raise UsageError(f"cannot resolve {bind!r}: {exc.strerror}") from exc
+        candidates = [(info[0], info[4])]
+    last: OSError | None = None
+    for family, address in candidates:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            last = exc
+            continue
+        try:
+            if family == socket.AF_INET6 and bind is None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if window:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
             sock.bind(address)
             sock.listen(64)
             return sock
-        except socket.gaierror as exc:
-            raise UsageError(f"cannot resolve {bind!r}: {exc.strerror}") from exc
         except OSError as exc:
             last = exc
-            with contextlib.suppress(NameError):
-                sock.close()
+            sock.close()
     raise UsageError(f"cannot listen on port {port}: {last.strerror if last else 'failed'}")
 
 
