@@ -641,3 +641,32 @@ def test_any_json_body_is_an_object_or_a_protocol_error(body):
         assert isinstance(decode_json(body), dict)
     except RemoteProtocolError:
         pass
+
+
+@needs_iperf3
+def test_omitted_seconds_are_left_out_on_both_sides():
+    port = free_port()
+    server = iperf3_server(port, extra=["--json"])
+    try:
+        doc = ours(["-c", "127.0.0.1", "-p", str(port), "-t", "1", "-O", "1", "-i", "0.5"])
+        theirs = json.loads(server.finish()[0])
+    finally:
+        server.kill()
+    flags = [i["sum"]["omitted"] for i in doc["intervals"]]
+    assert flags[:2] == [True, True] and not any(flags[2:]) and len(flags) >= 4
+    assert doc["end"]["sum_received"]["bytes"] == theirs["end"]["sum_received"]["bytes"] > 0
+
+    # our server paces UDP across the end of the omitted second and leaves it out
+    server, port = backhaul_server()
+    try:
+        done = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-u", "-R", "-b", "10M",
+                    "-l", "1250", "-t", "2", "-O", "1", "--json"])  # fmt: skip
+        out, _ = server.finish()
+    finally:
+        server.kill()
+    assert done.returncode == 0, done.stdout
+    end = json.loads(done.stdout)["end"]
+    assert end["sum_received"]["bits_per_second"] == pytest.approx(10e6, rel=0.1)
+    assert end["sum_received"]["packets"] == pytest.approx(2000, rel=0.1)  # 2 s, 1000 a second
+    # what our server sent after the omitted second is what it told iperf3
+    assert json.loads(out)["end"]["sum_sent"]["bytes"] == end["sum_sent"]["bytes"] > 0

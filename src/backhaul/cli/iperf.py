@@ -2,7 +2,7 @@
 
 ``backhaul iperf -s`` serves ``iperf3 -c`` (and ``backhaul iperf -c``); ``backhaul iperf -c
 HOST`` measures against ``iperf3 -s`` (or ``backhaul iperf -s``). The flags are iperf3's:
-``-t -n -k -P -R --bidir -u -b -l -w -i -N -M -C -T -1 -B --get-server-output``.
+``-t -n -k -O -P -R --bidir -u -b -l -w -i -N -M -C -T -1 -B --get-server-output``.
 
 Text output is shaped like iperf3's; ``--json`` prints iperf3's JSON shape with the same keys
 where iperf3 has them (``start``, ``intervals``, ``end.streams``, ``end.sum_sent``,
@@ -87,6 +87,7 @@ def _interval_lines(samples: list[IntervalSample], udp: bool) -> list[str]:
             extra = f"  {s.packets}"
         elif s.retransmits is not None:
             extra = f"  {s.retransmits:>4}   {_bytes(s.snd_cwnd or 0):>10}"
+        extra += "  (omitted)" if s.omitted else ""
         lines.append(_interval_line(s.fd, s.start, s.end, s.bytes, extra))
     if len(samples) > 1:
         total = sum(s.bytes for s in samples)
@@ -203,7 +204,7 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
                 row["packets"] = s.packets
             elif s.retransmits is not None:
                 row |= {"retransmits": s.retransmits, "snd_cwnd": s.snd_cwnd, "rtt": s.rtt}
-            row |= {"omitted": False, "sender": s.sender}
+            row |= {"omitted": s.omitted, "sender": s.sender}
             streams.append(row)
         total = sum(s.bytes for s in samples)
         seconds = samples[0].end - samples[0].start
@@ -218,7 +219,7 @@ def report_document(report: IperfReport, host: str | None, port: int) -> dict[st
             summary["packets"] = sum(s.packets for s in samples)
         elif any(s.retransmits is not None for s in samples):
             summary["retransmits"] = sum(s.retransmits or 0 for s in samples)
-        summary |= {"omitted": False, "sender": samples[0].sender}
+        summary |= {"omitted": samples[0].omitted, "sender": samples[0].sender}
         intervals.append({"streams": streams, "sum": summary})
 
     end: dict[str, Any] = {"streams": []}
@@ -379,6 +380,9 @@ def iperf_command(
     port: int = typer.Option(DEFAULT_PORT, "-p", "--port", help="Server port (iperf3's 5201)."),
     udp: bool = typer.Option(False, "-u", "--udp", help="UDP instead of TCP."),
     duration: int = typer.Option(10, "-t", "--time", help="Seconds to transmit."),
+    omit: int = typer.Option(
+        0, "-O", "--omit", help="Leave out the first N seconds (TCP slow start) from the results."
+    ),
     num_bytes: str | None = typer.Option(
         None, "-n", "--bytes", help="Bytes to transmit (instead of -t)."
     ),
@@ -430,6 +434,7 @@ def iperf_command(
     params = IperfParameters(
         protocol="udp" if udp else "tcp",
         duration=duration,
+        omit=omit,
         bytes=parse_size(num_bytes, "-n", 1024) if num_bytes else 0,
         blocks=parse_size(blocks, "-k", 1024) if blocks else 0,
         parallel=parallel,

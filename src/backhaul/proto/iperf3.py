@@ -255,6 +255,8 @@ class IperfParameters:
             problems.append(f"UDP length must be {MIN_UDP_LENGTH}..{MAX_UDP_LENGTH}")
         if self.protocol == "tcp" and not 0 <= self.length <= MAX_BLOCKSIZE:
             problems.append(f"TCP length must be 1..{MAX_BLOCKSIZE}")
+        if not 0 <= self.omit <= 600:
+            problems.append("omit must be 0..600 s")
         if self.reverse and self.bidirectional:
             problems.append("reverse and bidirectional exclude each other")
         if problems:
@@ -327,6 +329,10 @@ class IperfParameters:
         return params
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 @dataclass
 class StreamResult:
     """One stream's line in the results exchange."""
@@ -339,8 +345,8 @@ class StreamResult:
     packets: int = 0
     start_time: float = 0.0
     end_time: float = 0.0
-    omitted_errors: int = 0
-    omitted_packets: int = 0
+    omitted_errors: int | None = 0  # None: the peer did not say (iperf3 before 3.13)
+    omitted_packets: int | None = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -349,9 +355,9 @@ class StreamResult:
             "retransmits": self.retransmits,
             "jitter": self.jitter,
             "errors": self.errors,
-            "omitted_errors": self.omitted_errors,
+            "omitted_errors": self.omitted_errors or 0,
             "packets": self.packets,
-            "omitted_packets": self.omitted_packets,
+            "omitted_packets": self.omitted_packets or 0,
             "start_time": self.start_time,
             "end_time": self.end_time,
         }
@@ -399,8 +405,8 @@ class IperfResults:
                     packets=int(s["packets"]),
                     start_time=float(s.get("start_time", 0.0)),
                     end_time=float(s.get("end_time", 0.0)),
-                    omitted_errors=int(s.get("omitted_errors", 0)),
-                    omitted_packets=int(s.get("omitted_packets", 0)),
+                    omitted_errors=_optional_int(s.get("omitted_errors")),
+                    omitted_packets=_optional_int(s.get("omitted_packets")),
                 )
                 for s in document["streams"]
             ]

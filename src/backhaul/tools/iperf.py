@@ -91,6 +91,7 @@ class IntervalSample:
     snd_cwnd: int | None = None
     rtt: int | None = None  # microseconds
     sender: bool = True
+    omitted: bool = False  # within the first -O seconds, left out of the results
 
 
 class _Stream:
@@ -110,7 +111,8 @@ class _Stream:
         self.running = False
         self.thread: threading.Thread | None = None
         self.stats = DatagramStatistics() if self.udp and not sender else None
-        self.start = 0.0
+        self.start = 0.0  # where the measured part began (moves at the end of -O)
+        self.paced_from = 0.0  # where the pacing began (never moves)
         self.end = 0.0
         self.final_bytes: int | None = None
         self.retrans_base = 0
@@ -121,11 +123,14 @@ class _Stream:
         self.error: BaseException | None = None
         self.byte_limit = 0  # -n / -k: this sender's share of the test's total
         self.block_limit = 0
+        self.omit_bytes = 0  # counts when the -O period ended, left out of the results
+        self.omit_packets = 0
+        self.omit_lost = 0
 
     # -- the data path ---------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.start = time.monotonic()
+        self.start = self.paced_from = time.monotonic()
         if not self.udp and self.sender:
             info = tcp_info(self.sock)
             self.retrans_base = 0 if info is None else info["total_retrans"]
@@ -151,7 +156,7 @@ class _Stream:
 
     def _pace(self, rate: int) -> None:
         """Sleep while this stream is ahead of ``rate`` bits per second."""
-        ahead = self.bytes * 8 / rate - (time.monotonic() - self.start)
+        ahead = self.bytes * 8 / rate - (time.monotonic() - self.paced_from)
         if ahead > 0:
             time.sleep(min(ahead, 0.05))
 
@@ -190,7 +195,7 @@ class _Stream:
         sequence = 0
         while self.running:
             if rate:
-                ahead = self.bytes * 8 / rate - (time.monotonic() - self.start)
+                ahead = self.bytes * 8 / rate - (time.monotonic() - self.paced_from)
                 if ahead > 0:
                     time.sleep(min(ahead, 0.05))
                     continue
@@ -266,13 +271,15 @@ class _Stream:
         stats = self.stats
         return StreamResult(
             id=self.id,
-            bytes=self.counted_bytes,
+            bytes=self.counted_bytes - self.omit_bytes,
             retransmits=retransmits,
             jitter=stats.jitter if stats else 0.0,
             errors=stats.lost if stats else 0,
             packets=stats.highest if stats else self.packets,
             start_time=0.0,
             end_time=max(self.end - self.start, 0.0),
+            omitted_errors=self.omit_lost,
+            omitted_packets=self.omit_packets,
         )
 
 
@@ -437,9 +444,12 @@ class _Test:
         self.on_interval = on_interval
         self.intervals: list[list[IntervalSample]] = []
         self._last: dict[int, tuple[int, int, int]] = {}
-        self.start = 0.0
+        self.start = 0.0  # the data phase's start; after -O, the measured part's start
         self.tick_start = 0.0
         self.cpu = _cpu_times()
+        self.omitting = False
+        self.omit_end = 0.0
+        self.next_tick = float("inf")
 
     def begin(self) -> None:
         senders = [s for s in self.streams if s.sender]
@@ -448,9 +458,48 @@ class _Test:
             s.block_limit = -(-self.params.blocks // len(senders))
         self.cpu = _cpu_times()
         self.start = self.tick_start = time.monotonic()
+        self.omitting = self.params.omit > 0
+        self.omit_end = self.start + self.params.omit
+        if self.interval:
+            self.next_tick = self.start + min(self.interval, self.params.omit or self.interval)
         for stream in self.streams:
             stream.begin()
         self._last = {s.id: (0, 0, s.retrans_base) for s in self.streams}
+
+    def on_time(self, now: float) -> float:
+        """Take the interval sample (and end the -O period) that is due by ``now``;
+        returns when to call again."""
+        if self.omitting and now >= self.omit_end:
+            self.sample(now)
+            self._end_omit(now)
+        elif now >= self.next_tick:
+            self.sample(now)
+            self.next_tick = now + self.interval if self.interval else float("inf")
+            if self.omitting:
+                self.next_tick = min(self.next_tick, self.omit_end)
+        return self.next_tick
+
+    def _end_omit(self, now: float) -> None:
+        """The -O seconds are over: what was counted so far is left out, the clock restarts
+        (iperf3's iperf_reset_stats)."""
+        self.omitting = False
+        for s in self.streams:
+            s.omit_bytes = s.bytes
+            s.start = now
+            retrans = s.retrans_base
+            if s.stats is not None:
+                s.omit_packets = s.stats.highest
+                s.omit_lost = s.stats.lost
+                s.stats.estimator.jitter = 0.0
+            else:
+                s.omit_packets = s.packets
+            if s.sender and not s.udp:
+                info = tcp_info(s.sock)
+                if info is not None:
+                    retrans = s.retrans_base = info["total_retrans"]
+            self._last[s.id] = (s.bytes, s.packets, retrans)
+        self.start = self.tick_start = now
+        self.next_tick = now + self.interval if self.interval else float("inf")
 
     def sample(self, now: float) -> None:
         samples = []
@@ -460,6 +509,7 @@ class _Test:
             sample = IntervalSample(
                 stream=s.id, fd=s.fd, start=self.tick_start - self.start, end=now - self.start,
                 bytes=total - last_bytes, packets=s.packets - last_packets, sender=s.sender,
+                omitted=self.omitting,
             )  # fmt: skip
             retrans = last_retrans
             if s.sender and not s.udp:
@@ -553,8 +603,14 @@ def _stream_reports(test: _Test, ours: IperfResults, theirs: IperfResults) -> li
         )  # fmt: skip
         if s.udp:
             report.jitter = receiver.jitter
-            report.lost = receiver.errors
-            report.packets = sender.packets
+            # a peer that does not report its -O counts (iperf3 3.12): take ours, as
+            # iperf3 does
+            omitted_lost = receiver.omitted_errors
+            omitted_sent = sender.omitted_packets
+            report.lost = receiver.errors - (s.omit_lost if omitted_lost is None else omitted_lost)
+            report.packets = sender.packets - (
+                s.omit_packets if omitted_sent is None else omitted_sent
+            )
             stats = s.stats
             report.out_of_order = stats.out_of_order if stats is not None else 0
         else:
@@ -726,20 +782,20 @@ def _run_test(test: _Test, ctrl: socket.socket) -> None:
     """Run the data phase until the duration (or byte/block count) is reached."""
     params = test.params
     test.begin()
-    end = test.start + params.duration if params.duration else float("inf")
-    if params.bytes or params.blocks:
-        end = float("inf") if not params.duration else end
-    tick = test.interval or 0.0
-    next_tick = test.start + tick if tick else float("inf")
+    end = test.start + params.omit + params.duration if params.duration else float("inf")
+    if (params.bytes or params.blocks) and not params.duration:
+        end = float("inf")
+    wake = min(test.next_tick, test.omit_end if test.omitting else float("inf"))
     while True:
         now = time.monotonic()
         if now >= end or test.finished_by_count():
             break
-        if now >= next_tick:
-            test.sample(now)
-            next_tick += tick
+        if now >= wake:
+            wake = test.on_time(now)
+            if test.omitting:
+                wake = min(wake, test.omit_end)
             continue
-        wait = min(end, next_tick) - now
+        wait = min(end, wake) - now
         if params.bytes or params.blocks:
             wait = min(wait, 0.05)
         ready, _, _ = select.select([ctrl], [], [], max(wait, 0.0))
@@ -906,17 +962,17 @@ def _serve_one(
         test.begin()
         limit = params.duration + params.omit + 30 if params.duration else 24 * 3600
         deadline = test.start + limit
-        tick = interval or 0.0
-        next_tick = test.start + tick if tick else float("inf")
+        wake = min(test.next_tick, test.omit_end if test.omitting else float("inf"))
         while True:
             now = time.monotonic()
             if now >= deadline:
                 raise ReadTimeout("the client never ended the test")
-            if now >= next_tick:
-                test.sample(now)
-                next_tick += tick
+            if now >= wake:
+                wake = test.on_time(now)
+                if test.omitting:
+                    wake = min(wake, test.omit_end)
                 continue
-            ready, _, _ = select.select([ctrl, listener], [], [], min(next_tick, deadline) - now)
+            ready, _, _ = select.select([ctrl, listener], [], [], min(wake, deadline) - now)
             if listener in ready:
                 _deny(listener)
             if ctrl in ready:
