@@ -580,40 +580,30 @@ def test_live_capture_stops_on_its_deadline_or_on_ctrl_c(pair, stop):
     assert doc["frames"] == doc["capture"]["frames"]
 
 
-def _ipv4_fragments(
+def _fragments(
     src: str, dst: str, proto: int, transport: bytes, ident: int, size: int
 ) -> list[bytes]:
-    """``transport`` in IPv4 fragments of ``size`` payload bytes (a multiple of 8)."""
+    """``transport`` in IPv4 or IPv6 fragments of ``size`` payload bytes (a multiple of 8)."""
     import socket as socket_module
 
+    v6 = ":" in src
     frames = []
     for offset in range(0, len(transport), size):
         piece = transport[offset : offset + size]
         more = offset + size < len(transport)
-        header = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(piece), ident, (0x2000 if more else 0) | offset // 8,
-            64, proto, 0, socket_module.inet_aton(src), socket_module.inet_aton(dst),
-        )  # fmt: skip
-        frames.append(ether(header + piece))
-    return frames
-
-
-def _ipv6_fragments(
-    src: str, dst: str, proto: int, transport: bytes, ident: int, size: int
-) -> list[bytes]:
-    import socket as socket_module
-
-    frames = []
-    for offset in range(0, len(transport), size):
-        piece = transport[offset : offset + size]
-        more = offset + size < len(transport)
-        fragment_header = struct.pack("!BBHI", proto, 0, offset | (1 if more else 0), ident)
-        header = struct.pack(
-            "!IHBB16s16s", 6 << 28, 8 + len(piece), 44, 64,
-            socket_module.inet_pton(socket_module.AF_INET6, src),
-            socket_module.inet_pton(socket_module.AF_INET6, dst),
-        )  # fmt: skip
-        frames.append(ether(header + fragment_header + piece, v6=True))
+        if v6:
+            fragment = struct.pack("!BBHI", proto, 0, offset | more, ident)
+            header = struct.pack(
+                "!IHBB16s16s", 6 << 28, 8 + len(piece), 44, 64,
+                socket_module.inet_pton(socket_module.AF_INET6, src),
+                socket_module.inet_pton(socket_module.AF_INET6, dst),
+            ) + fragment  # fmt: skip
+        else:
+            header = struct.pack(
+                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(piece), ident, more << 13 | offset // 8,
+                64, proto, 0, socket_module.inet_aton(src), socket_module.inet_aton(dst),
+            )  # fmt: skip
+        frames.append(ether(header + piece, v6=v6))
     return frames
 
 
@@ -637,17 +627,15 @@ def test_fragmented_datagrams_count_once_on_their_last_frame_as_tshark_counts(tm
     udp = dpkt.udp.UDP(sport=53, dport=5000, data=wire)
     udp.ulen = 8 + len(wire)
     # answered in three fragments, the last one first (reordered on the way)
-    pieces = _ipv4_fragments("192.0.2.53", "192.0.2.1", 17, bytes(udp), ident=77, size=1200)
+    pieces = _fragments("192.0.2.53", "192.0.2.1", 17, bytes(udp), ident=77, size=1200)
     for frame in (pieces[2], pieces[0], pieces[1]):
         rec.add(frame, gap=0.002)
     # a TCP segment in two IPv6 fragments
     segment = dpkt.tcp.TCP(sport=4000, dport=80, seq=1, flags=SYN | ACK, data=b"y" * 1500)
-    for frame in _ipv6_fragments(
-        "2001:db8::1", "2001:db8::2", 6, bytes(segment), ident=9, size=1000
-    ):
+    for frame in _fragments("2001:db8::1", "2001:db8::2", 6, bytes(segment), ident=9, size=1000):
         rec.add(frame)
     # a datagram that never completes: one fragment lost
-    lost = _ipv4_fragments("192.0.2.9", "192.0.2.53", 17, bytes(udp), ident=78, size=1200)
+    lost = _fragments("192.0.2.9", "192.0.2.53", 17, bytes(udp), ident=78, size=1200)
     rec.add(lost[0])
     rec.add(lost[2])
     path = rec.write(tmp_path / "fragments.pcap")
