@@ -27,6 +27,9 @@ declare -A test_pkgs=(
   [dhclient]=isc-dhcp-client
   [dhcrelay]=isc-dhcp-relay
   [openssl]=openssl
+  [iperf3]=iperf3
+  [tshark]=tshark
+  [tcpdump]=tcpdump
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light
@@ -36,6 +39,8 @@ declare -A bench_pkgs=(
   [dnsperf]=dnsperf
   [dnsmasq]=dnsmasq-base
   [kea-dhcp4]=kea-dhcp4-server
+  [iperf3]=iperf3
+  [tshark]=tshark
 )
 
 missing=()

@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "dhcp",
     "ca",
     "dns",
+    "capture",
+    "iperf",
 )
 
 app = typer.Typer(
