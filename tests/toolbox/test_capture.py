@@ -436,7 +436,7 @@ def test_live_capture_with_a_bpf_filter_in_a_namespace(pair, tmp_path):
 
 
 def test_live_capture_without_privilege_says_what_to_do(run_cli):
-    done = run_cli(["capture", "-i", "lo", "-c", "1"], user=65534)
+    done = run_cli(["capture", "-i", "lo", "-c", "1"], unprivileged=True)
     assert "needs root or CAP_NET_RAW" in assert_one_line_error(done, 2)
 
 
