@@ -13,8 +13,9 @@ one implementation of every rule, no interpreted twin that could drift):
 - :class:`HttpConnection` is the downstream driver (one ``asyncio.Protocol`` per client
   connection): limits and deadlines, pipelining, the hand-over to an :class:`Exchange`.
 - :class:`Exchange` is one request and its response: route action, balancer pick, tries and
-  retries, streaming both ways, the access-log line. Its life is an explicit state machine
-  (see ``EXCHANGE_STATES``) that ends through one ``terminate``.
+  retries, streaming both ways, the access-log line. (Its life is still tracked with flags
+  and several ending paths, as the interpreted code had it; an explicit state table with one
+  ``terminate(outcome)`` is the next step.)
 - :class:`UpstreamConnection` is the upstream driver, pooled per endpoint.
 - :class:`FlowControl` is the one object that ties the two transports' backpressure
   together: why reading from the client is paused, and whether the client is writable.
@@ -70,7 +71,6 @@ __all__ = [
     "relay_request_head",
     "relay_response_head",
     "status_line",
-    "EXCHANGE_STATES",
     "Exchange",
     "FlowControl",
     "HttpConnection",
@@ -1413,11 +1413,6 @@ cdef class HttpConnection(Http1Peer):
     def closing(self):
         return self.flow.closing
 
-    @property
-    def parser_active(self):
-        """Whether the connection holds head buffers (False once hibernating)."""
-        return self.hbuf != NULL
-
     def data_received(self, bytes data):
         cdef Exchange rx_before
         cdef Exchange rx
@@ -1815,9 +1810,6 @@ cdef class HttpConnection(Http1Peer):
 # =========================================================================================
 # The exchange
 # =========================================================================================
-
-EXCHANGE_STATES = ("waiting", "active", "finished")
-
 
 cdef class Exchange:
     """A request/response pair on one downstream connection."""
