@@ -208,6 +208,19 @@ class DnsQueryLog(ConfigModel):
     path: str = Field(default="-", min_length=1, description="'-' = stdout, else a file")
 
 
+class DnsLeases(ConfigModel):
+    """DHCP clients' host names published from the DHCP service's lease store."""
+
+    state_dir: str = Field(description="the DHCP service's state directory (dhcp.state_dir)")
+    zone: str = Field(description="the domain the host names go under, e.g. lan.internal")
+    max_ttl: int = Field(default=300, ge=1, description="TTL cap (the lease's remaining time)")
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _domain(value)
+
+
 class DnsConfig(ConfigModel):
     """The DNS server."""
 
@@ -236,6 +249,10 @@ class DnsConfig(ConfigModel):
         default=None, description="Prometheus /metrics of the DNS server"
     )
     watch: bool = Field(default=True, description="reload zones and hosts when files change")
+    leases: DnsLeases | None = Field(
+        default=None,
+        description="A (and PTR) records for DHCP clients' host names, from the lease store",
+    )
 
     @field_validator("local")
     @classmethod

@@ -1,5 +1,6 @@
 """Reading the DNS server's data from its config: zone files, hosts files, inline records,
-local domains and the published clusters, into one :class:`~backhaul.proto.dns_zone.Authority`.
+local domains, the published clusters and the DHCP clients' host names, into one
+:class:`~backhaul.proto.dns_zone.Authority`.
 
 The config is read through attributes only, so this works on the validated pydantic model
 (quick mode) and on the thawed plain settings the edge's supervisor hands its children.
@@ -8,7 +9,11 @@ The config is read through attributes only, so this works on the validated pydan
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
+
+import dns.name
+import dns.rdatatype
 
 from backhaul.proto.dns_discovery import PublishedEndpoint, service_records
 from backhaul.proto.dns_zone import (
@@ -18,8 +23,10 @@ from backhaul.proto.dns_zone import (
     build_authority,
     parse_hosts,
 )
+from backhaul.services.dhcp.records import dns_records
+from backhaul.state.dhcp_leases import JOURNAL_NAME, LeaseStoreError, read_leases
 
-__all__ = ["file_stamps", "load_authority", "published_endpoints"]
+__all__ = ["file_stamps", "lease_lines", "load_authority", "published_endpoints"]
 
 
 def _read(path: str) -> str:
@@ -39,15 +46,42 @@ def load_authority(dns: Any, published: dict[str, list[PublishedEndpoint]] | Non
     if services is not None and published is not None:
         lines = service_records(published, services.domain, services.ttl, services.service)
         sources.append(ZoneSource(services.domain, "", "<services>", tuple(lines)))
+    leases = getattr(dns, "leases", None)
+    if leases is not None:
+        sources.append(ZoneSource(leases.zone, "", "<dhcp leases>", lease_lines(leases)))
     hosts: list[HostsEntry] = []
     for path in dns.hosts:
         hosts.extend(parse_hosts(_read(path), path))
     return build_authority(sources, hosts, int(dns.hosts_ttl), bool(dns.auto_ptr))
 
 
+def lease_lines(leases: Any, now: float | None = None) -> tuple[str, ...]:
+    """Zone-file lines (relative to ``leases.zone``) for the bound, named DHCP leases in
+    ``leases.state_dir``: one A record per host name, the newest lease winning; the PTR
+    records come from the server's automatic reverse records. A missing or unreadable
+    store publishes nothing (the DHCP service may not have started yet)."""
+    try:
+        records = read_leases(leases.state_dir)
+    except (LeaseStoreError, OSError):
+        return ()
+    now = time.time() if now is None else now
+    origin = dns.name.from_text(leases.zone)
+    lines = []
+    for rrset in dns_records(records, leases.zone, now, max_ttl=int(leases.max_ttl)):
+        if rrset.rdtype != dns.rdatatype.A:
+            continue  # PTR: made by auto_ptr from the A record
+        name = rrset.name.relativize(origin).to_text()
+        for rdata in rrset:
+            lines.append(f"{name} {rrset.ttl} IN A {rdata.to_text()}")
+    return tuple(lines)
+
+
 def file_stamps(dns: Any) -> dict[str, float]:
     """Modification times of every file the data comes from (a change means reload)."""
     paths = [z.file for z in dns.zones if z.file] + list(dns.hosts)
+    leases = getattr(dns, "leases", None)
+    if leases is not None:
+        paths.append(os.path.join(leases.state_dir, JOURNAL_NAME))
     out: dict[str, float] = {}
     for path in paths:
         try:
