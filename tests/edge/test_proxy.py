@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -375,3 +376,18 @@ def test_redirect_template_with_query_leaves_no_bare_question_mark(tmp_path) -> 
         assert headers["location"] == "https://new.test/m/a"
         _, headers, _ = one(get(edge, "/m/b?x=1&y=2"))
         assert headers["location"] == "https://new.test/m/b?x=1&y=2"
+
+
+def test_answers_the_edge_makes_itself_carry_a_date(edge: Edge) -> None:
+    # RFC 9110 6.6.1: an origin of a response (here the edge) with a clock sends Date.
+    from email.utils import parsedate_to_datetime
+
+    before = int(time.time())
+    direct = one(get(edge, "/healthz"))
+    refused = one(get(edge, "/x", "Host: second.invalid"))  # two Host lines: 400
+    after = int(time.time())
+    assert (direct[0], refused[0]) == (200, 400)
+    for _, headers, _ in (direct, refused):
+        stamp = int(parsedate_to_datetime(headers["date"]).timestamp())
+        assert before <= stamp <= after
+        assert headers["date"].endswith(" GMT")

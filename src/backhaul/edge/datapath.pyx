@@ -36,6 +36,7 @@ from backhaul.state.recorder cimport Recorder
 
 import asyncio
 import time
+from email.utils import formatdate
 from time import perf_counter
 
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
@@ -1253,6 +1254,8 @@ cdef class WorkerContext:
     cdef Recorder recorder
     cdef bytes id_prefix
     cdef unsigned long long id_counter
+    cdef long long date_second
+    cdef bytes date  # IMF-fixdate of date_second (RFC 9110 5.6.7)
 
     def __init__(self, owner, loop, via, server_header, access_log, stats, recorder, bytes id_prefix):
         self.owner = owner
@@ -1267,9 +1270,21 @@ cdef class WorkerContext:
         self.recorder = recorder
         self.id_prefix = id_prefix
         self.id_counter = 0
+        self.date_second = -1
+        self.date = b""
 
     cdef inline double now(self) except? -1.0:
         return self.loop_time()
+
+    cpdef bytes http_date(self):
+        """The Date of responses the edge makes itself (RFC 9110 6.6.1), formatted once a
+        second."""
+        cdef timespec ts
+        clock_gettime(CLOCK_REALTIME, &ts)
+        if ts.tv_sec != self.date_second:
+            self.date = formatdate(ts.tv_sec, usegmt=True).encode("ascii")
+            self.date_second = ts.tv_sec
+        return self.date
 
     cpdef bytes next_request_id(self):
         """A request id unique to this worker: its random prefix and a counter, in hex."""
@@ -1767,7 +1782,9 @@ cdef class HttpConnection(Http1Peer):
         self.flow.closing = True
         self.refusal = None
         self.worker.stats.rejected += 1
-        body = problem_response(status, detail, server=self.worker.server_header)
+        body = problem_response(
+            status, detail, server=self.worker.server_header, date=self.worker.http_date()
+        )
         self.write(body)
         self.worker.access_log_reject(
             self, status, len(body) - body.index(b"\r\n\r\n") - 4, url
@@ -2349,7 +2366,7 @@ cdef class Exchange:
             # Answering before the body arrived: close afterwards rather than read it all.
             self.keep_alive = False
         keep_alive = self.keep_alive and not worker.draining and not self.conn.flow.closing
-        out = []
+        out = [(b"Date", worker.http_date())]
         if worker.server_header:
             out.append((b"Server", worker.server_header))
         if content_type is not None:
@@ -2401,6 +2418,7 @@ cdef class Exchange:
             close=not keep_alive,
             server=worker.server_header,
             head_only=self.method == b"HEAD",
+            date=worker.http_date(),
         )
         self.keep_alive = keep_alive
         self.status = status
