@@ -1,8 +1,8 @@
 """The access log: one line per exchange, formatted cheaply and written off the event loop.
 
 Lines are appended to an in-memory batch of bytes (the data plane formats JSON lines into it
-in C; the combined format and refusals are formatted here); ``flush`` (called by the
-worker's periodic tick, at shutdown, and by the data plane when the batch passes
+in C, for exchanges and refusals alike; the combined format is formatted here); ``flush``
+(called by the worker's periodic tick, at shutdown, and by the data plane when the batch passes
 ``max_batch_bytes``) hands the batch to a writer thread, so a slow disk or a full pipe never
 blocks the loop. What waits for the thread is bounded: past ``max_pending`` lines a batch is
 dropped and counted in ``dropped`` rather than growing without limit; lines lost to write
@@ -15,8 +15,9 @@ import queue
 import sys
 import threading
 import time
-from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
 from typing import IO, TYPE_CHECKING
+
+from backhaul.edge.datapath import append_refusal_line
 
 if TYPE_CHECKING:
     from backhaul.edge.datapath import Exchange
@@ -29,38 +30,23 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 class _Clock:
-    """Wall-clock stamps, formatted once per second (ISO: once per millisecond)."""
+    """The combined format's wall-clock stamp, formatted once per second."""
 
-    __slots__ = ("_combined", "_iso", "_iso_prefix", "_milli", "_second")
+    __slots__ = ("_combined", "_second")
 
     def __init__(self) -> None:
         self._second = -1
-        self._milli = -1
-        self._iso = ""
-        self._iso_prefix = ""
         self._combined = ""
 
-    def refresh(self, now: float) -> None:
+    def combined(self, now: float) -> str:
         second = int(now)
         if second != self._second:
             self._second = second
             t = time.gmtime(second)
-            self._iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", t)
             self._combined = (
                 f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
                 f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
             )
-
-    def iso(self, now: float) -> str:
-        milli = int(now * 1000)
-        if milli != self._milli:
-            self._milli = milli
-            self.refresh(now)
-            self._iso = f"{self._iso_prefix}.{milli % 1000:03d}Z"
-        return self._iso
-
-    def combined(self, now: float) -> str:
-        self.refresh(now)
         return self._combined
 
 
@@ -98,9 +84,20 @@ class AccessLog:
             self._owns_stream = True
         self._thread = threading.Thread(target=self._run, name="backhaul-accesslog", daemon=True)
         self._thread.start()
-        self.line = self._json_line if fmt == "json" else self._combined_line
-        # JSON lines of exchanges are written by the data plane (datapath.format_json_line).
+        # JSON lines are formatted by the data plane (one formatter, in C), combined ones here.
         self.exchange = self._combined_exchange
+
+    def refusal(
+        self, request_id: bytes, client: str, target: bytes, status: int, nbytes: int
+    ) -> None:
+        """The line of a request refused before it became an exchange."""
+        if self.json:
+            append_refusal_line(self.batch, request_id, client, target, status, nbytes)
+            self.lines += 1
+            if len(self.batch) > self.max_batch_bytes:
+                self.flush()
+        else:
+            self._combined_line(client, "-", target[:512].decode("latin-1"), status, nbytes)
 
     def _combined_exchange(self, ex: Exchange, now: float) -> None:
         target = ex.target
@@ -113,62 +110,22 @@ class AccessLog:
             elif lname == b"referer":
                 referer = value.decode("latin-1")
         self._combined_line(
-            "",
             ex.conn.client_ip,
             ex.method.decode("latin-1"),
             path,
             ex.status,
-            ex.bytes_in,
             ex.bytes_out,
-            None,
-            None,
-            now - ex.start_time,
-            None,
             agent,
             referer,
         )
 
-    def _json_line(
-        self,
-        request_id: str,
-        client: str,
-        method: str,
-        target: str,
-        status: int,
-        bytes_in: int,
-        bytes_out: int,
-        upstream: str | None,
-        upstream_time: float | None,
-        duration: float,
-        route: str | None,
-        user_agent: str = "",
-        referer: str = "",
-    ) -> None:
-        # Strings from the request are JSON-escaped; the rest (addresses, numbers, names
-        # validated at config load) cannot hold a quote or a backslash.
-        self._append(
-            f'{{"time":"{self._clock.iso(_time())}","request_id":{_json_str(request_id)},'
-            f'"client":"{client}","method":{_json_str(method)},"target":{_json_str(target)},'
-            f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
-            f'"route":{"null" if route is None else _json_str(route)},'
-            f'"upstream":{"null" if upstream is None else chr(34) + upstream + chr(34)},'
-            f'"upstream_time":{"null" if upstream_time is None else f"{upstream_time:.6f}"},'
-            f'"duration":{duration:.6f}}}\n'
-        )
-
     def _combined_line(
         self,
-        request_id: str,
         client: str,
         method: str,
         target: str,
         status: int,
-        bytes_in: int,
         bytes_out: int,
-        upstream: str | None,
-        upstream_time: float | None,
-        duration: float,
-        route: str | None,
         user_agent: str = "",
         referer: str = "",
     ) -> None:

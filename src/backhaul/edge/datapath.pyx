@@ -1135,59 +1135,55 @@ cdef int _out_stamp(OutBuf* out) except -1:
     return _out_put(out, milli, 5)
 
 
-cdef int _log_json_line(bytearray batch, Exchange ex, double now) except -1:
-    """Append the JSON access-log line of ``ex`` to ``batch``."""
+cdef int _json_line(
+    bytearray batch, bytes request_id, str client, bytes method,
+    const char* target, Py_ssize_t target_len, const char* query, Py_ssize_t query_len,
+    long long status, long long bytes_in, long long bytes_out,
+    str route_json, str upstream_json, object upstream_time, double duration,
+) except -1:
+    """Append one JSON access-log line to ``batch`` (the one formatter of the JSON log).
+    ``route_json``/``upstream_json`` are JSON values already (None: null)."""
     cdef OutBuf out
-    cdef Py_ssize_t n
-    cdef const char* data
     cdef Py_ssize_t old
-    target = ex.target
     _out_init(&out, 512)
     try:
         _out_put(&out, "{\"time\":\"", 9)
         _out_stamp(&out)
         _out_put(&out, "\",\"request_id\":\"", 16)
-        rid = ex.request_id
-        if rid is not None:
-            _out_json_text(&out, PyBytes_AS_STRING(rid), PyBytes_GET_SIZE(rid))
+        if request_id is not None:
+            _out_json_text(&out, PyBytes_AS_STRING(request_id), PyBytes_GET_SIZE(request_id))
         _out_put(&out, "\",\"client\":\"", 12)
-        _out_str(&out, ex.conn.client_ip)
+        _out_str(&out, client)
         _out_put(&out, "\",\"method\":\"", 12)
-        _out_bytes(&out, ex.method)
+        _out_json_text(&out, PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method))
         _out_put(&out, "\",\"target\":\"", 12)
-        data = PyUnicode_AsUTF8AndSize(target.path, &n)
-        _out_json_text(&out, data, n)
-        query = target.query
-        if query:
+        _out_json_text(&out, target, target_len)
+        if query_len:
             _out_put(&out, "?", 1)
-            data = PyUnicode_AsUTF8AndSize(query, &n)
-            _out_json_text(&out, data, n)
+            _out_json_text(&out, query, query_len)
         _out_put(&out, "\",\"status\":", 11)
-        _out_int(&out, ex.status)
+        _out_int(&out, status)
         _out_put(&out, ",\"bytes_in\":", 12)
-        _out_int(&out, ex.bytes_in)
+        _out_int(&out, bytes_in)
         _out_put(&out, ",\"bytes_out\":", 13)
-        _out_int(&out, ex.bytes_out)
+        _out_int(&out, bytes_out)
         _out_put(&out, ",\"route\":", 9)
-        route = ex.route
-        if route is None:
+        if route_json is None:
             _out_put(&out, "null", 4)
         else:
-            _out_str(&out, route.log_name)
+            _out_str(&out, route_json)
         _out_put(&out, ",\"upstream\":", 12)
-        endpoint = ex.endpoint
-        if endpoint is None:
+        if upstream_json is None:
             _out_put(&out, "null", 4)
         else:
-            _out_str(&out, endpoint.log_name)
+            _out_str(&out, upstream_json)
         _out_put(&out, ",\"upstream_time\":", 17)
-        ut = ex.upstream_time
-        if ut is None:
+        if upstream_time is None:
             _out_put(&out, "null", 4)
         else:
-            _out_seconds(&out, ut)
+            _out_seconds(&out, upstream_time)
         _out_put(&out, ",\"duration\":", 12)
-        _out_seconds(&out, now - ex.start_time)
+        _out_seconds(&out, duration)
         _out_put(&out, "}\n", 2)
         old = PyByteArray_GET_SIZE(batch)
         PyByteArray_Resize(batch, old + out.length)
@@ -1197,11 +1193,36 @@ cdef int _log_json_line(bytearray batch, Exchange ex, double now) except -1:
     return 0
 
 
-def format_json_line(Exchange ex, double now):
-    """The JSON access-log line of ``ex`` (the Python face of the data plane's formatter)."""
-    batch = bytearray()
-    _log_json_line(batch, ex, now)
-    return bytes(batch)
+cdef int _log_json_line(bytearray batch, Exchange ex, double now) except -1:
+    """Append the JSON access-log line of ``ex`` to ``batch``."""
+    cdef Py_ssize_t path_len, query_len = 0
+    cdef const char* path
+    cdef const char* query = NULL
+    target = ex.target
+    path = PyUnicode_AsUTF8AndSize(target.path, &path_len)
+    if target.query:
+        query = PyUnicode_AsUTF8AndSize(target.query, &query_len)
+    route = ex.route
+    endpoint = ex.endpoint
+    return _json_line(
+        batch, ex.request_id, ex.conn.client_ip, ex.method, path, path_len, query, query_len,
+        ex.status, ex.bytes_in, ex.bytes_out,
+        None if route is None else route.log_name,
+        None if endpoint is None else endpoint.log_name,
+        ex.upstream_time, now - ex.start_time,
+    )
+
+
+def append_refusal_line(
+    bytearray batch, bytes request_id, str client, bytes target, int status, long long bytes_out
+):
+    """Append the JSON line of a request refused before it became an exchange (no method,
+    route or upstream; ``target`` as received, at most 512 bytes)."""
+    target = target[:512]
+    _json_line(
+        batch, request_id, client, b"-", PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target),
+        NULL, 0, status, 0, bytes_out, None, None, None, 0.0,
+    )
 
 
 cdef int _log_exchange(Exchange ex) except -1:

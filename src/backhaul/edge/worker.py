@@ -344,28 +344,12 @@ class Worker:
             self.access_log.close()
 
     # -- used by connections -------------------------------------------------------------
-    def next_request_id(self) -> bytes:
-        return bytes(self.context.next_request_id())
-
     def access_log_reject(self, conn: HttpConnection, status: int, nbytes: int, url: bytes) -> None:
         self.stats.exchanges += 1
         self.metrics.record_reject(conn.listener.metrics_none, status, 0, nbytes)
         log = self.access_log
-        if log is None:
-            return
-        log.line(
-            self.next_request_id().decode(),
-            conn.client_ip,
-            "-",
-            url.decode("latin-1")[:512],
-            status,
-            0,
-            nbytes,
-            None,
-            None,
-            0.0,
-            None,
-        )
+        if log is not None:
+            log.refusal(self.context.next_request_id(), conn.client_ip, url, status, nbytes)
 
     def report_bug(self, exc: BaseException) -> None:
         """A defect in the edge (not bad input): log it with its traceback."""
