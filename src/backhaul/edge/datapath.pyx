@@ -2133,9 +2133,8 @@ cdef class Exchange:
 
     cdef prepare_upstream_head(self, const char* buf, HeaderSpan* spans, Py_ssize_t n):
         """The request head for the upstream, from the head's spans (while they are live).
-        Left None when it depends on the endpoint (a request that named no host)."""
-        if self.route.host_out is None and self.target.authority is None \
-                and not self.facts.authority:
+        Left None when it depends on the endpoint (see ``host_is_endpoint``)."""
+        if self.host_is_endpoint():
             return
         self.up_head = self.encode_upstream_head(buf, spans, n, None)
 
@@ -2160,17 +2159,23 @@ cdef class Exchange:
         cdef _SpannedHead head = _SpannedHead(self.headers)
         return self.encode_upstream_head(PyBytes_AS_STRING(head.data), head.spans, head.n, upstream)
 
+    cdef bint host_is_endpoint(self) except -1:
+        """Whether the Host sent upstream is the endpoint's address: the request named no
+        host (HTTP/1.0) and the route sets none, so an empty Host line is avoided."""
+        return (
+            self.route.host_out is None
+            and self.target.authority is None
+            and not self.facts.authority
+        )
+
     cdef upstream_host(self, route, UpstreamConnection upstream):
         """The Host sent upstream: the route's rewrite, else the absolute-form authority,
-        else the client's Host; a request that named no host (HTTP/1.0) gets the
-        endpoint's address rather than an empty Host line."""
+        else (None) the client's Host, or the endpoint's address (``host_is_endpoint``)."""
+        if self.host_is_endpoint():
+            return upstream.endpoint.address.encode()
         if route.host_out is not None:
             return route.host_out
-        if self.target.authority is not None:
-            return self.target.authority
-        if not self.facts.authority:
-            return upstream.endpoint.address.encode()
-        return None
+        return self.target.authority
 
     # -- the request body ------------------------------------------------------------------
     cdef request_body(self, bytes chunk):
