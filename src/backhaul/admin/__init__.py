@@ -1,6 +1,8 @@
-"""The admin listener: ``/metrics`` (Prometheus text exposition of every worker's counters,
-see :mod:`backhaul.admin.metrics`) and ``/healthz``, served by each worker on the admin
-address (:func:`start_admin`).
+"""The admin listener, run by the edge's control process (:mod:`backhaul.admin.process`):
+the admin API with its OpenAPI document and browsable page (:mod:`backhaul.admin.api`),
+``/metrics`` (Prometheus text exposition of every worker's counters, see
+:mod:`backhaul.admin.metrics`) and ``/healthz``; and the machine-wide active health checks
+(:mod:`backhaul.admin.checker`).
 """
 
 from backhaul.admin.metrics import (
@@ -9,7 +11,7 @@ from backhaul.admin.metrics import (
     metrics_renderer,
     render_metrics,
 )
-from backhaul.admin.server import AdminServer, start_admin
+from backhaul.admin.server import AdminServer, serve_admin, start_admin
 
 __all__ = [
     "CONTENT_TYPE",
@@ -17,5 +19,6 @@ __all__ = [
     "MetricsExposition",
     "metrics_renderer",
     "render_metrics",
+    "serve_admin",
     "start_admin",
 ]

@@ -109,7 +109,7 @@ class _Supervisor:
         from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 
         # The operator's drain requests, shared by the workers (see the admin API).
-        self.control = EndpointControl(endpoint_labels(config))
+        self.control = EndpointControl(endpoint_labels(config), workers)
         # Each listener's socket, bound once here and inherited by every worker it forks: a
         # restarted worker never opens a window in which connections are refused, and no
         # other process can join the port (no SO_REUSEPORT on it).
@@ -129,6 +129,22 @@ class _Supervisor:
             from backhaul.services.dns.process import DnsProcesses
 
             self.dns = DnsProcesses(config.dns, config.clusters, self.control, self.metrics)
+        self.admin = self._control_process(config)  # admin API + health checks, if any
+
+    def _control_process(self, config: Any) -> Any:
+        """The control process (backhaul.admin.process), with the admin address bound here
+        once (no SO_REUSEPORT: another edge on the same admin port is refused)."""
+        from backhaul.admin.process import ControlProcess, control_needed
+
+        if not control_needed(config):
+            return None
+        admin = getattr(config, "admin", None)
+        sock = None
+        if admin is not None:
+            from backhaul.edge.listen import bind_listener_socket
+
+            sock = bind_listener_socket(admin.address.host, admin.address.port, reuse_port=False)
+        return ControlProcess(config, sock, self.control, self.metrics)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
@@ -177,6 +193,8 @@ class _Supervisor:
             self.spawn()
         if self.dns is not None:
             self.dns.start()
+        if self.admin is not None:
+            self.admin.start()
         pids = " ".join(str(p) for p in self.children)
         print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
         while not self.stopping:
@@ -198,6 +216,10 @@ class _Supervisor:
             if pid == 0:
                 return
             if self.dns is not None and self.dns.reaped(pid, status, restart and not self.stopping):
+                continue
+            if self.admin is not None and self.admin.reaped(
+                pid, status, restart and not self.stopping
+            ):
                 continue
             if any(s.exited(pid, status, restart and not self.stopping) for s in self.sidecars):
                 continue
@@ -230,6 +252,10 @@ class _Supervisor:
             sock.close()
         if self.dns is not None:
             self.dns.stop()
+        if self.admin is not None:
+            self.admin.stop()
+            if self.admin.admin_socket is not None:
+                self.admin.admin_socket.close()
         drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
         for pid in [*self.children, *self._sidecar_pids()]:
             with contextlib.suppress(ProcessLookupError):

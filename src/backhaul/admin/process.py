@@ -1,0 +1,291 @@
+"""The edge's control process: the admin API and the machine-wide health checks.
+
+One per edge, forked by the supervisor like the DNS processes, next to (not inside) the
+workers: the workers import no admin code and no pydantic. The supervisor binds the admin
+address once, without ``SO_REUSEPORT`` (a second edge on the same admin port is refused with
+"address already in use"), and hands the socket over; the shared state the control process
+reads and writes (the metrics store, the endpoint map, the reload status) is mapped before
+the fork.
+
+The supervisor's side is :class:`ControlProcess`: ``start()``, ``reaped(pid, status,
+restart)`` from its reaping loop, ``stop()`` at shutdown, and ``restart(settings, ...)`` on a
+config reload (the new config's shared maps, the admin socket kept unless given a new one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from backhaul.errors import ConfigError
+
+__all__ = [
+    "PROCESS_NAME",
+    "ControlProcess",
+    "admin_token",
+    "checked_clusters",
+    "control_needed",
+    "run_control",
+]
+
+
+PROCESS_NAME = "backhaul-ctl"
+"""The control process's name in ``ps`` and ``/proc/PID/comm`` (workers keep python's)."""
+
+
+def _name_process(name: str) -> None:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def checked_clusters(settings: Any) -> list[tuple[str, Any]]:
+    """``(name, cluster)`` of the clusters whose config endpoints the control process
+    checks: those with ``health_checks`` and at least one endpoint address."""
+    return [
+        (name, cluster)
+        for name, cluster in settings.clusters.items()
+        if getattr(cluster, "health_checks", None) is not None
+        and any(ep.address is not None for ep in cluster.endpoints)
+    ]
+
+
+def control_needed(settings: Any) -> bool:
+    """Whether an edge with ``settings`` runs a control process: it has an admin listener,
+    or endpoints with active health checks. (The supervisor asks: this module imports
+    nothing heavy until the process runs.)"""
+    return getattr(settings, "admin", None) is not None or bool(checked_clusters(settings))
+
+
+def admin_token(admin: Any) -> bytes | None:
+    """The bearer token ``admin`` names (``token_file`` or ``token_env``), or None.
+    Raises :class:`ConfigError` when it cannot be read or is empty."""
+    token_file = getattr(admin, "token_file", None)
+    token_env = getattr(admin, "token_env", None)
+    if token_file is not None:
+        try:
+            with open(token_file, "rb") as handle:
+                raw = handle.read(4097)
+        except OSError as exc:
+            raise ConfigError(
+                "<admin>",
+                [("admin.token_file", f"cannot read {token_file}: {exc.strerror}")],
+            ) from exc
+        where = ("admin.token_file", f"{token_file} holds no token")
+    elif token_env is not None:
+        raw = os.environb.get(token_env.encode(), b"")
+        where = ("admin.token_env", f"the environment variable {token_env} is unset or empty")
+    else:
+        return None
+    token = raw.strip()
+    if not token or len(token) > 4096:
+        raise ConfigError("<admin>", [where])
+    return token
+
+
+def run_control(
+    settings: Any,
+    sock: socket.socket | None,
+    control: Any,
+    metrics: Any,
+    *,
+    supervisor_pid: int,
+    started_unix: float,
+    reload_status: Any = None,
+) -> int:
+    """Body of the control process: run the health checks and serve the admin API on
+    ``sock`` (if any) until SIGTERM."""
+    import asyncio
+
+    from backhaul.admin.api import AdminState, ControlApi
+    from backhaul.admin.checker import HealthChecker
+    from backhaul.admin.server import serve_admin
+    from backhaul.services.lifecycle import new_event_loop
+
+    _name_process(PROCESS_NAME)
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        checker = HealthChecker(settings, control)
+        server = None
+        try:
+            checker.start()
+            admin = getattr(settings, "admin", None)
+            if sock is not None and admin is not None:
+                state = AdminState(
+                    settings,
+                    control,
+                    metrics,
+                    supervisor_pid=supervisor_pid,
+                    started_unix=started_unix,
+                    reload_status=reload_status,
+                    token=admin_token(admin),
+                )
+                app = ControlApi(
+                    state, admin.metrics_path, tuple(getattr(admin, "public", ("healthz",)))
+                )
+                # A config body for POST /config/validate may be large.
+                server = await serve_admin(sock, app, max_request_bytes=4 << 20)
+                where = sock.getsockname()
+                print(
+                    f"backhaul: control {os.getpid()}: admin API on"
+                    f" http://{where[0]}:{where[1]} (/docs)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            await stop.wait()
+        finally:
+            if server is not None:
+                await server.aclose()
+            await checker.aclose()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return 0
+
+
+class ControlProcess:
+    """The control process of one supervisor (forked, restarted, stopped)."""
+
+    RESTART_LIMIT = 5
+    RESTART_WINDOW = 10.0
+
+    def __init__(
+        self,
+        settings: Any,
+        admin_socket: socket.socket | None,
+        control: Any,
+        metrics: Any,
+        *,
+        started_unix: float | None = None,
+        reload_status: Any = None,
+    ) -> None:
+        """``admin_socket``: the admin address, bound by the supervisor (None without an
+        ``admin`` section); ``control``: the endpoint map; ``metrics``: the shared counters;
+        ``reload_status``: the supervisor's reload status, if it reloads."""
+        self.settings = settings
+        self.admin_socket = admin_socket
+        self.control = control
+        self.metrics = metrics
+        self.reload_status = reload_status
+        self.started_unix = time.time() if started_unix is None else started_unix
+        self.pid: int | None = None
+        self.crashes: list[float] = []
+
+    def start(self) -> int:
+        """Fork the control process; returns its pid."""
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            from backhaul.services.lifecycle import die_with_parent
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            die_with_parent(parent)
+            code = 1
+            try:
+                code = run_control(
+                    self.settings,
+                    self.admin_socket,
+                    self.control,
+                    self.metrics,
+                    supervisor_pid=parent,
+                    started_unix=self.started_unix,
+                    reload_status=self.reload_status,
+                )
+            except ConfigError as exc:
+                print(f"backhaul: control {os.getpid()}: {exc}", file=sys.stderr)
+            except BaseException as exc:
+                print(f"backhaul: control process {os.getpid()} failed: {exc}", file=sys.stderr)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+        return pid
+
+    def reaped(self, pid: int, status: int, restart: bool) -> bool:
+        """Account for a dead child; True if it was the control process (restarted when
+        ``restart``, unless it keeps dying)."""
+        if pid != self.pid:
+            return False
+        self.pid = None
+        if restart:
+            now = time.monotonic()
+            self.crashes = [t for t in self.crashes if now - t < self.RESTART_WINDOW]
+            self.crashes.append(now)
+            code = os.waitstatus_to_exitcode(status)
+            what = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+            if len(self.crashes) > self.RESTART_LIMIT:
+                print(
+                    f"backhaul: the control process keeps dying ({what}); not restarting:"
+                    " no admin API and no active health checks",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return True
+            new = self.start()
+            print(
+                f"backhaul: control process {pid} {what}; started {new}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return True
+
+    def stop(self, deadline: float = 5.0) -> None:
+        """SIGTERM the control process, wait up to ``deadline`` seconds, then SIGKILL."""
+        pid = self.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.pid = None
+
+    def restart(
+        self,
+        settings: Any,
+        control: Any = None,
+        metrics: Any = None,
+        admin_socket: socket.socket | None = None,
+    ) -> int:
+        """A reload: stop the running process, start one on ``settings`` with the new
+        config's ``control`` and ``metrics`` maps (the old ones when None) and
+        ``admin_socket`` (the current one when None)."""
+        self.stop()
+        self.settings = settings
+        if control is not None:
+            self.control = control
+        if metrics is not None:
+            self.metrics = metrics
+        if admin_socket is not None:
+            self.admin_socket = admin_socket
+        return self.start()
