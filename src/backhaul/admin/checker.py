@@ -69,8 +69,7 @@ class HealthChecker:
                 # change ("endpoint ... healthy -> unhealthy") when it replays the result.
                 detail = next((e.detail for e in events if isinstance(e, HealthEvent)), reason)
                 print(
-                    f"backhaul: health checks: {cluster.name}: {ep.label} now {verdict}"
-                    f" ({detail})",
+                    f"backhaul: health checks: {cluster.name}: {ep.label} now {verdict} ({detail})",
                     file=sys.stderr,
                     flush=True,
                 )
