@@ -122,14 +122,18 @@ class _Limits:
 
 
 class _Pending:
-    """A parsed request waiting for its answer."""
+    """A parsed request waiting for its answer (``ready``: an answer made already, the
+    refusal of a request that could not be read, sent after those before it)."""
 
-    __slots__ = ("http10", "keep_alive", "request")
+    __slots__ = ("http10", "keep_alive", "ready", "request")
 
-    def __init__(self, request: Request, keep_alive: bool, http10: bool) -> None:
+    def __init__(
+        self, request: Request, keep_alive: bool, http10: bool, ready: Response | None = None
+    ) -> None:
         self.request = request
         self.keep_alive = keep_alive
         self.http10 = http10
+        self.ready = ready
 
 
 class AdminConnection(asyncio.Protocol):
@@ -253,11 +257,13 @@ class AdminConnection(asyncio.Protocol):
         try:
             while self.queue and self.state != _CLOSED:
                 pending = self.queue.popleft()
-                try:
-                    response = await self.owner.app(pending.request)
-                except Exception as exc:
-                    self._bug(exc)
-                    return
+                response = pending.ready
+                if response is None:
+                    try:
+                        response = await self.owner.app(pending.request)
+                    except Exception as exc:
+                        self._bug(exc)
+                        return
                 self._send(response, pending)
         finally:
             self.runner = None
@@ -296,9 +302,23 @@ class AdminConnection(asyncio.Protocol):
         elif not self.queue and self.runner is None:
             self._close()
 
-    def _fail(self, status: int, detail: str) -> None:
-        """The request cannot be read: answer ``status`` and close."""
+    def _fail(self, status: int, detail: str, now: bool = False) -> None:
+        """The request cannot be read: answer ``status`` and close (after answering the
+        requests read before it, unless ``now``)."""
         if self.state == _CLOSED:
+            return
+        if self.runner is not None and not now:
+            refusal = _Pending(
+                Request("GET", "", "", {}, b""), False, False, problem(status, detail)
+            )
+            self.queue.append(refusal)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            self.state = _IDLE  # what follows the bad request is not read
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.parser = httptools.HttpRequestParser(self)
             return
         if self.transport is not None:
             self.transport.write(problem_response(status, detail, close=True, server=_SERVER))
@@ -308,7 +328,7 @@ class AdminConnection(asyncio.Protocol):
         """A defect in backhaul (not bad input): log its traceback, answer 500, close."""
         print("backhaul: internal error in the admin listener (please report):", file=sys.stderr)
         traceback.print_exception(exc, file=sys.stderr)
-        self._fail(500, "the admin listener failed on this request; its log has the details")
+        self._fail(500, "the admin listener failed on this request; its log has the details", True)
 
     # -- deadlines and closing -------------------------------------------------------
     def _arm(self, seconds: float) -> None:
