@@ -144,7 +144,9 @@ class _Supervisor:
             from backhaul.edge.listen import bind_listener_socket
 
             sock = bind_listener_socket(admin.address.host, admin.address.port, reuse_port=False)
-        return ControlProcess(config, sock, self.control, self.metrics)
+        # The reload status (when the supervisor keeps one) lets POST /config/reload report.
+        status = getattr(self, "reload_status", None)
+        return ControlProcess(config, sock, self.control, self.metrics, reload_status=status)
 
     def spawn(self) -> int:
         # A restarted worker takes the dead one's slot (its counters continue from there).
