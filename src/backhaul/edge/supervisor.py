@@ -13,7 +13,8 @@ event loop and no threads, which keeps ``fork`` safe. Services configured next t
 Reload (SIGHUP; ``backhaul reload``; the admin API's ``POST /config/reload``, which sends
 SIGHUP and waits on :class:`~backhaul.state.reload_status.ReloadStatus`):
 
-1. Workers re-read their certificate files at once (the TLS hook, as before reloads).
+1. Workers re-read their certificate files at once (the TLS hook, as before reloads), and
+   the DNS processes their zone files.
 2. A child process validates the config file again (``python -m backhaul.edge.candidate``):
    the supervisor stays without pydantic. A bad file changes nothing: the error (file,
    config path, what was expected, as ``backhaul check`` says it) is logged and recorded.
@@ -455,6 +456,8 @@ class _Supervisor:
         if self.tls is not None:
             self.tls.request_reload()
             _log("SIGHUP: reloading certificate files")
+        if self.current.dns is not None:  # zone files (a new generation restarts DNS anyway)
+            self.current.dns.signal_all(signal.SIGHUP)
         if self.config_file is None:
             self._record(True, "", None)
             _log("SIGHUP: started without --config: no config file to reload")
