@@ -290,7 +290,6 @@ def test_errors_are_problem_json(tmp_path: Path) -> None:
             ("GET", "/clusters/nope", 404),
             ("POST", "/clusters/app/endpoints/10.9.9.9:1/drain", 404),
             ("DELETE", "/clusters", 405),
-            ("POST", "/config/reload", 503),  # this supervisor does not reload (yet)
         ):
             got, headers, body = call(admin_port, method, path, body=b"" if method else None)
             assert got == status, (path, got, body)
@@ -330,6 +329,34 @@ def test_validate_answers_what_check_json_prints(tmp_path: Path) -> None:
         assert answer["config"]["clusters"]["app"]["endpoints"][0]["address"] == up.address
         # nothing was applied: the running config is the one it started with
         assert get_json(admin_port, "/config")["config"]["routes"][0]["name"] == "all"
+
+
+def test_reload_through_the_api(tmp_path: Path) -> None:
+    admin_port = free_port()
+    with Upstream() as up, Edge(tmp_path, edge_config([up.address], admin_port)) as edge:
+        wait_port(admin_port, proc=edge.proc)
+        before = get_json(admin_port, "/workers")["control_pid"]
+        config = yaml.safe_load(edge.config_path.read_text())
+        config["routes"].insert(
+            0, {"name": "hello", "match": {"path": "/hello"}, "respond": {"body": "hi\n"}}
+        )
+        edge.config_path.write_text(yaml.safe_dump(config))
+        status, headers, body = call(admin_port, "POST", "/config/reload", b"")
+        answer = json.loads(body)
+        assert status == 200, answer
+        assert answer["ok"] is True and answer["generation"] == 2
+        # the new generation's control process answers from now on, on the same socket
+        assert [r["name"] for r in get_json(admin_port, "/routes")["routes"]] == ["hello", "all"]
+        assert get_json(admin_port, "/config")["generation"] == 2
+        assert get_json(admin_port, "/workers")["control_pid"] != before
+        assert call(edge.port, "GET", "/hello")[2] == b"hi\n"
+        # a bad file changes nothing: 422 with what `backhaul check` says
+        edge.config_path.write_text(edge.config_path.read_text() + "bogus: 1\n")
+        status, headers, body = call(admin_port, "POST", "/config/reload", b"")
+        answer = json.loads(body)
+        assert status == 422 and headers["content-type"] == "application/problem+json"
+        assert "bogus" in answer["detail"] and answer["generation"] == 2
+        assert call(edge.port, "GET", "/hello")[2] == b"hi\n"
 
 
 # -- the token ------------------------------------------------------------------------------

@@ -240,7 +240,9 @@ class AdminState:
         self.digest = hashlib.sha256(
             json.dumps(self.config, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
-        self.render_metrics = metrics_renderer(metrics) if metrics is not None else None
+        self.render_metrics = (
+            metrics_renderer(metrics, reload=reload_status) if metrics is not None else None
+        )
 
     def live_slots(self, now: float) -> dict[int, int]:
         """``{slot: pid}`` of the workers alive now (by their heartbeat)."""

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 
+GRACE = 5.0
+"""Seconds a stopping control process gives the requests it has begun before it closes."""
+
 PROCESS_NAME = "backhaul-ctl"
 """The control process's name in ``ps`` and ``/proc/PID/comm`` (workers keep python's)."""
 
@@ -111,7 +114,6 @@ def run_control(
     from backhaul.admin.server import serve_admin
     from backhaul.services.lifecycle import new_event_loop
 
-    _name_process(PROCESS_NAME)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -146,6 +148,8 @@ def run_control(
                     flush=True,
                 )
             await stop.wait()
+            if server is not None:  # stop accepting; answer what has begun
+                await server.wait_idle(GRACE)
         finally:
             if server is not None:
                 await server.aclose()
@@ -184,6 +188,7 @@ class ControlProcess:
         self.reload_status = reload_status
         self.started_unix = time.time() if started_unix is None else started_unix
         self.pid: int | None = None
+        self.retiring: set[int] = set()  # replaced by a reload, finishing their requests
         self.crashes: list[float] = []
 
     def start(self) -> int:
@@ -193,6 +198,7 @@ class ControlProcess:
         if pid == 0:
             from backhaul.services.lifecycle import die_with_parent
 
+            _name_process(PROCESS_NAME)  # at once: ps and the tests tell it from workers
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -220,8 +226,11 @@ class ControlProcess:
         return pid
 
     def reaped(self, pid: int, status: int, restart: bool) -> bool:
-        """Account for a dead child; True if it was the control process (restarted when
-        ``restart``, unless it keeps dying)."""
+        """Account for a dead child; True if it was a control process (the current one is
+        restarted when ``restart``, unless it keeps dying)."""
+        if pid in self.retiring:
+            self.retiring.discard(pid)
+            return True
         if pid != self.pid:
             return False
         self.pid = None
@@ -247,45 +256,52 @@ class ControlProcess:
             )
         return True
 
-    def stop(self, deadline: float = 5.0) -> None:
-        """SIGTERM the control process, wait up to ``deadline`` seconds, then SIGKILL."""
-        pid = self.pid
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    def stop(self, deadline: float = 8.0) -> None:
+        """SIGTERM the control processes (they answer the requests they have begun, within
+        :data:`GRACE` seconds), wait up to ``deadline`` seconds, then SIGKILL."""
+        pids = {p for p in (self.pid, *self.retiring) if p is not None}
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if done:
-                break
+        while pids and time.monotonic() < end:
+            for pid in list(pids):  # only our own: the caller reaps its other children
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    pids.discard(pid)
             time.sleep(0.02)
-        else:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.pid = None
+        self.retiring.clear()
 
     def restart(
         self,
         settings: Any,
-        control: Any = None,
-        metrics: Any = None,
-        admin_socket: socket.socket | None = None,
+        control: Any,
+        metrics: Any,
+        admin_socket: socket.socket | None,
     ) -> int:
-        """A reload: stop the running process, start one on ``settings`` with the new
-        config's ``control`` and ``metrics`` maps (the old ones when None) and
-        ``admin_socket`` (the current one when None)."""
-        self.stop()
+        """A reload: start a control process on ``settings`` with the new config's
+        ``control`` and ``metrics`` maps and ``admin_socket`` (the current one when the
+        address did not change), then SIGTERM the old one, which stops accepting, answers
+        the requests it has begun (a ``POST /config/reload`` waiting for this very reload)
+        and exits: the reaping loop hands its pid to :meth:`reaped`."""
+        old = self.pid
         self.settings = settings
-        if control is not None:
-            self.control = control
-        if metrics is not None:
-            self.metrics = metrics
-        if admin_socket is not None:
-            self.admin_socket = admin_socket
-        return self.start()
+        self.control = control
+        self.metrics = metrics
+        self.admin_socket = admin_socket
+        self.pid = None
+        new = self.start()
+        if old is not None:
+            self.retiring.add(old)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGTERM)
+        return new

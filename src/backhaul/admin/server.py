@@ -402,6 +402,17 @@ class AdminServer:
         if self.server is not None:
             await self.server.wait_closed()
 
+    async def wait_idle(self, timeout: float) -> None:
+        """Stop accepting, then wait (at most ``timeout`` seconds) until no connection has a
+        request being answered; ``aclose()`` afterwards closes what is left."""
+        if self.server is not None:
+            self.server.close()
+        deadline = self.loop.time() + timeout
+        while self.loop.time() < deadline and any(
+            c.runner is not None or c.queue for c in self.connections
+        ):
+            await asyncio.sleep(0.02)
+
     async def aclose(self) -> None:
         self.close()
         await self.wait_closed()

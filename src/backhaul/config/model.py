@@ -657,9 +657,7 @@ class EdgeConfig(ConfigModel):
 
 
 def admin_token_problems(admin: Admin) -> list[tuple[str, str]]:
-    """Why ``admin``'s token cannot be used (read now, as ``backhaul check`` runs), and an
-    address off loopback without a token."""
-    import ipaddress
+    """Why ``admin``'s token cannot be used (read now, as ``backhaul check`` runs)."""
     import os
 
     make = "write one, for instance: openssl rand -hex 32 > FILE; chmod 600 FILE"
@@ -677,32 +675,39 @@ def admin_token_problems(admin: Admin) -> list[tuple[str, str]]:
             return [("token_file", f"{admin.token_file} is empty: {make}")]
         if len(raw) > 4096:
             return [("token_file", f"{admin.token_file} is over 4096 bytes: expected a token")]
-    elif admin.token_env is not None:
-        if not os.environ.get(admin.token_env, "").strip():
-            return [
-                (
-                    "token_env",
-                    f"the environment variable {admin.token_env} is unset or empty: set it"
-                    " to the token before starting the edge (or use token_file)",
-                )
-            ]
-    else:
-        host = admin.address.host
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            return [
-                (
-                    "address",
-                    f"found {admin.address}, which is not a loopback address, and no token:"
-                    " the admin API can drain endpoints and reload the config; add"
-                    " token_file (or token_env) with a bearer token, or listen on"
-                    " 127.0.0.1",
-                )
-            ]
+    elif admin.token_env is not None and not os.environ.get(admin.token_env, "").strip():
+        return [
+            (
+                "token_env",
+                f"the environment variable {admin.token_env} is unset or empty: set it"
+                " to the token before starting the edge (or use token_file)",
+            )
+        ]
     return []
+
+
+def admin_exposure_problems(admin: Admin) -> list[tuple[str, str]]:
+    """An admin address off loopback without a token (a cross-check, so that it is reported
+    next to the address's other problems)."""
+    import ipaddress
+
+    if admin.token_file is not None or admin.token_env is not None:
+        return []
+    host = admin.address.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return []
+    return [
+        (
+            "admin.address",
+            f"found {admin.address}, which is not a loopback address, and no token: the"
+            " admin API can drain endpoints and reload the config; add admin.token_file (or"
+            " admin.token_env) with a bearer token, or listen on 127.0.0.1",
+        )
+    ]
 
 
 def default_names(data: Any) -> Any:
@@ -828,6 +833,7 @@ def cross_check_parts(
                     )
                 )
                 break
+        problems.extend(admin_exposure_problems(admin))
     route_names: dict[str, int] = {}
     for i, maybe_route in enumerate(routes):
         if maybe_route is None:

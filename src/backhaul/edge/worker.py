@@ -34,11 +34,16 @@ from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.settings import unpickle
 from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
+from backhaul.state.reload_status import ReloadStatus
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
 __all__ = ["ListenerRuntime", "Worker", "bind_listener_socket"]
 
 TICK = 0.5
+#: While draining, a connection with no request in progress is closed once it has been idle
+#: this long (seconds): a client that sends its next request at once gets an answer with
+#: ``Connection: close`` instead of a connection closed under its request.
+DRAIN_IDLE_GRACE = 1.0
 
 
 class ListenerRuntime:
@@ -108,10 +113,13 @@ class Worker:
         metrics: tuple[SharedCounters, int] | None = None,
         control: EndpointControl | None = None,
         sockets: dict[str, socket.socket] | None = None,
+        reload_status: ReloadStatus | None = None,
     ) -> None:
         """``sockets``: listening sockets by listener name, bound by the supervisor and
-        shared by its workers; a listener without one is bound here (SO_REUSEPORT)."""
+        shared by its workers; a listener without one is bound here (SO_REUSEPORT).
+        ``reload_status``: the supervisor's record of config reloads (for ``/metrics``)."""
         self.config = config
+        self.reload_status = reload_status
         self._sockets = sockets or {}
         self.pid = os.getpid()
         # What the operator asked of each endpoint (drain), shared by every worker.
@@ -290,26 +298,44 @@ class Worker:
     async def wait_drained(self, timeout: float | None = None) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish.
 
+        A connection is told to close (its next answer says ``Connection: close``) only
+        between two exchanges, never while one is under way: an answer whose head already
+        promised keep-alive is not followed by a close the client cannot expect. A
+        connection without a request is closed once idle for :data:`DRAIN_IDLE_GRACE`.
         Waits at most ``timeout`` (default: the longest listener drain timeout), then cuts
         what is left.
         """
-        self.draining = True
         if timeout is None:
             timeout = max((lst.drain_timeout for lst in self.listeners), default=30.0)
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()
+        grace = min(DRAIN_IDLE_GRACE, timeout)
         deadline = self.loop.time() + timeout
         while True:
+            now = self.loop.time()
             for conn in list(self.connections):
-                if conn.tx is None and conn.rx is None:
-                    conn.close()
+                if conn.tx is None:
+                    conn.flow.closing = True
+                    if conn.rx is None and self._idle_for(conn, now) >= grace:
+                        conn.close()
             if not self.connections or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        self.draining = True
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+
+    @staticmethod
+    def _idle_for(conn: HttpConnection, now: float) -> float:
+        """How long ``conn`` has waited for a request (its deadline minus the timeout)."""
+        listener = conn.listener
+        if conn.deadline_kind == DEADLINE_IDLE:
+            return now - (conn.deadline - listener.keepalive_timeout)
+        if conn.deadline_kind == DEADLINE_NONE:
+            return DRAIN_IDLE_GRACE
+        return now - (conn.deadline - listener.headers_timeout)
 
     async def aclose(self) -> None:
         """Stop everything this worker started (bounded)."""
