@@ -359,6 +359,45 @@ def test_reload_through_the_api(tmp_path: Path) -> None:
         assert call(edge.port, "GET", "/hello")[2] == b"hi\n"
 
 
+def test_a_reload_keeps_what_the_health_checker_found(tmp_path: Path) -> None:
+    admin_port = free_port()
+
+    def respond(request: bytes) -> bytes:
+        return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+
+    with RawUpstream(respond) as a, Upstream() as b:
+        config = edge_config([a.address, b.address], admin_port)
+        config["clusters"]["app"]["health_checks"] = {  # type: ignore[index]
+            "type": "http",
+            "interval": "0.3s",
+            "unhealthy_threshold": 2,
+            "http": {"path": "/probe"},
+        }
+        with Edge(tmp_path, config, workers=2) as edge:
+            wait_port(admin_port, proc=edge.proc)
+            wait_until(
+                lambda: (
+                    get_json(admin_port, "/clusters/app")["endpoints"][0]["workers_by_state"]
+                    == {"unhealthy": 2}
+                ),
+                "both workers to take endpoint a out",
+            )
+            checks = get_json(admin_port, "/clusters/app")["endpoints"][0]["active_check"]
+            config["routes"].insert(  # type: ignore[attr-defined]
+                0, {"name": "hello", "match": {"path": "/hello"}, "respond": {"body": "hi\n"}}
+            )
+            config["listeners"] = [{"name": "main", "address": f"127.0.0.1:{edge.port}"}]
+            config["access_log"] = {"path": str(edge.log_path)}
+            edge.config_path.write_text(yaml.safe_dump(config))
+            assert call(admin_port, "POST", "/config/reload", b"")[0] == 200
+            # the new workers and the new checker start from the results so far
+            after = get_json(admin_port, "/clusters/app")["endpoints"][0]["active_check"]
+            assert after["verdict"] == "unhealthy" and after["checks"] >= checks["checks"]
+            served = {json.loads(call(edge.port, "GET", "/x")[2])["upstream"] for _ in range(12)}
+            assert served == {b.port}
+            assert not [r for r in a.requests if not r.startswith(b"GET /probe ")]
+
+
 # -- the token ------------------------------------------------------------------------------
 
 

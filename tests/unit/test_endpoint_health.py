@@ -96,3 +96,15 @@ def test_records_and_worker_rows_round_trip() -> None:
         os._exit(0)
     os.waitpid(pid, 0)
     assert health.check(2).verdict == "healthy" and health.check(2).passed(1)
+
+
+def test_a_record_carried_over_to_a_new_map_replays_the_same() -> None:
+    old = EndpointHealth(2)
+    for n in range(10):
+        old.publish(1, n < 3, "unhealthy", 0, 7, "connect failed", now_unix=9.0)
+    new = EndpointHealth(3)
+    new.copy_check(0, old, 1)
+    a, b = old.check(1), new.check(0)
+    assert a == b and new.check_seq(0) == 10
+    new.publish(0, True, "unhealthy", 1, 0, "status 200")  # the sequence goes on from there
+    assert new.check(0).seq == 11 and new.check(0).passed(11) and not new.check(0).passed(10)

@@ -48,12 +48,18 @@ class HealthChecker:
                 cluster.tls = ClientTls(config.tls)
             checked = []
             index: dict[int, int] = {}
+            health = self.control.health
             for ep in cluster.endpoints:
                 i = self.control.find(name, ep.label)
                 if i is None or ep.label.startswith("builtin:"):
                     continue
                 checked.append(ep)
                 index[id(ep)] = i
+                # Results already in the map (a restarted control process, a reload that
+                # kept the endpoint): this checker's verdict starts where they left it.
+                record = health.check(i)
+                for n in range(max(1, record.seq - health.ring + 1), record.seq + 1):
+                    cluster.balancer.check_result(ep, record.passed(n), now)
             self.clusters[name] = cluster
             run_checks(cluster, checked, self._reporter(cluster, index))
 

@@ -290,6 +290,8 @@ class _Supervisor:
                 j = control.find(cluster, label)
                 if i is not None and j is not None and before.get((cluster, label)) == drain:
                     control.set_drain(j, previous.control.drain_wanted(i))
+                if i is not None and j is not None:  # what the health checker found so far
+                    control.health.copy_check(j, previous.control.health, i)
         gen = Generation(number, prepared, config, store, control, sockets)
         if getattr(config, "dns", None) is not None:
             from backhaul.services.dns.process import DnsProcesses
@@ -309,8 +311,13 @@ class _Supervisor:
             return current
         from backhaul.edge.listen import bind_listener_socket
 
-        sock = bind_listener_socket(admin.address.host, admin.address.port, reuse_port=False)
-        self.admin_address = (admin.address.host, admin.address.port)
+        host, port = admin.address.host, admin.address.port
+        try:
+            sock = bind_listener_socket(host, port, reuse_port=False)
+        except OSError as exc:
+            reason = explain_bind_error(exc.errno, host, port)
+            raise NetworkError(f"admin listener: {reason}") from exc
+        self.admin_address = (host, port)
         return sock
 
     def _control_process(self, gen: Generation) -> Any:
@@ -337,10 +344,8 @@ class _Supervisor:
             return
         try:
             sock = self._admin_socket(gen.config)
-        except OSError as exc:
-            address = gen.config.admin.address
-            reason = explain_bind_error(exc.errno, address.host, address.port)
-            _log(f"admin listener: {reason}; the admin API stays where it was")
+        except NetworkError as exc:
+            _log(f"{exc}; the admin API stays where it was")
             sock = old
         if proc is None:
             self.admin = self._control_process(gen)

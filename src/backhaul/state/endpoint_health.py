@@ -132,6 +132,26 @@ class EndpointHealth:
         q[at + _C_LOCK] = lock + 2  # even: whole
         return seq
 
+    def copy_check(self, i: int, source: EndpointHealth, j: int) -> None:
+        """Make endpoint ``i``'s record a copy of ``source``'s endpoint ``j`` (a reload: an
+        endpoint that stays keeps its results, so new workers know at once it is down)."""
+        record = source.check(j)
+        q = self._q
+        at = i * _CHECK_WORDS
+        lock = q[at + _C_LOCK]
+        q[at + _C_LOCK] = lock + 1
+        for w, word in enumerate(record.ring):
+            q[at + _C_RING + w] = word - (1 << 64) if word >= 1 << 63 else word
+        q[at + _C_VERDICT] = VERDICTS.index(record.verdict)
+        q[at + _C_PASSES] = record.passes
+        q[at + _C_FAILURES] = record.failures
+        self._d[at + _C_TIME] = record.last_unix
+        raw = record.reason.encode()[:_REASON_BYTES]
+        start = (at + _C_REASON) * 8
+        self._b[start : start + _REASON_BYTES] = raw.ljust(_REASON_BYTES, b"\0")
+        q[at + _C_SEQ] = record.seq
+        q[at + _C_LOCK] = lock + 2
+
     # -- readers -----------------------------------------------------------------------------
     def check_seq(self, i: int) -> int:
         """How many results endpoint ``i`` has had (one read: for the worker's tick)."""
