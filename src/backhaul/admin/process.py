@@ -193,37 +193,24 @@ class ControlProcess:
 
     def start(self) -> int:
         """Fork the control process; returns its pid."""
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            from backhaul.services.lifecycle import die_with_parent
+        from backhaul.services.lifecycle import fork_child
 
+        parent = os.getpid()
+
+        def body() -> int:
             _name_process(PROCESS_NAME)  # at once: ps and the tests tell it from workers
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            die_with_parent(parent)
-            code = 1
-            try:
-                code = run_control(
-                    self.settings,
-                    self.admin_socket,
-                    self.control,
-                    self.metrics,
-                    supervisor_pid=parent,
-                    started_unix=self.started_unix,
-                    reload_status=self.reload_status,
-                )
-            except ConfigError as exc:
-                print(f"backhaul: control {os.getpid()}: {exc}", file=sys.stderr)
-            except BaseException as exc:
-                print(f"backhaul: control process {os.getpid()} failed: {exc}", file=sys.stderr)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        self.pid = pid
-        return pid
+            return run_control(
+                self.settings,
+                self.admin_socket,
+                self.control,
+                self.metrics,
+                supervisor_pid=parent,
+                started_unix=self.started_unix,
+                reload_status=self.reload_status,
+            )
+
+        self.pid = fork_child(body, "control process")
+        return self.pid
 
     def reaped(self, pid: int, status: int, restart: bool) -> bool:
         """Account for a dead child; True if it was a control process (the current one is

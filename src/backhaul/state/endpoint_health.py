@@ -157,31 +157,36 @@ class EndpointHealth:
         """How many results endpoint ``i`` has had (one read: for the worker's tick)."""
         return int(self._q[i * _CHECK_WORDS + _C_SEQ])
 
-    def check(self, i: int) -> CheckRecord:
-        """A consistent copy of endpoint ``i``'s record."""
+    def _copy(self, at: int, words: int) -> bytes:
+        """Words ``at .. at + words`` (the first one a sequence lock), copied whole: retried
+        while their writer is at work, taken as they stand after a bounded wait (a writer
+        killed mid-write)."""
         q = self._q
-        at = i * _CHECK_WORDS
         deadline = 0.0
         while True:
-            lock = q[at + _C_LOCK]
-            words = q[at : at + _CHECK_WORDS].tolist()
-            if not lock & 1 and q[at + _C_LOCK] == lock:
-                break
+            lock = q[at]
+            raw = bytes(self._b[at * 8 : (at + words) * 8])
+            if not lock & 1 and q[at] == lock:
+                return raw
             now = time.monotonic()
             if not deadline:
                 deadline = now + _WAIT
             elif now > deadline:
-                break  # a checker killed mid-write: the record as it stands
+                return raw
             time.sleep(0)
-        start = (at + _C_REASON) * 8
-        reason = bytes(self._b[start : start + _REASON_BYTES]).rstrip(b"\0")
+
+    def check(self, i: int) -> CheckRecord:
+        """A consistent copy of endpoint ``i``'s record."""
+        raw = self._copy(i * _CHECK_WORDS, _CHECK_WORDS)
+        words = memoryview(raw).cast("q")
         code = words[_C_VERDICT]
+        reason = raw[_C_REASON * 8 : _C_REASON * 8 + _REASON_BYTES].rstrip(b"\0")
         return CheckRecord(
             seq=words[_C_SEQ],
             verdict=VERDICTS[code] if 0 <= code < len(VERDICTS) else "unknown",
             passes=words[_C_PASSES],
             failures=words[_C_FAILURES],
-            last_unix=float(self._d[at + _C_TIME]),
+            last_unix=memoryview(raw).cast("d")[_C_TIME],
             reason=reason.decode("utf-8", "replace"),
             ring=tuple(w & ((1 << 64) - 1) for w in words[_C_RING : _C_RING + _RING_WORDS]),
         )
@@ -215,23 +220,11 @@ class EndpointHealth:
 
     def worker(self, slot: int) -> WorkerRow:
         """A consistent copy of one worker slot's row."""
-        at = self._row(slot)
-        q = self._q
-        deadline = 0.0
-        while True:
-            lock = q[at + _W_LOCK]
-            words = q[at : at + self._row_words].tolist()
-            if not lock & 1 and q[at + _W_LOCK] == lock:
-                break
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + _WAIT
-            elif now > deadline:
-                break
-            time.sleep(0)
+        raw = self._copy(self._row(slot), self._row_words)
+        words = memoryview(raw).cast("q")
         return WorkerRow(
             pid=words[_W_PID],
-            started_unix=float(self._d[at + _W_STARTED]),
+            started_unix=memoryview(raw).cast("d")[_W_STARTED],
             in_flight=tuple(words[_W_FLIGHT:]),
         )
 
