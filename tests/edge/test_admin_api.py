@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -483,3 +484,31 @@ def test_public_paths_are_configurable(tmp_path: Path, public: list[str]) -> Non
                 assert call(admin_port, "GET", "/workers")[0] == 401
         finally:
             del os.environ["BH_ADMIN_TOKEN"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (scripts/sysdeps.sh)")
+def test_docs_page_lists_every_operation_and_tries_one(tmp_path: Path) -> None:
+    admin_port = free_port()
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN)
+    config = edge_config([], admin_port, token_file=str(token_file))
+    with Upstream() as up:
+        config["clusters"] = {"app": {"endpoints": [up.address]}}
+        with Edge(tmp_path, config) as edge:
+            wait_port(admin_port, proc=edge.proc)
+            page = Path(__file__).with_name("docs_page.js")
+            out = subprocess.run(
+                ["node", str(page), f"http://127.0.0.1:{admin_port}", TOKEN],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["refused"] == "openapi.json answered 401: enter the token and press Load."
+    assert seen["about"].startswith("backhaul admin API")
+    assert len(seen["operations"]) == 15
+    assert any("POST /config/validate" in op for op in seen["operations"])
+    assert seen["answer"].startswith("200 OK") and '"uptime_seconds"' in seen["answer"]
+    assert seen["fields"] == ["cluster", "endpoint"]
+    assert seen["schemas"] >= 10

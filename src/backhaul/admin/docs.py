@@ -116,7 +116,7 @@ async function load() {
   }
 }
 document.getElementById("load").addEventListener("click", load);
-load();
+globalThis.backhaulDocsLoaded = load();  // a promise: done when the page shows the document
 </script></body></html>
 """
 
