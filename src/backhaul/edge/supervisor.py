@@ -47,6 +47,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from backhaul.edge import runtime_config as rt
 from backhaul.edge.candidate import Candidate, Prepared, max_workers
 from backhaul.errors import BackhaulError, NetworkError, UsageError
 from backhaul.net.bind_error import explain_bind_error
@@ -91,7 +92,7 @@ def validate_binds(config: Any) -> None:
 
 
 def run_worker_process(
-    config: Any,
+    config: rt.EdgeConfig,
     metrics: Any = None,
     control: Any = None,
     sockets: Any = None,
@@ -143,7 +144,7 @@ class Generation:
         self,
         number: int,
         prepared: Prepared,
-        config: Any,
+        config: rt.EdgeConfig,
         metrics: SharedCounters,
         control: EndpointControl,
         sockets: dict[str, socket.socket],
@@ -217,7 +218,7 @@ class _Supervisor:
         self.retiring: list[Generation] = []
 
     # -- generations ---------------------------------------------------------------------
-    def _sockets_for(self, config: Any) -> dict[str, socket.socket]:
+    def _sockets_for(self, config: rt.EdgeConfig) -> dict[str, socket.socket]:
         """The listening socket of each listener of ``config``: the one already bound for
         its address, else a new one (:class:`NetworkError` when it cannot be bound)."""
         from backhaul.edge.listen import bind_listener_socket
@@ -253,7 +254,7 @@ class _Supervisor:
         self,
         number: int,
         prepared: Prepared,
-        config: Any,
+        config: rt.EdgeConfig,
         sockets: dict[str, socket.socket],
         previous: Generation | None,
     ) -> Generation:
