@@ -38,16 +38,14 @@ from backhaul.config import (
     Cluster,
     EdgeConfig,
     Retries,
-    balance_settings,
     json_schema,
     load_file,
     load_text,
-    retry_policy,
 )
 from backhaul.config.load import load_data
 from backhaul.config.model import advisories
 from backhaul.edge import runtime_config
-from backhaul.edge.settings import SocketAddress, freeze, thaw
+from backhaul.edge.settings import SocketAddress, balance_settings, freeze, retry_policy, thaw
 from backhaul.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "edge.yaml"

@@ -33,8 +33,8 @@ __all__ = ["EXTRA_FIELDS", "models", "render"]
 #: Fields the edge adds to a model's runtime class: ``(name, type, what it is)``.
 EXTRA_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "Cluster": (
-        ("balance", "BalanceSettings", "the balancer's settings (config.balance_settings)"),
-        ("retry", "RetryPolicy", "the cluster's retry policy (config.retry_policy)"),
+        ("balance", "BalanceSettings", "the balancer's settings (settings.balance_settings)"),
+        ("retry", "RetryPolicy", "the cluster's retry policy (settings.retry_policy)"),
     ),
     "ProxyAction": (("retry_policy", "RetryPolicy", "this route's effective retry policy"),),
 }

@@ -525,8 +525,8 @@ class Cluster:
     retries: ClusterRetries
     circuit_breakers: CircuitBreakerSettings
     tls: UpstreamTls | None
-    balance: BalanceSettings  # the balancer's settings (config.balance_settings)
-    retry: RetryPolicy  # the cluster's retry policy (config.retry_policy)
+    balance: BalanceSettings  # the balancer's settings (settings.balance_settings)
+    retry: RetryPolicy  # the cluster's retry policy (settings.retry_policy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,19 +16,82 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from backhaul.balance import (
+    BalanceSettings,
+    HealthThresholds,
+    OutlierDetection,
+    RetryPolicy,
+    SlowStart,
+)
 from backhaul.edge import runtime_config as rt
+from backhaul.errors import ConfigError
 from backhaul.net.socket_address import SocketAddress
 
-__all__ = ["SocketAddress", "freeze", "runtime", "thaw"]
+__all__ = ["SocketAddress", "balance_settings", "freeze", "retry_policy", "runtime", "thaw"]
 
 _LEFT_OUT = {"EdgeConfig": ("dhcp",)}  # the DHCP service validates its own section
 
 
-def runtime(config: Any) -> rt.EdgeConfig:
-    """The runtime form of a validated :class:`backhaul.config.EdgeConfig`."""
-    from backhaul.config import balance_settings, retry_policy
+def retry_policy(retries: Any, non_idempotent: bool = False) -> RetryPolicy:
+    """The :class:`~backhaul.balance.RetryPolicy` of a ``retries`` block (a route's
+    ``proxy.retries`` or its cluster's; validated or runtime config: attributes only),
+    ``non_idempotent`` from the route's ``retry_non_idempotent``."""
+    return RetryPolicy(
+        max_retries=retries.max_retries,
+        connect_failure="connect-failure" in retries.retry_on,
+        reset="reset" in retries.retry_on,
+        statuses=frozenset(x for x in retries.retry_on if isinstance(x, int)),
+        non_idempotent=non_idempotent,
+        per_try_timeout=retries.per_try_timeout,
+        backoff_base=retries.backoff.base,
+        backoff_max=retries.backoff.max,
+    )
 
+
+def balance_settings(cluster: Any) -> BalanceSettings:
+    """The :class:`~backhaul.balance.BalanceSettings` of ``cluster`` (what ``make_balancer``
+    takes besides the endpoints; validated or runtime config: attributes only)."""
+    checks = cluster.health_checks
+    outlier = cluster.outlier_detection
+    return BalanceSettings(
+        policy=cluster.policy,
+        health=HealthThresholds(
+            healthy_threshold=checks.healthy_threshold if checks else 2,
+            unhealthy_threshold=checks.unhealthy_threshold if checks else 3,
+        ),
+        outlier=None
+        if outlier is None
+        else OutlierDetection(
+            consecutive_5xx=outlier.consecutive_5xx,
+            consecutive_connect_failures=outlier.consecutive_connect_failures,
+            base_ejection_time=outlier.base_ejection_time,
+            max_ejection_time=outlier.max_ejection_time,
+            max_ejection_percent=outlier.max_ejection_percent,
+            decay_interval=outlier.decay_interval,
+        ),
+        slow_start=SlowStart(
+            window=cluster.slow_start.window,
+            min_weight_percent=cluster.slow_start.min_weight_percent,
+        ),
+        panic_threshold=cluster.panic_threshold,
+        virtual_nodes=cluster.ring_hash.virtual_nodes,
+        maglev_table_size=cluster.maglev.table_size,
+        latency_decay=cluster.least_request.latency_decay,
+    )
+
+
+def runtime(config: Any, source: str = "<config>") -> rt.EdgeConfig:
+    """The runtime form of a validated :class:`backhaul.config.EdgeConfig`. The config's
+    own checks cover what the balance classes refuse; should one be missing, the refusal is a
+    :class:`ConfigError` naming the cluster (``source``: the file), not a crash."""
     clusters = config.clusters
+    for name, cluster in clusters.items():
+        try:
+            balance_settings(cluster)
+            retry_policy(cluster.retries)
+        except ValueError as exc:
+            path = f"clusters.{name}"
+            raise ConfigError(source, [(path, f"refused by the balancer: {exc}")]) from exc
 
     def convert(value: Any) -> Any:
         model = type(value)
@@ -60,9 +123,9 @@ def runtime(config: Any) -> rt.EdgeConfig:
     return result
 
 
-def freeze(config: Any) -> bytes:
+def freeze(config: Any, source: str = "<config>") -> bytes:
     """Bytes of a validated config (a pydantic model) in its runtime form."""
-    return pickle.dumps(runtime(config), protocol=5)
+    return pickle.dumps(runtime(config, source), protocol=5)
 
 
 def thaw(data: bytes) -> rt.EdgeConfig:
