@@ -27,7 +27,8 @@ SIGHUP and waits on :class:`~backhaul.state.reload_status.ReloadStatus`):
    error fails the reload), then its workers. When all of them serve, the old workers get
    SIGTERM: they stop accepting, finish in-flight requests within the drain timeout and
    exit. A new worker that fails to start fails the reload, and the old generation stays.
-   The DNS processes restart on the new generation (new ones start before the old stop);
+   The DNS processes restart on the new generation when something they read changed (the
+   ``dns:`` section, the clusters, the shared state; new ones start before the old stop);
    a changed ``dhcp:`` section restarts the DHCP sidecar.
 5. The outcome goes to :class:`ReloadStatus` (generation, digest, last result and error),
    to the status file ``backhaul reload`` reads (:mod:`backhaul.edge.runfiles`), and to a
@@ -277,21 +278,39 @@ class _Supervisor:
             # Room for two generations at once (the old drains while the new serves).
             store = SharedCounters(layout, 2 * prepared.workers)
         labels = endpoint_labels(config)
-        # The operator's drain requests, shared by the workers (see the admin API); an
-        # endpoint that stays keeps what the operator asked unless the config changed it.
-        control = EndpointControl(labels)
-        if previous is not None:
-            before = {(c, label): drain for c, label, drain in endpoint_labels(previous.config)}
+        # The operator's drain requests, shared by the workers (see the admin API). The same
+        # endpoints (and drain flags in the config): the same bytes, so nothing is lost.
+        # Otherwise an endpoint that stays keeps what the operator asked unless the config
+        # changed its drain flag.
+        before = endpoint_labels(previous.config) if previous is not None else None
+        if previous is not None and before == labels:
+            control = previous.control
+        else:
+            control = EndpointControl(labels)
+        if previous is not None and control is not previous.control:
+            wished = {(c, label): drain for c, label, drain in before or ()}
             for cluster, label, drain in labels:
                 i = previous.control.find(cluster, label)
                 j = control.find(cluster, label)
-                if i is not None and j is not None and before.get((cluster, label)) == drain:
+                if i is not None and j is not None and wished.get((cluster, label)) == drain:
                     control.set_drain(j, previous.control.drain_wanted(i))
         gen = Generation(number, prepared, config, store, control, sockets)
-        if getattr(config, "dns", None) is not None:
+        dns = getattr(config, "dns", None)
+        if dns is None:
+            return gen
+        if (
+            previous is not None
+            and previous.dns is not None
+            and previous.config.dns == dns
+            and previous.config.clusters == config.clusters
+            and previous.metrics is store
+            and previous.control is control
+        ):
+            gen.dns = previous.dns  # nothing the DNS service reads changed: it runs on
+        else:
             from backhaul.services.dns.process import DnsProcesses
 
-            gen.dns = DnsProcesses(config.dns, config.clusters, control, store)
+            gen.dns = DnsProcesses(dns, config.clusters, control, store)
         return gen
 
     def _generations(self) -> list[Generation]:
@@ -540,16 +559,17 @@ class _Supervisor:
                 self.tls = TlsSupervision.before_fork(config)
             else:
                 self.tls.internal = InternalCertificates(config)
-        if prepared.dhcp != cur.prepared.dhcp and prepared.dhcp is not None:
+        if prepared.dhcp == cur.prepared.dhcp:
+            gen.sidecars = cur.sidecars
+        else:  # the DHCP service restarts on its new section (or stops without one)
             from backhaul.services.sidecar import Sidecar, dhcp_spec
             from backhaul.state import extra_metrics
 
             for old in cur.sidecars:  # before the new workers fork: they read the list
                 with contextlib.suppress(ValueError):
                     extra_metrics.PATHS.remove(old.metrics)
-            gen.sidecars = [Sidecar(dhcp_spec(*prepared.dhcp), _die_with_parent)]
-        elif prepared.dhcp == cur.prepared.dhcp:
-            gen.sidecars = cur.sidecars
+            if prepared.dhcp is not None:
+                gen.sidecars = [Sidecar(dhcp_spec(*prepared.dhcp), _die_with_parent)]
         self.starting = gen
         gen.deadline = time.monotonic() + _START_DEADLINE
         for _ in range(gen.size):
@@ -570,12 +590,13 @@ class _Supervisor:
         self.retiring.append(old)
         # DNS: the new processes (on the new config and shared state) start beside the old
         # ones (SO_REUSEPORT), then the old ones stop.
-        if new.dns is not None:
-            new.dns.start()
-        if old.dns is not None:
-            self.retired.update(old.dns.children)
-            old.dns.signal_all(signal.SIGTERM)
-        share_slots(new.dns.stats if new.dns is not None else None)
+        if new.dns is not old.dns:
+            if new.dns is not None:
+                new.dns.start()
+            if old.dns is not None:
+                self.retired.update(old.dns.children)
+                old.dns.signal_all(signal.SIGTERM)
+            share_slots(new.dns.stats if new.dns is not None else None)
         if new.sidecars is not old.sidecars:
             for sidecar in old.sidecars:
                 if sidecar.pid is not None:
@@ -606,7 +627,8 @@ class _Supervisor:
                 os.kill(pid, signal.SIGTERM)
         gen.deadline = time.monotonic() + 5.0
         self.retiring.append(gen)
-        share_slots(self.current.dns.stats if self.current.dns is not None else None)
+        if gen.dns is not self.current.dns:
+            share_slots(self.current.dns.stats if self.current.dns is not None else None)
         if gen.sidecars is not self.current.sidecars:
             from backhaul.state import extra_metrics
 
@@ -681,10 +703,8 @@ class _Supervisor:
                 self._abort(f"worker {pid} {describe_exit(status)} before it served")
             elif gen in self.retiring and not gen.workers:
                 self.retiring.remove(gen)
-                if gen.metrics is not self.current.metrics and (
-                    self.starting is None or gen.metrics is not self.starting.metrics
-                ):
-                    gen.metrics.close()
+                if all(g.metrics is not gen.metrics for g in self._generations()):
+                    gen.metrics.close()  # this process's mapping; no generation uses it
             return
         if not restart:
             return
