@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from backhaul.config.model import EdgeConfig
 from backhaul.config.units import Address
+from backhaul.vocabulary.balancing import Policy
 
 __all__ = ["EXTRA_FIELDS", "models", "render"]
 
@@ -81,6 +82,8 @@ def _type(annotation: Any) -> str:
     if origin is Union or origin is types.UnionType:
         return " | ".join(_type(a) for a in args)
     if origin is Literal:
+        if annotation == Policy:  # the shared vocabulary's name, not a copy of it
+            return "Policy"
         return f"Literal[{', '.join(repr(a) for a in args)}]"
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
@@ -130,6 +133,7 @@ def render() -> str:
         "from backhaul.balance.retry import RetryPolicy",
         "from backhaul.balance.settings import BalanceSettings",
         "from backhaul.net.socket_address import SocketAddress",
+        "from backhaul.vocabulary.balancing import Policy",
         "",
         "__all__ = [",
         '    "CLASSES",',

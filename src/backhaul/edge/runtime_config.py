@@ -15,6 +15,7 @@ from typing import Literal
 from backhaul.balance.retry import RetryPolicy
 from backhaul.balance.settings import BalanceSettings
 from backhaul.net.socket_address import SocketAddress
+from backhaul.vocabulary.balancing import Policy
 
 __all__ = [
     "CLASSES",
@@ -502,15 +503,7 @@ class Cluster:
 
     endpoints: tuple[Endpoint, ...]
     endpoints_from: EndpointsFrom | None
-    policy: Literal[
-        "round_robin",
-        "weighted_round_robin",
-        "least_connections",
-        "least_request",
-        "random",
-        "ring_hash",
-        "maglev",
-    ]
+    policy: Policy
     timeouts: ClusterTimeouts
     pool: Pool
     hash_key: HashKey | None
