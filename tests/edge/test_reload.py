@@ -208,6 +208,12 @@ def test_bad_config_reported_and_old_kept(tmp_path: Path) -> None:
             assert version_is(edge.port, "good")
             assert metric(scrape(admin), "backhaul_config_last_reload_success") == 0
             assert "config reload failed; generation 1" in edge.stderr_path.read_text()
+            # pydantic ran in the validating child only: neither the supervisor nor a worker
+            # has it (its compiled core would be mapped), nor the YAML parser
+            for pid in [edge.proc.pid, *edge.worker_pids()]:
+                maps = Path(f"/proc/{pid}/maps").read_text()
+                assert "pydantic_core" not in maps, pid
+                assert "_yaml" not in maps, pid
 
 
 def test_listener_added_then_removed(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ TOKEN``; the comparison is constant-time and the token is never logged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -27,6 +28,7 @@ import os
 import platform
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -36,6 +38,7 @@ from backhaul.admin.docs import docs_page
 from backhaul.admin.metrics import metrics_renderer
 from backhaul.admin.router import ApiError, Router
 from backhaul.admin.server import Request, Response, problem
+from backhaul.net.socket_address import SocketAddress
 from backhaul.state.endpoint_control import EndpointControl
 from backhaul.state.shared_counters import HEALTH_STATES, STALE_AFTER, SharedCounters
 
@@ -201,18 +204,25 @@ class VersionView(BaseModel):
 
 
 # -- the state the handlers read -----------------------------------------------------------
-def plain_config(node: Any) -> Any:
-    """A thawed config (:func:`backhaul.edge.settings.thaw`) as JSON data: addresses as
-    ``host:port``, the policy objects pickled for the workers left out."""
-    if hasattr(node, "items") and not isinstance(node, dict | str):
-        node = dict(node.items())
-    if isinstance(node, dict):
-        return {k: plain_config(v) for k, v in node.items() if not isinstance(v, bytes)}
-    if isinstance(node, tuple) and hasattr(node, "host"):
-        return str(node)
-    if isinstance(node, list | tuple):
-        return [plain_config(v) for v in node]
-    return node
+def plain_config(value: Any) -> Any:
+    """The runtime config (:mod:`backhaul.edge.runtime_config`), or a part of it, as JSON
+    data: addresses as ``host:port``; the policy objects the edge derives from the config
+    (a cluster's ``balance`` and ``retry``, a route's ``retry_policy``) left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain_config(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not type(getattr(value, f.name)).__module__.startswith("backhaul.balance.")
+        }
+    if isinstance(value, Mapping):
+        return {str(k): plain_config(v) for k, v in value.items()}
+    if isinstance(value, SocketAddress):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [plain_config(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 class AdminState:

@@ -27,7 +27,8 @@ SIGHUP and waits on :class:`~backhaul.state.reload_status.ReloadStatus`):
    error fails the reload), then its workers. When all of them serve, the old workers get
    SIGTERM: they stop accepting, finish in-flight requests within the drain timeout and
    exit. A new worker that fails to start fails the reload, and the old generation stays.
-   The DNS processes restart on the new generation (new ones start before the old stop);
+   The DNS processes restart on the new generation when something they read changed (the
+   ``dns:`` section, the clusters, the shared state; new ones start before the old stop);
    a changed ``dhcp:`` section restarts the DHCP sidecar.
 5. The outcome goes to :class:`ReloadStatus` (generation, digest, last result and error),
    to the status file ``backhaul reload`` reads (:mod:`backhaul.edge.runfiles`), and to a
@@ -47,6 +48,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from backhaul.edge import runtime_config as rt
 from backhaul.edge.candidate import Candidate, Prepared, max_workers
 from backhaul.errors import BackhaulError, NetworkError, UsageError
 from backhaul.net.bind_error import explain_bind_error
@@ -91,7 +93,7 @@ def validate_binds(config: Any) -> None:
 
 
 def run_worker_process(
-    config: Any,
+    config: rt.EdgeConfig,
     metrics: Any = None,
     control: Any = None,
     sockets: Any = None,
@@ -143,7 +145,7 @@ class Generation:
         self,
         number: int,
         prepared: Prepared,
-        config: Any,
+        config: rt.EdgeConfig,
         metrics: SharedCounters,
         control: EndpointControl,
         sockets: dict[str, socket.socket],
@@ -221,7 +223,7 @@ class _Supervisor:
         self.admin = self._control_process(self.current)
 
     # -- generations ---------------------------------------------------------------------
-    def _sockets_for(self, config: Any) -> dict[str, socket.socket]:
+    def _sockets_for(self, config: rt.EdgeConfig) -> dict[str, socket.socket]:
         """The listening socket of each listener of ``config``: the one already bound for
         its address, else a new one (:class:`NetworkError` when it cannot be bound)."""
         from backhaul.edge.listen import bind_listener_socket
@@ -257,7 +259,7 @@ class _Supervisor:
         self,
         number: int,
         prepared: Prepared,
-        config: Any,
+        config: rt.EdgeConfig,
         sockets: dict[str, socket.socket],
         previous: Generation | None,
     ) -> Generation:
@@ -280,23 +282,42 @@ class _Supervisor:
             # Room for two generations at once (the old drains while the new serves).
             store = SharedCounters(layout, 2 * prepared.workers)
         labels = endpoint_labels(config)
-        # The operator's drain requests, shared by the workers (see the admin API); an
-        # endpoint that stays keeps what the operator asked unless the config changed it.
-        control = EndpointControl(labels, store.slots)
-        if previous is not None:
-            before = {(c, label): drain for c, label, drain in endpoint_labels(previous.config)}
+        # The operator's drain requests and the health checker's results, shared by the
+        # workers (see the admin API). The same endpoints and the same metrics store (its
+        # slots number the workers' rows): the same map, so nothing is lost. Otherwise an
+        # endpoint that stays keeps what the operator asked unless the config changed its
+        # drain flag, and what the health checker found.
+        before = endpoint_labels(previous.config) if previous is not None else None
+        if previous is not None and before == labels and store is previous.metrics:
+            control = previous.control
+        else:
+            control = EndpointControl(labels, store.slots)
+        if previous is not None and control is not previous.control:
+            wished = {(c, label): drain for c, label, drain in before or ()}
             for cluster, label, drain in labels:
                 i = previous.control.find(cluster, label)
                 j = control.find(cluster, label)
-                if i is not None and j is not None and before.get((cluster, label)) == drain:
+                if i is not None and j is not None and wished.get((cluster, label)) == drain:
                     control.set_drain(j, previous.control.drain_wanted(i))
                 if i is not None and j is not None:  # what the health checker found so far
                     control.health.copy_check(j, previous.control.health, i)
         gen = Generation(number, prepared, config, store, control, sockets)
-        if getattr(config, "dns", None) is not None:
+        dns = getattr(config, "dns", None)
+        if dns is None:
+            return gen
+        if (
+            previous is not None
+            and previous.dns is not None
+            and previous.config.dns == dns
+            and previous.config.clusters == config.clusters
+            and previous.metrics is store
+            and previous.control is control
+        ):
+            gen.dns = previous.dns  # nothing the DNS service reads changed: it runs on
+        else:
             from backhaul.services.dns.process import DnsProcesses
 
-            gen.dns = DnsProcesses(config.dns, config.clusters, control, store)
+            gen.dns = DnsProcesses(dns, config.clusters, control, store)
         return gen
 
     # -- the control process (backhaul.admin.process) -------------------------------------
@@ -306,7 +327,7 @@ class _Supervisor:
         admin = getattr(config, "admin", None)
         if admin is None:
             return None
-        current = self.admin.admin_socket if self.admin is not None else None
+        current: socket.socket | None = self.admin.admin_socket if self.admin is not None else None
         if current is not None and self.admin_address == (admin.address.host, admin.address.port):
             return current
         from backhaul.edge.listen import bind_listener_socket
@@ -605,16 +626,17 @@ class _Supervisor:
                 self.tls = TlsSupervision.before_fork(config)
             else:
                 self.tls.internal = InternalCertificates(config)
-        if prepared.dhcp != cur.prepared.dhcp and prepared.dhcp is not None:
+        if prepared.dhcp == cur.prepared.dhcp:
+            gen.sidecars = cur.sidecars
+        else:  # the DHCP service restarts on its new section (or stops without one)
             from backhaul.services.sidecar import Sidecar, dhcp_spec
             from backhaul.state import extra_metrics
 
             for old in cur.sidecars:  # before the new workers fork: they read the list
                 with contextlib.suppress(ValueError):
                     extra_metrics.PATHS.remove(old.metrics)
-            gen.sidecars = [Sidecar(dhcp_spec(*prepared.dhcp), _die_with_parent)]
-        elif prepared.dhcp == cur.prepared.dhcp:
-            gen.sidecars = cur.sidecars
+            if prepared.dhcp is not None:
+                gen.sidecars = [Sidecar(dhcp_spec(*prepared.dhcp), _die_with_parent)]
         self.starting = gen
         gen.deadline = time.monotonic() + _START_DEADLINE
         for _ in range(gen.size):
@@ -635,12 +657,13 @@ class _Supervisor:
         self.retiring.append(old)
         # DNS: the new processes (on the new config and shared state) start beside the old
         # ones (SO_REUSEPORT), then the old ones stop.
-        if new.dns is not None:
-            new.dns.start()
-        if old.dns is not None:
-            self.retired.update(old.dns.children)
-            old.dns.signal_all(signal.SIGTERM)
-        share_slots(new.dns.stats if new.dns is not None else None)
+        if new.dns is not old.dns:
+            if new.dns is not None:
+                new.dns.start()
+            if old.dns is not None:
+                self.retired.update(old.dns.children)
+                old.dns.signal_all(signal.SIGTERM)
+            share_slots(new.dns.stats if new.dns is not None else None)
         if new.sidecars is not old.sidecars:
             for sidecar in old.sidecars:
                 if sidecar.pid is not None:
@@ -672,7 +695,8 @@ class _Supervisor:
                 os.kill(pid, signal.SIGTERM)
         gen.deadline = time.monotonic() + 5.0
         self.retiring.append(gen)
-        share_slots(self.current.dns.stats if self.current.dns is not None else None)
+        if gen.dns is not self.current.dns:
+            share_slots(self.current.dns.stats if self.current.dns is not None else None)
         if gen.sidecars is not self.current.sidecars:
             from backhaul.state import extra_metrics
 
@@ -749,10 +773,8 @@ class _Supervisor:
                 self._abort(f"worker {pid} {describe_exit(status)} before it served")
             elif gen in self.retiring and not gen.workers:
                 self.retiring.remove(gen)
-                if gen.metrics is not self.current.metrics and (
-                    self.starting is None or gen.metrics is not self.starting.metrics
-                ):
-                    gen.metrics.close()
+                if all(g.metrics is not gen.metrics for g in self._generations()):
+                    gen.metrics.close()  # this process's mapping; no generation uses it
             return
         if not restart:
             return

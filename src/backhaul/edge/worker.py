@@ -17,6 +17,7 @@ import sys
 import traceback
 from typing import Any
 
+from backhaul.edge import runtime_config as rt
 from backhaul.edge.accesslog import AccessLog
 from backhaul.edge.cluster import Cluster
 from backhaul.edge.datapath import (
@@ -31,7 +32,6 @@ from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
-from backhaul.edge.settings import unpickle
 from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
 from backhaul.state.reload_status import ReloadStatus
@@ -70,7 +70,7 @@ class ListenerRuntime:
         "x_forwarded",
     )
 
-    def __init__(self, config: Any, routes: RouteTable) -> None:
+    def __init__(self, config: rt.Listener, routes: RouteTable) -> None:
         self.name: str = config.name
         self.address = config.address
         self.routes = routes
@@ -88,7 +88,9 @@ class ListenerRuntime:
         self.x_forwarded = bool(fwd.x_forwarded)
         self.forwarded = bool(fwd.forwarded)
         self.request_id = bool(fwd.request_id)
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.metrics_index = 0  # this listener's index in the metrics layout
+        self.metrics_none = 0  # its metrics series for requests no route took
         self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
 
@@ -108,7 +110,7 @@ class Worker:
 
     def __init__(
         self,
-        config: Any,
+        config: rt.EdgeConfig,
         loop: asyncio.AbstractEventLoop | None = None,
         metrics: tuple[SharedCounters, int] | None = None,
         control: EndpointControl | None = None,
@@ -191,11 +193,14 @@ class Worker:
                 if route_cfg.listeners and lst.name not in route_cfg.listeners:
                     continue
                 route = CompiledRoute(i, route_cfg, default_body)
-                route.metrics_key = self.metrics.layout.series(lst.name, route_cfg.name)
-                if route.kind == "proxy":
-                    cluster = self.clusters[route_cfg.proxy.cluster]
+                # a slot of CompiledRoute (routing.py) that declares no type for it
+                key = self.metrics.layout.series(lst.name, route_cfg.name)
+                route.metrics_key = key  # type: ignore[attr-defined]
+                proxy = route_cfg.proxy
+                if route.kind == "proxy" and proxy is not None:
+                    cluster = self.clusters[proxy.cluster]
                     route.cluster = cluster
-                    policy = unpickle(route_cfg.proxy.runtime_retry)
+                    policy = proxy.retry_policy
                     route.retry_policy = policy
                     route.try_timeout = min(
                         cluster.response_headers_timeout,
@@ -330,12 +335,13 @@ class Worker:
     @staticmethod
     def _idle_for(conn: HttpConnection, now: float) -> float:
         """How long ``conn`` has waited for a request (its deadline minus the timeout)."""
-        listener = conn.listener
+        listener: ListenerRuntime = conn.listener
+        deadline = float(conn.deadline)
         if conn.deadline_kind == DEADLINE_IDLE:
-            return now - (conn.deadline - listener.keepalive_timeout)
+            return now - (deadline - listener.keepalive_timeout)
         if conn.deadline_kind == DEADLINE_NONE:
             return DRAIN_IDLE_GRACE
-        return now - (conn.deadline - listener.headers_timeout)
+        return now - (deadline - listener.headers_timeout)
 
     async def aclose(self) -> None:
         """Stop everything this worker started (bounded)."""

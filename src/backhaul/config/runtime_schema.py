@@ -1,0 +1,167 @@
+"""The source of :mod:`backhaul.edge.runtime_config`: one frozen dataclass per config model.
+
+The serving processes (the supervisor, its workers, the DNS processes) read the config as
+frozen, typed dataclasses that mirror the validated pydantic models field by field, so that
+they never import pydantic and mypy checks what they read. Those classes are generated from
+the models here, so the two cannot drift apart: a test compares the checked-in module with
+:func:`render`, and ``python -m backhaul.config.runtime_schema > src/backhaul/edge/
+runtime_config.py`` then ``ruff format`` on it rewrite it after a model changes.
+
+Mapping: a model becomes a ``@dataclass(frozen=True, slots=True)`` of the same name with the
+same fields; ``Annotated`` units become their plain type (durations ``float`` seconds, sizes
+``int`` bytes), an address becomes ``SocketAddress``, ``dict`` becomes ``Mapping``. The
+``dhcp`` section is left out (the DHCP service validates its own section). A few fields that
+the edge derives once from the config are added (:data:`EXTRA_FIELDS`): the balance and retry
+policy objects of each cluster and each proxy route.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from backhaul.config.model import EdgeConfig
+from backhaul.config.units import Address
+from backhaul.vocabulary.balancing import Policy
+
+__all__ = ["EXTRA_FIELDS", "models", "render"]
+
+#: Fields the edge adds to a model's runtime class: ``(name, type, what it is)``.
+EXTRA_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "Cluster": (
+        ("balance", "BalanceSettings", "the balancer's settings (settings.balance_settings)"),
+        ("retry", "RetryPolicy", "the cluster's retry policy (settings.retry_policy)"),
+    ),
+    "ProxyAction": (("retry_policy", "RetryPolicy", "this route's effective retry policy"),),
+}
+
+_LEFT_OUT = {"dhcp"}  # EdgeConfig fields the serving processes never get
+
+
+def models() -> list[type[BaseModel]]:
+    """Every model reachable from :class:`EdgeConfig` (without the left-out sections), the
+    ones a class refers to before it."""
+    order: list[type[BaseModel]] = []
+    seen: set[type[BaseModel]] = set()
+
+    def visit(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            if model is EdgeConfig and name in _LEFT_OUT:
+                continue
+            for inner in _models_in(info.annotation):
+                visit(inner)
+        order.append(model)
+
+    visit(EdgeConfig)
+    return order
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        found += _models_in(arg)
+    return found
+
+
+def _type(annotation: Any) -> str:
+    """The runtime type of a model field's annotation, as source text."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is typing.Annotated:
+        return _type(args[0])
+    if origin is Union or origin is types.UnionType:
+        return " | ".join(_type(a) for a in args)
+    if origin is Literal:
+        if annotation == Policy:  # the shared vocabulary's name, not a copy of it
+            return "Policy"
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"tuple[{_type(args[0])}, ...]"
+        return f"tuple[{', '.join(_type(a) for a in args)}]"
+    if origin is dict:
+        return f"Mapping[{_type(args[0])}, {_type(args[1])}]"
+    if annotation is type(None):
+        return "None"
+    if annotation is Address:
+        return "SocketAddress"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.__name__
+    if annotation in (str, int, float, bool, bytes):
+        return str(annotation.__name__)
+    raise TypeError(f"no runtime type for the config annotation {annotation!r}")
+
+
+def _doc(model: type[BaseModel]) -> list[str]:
+    """The docstring lines of ``model``'s runtime class: its first paragraph, rewrapped."""
+    first = (model.__doc__ or "").strip().split("\n\n", 1)[0]
+    text = " ".join(first.split()) or f"The {model.__name__} section."
+    lines = textwrap.wrap(text, 88, break_on_hyphens=False, break_long_words=False)
+    if len(lines) == 1 and len(lines[0]) <= 86:
+        return [f'    """{lines[0]}"""']
+    return [f'    """{lines[0]}', *(f"    {line}" for line in lines[1:]), '    """']
+
+
+def render() -> str:
+    """The source of :mod:`backhaul.edge.runtime_config`."""
+    classes = models()
+    out = [
+        '"""The config as the serving processes read it: frozen, typed, without pydantic.',
+        "",
+        "GENERATED by ``python -m backhaul.config.runtime_schema`` from the config models (see",
+        "that module); do not edit by hand. One class per model, same names and fields; the",
+        "validated model becomes these objects in the process that validated it",
+        "(:func:`backhaul.edge.settings.freeze`) and crosses into the supervisor pickled.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from collections.abc import Mapping",
+        "from dataclasses import dataclass",
+        "from typing import Literal",
+        "",
+        "from backhaul.balance.retry import RetryPolicy",
+        "from backhaul.balance.settings import BalanceSettings",
+        "from backhaul.net.socket_address import SocketAddress",
+        "from backhaul.vocabulary.balancing import Policy",
+        "",
+        "__all__ = [",
+        '    "CLASSES",',
+        *[f'    "{name}",' for name in sorted(m.__name__ for m in classes)],
+        "]",
+        "",
+    ]
+    for model in classes:
+        out += ["", "@dataclass(frozen=True, slots=True)", f"class {model.__name__}:"]
+        out += _doc(model)
+        out.append("")
+        for name, info in model.model_fields.items():
+            if model is EdgeConfig and name in _LEFT_OUT:
+                continue
+            out.append(f"    {name}: {_type(info.annotation)}")
+        for name, kind, what in EXTRA_FIELDS.get(model.__name__, ()):
+            out.append(f"    {name}: {kind}  # {what}")
+        out.append("")
+    out += [
+        "",
+        "#: Each runtime class by the name of the model it mirrors.",
+        "CLASSES: dict[str, type] = {",
+        *[f'    "{m.__name__}": {m.__name__},' for m in classes],
+        "}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
