@@ -148,6 +148,8 @@ def run_control(
                     flush=True,
                 )
             await stop.wait()
+            # Checks first: a reload's new control process checks the same endpoints now.
+            await checker.aclose()
             if server is not None:  # stop accepting; answer what has begun
                 await server.wait_idle(GRACE)
         finally:
