@@ -26,8 +26,8 @@ framing is valid) are :mod:`backhaul.http`'s, compiled from the same source.
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
@@ -37,7 +37,6 @@ from backhaul.state.recorder cimport Recorder
 import asyncio
 import time
 from email.utils import formatdate
-from time import perf_counter
 
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
@@ -62,7 +61,7 @@ from backhaul.http.headers import (
     forwarded_value,
     via_element,
 )
-from backhaul.http.target import parse_target
+from backhaul.http.target import PLAIN_TARGET_BYTES, Target, parse_target
 
 __all__ = [
     "DATA_PLANE",
@@ -79,6 +78,14 @@ __all__ = [
 ]
 
 DATA_PLANE = "compiled (Cython, llhttp)"
+
+
+cdef inline double _mono() noexcept nogil:
+    """Seconds on CLOCK_MONOTONIC: the clock of ``time.perf_counter`` and of the event
+    loop's ``time()`` (libuv's), read without a Python call."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 # -- connection deadlines -----------------------------------------------------------------
 cdef enum:
@@ -1198,10 +1205,9 @@ cdef int _log_json_line(bytearray batch, Exchange ex, double now) except -1:
     cdef Py_ssize_t path_len, query_len = 0
     cdef const char* path
     cdef const char* query = NULL
-    target = ex.target
-    path = PyUnicode_AsUTF8AndSize(target.path, &path_len)
-    if target.query:
-        query = PyUnicode_AsUTF8AndSize(target.query, &query_len)
+    path = PyUnicode_AsUTF8AndSize(ex.path, &path_len)
+    if ex.query:
+        query = PyUnicode_AsUTF8AndSize(ex.query, &query_len)
     route = ex.route
     endpoint = ex.endpoint
     return _json_line(
@@ -1227,7 +1233,7 @@ def append_refusal_line(
 
 cdef int _log_exchange(Exchange ex) except -1:
     """Count the exchange in the metrics and write its access-log line."""
-    cdef double now = perf_counter()
+    cdef double now = ex.worker.stamp
     cdef WorkerContext worker = ex.worker
     worker.stats.exchanges += 1
     route = ex.route
@@ -1265,7 +1271,10 @@ cdef class WorkerContext:
 
     cdef public object owner
     cdef public object loop
-    cdef object loop_time
+    # The clock, read once per event (a read, a connection opened or lost, a deadline, a
+    # timer) at the data plane's entry points: every deadline and duration of that event
+    # uses it, as nginx's cached time does, so an event costs one clock read, not ten.
+    cdef public double stamp
     cdef public bint draining
     cdef public object via  # bytes or None
     cdef public object server_header  # bytes or None
@@ -1281,7 +1290,6 @@ cdef class WorkerContext:
     def __init__(self, owner, loop, via, server_header, access_log, stats, recorder, bytes id_prefix):
         self.owner = owner
         self.loop = loop
-        self.loop_time = loop.time
         self.draining = False
         self.via = via
         self.server_header = server_header
@@ -1293,9 +1301,19 @@ cdef class WorkerContext:
         self.id_counter = 0
         self.date_second = -1
         self.date = b""
+        self.stamp = _mono()
 
-    cdef inline double now(self) except? -1.0:
-        return self.loop_time()
+    cdef inline double now(self) noexcept:
+        """The time of the event being handled (see ``stamp``)."""
+        return self.stamp
+
+    cdef inline double refresh(self) noexcept:
+        self.stamp = _mono()
+        return self.stamp
+
+    def clock(self):
+        """Read the clock (CLOCK_MONOTONIC seconds) into ``stamp`` and return it."""
+        return self.refresh()
 
     cpdef bytes http_date(self):
         """The Date of responses the edge makes itself (RFC 9110 6.6.1), formatted once a
@@ -1384,6 +1402,52 @@ def _parse_failure(exc, bytes data):
     return 400, f"the request is not valid HTTP/1.1: {reason}"
 
 
+# -- the request target's shortcut ----------------------------------------------------------
+cdef bint _plain_target_byte[256]
+for _c in PLAIN_TARGET_BYTES:
+    _plain_target_byte[_c] = True
+
+
+cdef bint _plain_origin_form(const char* url, Py_ssize_t n) noexcept nogil:
+    """Whether ``url`` is an origin-form target that is already normal (see
+    ``backhaul.http.target.PLAIN_TARGET_BYTES``): then its path and query are its own bytes
+    and ``parse_target`` would return them unchanged."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    cdef unsigned char prev = 0
+    if n == 0 or url[0] != b"/":
+        return False
+    for i in range(n):
+        c = <unsigned char>url[i]
+        if not _plain_target_byte[c]:
+            return False
+        if prev == b"/" and (c == b"/" or c == b"."):
+            return False
+        prev = c
+    return True
+
+
+cdef Py_ssize_t _query_at(const char* url, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if url[i] == b"?":
+            return i
+    return n
+
+
+def plain_origin_target(bytes url):
+    """``(path, query)`` when the data plane takes its shortcut for ``url`` (an already
+    normal origin-form target), else None: for tests, which hold it equal to
+    ``parse_target``."""
+    cdef const char* data = PyBytes_AS_STRING(url)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(url)
+    cdef Py_ssize_t q
+    if not _plain_origin_form(data, n):
+        return None
+    q = _query_at(data, n)
+    return (data[:q].decode("ascii"), data[q + 1:n].decode("ascii") if q < n else "")
+
+
 cdef class HttpConnection(Http1Peer):
     """One downstream (client) connection speaking HTTP/1.1."""
 
@@ -1440,7 +1504,7 @@ cdef class HttpConnection(Http1Peer):
         self.client_ip = peer[0] if peer else ""
         worker = self.worker
         worker.connections.add(self)
-        self.deadline = worker.now() + self.listener.headers_timeout
+        self.deadline = worker.refresh() + self.listener.headers_timeout
         self.deadline_kind = DL_HEADERS
         if worker.draining:
             self.flow.closing = True
@@ -1458,6 +1522,7 @@ cdef class HttpConnection(Http1Peer):
         cdef const char* pos
         if self.refusal is not None:
             return  # a bad request was read: nothing after it is
+        self.worker.refresh()
         if self.deadline_kind == DL_IDLE:
             self.deadline = self.worker.now() + self.listener.headers_timeout
             self.deadline_kind = DL_HEADERS
@@ -1536,6 +1601,7 @@ cdef class HttpConnection(Http1Peer):
         return True
 
     def connection_lost(self, exc):
+        self.worker.refresh()
         self.worker.connections.discard(self)
         self.flow.closing = True
         tx = self.tx
@@ -1555,6 +1621,7 @@ cdef class HttpConnection(Http1Peer):
             self.tx.downstream_pause_writing()
 
     def resume_writing(self):
+        self.worker.refresh()
         self.flow.write_paused = False
         if self.tx is not None:
             self.tx.downstream_resume_writing()
@@ -1586,8 +1653,18 @@ cdef class HttpConnection(Http1Peer):
         for name, value in headers:
             if len(name) == 12 and name.lower() == b"x-request-id":
                 self.request_id_in = value.strip()
-        target = parse_target(method, url)
-        facts = inspect_request_head(self.version(), headers, target.authority, values_checked=True)
+        cdef str path
+        cdef str query = ""
+        cdef Py_ssize_t q
+        authority = None
+        if _plain_origin_form(self.hbuf, self.url_len):
+            q = _query_at(self.hbuf, self.url_len)
+            path = PyUnicode_DecodeASCII(self.hbuf, q, NULL)
+            if q < self.url_len:
+                query = PyUnicode_DecodeASCII(self.hbuf + q + 1, self.url_len - q - 1, NULL)
+        else:
+            path, query, authority = parse_target(method, url)
+        facts = inspect_request_head(self.version(), headers, authority, values_checked=True)
         if (facts.content_length or facts.chunked) and self.parser.upgrade:
             # llhttp stops parsing at the head of an Upgrade request (the rest would be the
             # new protocol), so its body could not be framed: refuse rather than read the
@@ -1603,11 +1680,11 @@ cdef class HttpConnection(Http1Peer):
         tls = listener.tls  # routes may match the verified client certificate
         route = listener.routes.match(
             facts.host,
-            target.path,
+            path,
             method,
             headers if tls is None else tls.route_headers(headers, self.transport),
         )
-        ex = Exchange(self, method, target, facts, headers, route)
+        ex = Exchange.new(self, method, path, query, authority, facts, headers, route)
         if self.request_id_in is not None:
             ex.request_id = self.request_id_in
             ex.request_id_foreign = True
@@ -1813,6 +1890,7 @@ cdef class HttpConnection(Http1Peer):
         self.close()
 
     def on_deadline(self, double now):
+        self.worker.refresh()
         kind = self.deadline_kind
         self.deadline_kind = DL_NONE
         if kind == DL_IDLE:
@@ -1855,7 +1933,9 @@ cdef class Exchange:
     cdef public HttpConnection conn
     cdef public WorkerContext worker
     cdef public bytes method
-    cdef public object target
+    cdef public str path  # the normalised path (backhaul.http.target)
+    cdef public str query  # the raw query, without "?"
+    cdef public object authority  # bytes of an absolute-form target, else None
     cdef public object facts
     cdef public list headers
     cdef public object route
@@ -1899,19 +1979,30 @@ cdef class Exchange:
     cdef public Py_ssize_t mark_head
     cdef bytes up_head  # the head for the upstream, made while the request's spans were live
 
-    def __init__(self, HttpConnection conn, bytes method, target, facts, list headers, route):
+    @staticmethod
+    cdef Exchange new(HttpConnection conn, bytes method, str path, str query, authority,
+                      facts, list headers, route):
+        cdef Exchange self = Exchange.__new__(Exchange)
         self.conn = conn
         self.worker = conn.worker
         self.method = method
-        self.target = target
+        self.path = path
+        self.query = query
+        self.authority = authority
         self.facts = facts
         self.headers = headers
         self.route = route
-        self.start_time = perf_counter()
+        self.start_time = self.worker.stamp
         self.request_id = None
         self.keep_alive = facts.keep_alive
         self.upstream_time = None
         self.replayable = True
+        return self
+
+    @property
+    def target(self):
+        """The request target as :class:`backhaul.http.target.Target`."""
+        return Target(self.path, self.query, self.authority)
 
     # -- starting -----------------------------------------------------------------------
     cpdef start(self):
@@ -1922,7 +2013,7 @@ cdef class Exchange:
         if route is None:
             self.respond_error(
                 404,
-                f"no route matches host '{facts.host}' and path '{self.target.path}'",
+                f"no route matches host '{facts.host}' and path '{self.path}'",
             )
             return
         limit = route.body_limit
@@ -1945,7 +2036,7 @@ cdef class Exchange:
             self.replayable = not (facts.content_length or facts.chunked)
             if cluster.hash_key is not None:
                 self.hash = cluster.hash_key.extract(
-                    self.conn.client_ip, self.target.path, self.headers
+                    self.conn.client_ip, self.path, self.headers
                 )
             sticky = cluster.sticky
             if sticky is not None:
@@ -1984,7 +2075,7 @@ cdef class Exchange:
         self.tries += 1
         cluster.balancer.started(endpoint)
         self.in_try = True
-        self.try_start = perf_counter()
+        self.try_start = self.worker.stamp
         if upstream is not None:
             self.attach(upstream)
         else:
@@ -1997,7 +2088,7 @@ cdef class Exchange:
             endpoint = self.endpoint
             cluster = endpoint.cluster
             events = cluster.balancer.finished(
-                endpoint, self.worker.now(), outcome, perf_counter() - self.try_start
+                endpoint, self.worker.now(), outcome, self.worker.stamp - self.try_start
             )
             if events:
                 cluster.log_events(events)
@@ -2045,6 +2136,7 @@ cdef class Exchange:
         return True
 
     def _retry(self, endpoint):
+        self.worker.refresh()
         self.retry_timer = None
         if not self.finished and self.conn.transport is not None:
             self.try_endpoint(endpoint)
@@ -2085,6 +2177,7 @@ cdef class Exchange:
             self.try_failed(CONNECT_FAILURE, 502, str(exc))
             return
         finally:
+            self.worker.refresh()
             breakers.pending.release()
             if not connected:
                 breakers.connections.release()
@@ -2126,7 +2219,7 @@ cdef class Exchange:
             conn.send_upstream(upstream, (head, _CHUNK_END))
         else:
             conn.send_upstream(upstream, (head,))
-        self.upstream_start = perf_counter()
+        self.upstream_start = self.worker.stamp
         self.deadline = worker.now() + route.try_timeout
         self.deadline_kind = EX_RESPONSE_HEADERS
         conn.flow.resume(PAUSE_UPSTREAM)
@@ -2143,8 +2236,8 @@ cdef class Exchange:
         cdef HttpConnection conn = self.conn
         route = self.route
         listener = conn.listener
-        path = route.rewrite_path(self.target.path)
-        query = self.target.query
+        path = route.rewrite_path(self.path)
+        query = self.query
         target = (path + "?" + query if query else path).encode()
         if self.request_id is None:
             self.request_id = self.worker.next_request_id()
@@ -2164,7 +2257,7 @@ cdef class Exchange:
         host (HTTP/1.0) and the route sets none, so an empty Host line is avoided."""
         return (
             self.route.host_out is None
-            and self.target.authority is None
+            and self.authority is None
             and not self.facts.authority
         )
 
@@ -2175,7 +2268,7 @@ cdef class Exchange:
             return upstream.endpoint.address.encode()
         if route.host_out is not None:
             return route.host_out
-        return self.target.authority
+        return self.authority
 
     # -- the request body ------------------------------------------------------------------
     cdef request_body(self, bytes chunk):
@@ -2310,7 +2403,7 @@ cdef class Exchange:
 
     cdef release_upstream(self, UpstreamConnection upstream, bint reusable):
         self.upstream = None
-        self.upstream_time = perf_counter() - self.upstream_start
+        self.upstream_time = self.worker.stamp - self.upstream_start
         if reusable and not upstream.closed:
             upstream.endpoint.release(upstream, self.worker.now())
         else:
@@ -2381,7 +2474,7 @@ cdef class Exchange:
 
     cdef respond_redirect(self):
         route = self.route
-        location = route.redirect.location(self.target.path, self.target.query)
+        location = route.redirect.location(self.path, self.query)
         self.send_simple(
             route.config.redirect.status, b"", None, [(b"Location", location.encode())]
         )
@@ -2454,7 +2547,7 @@ cdef class Exchange:
         self.bytes_out += len(data) - data.index(b"\r\n\r\n") - 4
         self.conn.write(data)
         if upstream is not None and self.endpoint is not None:
-            self.upstream_time = perf_counter() - self.start_time
+            self.upstream_time = self.worker.stamp - self.start_time
         if self.request_done or not keep_alive:
             self.finish()
 
@@ -2512,6 +2605,7 @@ cdef class Exchange:
         self.release_slots()
 
     def on_deadline(self, double now):
+        self.worker.refresh()
         kind = self.deadline_kind
         self.deadline_kind = EX_NONE
         label = self.endpoint.label if self.endpoint is not None else "?"
@@ -2582,6 +2676,7 @@ cdef class UpstreamConnection(Http1Peer):
             # Bytes from an idle upstream connection: nothing asked for them.
             self.close()
             return
+        ex.worker.refresh()
         conn = ex.conn
         owner = conn.wbuf is None
         if owner:
@@ -2634,6 +2729,7 @@ cdef class UpstreamConnection(Http1Peer):
         ex = self.exchange
         self.free_buffers()
         if ex is not None:
+            ex.worker.refresh()
             self.exchange = None
             ex.upstream_lost(self)
         else:
