@@ -13,9 +13,10 @@ one implementation of every rule, no interpreted twin that could drift):
 - :class:`HttpConnection` is the downstream driver (one ``asyncio.Protocol`` per client
   connection): limits and deadlines, pipelining, the hand-over to an :class:`Exchange`.
 - :class:`Exchange` is one request and its response: route action, balancer pick, tries and
-  retries, streaming both ways, the access-log line. (Its life is still tracked with flags
-  and several ending paths, as the interpreted code had it; an explicit state table with one
-  ``terminate(outcome)`` is the next step.)
+  retries, streaming both ways, the access-log line. Its life is a state machine: named
+  states (``EXCHANGE_STATES``), one transition table (``EXCHANGE_TRANSITIONS``, checked on
+  every move) and one way to end, ``terminate(outcome)``. The request's half (its body
+  still arriving or not) is the one flag beside the state.
 - :class:`UpstreamConnection` is the upstream driver, pooled per endpoint.
 - :class:`FlowControl` is the one object that ties the two transports' backpressure
   together: why reading from the client is paused, and whether the client is writable.
@@ -104,6 +105,45 @@ cdef enum:
     EX_NONE = 0
     EX_RESPONSE_HEADERS = 1
     EX_BODY_IDLE = 2
+
+# -- the exchange's life: named states, one transition table, one way to end ----------------
+cdef enum:
+    XS_QUEUED = 0  # its head was read; it waits for its turn to answer (pipelining)
+    XS_CONNECTING = 1  # a try waits for a new upstream connection
+    XS_BACKOFF = 2  # a retry waits for its backoff timer
+    XS_WAITING = 3  # the request went upstream; no final response head yet
+    XS_STREAMING = 4  # the response head went to the client; its body is flowing
+    XS_RESPONDED = 5  # the whole response went out; the request may still be arriving
+    XS_DONE = 6  # ended, with an outcome
+    XS_COUNT = 7
+
+cdef enum:
+    XO_NONE = 0
+    XO_COMPLETED = 1  # answered and read: the connection goes on (or closes if it must)
+    XO_ABORTED = 2  # the response cannot be completed correctly: the client connection is cut
+    XO_CLIENT_GONE = 3  # the client went away first (logged as 499 if nothing was answered)
+    XO_ABANDONED = 4  # dropped unlogged: the connection is refused (a bad request after it)
+
+EXCHANGE_STATES = ("queued", "connecting", "backoff", "waiting", "streaming", "responded", "done")
+EXCHANGE_OUTCOMES = ("", "completed", "aborted", "client_gone", "abandoned")
+EXCHANGE_TRANSITIONS = {
+    "queued": ("connecting", "waiting", "responded", "done"),
+    "connecting": ("waiting", "backoff", "responded", "done"),
+    "backoff": ("connecting", "waiting", "responded", "done"),
+    # a pooled connection found closed is replaced once (connecting); a retryable status
+    # or failure waits (backoff); an answer the edge makes itself (responded: 502, 504)
+    "waiting": ("connecting", "backoff", "streaming", "responded", "done"),
+    "streaming": ("responded", "done"),
+    "responded": ("done",),
+    "done": (),
+}
+"""The exchange's transition table: the states each state may move to. ``Exchange.goto``
+refuses any other move (a defect, reported as such); ``done`` is left by no transition."""
+
+cdef unsigned int _next_states[XS_COUNT]
+for _from, _tos in EXCHANGE_TRANSITIONS.items():
+    for _to in _tos:
+        _next_states[EXCHANGE_STATES.index(_from)] |= 1u << EXCHANGE_STATES.index(_to)
 
 cdef enum:
     HIGH_WATER = 256 * 1024
@@ -1857,7 +1897,7 @@ cdef class HttpConnection(Http1Peer):
             and tx is not None
             and tx is not refused
             and tx.request_done
-            and not tx.finished
+            and tx.state_ != XS_DONE
         ):
             # Earlier requests are complete: let them be answered, then refuse.
             self.refusal = (status, detail, url)
@@ -1928,7 +1968,12 @@ cdef class HttpConnection(Http1Peer):
 # =========================================================================================
 
 cdef class Exchange:
-    """A request/response pair on one downstream connection."""
+    """A request/response pair on one downstream connection.
+
+    queued -> (connecting | waiting) -> [backoff -> (connecting | waiting)]... -> streaming
+    -> responded -> done, or responded straight from queued when the edge answers itself;
+    every state may end in done (client gone, aborted, abandoned). See EXCHANGE_TRANSITIONS.
+    """
 
     cdef public HttpConnection conn
     cdef public WorkerContext worker
@@ -1942,10 +1987,9 @@ cdef class Exchange:
     cdef public double start_time
     cdef public object request_id
     cdef public bint request_id_foreign
-    cdef public bint started
-    cdef public bint request_done
-    cdef public bint response_done
-    cdef public bint finished
+    cdef int state_  # XS_*: see EXCHANGE_TRANSITIONS
+    cdef int outcome_  # XO_*, once done
+    cdef public bint request_done  # the request's half: its whole body was read
     cdef public bint head_sent
     cdef public bint interim
     cdef public bint read_to_close
@@ -2000,6 +2044,25 @@ cdef class Exchange:
         return self
 
     @property
+    def state(self):
+        """The exchange's state, by name (``EXCHANGE_STATES``)."""
+        return EXCHANGE_STATES[self.state_]
+
+    @property
+    def outcome(self):
+        """How it ended (``EXCHANGE_OUTCOMES``); empty until it is done."""
+        return EXCHANGE_OUTCOMES[self.outcome_]
+
+    cdef int goto(self, int state) except -1:
+        if not (_next_states[self.state_] >> state) & 1:
+            raise RuntimeError(
+                f"exchange {self.request_id!r}: no transition from "
+                f"{EXCHANGE_STATES[self.state_]} to {EXCHANGE_STATES[state]}"
+            )
+        self.state_ = state
+        return 0
+
+    @property
     def target(self):
         """The request target as :class:`backhaul.http.target.Target`."""
         return Target(self.path, self.query, self.authority)
@@ -2007,7 +2070,6 @@ cdef class Exchange:
     # -- starting -----------------------------------------------------------------------
     cpdef start(self):
         """Act on the route. Called when this exchange's turn to answer has come."""
-        self.started = True
         route = self.route
         facts = self.facts
         if route is None:
@@ -2096,7 +2158,7 @@ cdef class Exchange:
     cdef try_failed(self, int outcome, int status, str detail):
         """A try failed before a response head was relayed: retry, or answer ``status``."""
         self.end_try(outcome)
-        if self.finished:
+        if self.state_ == XS_DONE:
             return
         if not self.head_sent and self.retry_scheduled(outcome):
             return
@@ -2131,6 +2193,7 @@ cdef class Exchange:
         cluster.stats.retries += 1
         self.tried.append(nxt)
         delay = route.retry_policy.backoff(self.tries, cluster.rng.random)
+        self.goto(XS_BACKOFF)
         self.conn.flow.pause(PAUSE_UPSTREAM)
         self.retry_timer = self.worker.loop.call_later(delay, self._retry, nxt)
         return True
@@ -2138,7 +2201,7 @@ cdef class Exchange:
     def _retry(self, endpoint):
         self.worker.refresh()
         self.retry_timer = None
-        if not self.finished and self.conn.transport is not None:
+        if self.state_ == XS_BACKOFF and self.conn.transport is not None:
             self.try_endpoint(endpoint)
 
     cdef release_slots(self):
@@ -2159,6 +2222,7 @@ cdef class Exchange:
 
     cdef connect(self, endpoint):
         """Open a new connection to ``endpoint`` (its breaker slots are already held)."""
+        self.goto(XS_CONNECTING)
         self.conn.flow.pause(PAUSE_UPSTREAM)
         self.connect_task = self.worker.loop.create_task(self._connect(endpoint))
 
@@ -2183,7 +2247,7 @@ cdef class Exchange:
                 breakers.connections.release()
         upstream.counted = True
         self.connect_task = None
-        if self.finished or self.conn.transport is None:
+        if self.state_ != XS_CONNECTING or self.conn.transport is None:
             upstream.close()
             return
         self.attach(upstream)
@@ -2191,6 +2255,7 @@ cdef class Exchange:
     cdef attach(self, UpstreamConnection upstream):
         """Send the request head (and any body that arrived meanwhile) on ``upstream``."""
         cdef HttpConnection conn = self.conn
+        self.goto(XS_WAITING)
         self.upstream = upstream
         upstream.exchange = self
         route = self.route
@@ -2292,8 +2357,8 @@ cdef class Exchange:
                 self.conn.send_upstream(upstream, (chunk,))
             if self.deadline_kind == EX_RESPONSE_HEADERS:
                 self.deadline = self.worker.now() + route.try_timeout
-        elif not self.response_done and (
-            not self.started or (route is not None and route.kind == "proxy")
+        elif self.state_ < XS_RESPONDED and (
+            self.state_ == XS_QUEUED or (route is not None and route.kind == "proxy")
         ):
             # Not connected yet (or waiting for an earlier pipelined answer): hold the bytes.
             # Reading is paused meanwhile, so this holds at most one read's worth.
@@ -2308,8 +2373,8 @@ cdef class Exchange:
         upstream = self.upstream
         if upstream is not None and self.facts.chunked and not upstream.closed:
             self.conn.send_upstream(upstream, (_CHUNK_END,))
-        if self.response_done:
-            self.finish()
+        if self.state_ == XS_RESPONDED:
+            self.terminate(XO_COMPLETED)
 
     # -- the upstream response -------------------------------------------------------------
     cdef int upstream_head(self, UpstreamConnection upstream, int status) except -1:
@@ -2359,6 +2424,7 @@ cdef class Exchange:
         self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
+        self.goto(XS_STREAMING)
         head = relay.head
         tls = conn.listener.tls  # the route's Strict-Transport-Security
         if tls is not None and tls.hsts:
@@ -2390,16 +2456,16 @@ cdef class Exchange:
         if self.interim:
             self.interim = False
             return
-        if self.response_done:
+        if self.state_ != XS_STREAMING:
             return
-        self.response_done = True
+        self.goto(XS_RESPONDED)
         self.deadline_kind = EX_NONE
         self.end_try(self.status)
         if self.chunked_out:
             self.conn.write(_CHUNK_END)
         self.release_upstream(upstream, keep_alive and self.request_done)
         if self.request_done:
-            self.finish()
+            self.terminate(XO_COMPLETED)
 
     cdef release_upstream(self, UpstreamConnection upstream, bint reusable):
         self.upstream = None
@@ -2415,7 +2481,7 @@ cdef class Exchange:
         self.upstream = None
         if self.head_sent:
             self.end_try(RESET)
-            self.abort_downstream()
+            self.terminate(XO_ABORTED)
         else:
             label = upstream.endpoint.label
             self.try_failed(502, 502, f"upstream endpoint {label}: {detail}")
@@ -2430,9 +2496,9 @@ cdef class Exchange:
                 self.keep_alive = self.keep_alive and self.chunked_out
                 self.read_to_close = False
                 self.upstream_end(upstream, False)
-            elif not self.response_done:
+            elif self.state_ < XS_RESPONDED:
                 self.end_try(RESET)
-                self.abort_downstream()
+                self.terminate(XO_ABORTED)
             return
         facts = self.facts
         if (
@@ -2440,7 +2506,7 @@ cdef class Exchange:
             and not self.retried
             and not facts.chunked
             and not facts.content_length
-            and not self.finished
+            and self.state_ != XS_DONE
         ):
             # A pooled connection the upstream had already closed: the same try goes on,
             # once, on a new connection to the same endpoint (not the endpoint's fault).
@@ -2509,16 +2575,16 @@ cdef class Exchange:
         else:
             self.conn.write(head + body)
             self.bytes_out += len(body)
-        self.response_done = True
+        self.goto(XS_RESPONDED)
         if self.request_done or not keep_alive:
-            self.finish()
+            self.terminate(XO_COMPLETED)
 
     cpdef respond_error(self, int status, str detail, upstream=None):
         """Answer with an RFC 9457 problem (if no head was sent yet) and close."""
-        if self.finished:
+        if self.state_ == XS_DONE:
             return
         if self.head_sent:
-            self.abort_downstream()
+            self.terminate(XO_ABORTED)
             return
         worker = self.worker
         worker.stats.errors += 1
@@ -2542,41 +2608,38 @@ cdef class Exchange:
         self.keep_alive = keep_alive
         self.status = status
         self.head_sent = True
-        self.response_done = True
+        self.goto(XS_RESPONDED)
         # bytes_out counts body bytes (like nginx's $body_bytes_sent and Envoy's BYTES_SENT)
         self.bytes_out += len(data) - data.index(b"\r\n\r\n") - 4
         self.conn.write(data)
         if upstream is not None and self.endpoint is not None:
             self.upstream_time = self.worker.stamp - self.start_time
         if self.request_done or not keep_alive:
-            self.finish()
+            self.terminate(XO_COMPLETED)
 
     # -- ending ------------------------------------------------------------------------
-    cdef finish(self):
-        if self.finished:
+    cdef terminate(self, int outcome):
+        """The one way an exchange ends (``XO_*``; see the enum). The first call moves it to
+        ``done`` and logs it (unless abandoned); a later one only does what its outcome
+        still needs (cutting the client connection). In every case the try is ended, the
+        upstream connection is given back (reusable only after a clean response) or
+        dropped, and the breaker and retry-budget slots are released."""
+        cdef int prior = self.state_
+        cdef bint first = prior != XS_DONE
+        if first:
+            self.goto(XS_DONE)
+            self.outcome_ = outcome
+            self.deadline_kind = EX_NONE
+        elif outcome == XO_COMPLETED:
             return
-        self.finished = True
-        self.deadline_kind = EX_NONE
-        _log_exchange(self)
-        if self.upstream is not None:
-            self.release_upstream(self.upstream, False)
-        self.end_try(self.status)
-        self.release_slots()
-        self.conn.exchange_done(self, self.keep_alive)
-
-    cdef abort_downstream(self):
-        """Cut the client connection: the response cannot be completed correctly."""
-        self.keep_alive = False
-        if not self.finished:
-            self.finished = True
-            self.worker.stats.errors += 1
+        if outcome == XO_COMPLETED:
             _log_exchange(self)
-        self.end_try(RESET)
-        self.release_slots()
-        self.conn.abort()
-
-    cdef downstream_lost(self):
-        """The client went away: drop the upstream side (it cannot be reused mid-exchange)."""
+            if self.upstream is not None:
+                self.release_upstream(self.upstream, False)
+            self.end_try(self.status)
+            self.release_slots()
+            self.conn.exchange_done(self, self.keep_alive)
+            return
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
@@ -2584,25 +2647,26 @@ cdef class Exchange:
         if upstream is not None:
             self.upstream = None
             upstream.abort()
-        if not self.finished:
-            self.finished = True
-            if not self.response_done:
+        if first and outcome == XO_ABORTED:
+            self.worker.stats.errors += 1
+            _log_exchange(self)
+        elif first and outcome == XO_CLIENT_GONE:
+            if prior < XS_RESPONDED:
                 self.status = self.status or 499
             _log_exchange(self)
-        self.end_try(499)
+        self.end_try(499 if outcome == XO_CLIENT_GONE else RESET)
         self.release_slots()
+        if outcome == XO_ABORTED:
+            self.keep_alive = False
+            self.conn.abort()
+
+    cdef downstream_lost(self):
+        """The client went away: drop the upstream side (it cannot be reused mid-exchange)."""
+        self.terminate(XO_CLIENT_GONE)
 
     cdef abandon(self):
         """Drop this exchange without logging (the connection is being rejected)."""
-        self.finished = True
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-            self.connect_task = None
-        if self.upstream is not None:
-            self.upstream.abort()
-            self.upstream = None
-        self.end_try(RESET)
-        self.release_slots()
+        self.terminate(XO_ABANDONED)
 
     def on_deadline(self, double now):
         self.worker.refresh()
@@ -2626,7 +2690,7 @@ cdef class Exchange:
                 upstream.abort()
                 self.upstream = None
             self.end_try(TIMEOUT)
-            self.abort_downstream()
+            self.terminate(XO_ABORTED)
 
 
 # =========================================================================================
