@@ -2022,6 +2022,7 @@ cdef class Exchange:
     cdef public Py_ssize_t mark_body
     cdef public Py_ssize_t mark_head
     cdef bytes up_head  # the head for the upstream, made while the request's spans were live
+    cdef public object filtered  # the route's filter chain's RequestInfo (None: no filters)
 
     @staticmethod
     cdef Exchange new(HttpConnection conn, bytes method, str path, str query, authority,
@@ -2086,6 +2087,16 @@ cdef class Exchange:
                 f"of {limit} bytes for route '{route.name}'",
             )
             return
+        chain = route.filters
+        if chain is not None:
+            # The route's filters (backhaul.http.filters): one may answer now.
+            info = chain.request(self.method, self.path, self.query, self.headers,
+                                 self.conn.client_ip)
+            self.filtered = info
+            answer = info.answer
+            if answer is not None:
+                self.send_simple(answer.status, answer.body, answer.content_type, answer.headers)
+                return
         kind = route.kind
         if kind == "proxy":
             cluster = route.cluster
@@ -2268,6 +2279,8 @@ cdef class Exchange:
         tls = conn.listener.tls  # RFC 9440 Client-Cert headers of a verified client
         if tls is not None and tls.forward_client_cert:
             head = head[:-2] + tls.client_cert_lines(conn.transport) + b"\r\n"
+        if self.filtered is not None:
+            head = self.filtered.upstream_edit.apply(head)
         early = self.early
         if early:
             self.early = None
@@ -2426,6 +2439,9 @@ cdef class Exchange:
         self.head_sent = True
         self.goto(XS_STREAMING)
         head = relay.head
+        chain = route.filters if route is not None else None
+        if chain is not None:
+            head = chain.response_head(status, head, self.filtered)
         tls = conn.listener.tls  # the route's Strict-Transport-Security
         if tls is not None and tls.hsts:
             head = tls.add_hsts(head, self.route)
@@ -2567,6 +2583,9 @@ cdef class Exchange:
         self.status = status
         self.head_sent = True
         head = encode_head(b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), out)
+        chain = self.route.filters if self.route is not None else None
+        if chain is not None:
+            head = chain.response_head(status, head, self.filtered)
         tls = self.conn.listener.tls  # the route's Strict-Transport-Security
         if tls is not None and tls.hsts:
             head = tls.add_hsts(head, self.route)
