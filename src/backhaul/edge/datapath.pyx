@@ -37,7 +37,6 @@ from backhaul.state.recorder cimport Recorder
 
 import asyncio
 import time
-from email.utils import formatdate
 
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
@@ -146,6 +145,7 @@ for _from, _tos in EXCHANGE_TRANSITIONS.items():
         _next_states[EXCHANGE_STATES.index(_from)] |= 1u << EXCHANGE_STATES.index(_to)
 
 cdef enum:
+    BODY_VIEW_MIN = 8192  # body pieces at least this large are relayed as views (no copy)
     HIGH_WATER = 256 * 1024
     LOW_WATER = 64 * 1024
     HEAD_BUFFER_START = 2048
@@ -313,6 +313,9 @@ cdef class Http1Peer:
 
     cdef llhttp_t parser
     cdef int parser_type
+    cdef bytes feed  # the read being parsed: large body pieces are views of it, not copies
+    cdef const char* feed_base
+    cdef object feed_view  # memoryview of ``feed``, made on the first large piece
     cdef char* hbuf
     cdef Py_ssize_t hlen
     cdef Py_ssize_t hcap
@@ -468,9 +471,28 @@ cdef class Http1Peer:
     cdef int message_complete(self) except -1:
         return 0
 
-    cdef llhttp_errno_t execute(self, const char* data, Py_ssize_t n):
+    cdef llhttp_errno_t execute(self, bytes data):
+        cdef llhttp_errno_t err
         self.cb_error = None
-        return llhttp_execute(&self.parser, data, <size_t>n)
+        self.feed = data
+        self.feed_base = PyBytes_AS_STRING(data)
+        try:
+            return llhttp_execute(&self.parser, self.feed_base, <size_t>PyBytes_GET_SIZE(data))
+        finally:
+            self.feed = None
+            self.feed_view = None
+
+    cdef object body_piece(self, const char* at, Py_ssize_t n):
+        """A piece of body from the read being parsed: a view of the read's bytes when it is
+        large (relayed without a copy; the view keeps the read alive until it is written),
+        else a copy of it."""
+        cdef Py_ssize_t off
+        if n < BODY_VIEW_MIN or self.feed is None:
+            return PyBytes_FromStringAndSize(at, n)
+        if self.feed_view is None:
+            self.feed_view = memoryview(self.feed)
+        off = at - self.feed_base
+        return self.feed_view[off:off + n]
 
     cdef object parse_error(self, llhttp_errno_t err):
         """The exception for a failed ``execute``: a callback's own, or llhttp's refusal."""
@@ -1303,6 +1325,19 @@ cdef int _log_exchange(Exchange ex) except -1:
 # The worker, as the data plane sees it
 # =========================================================================================
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _imf_fixdate(seconds):
+    """``Sun, 06 Nov 1994 08:49:37 GMT`` (RFC 9110 5.6.7), in English whatever the locale."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    ).encode("ascii")
+
+
 cdef class WorkerContext:
     """What the data plane reads from its worker on every request, typed: the loop's clock,
     draining, the edge's own headers, the access log, the metrics recorder, request ids and
@@ -1361,7 +1396,7 @@ cdef class WorkerContext:
         cdef timespec ts
         clock_gettime(CLOCK_REALTIME, &ts)
         if ts.tv_sec != self.date_second:
-            self.date = formatdate(ts.tv_sec, usegmt=True).encode("ascii")
+            self.date = _imf_fixdate(ts.tv_sec)
             self.date_second = ts.tv_sec
         return self.date
 
@@ -1578,7 +1613,7 @@ cdef class HttpConnection(Http1Peer):
         self.feed_clean = rx_before is None and not self.in_head
         rest = None
         try:
-            err = self.execute(data, len(data))
+            err = self.execute(data)
             if err == HPE_OK:
                 rx = self.rx
                 if self.feed_chunks or (rx is not None and rx.facts.chunked):
@@ -1754,7 +1789,7 @@ cdef class HttpConnection(Http1Peer):
         if ex is not None:
             if self.deadline_kind == DL_BODY:
                 self.deadline = self.worker.now() + self.listener.body_idle_timeout
-            ex.request_body(PyBytes_FromStringAndSize(at, <Py_ssize_t>n))
+            ex.request_body(self.body_piece(at, <Py_ssize_t>n))
         return 0
 
     cdef int chunk_header(self) except -1:
@@ -1811,7 +1846,7 @@ cdef class HttpConnection(Http1Peer):
         return 0
 
     # -- used by exchanges and the worker ----------------------------------------------
-    cdef inline void write(self, bytes data):
+    cdef inline void write(self, data):
         if self.wbuf is not None:
             self.wbuf.append(data)
         elif self.transport is not None:
@@ -2349,7 +2384,7 @@ cdef class Exchange:
         return self.authority
 
     # -- the request body ------------------------------------------------------------------
-    cdef request_body(self, bytes chunk):
+    cdef request_body(self, chunk):
         self.bytes_in += len(chunk)
         route = self.route
         limit = route.body_limit if route is not None else None
@@ -2457,7 +2492,7 @@ cdef class Exchange:
             return 1
         return 0
 
-    cdef upstream_body(self, bytes chunk):
+    cdef upstream_body(self, chunk):
         cdef HttpConnection conn = self.conn
         if conn.transport is None:
             return
@@ -2766,7 +2801,7 @@ cdef class UpstreamConnection(Http1Peer):
             conn.wbuf = []
         self.ensure_buffers()
         try:
-            err = self.execute(data, len(data))
+            err = self.execute(data)
             if err == HPE_OK:
                 pass
             elif err == HPE_PAUSED_UPGRADE:
@@ -2855,7 +2890,7 @@ cdef class UpstreamConnection(Http1Peer):
         if ex is None:
             self.close()
         else:
-            ex.upstream_body(PyBytes_FromStringAndSize(at, <Py_ssize_t>n))
+            ex.upstream_body(self.body_piece(at, <Py_ssize_t>n))
         return 0
 
     cdef int message_complete(self) except -1:
