@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from backhaul.http.filters import FilterChain, build_chain
 from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = ["CompiledRoute", "RouteTable"]
@@ -46,6 +47,7 @@ class CompiledRoute:
         "cluster",
         "config",
         "exact_hosts",
+        "filters",
         "has_header_match",
         "header_matches",
         "host_out",
@@ -133,6 +135,8 @@ class CompiledRoute:
             self.kind = "respond"
             self.respond_body = route.respond.body.encode()
             self.respond_content_type = route.respond.content_type.encode()
+        # The route's filter chain (backhaul.http.filters), None without filters.
+        self.filters: FilterChain | None = build_chain(route)
         limits = route.limits
         self.body_limit: int | None = (
             limits.body if limits is not None and limits.body is not None else default_body_limit
