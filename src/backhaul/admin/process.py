@@ -25,7 +25,9 @@ from typing import Any
 from backhaul.errors import ConfigError
 
 __all__ = [
+    "LAUNCHER",
     "PROCESS_NAME",
+    "ControlLauncher",
     "ControlProcess",
     "admin_token",
     "checked_clusters",
@@ -294,3 +296,24 @@ class ControlProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old, signal.SIGTERM)
         return new
+
+
+class ControlLauncher:
+    """What the edge's supervisor is handed to run a control process
+    (:class:`backhaul.edge.supervisor.ControlLauncher`)."""
+
+    def needed(self, config: Any) -> bool:
+        return control_needed(config)
+
+    def create(
+        self,
+        config: Any,
+        admin_socket: socket.socket | None,
+        control: Any,
+        metrics: Any,
+        reload_status: Any,
+    ) -> ControlProcess:
+        return ControlProcess(config, admin_socket, control, metrics, reload_status=reload_status)
+
+
+LAUNCHER = ControlLauncher()

@@ -115,7 +115,8 @@ def supervisor_alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"backhaul.edge.supervisor" in cmdline
+    # run as itself, or by the admin layer with its control process (backhaul.admin.supervise)
+    return b"backhaul.edge.supervisor" in cmdline or b"backhaul.admin.supervise" in cmdline
 
 
 def write_status(pid: int, snapshot: ReloadSnapshot, extra: dict[str, Any]) -> None:

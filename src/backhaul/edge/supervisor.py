@@ -46,7 +46,7 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from backhaul.edge import runtime_config as rt
 from backhaul.edge.candidate import Candidate, Prepared, max_workers
@@ -135,6 +135,26 @@ def run_worker_process(
     return 0
 
 
+class ControlLauncher(Protocol):
+    """What the supervisor needs to run a control process (see
+    :class:`backhaul.admin.process.ControlProcess`), handed to it by the layer above."""
+
+    def needed(self, config: Any) -> bool:
+        """Whether ``config`` asks for a control process."""
+        ...
+
+    def create(
+        self,
+        config: Any,
+        admin_socket: socket.socket | None,
+        control: EndpointControl,
+        metrics: SharedCounters,
+        reload_status: ReloadStatus,
+    ) -> Any:
+        """The control process object (``start``, ``reaped``, ``stop``, ``restart``)."""
+        ...
+
+
 class Generation:
     """One config in effect: its settings, the shared memory made for it, its workers.
 
@@ -179,7 +199,11 @@ class _Supervisor:
         config_file: str | None = None,
         access_log: str | None = None,
         workers_flag: int | None = None,
+        launcher: ControlLauncher | None = None,
     ) -> None:
+        """``launcher`` makes the control process (the admin API and the active health
+        checks): given by the layer above (:mod:`backhaul.admin.supervise`), which builds
+        both it and this supervisor; None runs none."""
         from backhaul.edge.settings import thaw
         from backhaul.services.sidecar import Sidecar
 
@@ -218,6 +242,7 @@ class _Supervisor:
         self.starting: Generation | None = None
         self.retiring: list[Generation] = []
         # The control process: the admin API and the active health checks, if configured.
+        self.launcher = launcher
         self.admin: Any = None
         self.admin_address: tuple[str, int] | None = None
         self.admin = self._control_process(self.current)
@@ -342,21 +367,17 @@ class _Supervisor:
         return sock
 
     def _control_process(self, gen: Generation) -> Any:
-        from backhaul.admin.process import ControlProcess, control_needed
-
-        if not control_needed(gen.config):
+        if self.launcher is None or not self.launcher.needed(gen.config):
             return None
         sock = self._admin_socket(gen.config)
-        return ControlProcess(gen.config, sock, gen.control, gen.metrics, reload_status=self.status)
+        return self.launcher.create(gen.config, sock, gen.control, gen.metrics, self.status)
 
     def _switch_control(self, gen: Generation) -> None:
         """A new generation is current: its control process takes over (the old one answers
         what it has begun, then exits); a changed admin address is bound anew."""
-        from backhaul.admin.process import control_needed
-
         proc = self.admin
         old = proc.admin_socket if proc is not None else None
-        if not control_needed(gen.config):
+        if self.launcher is None or not self.launcher.needed(gen.config):
             if proc is not None:
                 proc.stop()
                 if old is not None:
@@ -841,12 +862,14 @@ def serve(
     config_file: str | os.PathLike[str] | None = None,
     access_log: str | None = None,
     digest: str | None = None,
+    entry: str = "backhaul.edge.supervisor",
 ) -> NoReturn:
     """Run the edge for a validated ``config`` with ``workers`` processes (default: the
     config's, then the CPU count). Does not return on success: the process becomes the
     supervisor (see the module docstring). ``config_file`` is re-read on reload, with
     ``access_log`` (``serve --access-log``) and ``workers`` applied again; ``digest`` is the
-    SHA-256 of the file's bytes that ``config`` was validated from."""
+    SHA-256 of the file's bytes that ``config`` was validated from; ``entry`` is the module
+    the supervisor runs as (``backhaul.admin.supervise``: with the control process)."""
     from backhaul.edge.candidate import prepare
 
     prepared = prepare(config, workers, digest)
@@ -876,7 +899,7 @@ def serve(
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
+    argv = [sys.executable, "-m", entry, "--settings-fd", str(fd)]
     if config_file is not None:
         argv += ["--config-file", os.path.abspath(config_file)]
     if access_log is not None:
@@ -886,9 +909,10 @@ def serve(
     os.execv(sys.executable, [*argv, *sidecars])
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, launcher: ControlLauncher | None = None) -> int:
     """Entry point of the exec'd supervisor: ``--settings-fd FD [--config-file PATH]
-    [--access-log X] [--workers-flag N] [--sidecar SPEC]...``."""
+    [--access-log X] [--workers-flag N] [--sidecar SPEC]...``; ``launcher`` as for
+    :class:`_Supervisor`."""
     args = sys.argv[1:] if argv is None else argv
     pairs = list(zip(args[::2], args[1::2], strict=False))
     opts = dict(pairs)
@@ -906,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         config_file=opts.get("--config-file"),
         access_log=opts.get("--access-log"),
         workers_flag=int(flag) if flag else None,
+        launcher=launcher,
     ).run()
 
 
