@@ -513,3 +513,37 @@ def test_docs_page_lists_every_operation_and_tries_one(tmp_path: Path) -> None:
     assert seen["answer"].startswith("200 OK") and '"uptime_seconds"' in seen["answer"]
     assert seen["fields"] == ["cluster", "endpoint"]
     assert seen["schemas"] >= 10
+
+
+def test_a_worker_without_a_supervisor_checks_its_endpoints_itself() -> None:
+    import asyncio
+
+    from backhaul.config import load_text
+    from backhaul.edge.settings import freeze, thaw
+    from backhaul.edge.worker import Worker
+
+    dead = free_port()  # nothing listens there
+    text = f"""
+listeners: [{{address: 127.0.0.1:{free_port()}}}]
+routes: [{{match: {{prefix: /}}, proxy: {{cluster: app}}}}]
+access_log: {{enabled: false}}
+clusters:
+  app:
+    endpoints: [127.0.0.1:{dead}]
+    health_checks: {{type: tcp, interval: 0.05s, unhealthy_threshold: 1}}
+"""
+    config = thaw(freeze(load_text(text)))
+
+    async def run() -> str:
+        worker = Worker(config, asyncio.get_running_loop())
+        await worker.start()
+        try:
+            ep = worker.clusters["app"].endpoints[0]
+            async with asyncio.timeout(10):
+                while ep.state.value == "healthy":
+                    await asyncio.sleep(0.02)
+            return str(ep.state.value)
+        finally:
+            await worker.aclose()
+
+    assert asyncio.run(run()) == "unhealthy"

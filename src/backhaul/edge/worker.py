@@ -128,6 +128,8 @@ class Worker:
         self.endpoint_control = (
             control if control is not None else EndpointControl(endpoint_labels(config))
         )
+        # No supervisor, hence no control process: this worker runs every check itself.
+        self.checks_shared = control is not None
         if metrics is None:  # no supervisor: a private one-slot store
             self.metrics = WorkerMetrics.standalone(build_layout(config))
         else:
@@ -235,7 +237,7 @@ class Worker:
             cluster.apply_control(name, control, now)  # drains from the config
             # Config endpoints are checked once per machine (the control process); this
             # worker checks its own built-in origins and, below, what it discovers.
-            run_checks(cluster, cluster.share_checks(name, control))
+            run_checks(cluster, cluster.share_checks(name, control) if self.checks_shared else None)
             cluster.apply_checks(control.health, now)
         self.discovery = start_discovery(self.clusters, config, self.loop)
         self._tick_task = self.loop.create_task(self._tick())
