@@ -74,13 +74,16 @@ _VALIDATE_DEADLINE = 60.0  # seconds for the child that validates a reloaded con
 _START_DEADLINE = 30.0  # seconds for a new generation's workers to serve
 
 
-def validate_binds(config: Any) -> None:
-    """Fail early, in the supervisor, when a listener address cannot be bound."""
+def validate_binds(config: Any = None, admin: Any = None) -> None:
+    """Fail early, in the supervisor, when a listener address of ``config`` (or the admin
+    address ``admin``) cannot be bound."""
     from backhaul.edge.listen import bind_listener_socket
 
-    binds = [(f"listener {lst.name}", lst.address) for lst in config.listeners]
+    binds = [(f"listener {lst.name}", lst.address) for lst in getattr(config, "listeners", ())]
     if getattr(config, "admin", None) is not None:
         binds.append(("admin listener", config.admin.address))
+    if admin is not None:
+        binds.append(("admin listener", admin))
     for what, address in binds:
         try:
             sock = bind_listener_socket(address.host, address.port)
@@ -547,6 +550,9 @@ class _Supervisor:
             return
         config = thaw(prepared.settings)
         try:
+            admin = config.admin
+            if admin is not None and (cur.config.admin is None or admin != cur.config.admin):
+                validate_binds(admin=admin.address)  # a new admin address: free?
             sockets = self._sockets_for(config)
         except NetworkError as exc:
             self._fail(f"{self.config_file}: {exc}; the running config stays")
@@ -815,6 +821,8 @@ def serve(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the exec'd supervisor: ``--settings-fd FD [--config-file PATH]
     [--access-log X] [--workers-flag N] [--sidecar SPEC]...``."""
+    # SIGHUP before the loop runs is ignored (the config was just read), not fatal.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     pairs = list(zip(args[::2], args[1::2], strict=False))
     opts = dict(pairs)
