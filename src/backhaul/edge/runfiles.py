@@ -21,6 +21,7 @@ only bootstrap). Plain stdlib: the supervisor imports this module.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import zlib
@@ -108,16 +109,23 @@ def read_pid(config_file: str | None) -> tuple[int, Path] | None:
         pid = int(first)
     except (OSError, ValueError):
         return None
-    return (pid, path) if supervisor_alive(pid) else None
+    return (pid, path) if supervisor_alive(pid, config_file) else None
 
 
-def supervisor_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running backhaul supervisor (by its command line)."""
+def supervisor_alive(pid: int, config_file: str | None = None) -> bool:
+    """Whether ``pid`` is a running backhaul supervisor (by its command line), serving
+    ``config_file`` when one is given (a pid that a dead edge left and another reused is not
+    taken for it)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"backhaul.edge.supervisor" in cmdline
+    if b"backhaul.edge.supervisor" not in args:
+        return False
+    if config_file is None:
+        return True
+    wanted = os.fsencode(os.path.abspath(config_file))
+    return any(a == b"--config-file" and b == wanted for a, b in itertools.pairwise(args))
 
 
 def write_status(pid: int, snapshot: ReloadSnapshot, extra: dict[str, Any]) -> None:
