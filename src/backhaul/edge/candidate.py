@@ -37,6 +37,7 @@ __all__ = [
     "main",
     "max_workers",
     "prepare",
+    "worker_count",
 ]
 
 

@@ -779,9 +779,9 @@ def serve(
     supervisor (see the module docstring). ``config_file`` is re-read on reload, with
     ``access_log`` (``serve --access-log``) and ``workers`` applied again; ``digest`` is the
     SHA-256 of the file's bytes that ``config`` was validated from."""
-    from backhaul.edge.candidate import prepare
+    from backhaul.edge.candidate import prepare, worker_count
 
-    prepared = prepare(config, workers, digest)
+    worker_count(config, workers)  # a bad --workers first
     validate_binds(config)
     try:
         from backhaul.edge.datapath import DATA_PLANE
@@ -792,6 +792,7 @@ def serve(
             "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
         ) from exc
     print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
+    prepared = prepare(config, workers, digest)  # internal certificates issued here
     if getattr(config, "dns", None) is not None:
         from backhaul.services.dns.process import check_ports_free, describe_listen
 
