@@ -38,15 +38,15 @@ from backhaul.config import (
     Cluster,
     EdgeConfig,
     Retries,
-    balance_settings,
     json_schema,
     load_file,
     load_text,
-    retry_policy,
 )
 from backhaul.config.load import load_data
 from backhaul.config.model import advisories
-from backhaul.edge.settings import Node, SocketAddress, freeze, thaw
+from backhaul.edge import runtime_config
+from backhaul.edge.balancing import balance_settings, retry_policy
+from backhaul.edge.settings import SocketAddress, freeze, thaw
 from backhaul.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "edge.yaml"
@@ -56,7 +56,7 @@ def test_example_survives_freeze_and_thaw() -> None:
     cfg = load_file(EXAMPLE)
     node = thaw(freeze(cfg))
     api = node.clusters["api"]
-    assert isinstance(api, Node)
+    assert isinstance(api, runtime_config.Cluster)
     assert api.policy == "least_request"
     assert api.least_request.latency_decay == 10.0
     assert api.endpoints[2].drain is True and api.endpoints[0].drain is False
@@ -108,13 +108,13 @@ def test_frozen_bytes_thaw_without_pydantic_or_the_config_package() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], input=data, check=True, timeout=60)
-    assert pickle.loads(data)["clusters"]["api"]["retries"]["retry_on"] == [
+    assert pickle.loads(data).clusters["api"].retries.retry_on == (
         "connect-failure",
         "reset",
         502,
         503,
         504,
-    ]
+    )
 
 
 def test_policies_are_balance_policies() -> None:

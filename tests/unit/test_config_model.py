@@ -44,9 +44,9 @@ def test_exported_names_are_what_we_mean() -> None:
         "Listener", "ListenerLimits", "ListenerTimeouts", "MaglevSettings",
         "OutlierDetectionSettings", "Pool", "ProxyAction", "RedirectAction", "RespondAction",
         "Retries", "RetryBudgetSettings", "RingHashSettings", "Route", "RouteLimits",
-        "RouteMatch", "SlowStartSettings", "Sticky", "balance_settings", "default_config",
+        "RouteMatch", "SlowStartSettings", "Sticky", "default_config",
         "format_duration", "format_size", "json_schema", "load_file", "load_text",
-        "parse_address", "parse_duration", "parse_size", "quick_config", "retry_policy", "units",
+        "parse_address", "parse_duration", "parse_size", "quick_config", "units",
     }  # fmt: skip
     for name in config_pkg.__all__:
         assert hasattr(config_pkg, name), name

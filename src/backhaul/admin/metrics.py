@@ -22,6 +22,15 @@ Families (Prometheus naming: ``_total`` for counters, base units ``_seconds``/``
     backhaul_tls_handshake_failures_total{listener,reason}                       counter
     backhaul_workers                                                             gauge
     backhaul_build_info{version,python}                                          gauge
+    backhaul_config_generation                                                   gauge
+    backhaul_config_last_reload_timestamp_seconds                                gauge
+    backhaul_config_last_reload_success                                          gauge
+
+The three ``backhaul_config_*`` families come from the supervisor's
+:class:`~backhaul.state.reload_status.ReloadStatus` (when the renderer is given one). The
+counters above belong to the config generation in effect: a reload that changes the
+listeners, routes, clusters or endpoints starts them again from zero (a new layout); one
+that leaves those names alone keeps counting, unless the generation before it still drains.
 
 ``route=""`` and ``cluster=""`` stand for "no route matched" and "no cluster" (a redirect, a
 direct answer, a request refused before routing). Every worker has its own view of endpoint
@@ -40,6 +49,7 @@ from collections.abc import Callable
 from backhaul import __version__
 from backhaul.state import extra_metrics
 from backhaul.state.dns_counters import shared_slots
+from backhaul.state.reload_status import ReloadStatus
 from backhaul.state.shared_counters import (
     BREAKERS,
     HEALTH_STATES,
@@ -51,7 +61,13 @@ from backhaul.state.shared_counters import (
     WorkerMetrics,
 )
 
-__all__ = ["CONTENT_TYPE", "MetricsExposition", "metrics_renderer", "render_metrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MetricsExposition",
+    "metrics_renderer",
+    "render_metrics",
+    "render_reload_status",
+]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -285,13 +301,42 @@ def render_metrics(layout: Layout, totals: Totals) -> bytes:
     return MetricsExposition(layout).render(totals)
 
 
+def render_reload_status(status: ReloadStatus) -> bytes:
+    """The ``backhaul_config_*`` families from the supervisor's reload status."""
+    snap = status.snapshot()
+    out: list[str] = []
+    for family, value, text in (
+        (
+            "config_generation",
+            snap.generation,
+            "Config generation in effect (1 at start, +1 per reload applied).",
+        ),
+        (
+            "config_last_reload_timestamp_seconds",
+            snap.last_attempt_unix,
+            "When the last reload attempt ended (Unix time; 0 before any).",
+        ),
+        (
+            "config_last_reload_success",
+            1 if snap.last_ok else 0,
+            "Whether the last reload attempt applied or kept a valid config (1) or failed (0).",
+        ),
+    ):
+        _help(out, _P + family, "gauge", text)
+        out.append(f"{_P}{family} {_num(value)}")
+    out.append("")
+    return "\n".join(out).encode()
+
+
 def metrics_renderer(
     store: SharedCounters,
     own: WorkerMetrics | None = None,
     clock: Callable[[], float] = time.monotonic,
+    reload: ReloadStatus | None = None,
 ) -> Callable[[], bytes]:
     """The ``render`` callable for :func:`backhaul.admin.server.start_admin`: flushes this
-    worker's own counters (``own``) so they are current, then adds up every slot."""
+    worker's own counters (``own``) so they are current, then adds up every slot;
+    ``reload`` adds the config generation and the last reload's outcome."""
     exposition = MetricsExposition(store.layout)
 
     def render() -> bytes:
@@ -303,6 +348,8 @@ def metrics_renderer(
             from backhaul.services.dns.metrics import render_dns_metrics
 
             text += render_dns_metrics(dns.totals()).encode()
+        if reload is not None:
+            text += render_reload_status(reload)
         # + what sibling processes publish (the DHCP service, see state/extra_metrics.py)
         return text + extra_metrics.collect()
 

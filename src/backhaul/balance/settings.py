@@ -8,7 +8,8 @@ The config layer (``backhaul.config``) validates YAML and maps a cluster onto a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+
+from backhaul.vocabulary.balancing import MAX_MAGLEV_TABLE, POLICIES, Policy, is_prime
 
 __all__ = [
     "POLICIES",
@@ -20,25 +21,6 @@ __all__ = [
     "is_prime",
 ]
 
-Policy = Literal[
-    "round_robin",
-    "weighted_round_robin",
-    "least_connections",
-    "least_request",
-    "random",
-    "ring_hash",
-    "maglev",
-]
-POLICIES: Final[tuple[str, ...]] = (
-    "round_robin",
-    "weighted_round_robin",
-    "least_connections",
-    "least_request",
-    "random",
-    "ring_hash",
-    "maglev",
-)
-
 
 def _at_least(name: str, value: float, low: float) -> None:
     if not value >= low:
@@ -48,20 +30,6 @@ def _at_least(name: str, value: float, low: float) -> None:
 def _percent(name: str, value: float) -> None:
     if not 0.0 <= value <= 100.0:
         raise ValueError(f"{name}: found {value!r}, expected a percentage from 0 to 100")
-
-
-def is_prime(n: int) -> bool:
-    """Whether ``n`` is prime (trial division; fine for table sizes)."""
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    f = 3
-    while f * f <= n:
-        if n % f == 0:
-            return False
-        f += 2
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +134,7 @@ class BalanceSettings:
         _percent("panic_threshold", self.panic_threshold)
         if not 1 <= self.virtual_nodes <= 65_536:
             raise ValueError(f"virtual_nodes: found {self.virtual_nodes!r}, expected 1 to 65536")
-        if not (is_prime(self.maglev_table_size) and self.maglev_table_size <= 5_000_011):
+        if not (is_prime(self.maglev_table_size) and self.maglev_table_size <= MAX_MAGLEV_TABLE):
             raise ValueError(
                 f"maglev_table_size: found {self.maglev_table_size!r}, expected a prime up to"
                 " 5000011, such as 65537 (much larger than the number of endpoints)"

@@ -18,6 +18,7 @@ from backhaul.errors import BackhaulError
 
 COMMAND_MODULES = (
     "serve",
+    "reload",
     "check",
     "config",
     "curl",

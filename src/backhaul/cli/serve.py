@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import typer
@@ -59,7 +60,9 @@ def serve(
     With no options it serves the embedded default: a listener on 127.0.0.1:8080 proxying to
     two built-in demo endpoints (try `curl localhost:8080/`).
     """
-    from backhaul.config import default_config, load_file, quick_config
+    from backhaul.config import default_config, quick_config
+    from backhaul.config.load import load_bytes, read_config_bytes
+    from backhaul.edge.candidate import apply_access_log
     from backhaul.edge.supervisor import serve as run
 
     if config is not None and to is not None:
@@ -74,19 +77,16 @@ def serve(
             "--tls-cert/--tls-key/--tls-internal go with --to (quick mode); with a config"
             " file, set listeners[].tls"
         )
+    digest = None
     if config is not None:
-        cfg = load_file(config)
+        raw = read_config_bytes(config)
+        digest = hashlib.sha256(raw).hexdigest()  # of the bytes validated: reported on reload
+        cfg = load_bytes(raw, str(config), str(config.absolute().parent))
     elif to is not None:
         cfg = quick_config(to, listen or ("127.0.0.1:8443" if tls else "127.0.0.1:8080"), tls)
     else:
         cfg = default_config()
-    if access_log is not None:
-        log = cfg.access_log
-        if access_log == "off":
-            log = log.model_copy(update={"enabled": False})
-        else:
-            log = log.model_copy(update={"enabled": True, "path": access_log})
-        cfg = cfg.model_copy(update={"access_log": log})
+    cfg = apply_access_log(cfg, access_log)
     if cfg.dns is not None and not cfg.listeners and cfg.dhcp is None:  # only the DNS service
         from backhaul.services.dns.process import serve as run_dns
 
@@ -104,9 +104,7 @@ def serve(
         if cfg.admin is not None and dhcp.metrics_address is None:
             dhcp = dhcp.model_copy(update={"metrics_address": cfg.admin.address})
         raise typer.Exit(run_dhcp(dhcp))
-    if cfg.access_log.enabled and cfg.access_log.path != "-":
-        check_writable(cfg.access_log.path)
-    raise typer.Exit(run(cfg, workers))
+    raise typer.Exit(run(cfg, workers, config_file=config, access_log=access_log, digest=digest))
 
 
 def _quick_tls(cert: Path | None, key: Path | None, internal: bool) -> dict[str, object] | None:
@@ -120,22 +118,6 @@ def _quick_tls(cert: Path | None, key: Path | None, internal: bool) -> dict[str,
     if cert is None or key is None:
         return None
     return {"cert": str(cert), "key": str(key)}
-
-
-def check_writable(path: str) -> None:
-    """Fail before any worker starts when the access log cannot be written."""
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except FileNotFoundError as exc:
-        raise UsageError(
-            f"access log {path}: its directory does not exist; create it, or set "
-            "access_log.path (or --access-log) to an existing place or '-'"
-        ) from exc
-    except OSError as exc:
-        raise UsageError(
-            f"access log {path}: cannot write it ({exc.strerror}); choose another path or '-'"
-        ) from exc
 
 
 def register(app: typer.Typer) -> None:

@@ -7,9 +7,9 @@
 
 Durations, sizes and addresses are parsed once at load (see :mod:`backhaul.config.units`).
 Each cluster's balancing, health and resilience keys carry what :mod:`backhaul.balance`'s
-constructors take; ``balance_settings(cluster)`` and ``retry_policy(retries,
-non_idempotent)`` build the two that need more than a rename. This package does no I/O beyond
-reading the config file and imports no asyncio.
+constructors take (the edge builds them: :mod:`backhaul.edge.settings`); this package imports
+neither the balance package nor asyncio (the names both use are in
+:mod:`backhaul.vocabulary`), and does no I/O beyond reading the config file.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ from backhaul.config.model import (
     RouteMatch,
     SlowStartSettings,
     Sticky,
-    balance_settings,
-    retry_policy,
 )
 from backhaul.config.units import (
     Address,
@@ -99,7 +97,6 @@ __all__ = [
     "RouteMatch",
     "SlowStartSettings",
     "Sticky",
-    "balance_settings",
     "default_config",
     "format_duration",
     "format_size",
@@ -110,7 +107,6 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "quick_config",
-    "retry_policy",
     "units",
 ]
 

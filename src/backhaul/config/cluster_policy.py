@@ -2,14 +2,12 @@
 :mod:`backhaul.balance` runs on.
 
 Each block carries what a balance constructor takes, units parsed, under the YAML's names
-(each class says which constructor and which names differ); :func:`balance_settings` and
-:func:`retry_policy` build the two objects that need more than a rename. Every cluster is
-also built into the balance objects once at load (:func:`balance_problems`), so a config that
-loads always builds in the edge.
-
-Importing :mod:`backhaul.balance` from the config layer is deliberate: the balance classes
-hold the last word on what they accept, and checking against them at load turns what would
-be a crash at ``serve`` time into a problem with a config path. Both packages are sans-IO.
+(each class says which constructor and which names differ); the edge builds the balance
+objects from them (:mod:`backhaul.edge.settings`). This module checks every range the balance
+classes check, with a config path in each problem, so a config that loads always builds in
+the edge (a property test builds every random config that loads). It does not import
+:mod:`backhaul.balance`: the names both use (policy names, maglev table sizes) live in
+:mod:`backhaul.vocabulary`.
 """
 
 from __future__ import annotations
@@ -19,20 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from backhaul.balance import (
-    BalanceSettings,
-    CheckSchedule,
-    CircuitBreakers,
-    HashKeySpec,
-    HealthThresholds,
-    HttpCheck,
-    OutlierDetection,
-    RetryBudget,
-    RetryPolicy,
-    SlowStart,
-    StickyCookie,
-)
-from backhaul.balance.settings import is_prime
 from backhaul.config.fields import (
     AUTHORITY,
     CHECK_PATH,
@@ -49,6 +33,7 @@ from backhaul.config.fields import (
     WholeSeconds,
 )
 from backhaul.config.units import describe, format_duration
+from backhaul.vocabulary.balancing import HASH_POLICIES, MAX_MAGLEV_TABLE, Policy, is_prime
 
 if TYPE_CHECKING:
     from backhaul.config.model import Cluster
@@ -72,28 +57,12 @@ __all__ = [
     "SlowStartSettings",
     "Sticky",
     "backoff_problem",
-    "balance_problems",
-    "balance_settings",
     "cluster_advisories",
     "merged_retries",
-    "retry_policy",
 ]
 
 
 # --------------------------------------------------------------------------- blocks
-
-Policy = Literal[
-    "round_robin",
-    "weighted_round_robin",
-    "least_connections",
-    "least_request",
-    "random",
-    "ring_hash",
-    "maglev",
-]
-HASH_POLICIES: tuple[str, ...] = ("ring_hash", "maglev")
-MAX_MAGLEV_TABLE = 5_000_011
-"""The largest maglev table balance accepts (a prime)."""
 
 
 class HashKey(ConfigModel):
@@ -448,125 +417,6 @@ def backoff_problem(retries: Retries) -> tuple[str, str] | None:
             f" ({format_duration(backoff.max)}): expected base <= max",
         )
     return None
-
-
-def retry_policy(retries: Retries, non_idempotent: bool = False) -> RetryPolicy:
-    """The :class:`~backhaul.balance.RetryPolicy` of a ``retries`` block (a route's
-    ``proxy.retries`` or its cluster's), ``non_idempotent`` from the route's
-    ``retry_non_idempotent``."""
-    return RetryPolicy(
-        max_retries=retries.max_retries,
-        connect_failure="connect-failure" in retries.retry_on,
-        reset="reset" in retries.retry_on,
-        statuses=frozenset(x for x in retries.retry_on if isinstance(x, int)),
-        non_idempotent=non_idempotent,
-        per_try_timeout=retries.per_try_timeout,
-        backoff_base=retries.backoff.base,
-        backoff_max=retries.backoff.max,
-    )
-
-
-def balance_settings(cluster: Cluster) -> BalanceSettings:
-    """The :class:`~backhaul.balance.BalanceSettings` of ``cluster`` (what ``make_balancer``
-    takes besides the endpoints)."""
-    checks = cluster.health_checks
-    outlier = cluster.outlier_detection
-    return BalanceSettings(
-        policy=cluster.policy,
-        health=HealthThresholds(
-            healthy_threshold=checks.healthy_threshold if checks else 2,
-            unhealthy_threshold=checks.unhealthy_threshold if checks else 3,
-        ),
-        outlier=None
-        if outlier is None
-        else OutlierDetection(
-            consecutive_5xx=outlier.consecutive_5xx,
-            consecutive_connect_failures=outlier.consecutive_connect_failures,
-            base_ejection_time=outlier.base_ejection_time,
-            max_ejection_time=outlier.max_ejection_time,
-            max_ejection_percent=outlier.max_ejection_percent,
-            decay_interval=outlier.decay_interval,
-        ),
-        slow_start=SlowStart(
-            window=cluster.slow_start.window,
-            min_weight_percent=cluster.slow_start.min_weight_percent,
-        ),
-        panic_threshold=cluster.panic_threshold,
-        virtual_nodes=cluster.ring_hash.virtual_nodes,
-        maglev_table_size=cluster.maglev.table_size,
-        latency_decay=cluster.least_request.latency_decay,
-    )
-
-
-def balance_problems(cluster: Cluster) -> list[tuple[str, str]]:
-    """Build every balance object of ``cluster`` once, so that a config that loads always
-    builds in the edge; a refusal here is a check this module lacks (each is reported
-    against its block)."""
-    builds: list[tuple[str, Any]] = [
-        ("", lambda: balance_settings(cluster)),
-        ("retries", lambda: retry_policy(cluster.retries)),
-        (
-            "retries.budget",
-            lambda: RetryBudget(
-                cluster.retries.budget.percent, cluster.retries.budget.min_retry_concurrency
-            ),
-        ),
-        (
-            "circuit_breakers",
-            lambda: CircuitBreakers(**dict(cluster.circuit_breakers)),
-        ),
-    ]
-    if cluster.hash_key is not None:
-        key = cluster.hash_key
-        builds.append(("hash_key", lambda: HashKeySpec(key.source, key.name)))
-    if cluster.sticky is not None:
-        sticky = cluster.sticky
-        builds.append(
-            (
-                "sticky",
-                lambda: StickyCookie(
-                    name=sticky.cookie,
-                    path=sticky.path,
-                    max_age=sticky.max_age,
-                    secure=sticky.secure,
-                    http_only=sticky.http_only,
-                    same_site=sticky.same_site,
-                ),
-            )
-        )
-    if cluster.health_checks is not None:
-        checks = cluster.health_checks
-        builds.append(
-            (
-                "health_checks",
-                lambda: CheckSchedule(
-                    checks.interval, checks.timeout, checks.jitter, checks.unhealthy_interval
-                ),
-            )
-        )
-        if checks.http is not None:
-            http = checks.http
-            builds.append(
-                (
-                    "health_checks.http",
-                    lambda: HttpCheck(
-                        path=http.path,
-                        method=http.method,
-                        host=http.host,
-                        statuses=http.expected_statuses,
-                        body_contains=http.body_contains,
-                        body_regex=http.body_regex,
-                        body_limit=http.body_limit,
-                    ),
-                )
-            )
-    problems: list[tuple[str, str]] = []
-    for path, build in builds:
-        try:
-            build()
-        except ValueError as exc:
-            problems.append((path, f"refused by the balancer: {exc}"))
-    return problems
 
 
 def merged_retries(base: Retries, override: Retries) -> Retries:

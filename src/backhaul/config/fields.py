@@ -26,11 +26,6 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, WithJsonSchema
 
-from backhaul.balance.healthcheck import (
-    StatusRangeError,
-    format_status_ranges,
-    parse_status_ranges,
-)
 from backhaul.config.units import (
     DURATION_EXPECTED,
     SIZE_EXPECTED,
@@ -42,6 +37,11 @@ from backhaul.config.units import (
     parse_address,
     parse_duration,
     parse_size,
+)
+from backhaul.vocabulary.status_ranges import (
+    StatusRangeError,
+    format_status_ranges,
+    parse_status_ranges,
 )
 
 __all__ = [

@@ -38,7 +38,15 @@ from backhaul.config.model import (
 from backhaul.config.units import describe
 from backhaul.errors import ConfigError
 
-__all__ = ["MAX_CONFIG_BYTES", "load_data", "load_file", "load_text", "parse_yaml"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "load_bytes",
+    "load_data",
+    "load_file",
+    "load_text",
+    "parse_yaml",
+    "read_config_bytes",
+]
 
 #: Larger files are refused: a config is text written by people.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -425,8 +433,9 @@ def load_text(text: str, source: str = "<text>", folder: str | None = None) -> E
     return load_data(data, source, root, folder)
 
 
-def load_file(path: str | Path) -> EdgeConfig:
-    """Read, parse and validate the YAML config at ``path``."""
+def read_config_bytes(path: str | Path) -> bytes:
+    """The bytes of the config file at ``path`` (at most :data:`MAX_CONFIG_BYTES`), or a
+    ``ConfigError`` that says why they cannot be read."""
     source = str(path)
     file = Path(path)
     hint = "expected a YAML config file (`backhaul config default > edge.yaml` writes one)"
@@ -447,6 +456,12 @@ def load_file(path: str | Path) -> EdgeConfig:
         raise ConfigError(
             source, [("", f"found a file over {MAX_CONFIG_BYTES} bytes: expected a config file")]
         )
+    return raw
+
+
+def load_bytes(raw: bytes, source: str, folder: str | None = None) -> EdgeConfig:
+    """Decode (UTF-8, a BOM allowed), parse and validate the bytes of a config file;
+    ``source`` and ``folder`` as for :func:`load_text`."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -454,4 +469,10 @@ def load_file(path: str | Path) -> EdgeConfig:
             source,
             [("", f"found bytes that are not UTF-8 at offset {exc.start}: expected UTF-8 text")],
         ) from exc
-    return load_text(text, source, str(file.absolute().parent))
+    return load_text(text, source, folder)
+
+
+def load_file(path: str | Path) -> EdgeConfig:
+    """Read, parse and validate the YAML config at ``path``."""
+    raw = read_config_bytes(path)
+    return load_bytes(raw, str(path), str(Path(path).absolute().parent))

@@ -48,11 +48,8 @@ from backhaul.config.cluster_policy import (
     SlowStartSettings,
     Sticky,
     backoff_problem,
-    balance_problems,
-    balance_settings,
     cluster_advisories,
     merged_retries,
-    retry_policy,
 )
 from backhaul.config.dhcp import DhcpConfig
 from backhaul.config.dns import DnsConfig, EndpointsFrom
@@ -133,11 +130,9 @@ __all__ = [
     "Sticky",
     "WholeSeconds",
     "advisories",
-    "balance_settings",
     "cross_check",
     "cross_check_parts",
     "default_names",
-    "retry_policy",
     "route_retries",
 ]
 
@@ -592,8 +587,6 @@ class Cluster(ConfigModel):
         backoff = backoff_problem(self.retries)
         if backoff is not None:
             problems.append(("retries." + backoff[0], backoff[1]))
-        if not problems:
-            problems.extend(balance_problems(self))
         if problems:
             raise Problems(problems)
         return self

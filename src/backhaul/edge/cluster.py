@@ -30,7 +30,8 @@ from backhaul.balance import (
     StickyCookie,
     make_balancer,
 )
-from backhaul.edge.settings import unpickle
+from backhaul.edge import runtime_config as rt
+from backhaul.edge.balancing import balance_settings, retry_policy
 from backhaul.edge.tls import describe_connect_error
 from backhaul.errors import ConnectError, ConnectTimeout
 
@@ -187,7 +188,7 @@ class Cluster:
     def __init__(
         self,
         name: str,
-        config: Any,
+        config: rt.Cluster,
         builtin_ports: dict[int, int] | None = None,
         now: float = 0.0,
     ) -> None:
@@ -210,15 +211,14 @@ class Cluster:
                 port = (builtin_ports or {})[i]
                 label = f"builtin:{name}-{i + 1}"
                 self.endpoints.append(Endpoint(self, "127.0.0.1", port, ep.weight, label))
-        runtime = unpickle(config.runtime)
         self.balancer = make_balancer(
-            self.endpoints, runtime["balance"], name=name, now=now, rng=self.rng
+            self.endpoints, balance_settings(config), name=name, now=now, rng=self.rng
         )
         breakers = config.circuit_breakers
         self.breakers = CircuitBreakers(
             breakers.max_connections, breakers.max_pending, breakers.max_requests
         )
-        self.retry_policy: RetryPolicy = runtime["retry"]
+        self.retry_policy: RetryPolicy = retry_policy(config.retries)
         budget = config.retries.budget
         self.retry_budget = RetryBudget(budget.percent, budget.min_retry_concurrency)
         key = config.hash_key
@@ -252,7 +252,7 @@ class Cluster:
                     path=http.path,
                     method=http.method,
                     host=http.host,
-                    statuses=tuple(tuple(r) for r in http.expected_statuses),
+                    statuses=http.expected_statuses,
                     body_contains=http.body_contains,
                     body_regex=http.body_regex,
                     body_limit=http.body_limit,

@@ -1,19 +1,46 @@
-"""The supervisor: starts N worker processes that share the listeners through SO_REUSEPORT,
-restarts a worker that dies, and on SIGTERM/SIGINT lets every worker drain, then exits 0.
+"""The supervisor: starts N worker processes that share the listeners, restarts a worker
+that dies, reloads the config on SIGHUP, and on SIGTERM/SIGINT lets every worker drain, then
+exits 0.
 
 ``backhaul serve`` validates the config (pydantic), checks that every listener can bind, then
 replaces itself (``exec``) with this module's :func:`main`, handing over the config as plain
-data (:mod:`backhaul.edge.settings`) through a memory file. The supervisor thus holds no CLI,
-no pydantic and no toolbox code, and the workers it forks import only the edge: each process
-stays small. The supervisor runs no event loop and no threads, which keeps ``fork`` safe.
-Services configured next to the edge (the DHCP server) run as its children too
-(:mod:`backhaul.services.sidecar`).
+data (:mod:`backhaul.edge.settings`, inside a :class:`~backhaul.edge.candidate.Prepared`)
+through a memory file. The supervisor thus holds no CLI, no pydantic and no toolbox code, and
+the workers it forks import only the edge: each process stays small. The supervisor runs no
+event loop and no threads, which keeps ``fork`` safe. Services configured next to the edge
+(the DHCP server) run as its children too (:mod:`backhaul.services.sidecar`).
+
+Reload (SIGHUP; ``backhaul reload``; the admin API's ``POST /config/reload``, which sends
+SIGHUP and waits on :class:`~backhaul.state.reload_status.ReloadStatus`):
+
+1. Workers re-read their certificate files at once (the TLS hook, as before reloads), and
+   the DNS processes their zone files.
+2. A child process validates the config file again (``python -m backhaul.edge.candidate``):
+   the supervisor stays without pydantic. A bad file changes nothing: the error (file,
+   config path, what was expected, as ``backhaul check`` says it) is logged and recorded.
+3. A file that validates to the config in effect changes nothing either (logged).
+4. Otherwise a new :class:`Generation` starts beside the current one: its shared memory
+   (metrics: the same store when the layout is the same, so counters continue, else a new
+   one, so counters restart; the endpoint control bytes, the operator's drains carried
+   over), its listening sockets (an unchanged address keeps its socket, bound once and
+   inherited, so no connection attempt is refused; a new address is bound here, and a bind
+   error fails the reload), then its workers. When all of them serve, the old workers get
+   SIGTERM: they stop accepting, finish in-flight requests within the drain timeout and
+   exit. A new worker that fails to start fails the reload, and the old generation stays.
+   The DNS processes restart on the new generation when something they read changed (the
+   ``dns:`` section, the clusters, the shared state; new ones start before the old stop);
+   a changed ``dhcp:`` section restarts the DHCP sidecar.
+5. The outcome goes to :class:`ReloadStatus` (generation, digest, last result and error),
+   to the status file ``backhaul reload`` reads (:mod:`backhaul.edge.runfiles`), and to a
+   log line with the config's SHA-256.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import select
 import signal
 import socket
 import sys
@@ -21,24 +48,42 @@ import time
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from backhaul.errors import NetworkError, UsageError
+from backhaul.edge import runtime_config as rt
+from backhaul.edge.candidate import Candidate, Prepared, max_workers
+from backhaul.errors import BackhaulError, NetworkError, UsageError
 from backhaul.net.bind_error import explain_bind_error
 from backhaul.services.lifecycle import die_with_parent as _die_with_parent
 from backhaul.services.lifecycle import new_event_loop as _new_loop
+from backhaul.state.endpoint_control import EndpointControl
+from backhaul.state.reload_status import ReloadStatus
+from backhaul.state.shared_counters import SharedCounters
 
-__all__ = ["describe_exit", "main", "run_worker_process", "serve", "validate_binds"]
+__all__ = [
+    "Generation",
+    "describe_exit",
+    "main",
+    "max_workers",
+    "run_worker_process",
+    "serve",
+    "validate_binds",
+]
 
 _RESTART_WINDOW = 10.0  # seconds
 _RESTART_LIMIT = 5  # crashes within the window before the supervisor gives up
+_VALIDATE_DEADLINE = 60.0  # seconds for the child that validates a reloaded config
+_START_DEADLINE = 30.0  # seconds for a new generation's workers to serve
 
 
-def validate_binds(config: Any) -> None:
-    """Fail early, in the supervisor, when a listener address cannot be bound."""
+def validate_binds(config: Any = None, admin: Any = None) -> None:
+    """Fail early, in the supervisor, when a listener address of ``config`` (or the admin
+    address ``admin``) cannot be bound."""
     from backhaul.edge.listen import bind_listener_socket
 
-    binds = [(f"listener {lst.name}", lst.address) for lst in config.listeners]
+    binds = [(f"listener {lst.name}", lst.address) for lst in getattr(config, "listeners", ())]
     if getattr(config, "admin", None) is not None:
         binds.append(("admin listener", config.admin.address))
+    if admin is not None:
+        binds.append(("admin listener", admin))
     for what, address in binds:
         try:
             sock = bind_listener_socket(address.host, address.port)
@@ -51,9 +96,15 @@ def validate_binds(config: Any) -> None:
 
 
 def run_worker_process(
-    config: Any, metrics: Any = None, control: Any = None, sockets: Any = None
+    config: rt.EdgeConfig,
+    metrics: Any = None,
+    control: Any = None,
+    sockets: Any = None,
+    ready_fd: int | None = None,
+    reload_status: Any = None,
 ) -> int:
-    """Body of one worker process: serve until SIGTERM, then drain and return."""
+    """Body of one worker process: serve until SIGTERM, then drain and return.
+    ``ready_fd``: where to say ``"<pid> ready"`` once it serves (the supervisor's pipe)."""
     import asyncio
 
     from backhaul.edge.worker import Worker
@@ -66,12 +117,14 @@ def run_worker_process(
         stop.set()
 
     async def main() -> None:
-        worker = Worker(config, loop, metrics, control, sockets)
+        worker = Worker(config, loop, metrics, control, sockets, reload_status=reload_status)
         try:
             await worker.start()
             # The supervisor listens before it forks: this line says the worker takes requests.
             sys.stderr.flush()
             os.write(2, f"backhaul: worker {os.getpid()} serving\n".encode())  # one write
+            if ready_fd is not None:
+                os.write(ready_fd, f"{os.getpid()} ready\n".encode())
             loop.add_signal_handler(signal.SIGTERM, on_term)
             await stop.wait()
             await worker.wait_drained()
@@ -85,110 +138,541 @@ def run_worker_process(
     return 0
 
 
-def max_workers() -> int:
-    """More worker processes than this only add memory (8 per CPU, at least 16)."""
-    return max(16, 8 * (os.cpu_count() or 1))
+class Generation:
+    """One config in effect: its settings, the shared memory made for it, its workers.
+
+    A reload makes a new generation beside the current one; once all its workers serve, it
+    becomes the current one and the old one retires (its workers drain and exit)."""
+
+    def __init__(
+        self,
+        number: int,
+        prepared: Prepared,
+        config: rt.EdgeConfig,
+        metrics: SharedCounters,
+        control: EndpointControl,
+        sockets: dict[str, socket.socket],
+    ) -> None:
+        self.number = number
+        self.prepared = prepared
+        self.config = config
+        self.size = prepared.workers
+        self.metrics = metrics
+        self.control = control
+        self.sockets = sockets
+        self.workers: dict[int, int] = {}  # pid -> metrics slot
+        self.ready: set[int] = set()
+        self.deadline = 0.0  # starting: all ready by then; retiring: killed after it
+        self.dns: Any = None  # its DnsProcesses, when the config has a dns section
+        self.sidecars: list[Any] = []
+
+    @property
+    def addresses(self) -> set[tuple[str, int]]:
+        return {(lst.address.host, lst.address.port) for lst in self.config.listeners}
+
+    def drain_timeout(self) -> float:
+        return max((float(lst.timeouts.drain) for lst in self.config.listeners), default=30.0)
 
 
 class _Supervisor:
-    def __init__(self, config: Any, workers: int, sidecars: tuple[str, ...] = ()) -> None:
-        self.config = config
-        self.size = workers
+    def __init__(
+        self,
+        prepared: Prepared,
+        sidecars: tuple[str, ...] = (),
+        config_file: str | None = None,
+        access_log: str | None = None,
+        workers_flag: int | None = None,
+    ) -> None:
+        from backhaul.edge.settings import thaw
         from backhaul.services.sidecar import Sidecar
 
-        # services next to the edge (the DHCP server), each its own child process
-        self.sidecars = [Sidecar(spec, _die_with_parent) for spec in sidecars]
-        self.children: dict[int, float] = {}  # pid -> start time
+        config = thaw(prepared.settings)
+        self.config_file = config_file
+        self.access_log = access_log
+        self.workers_flag = workers_flag
         self.stopping = False
         self.crashes: list[float] = []
-        from backhaul.state.shared_counters import SharedCounters, build_layout
-
-        # One metrics slot per worker, in memory the forked workers share.
-        self.metrics = SharedCounters(build_layout(config), workers)
-        self.slots: dict[int, int] = {}  # pid -> metrics slot
-        from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
-
-        # The operator's drain requests, shared by the workers (see the admin API).
-        self.control = EndpointControl(endpoint_labels(config))
+        self.reload_wanted = False
+        self.candidate: tuple[int, int, float] | None = None  # (pid, result fd, deadline)
+        self.retired: set[int] = set()  # pids of stopped services (DNS, sidecars) to reap
+        # Reload outcomes, readable by every process forked from here (the admin API).
+        self.status = ReloadStatus(digest=prepared.digest)
         # Each listener's socket, bound once here and inherited by every worker it forks: a
         # restarted worker never opens a window in which connections are refused, and no
-        # other process can join the port (no SO_REUSEPORT on it).
-        from backhaul.edge.listen import bind_listener_socket
-
-        self.sockets = {
-            lst.name: bind_listener_socket(lst.address.host, lst.address.port, reuse_port=False)
-            for lst in config.listeners
-        }
+        # other process can join the port (no SO_REUSEPORT on it). A reload keeps the
+        # sockets of the addresses it still listens on.
+        self.bound: dict[tuple[str, int], socket.socket] = {}
+        sockets = self._sockets_for(config)
+        # Workers say "<pid> ready" here once they serve; signals wake the loop.
+        self.ready_r, self.ready_w = os.pipe()
+        os.set_blocking(self.ready_r, False)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self._ready_buffer = b""
         from backhaul.edge.tls_supervisor import TlsSupervision
 
         # TLS hook: the ticket key shared by the workers (mapped before fork), certificate
         # reloads on SIGHUP, renewal of internal-CA certificates. None without TLS.
         self.tls = TlsSupervision.before_fork(config)
-        self.dns = None  # the DNS service's processes (backhaul.services.dns), if configured
-        if getattr(config, "dns", None) is not None:
+        self.current = self._generation(1, prepared, config, sockets, None)
+        # services next to the edge (the DHCP server), each its own child process
+        self.current.sidecars = [Sidecar(spec, _die_with_parent) for spec in sidecars]
+        self.starting: Generation | None = None
+        self.retiring: list[Generation] = []
+
+    # -- generations ---------------------------------------------------------------------
+    def _sockets_for(self, config: rt.EdgeConfig) -> dict[str, socket.socket]:
+        """The listening socket of each listener of ``config``: the one already bound for
+        its address, else a new one (:class:`NetworkError` when it cannot be bound)."""
+        from backhaul.edge.listen import bind_listener_socket
+
+        fresh: list[tuple[str, int]] = []
+        out: dict[str, socket.socket] = {}
+        try:
+            for lst in config.listeners:
+                key = (lst.address.host, lst.address.port)
+                if key not in self.bound:
+                    try:
+                        self.bound[key] = bind_listener_socket(*key, reuse_port=False)
+                    except OSError as exc:
+                        reason = explain_bind_error(exc.errno, *key)
+                        raise NetworkError(f"listener {lst.name}: {reason}") from exc
+                    fresh.append(key)
+                out[lst.name] = self.bound[key]
+        except BaseException:
+            for key in fresh:
+                self.bound.pop(key).close()
+            raise
+        return out
+
+    def _release_sockets(self) -> None:
+        """Close the supervisor's copy of sockets no generation in effect listens on."""
+        wanted = self.current.addresses
+        if self.starting is not None:
+            wanted |= self.starting.addresses
+        for key in [k for k in self.bound if k not in wanted]:
+            self.bound.pop(key).close()
+
+    def _generation(
+        self,
+        number: int,
+        prepared: Prepared,
+        config: rt.EdgeConfig,
+        sockets: dict[str, socket.socket],
+        previous: Generation | None,
+    ) -> Generation:
+        """The shared memory of a new generation (mapped here, before its workers fork)."""
+        from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
+        from backhaul.state.shared_counters import SharedCounters, build_layout
+
+        layout = build_layout(config)
+        store = None
+        # Same listeners, routes, clusters and endpoints: the counters continue (the new
+        # workers take slots the old ones do not hold).
+        if (
+            previous is not None
+            and previous.metrics.layout.digest == layout.digest
+            and previous.metrics.slots - len(self._slots_in_use(previous.metrics))
+            >= prepared.workers
+        ):
+            store = previous.metrics
+        if store is None:
+            # Room for two generations at once (the old drains while the new serves).
+            store = SharedCounters(layout, 2 * prepared.workers)
+        labels = endpoint_labels(config)
+        # The operator's drain requests, shared by the workers (see the admin API). The same
+        # endpoints (and drain flags in the config): the same bytes, so nothing is lost.
+        # Otherwise an endpoint that stays keeps what the operator asked unless the config
+        # changed its drain flag.
+        before = endpoint_labels(previous.config) if previous is not None else None
+        if previous is not None and before == labels:
+            control = previous.control
+        else:
+            control = EndpointControl(labels)
+        if previous is not None and control is not previous.control:
+            wished = {(c, label): drain for c, label, drain in before or ()}
+            for cluster, label, drain in labels:
+                i = previous.control.find(cluster, label)
+                j = control.find(cluster, label)
+                if i is not None and j is not None and wished.get((cluster, label)) == drain:
+                    control.set_drain(j, previous.control.drain_wanted(i))
+        gen = Generation(number, prepared, config, store, control, sockets)
+        dns = getattr(config, "dns", None)
+        if dns is None:
+            return gen
+        if (
+            previous is not None
+            and previous.dns is not None
+            and previous.config.dns == dns
+            and previous.config.clusters == config.clusters
+            and previous.metrics is store
+            and previous.control is control
+        ):
+            gen.dns = previous.dns  # nothing the DNS service reads changed: it runs on
+        else:
             from backhaul.services.dns.process import DnsProcesses
 
-            self.dns = DnsProcesses(config.dns, config.clusters, self.control, self.metrics)
+            gen.dns = DnsProcesses(dns, config.clusters, control, store)
+        return gen
 
-    def spawn(self) -> int:
-        # A restarted worker takes the dead one's slot (its counters continue from there).
-        slot = min(set(range(self.size)) - set(self.slots.values()))
+    def _generations(self) -> list[Generation]:
+        gens = [self.current, *self.retiring]
+        if self.starting is not None:
+            gens.append(self.starting)
+        return gens
+
+    def _slots_in_use(self, store: SharedCounters) -> set[int]:
+        return {
+            slot for g in self._generations() if g.metrics is store for slot in g.workers.values()
+        }
+
+    def spawn(self, gen: Generation) -> int:
+        # A restarted worker takes a free slot (a dead one's: its counters continue there).
+        slot = min(set(range(gen.metrics.slots)) - self._slots_in_use(gen.metrics))
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
+            signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # TLS hook: the supervisor's signal
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's signal
             _die_with_parent(parent)
             code = 1
             try:
+                # Sockets of other generations' listeners are not this worker's to hold:
+                # a removed listener must close once its old workers exit.
+                mine = {id(sock) for sock in gen.sockets.values()}
+                for sock in self.bound.values():
+                    if id(sock) not in mine:
+                        sock.close()
+                os.close(self.ready_r)
+                os.close(self.wake_r)
+                os.close(self.wake_w)
                 code = run_worker_process(
-                    self.config, (self.metrics, slot), self.control, self.sockets
+                    gen.config,
+                    (gen.metrics, slot),
+                    gen.control,
+                    gen.sockets,
+                    ready_fd=self.ready_w,
+                    reload_status=self.status,
                 )
             except BaseException as exc:
-                print(f"backhaul: worker {os.getpid()} failed: {exc}", file=sys.stderr)
+                reason = f"{exc}" or type(exc).__name__
+                print(f"backhaul: worker {os.getpid()} failed: {reason}", file=sys.stderr)
+                line = f"{os.getpid()} failed {' '.join(reason.split())}"[:3000] + "\n"
+                with contextlib.suppress(OSError):
+                    os.write(self.ready_w, line.encode())
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        self.children[pid] = time.monotonic()
-        self.slots[pid] = slot
+        gen.workers[pid] = slot
         return pid
 
     def _sidecar_pids(self) -> list[int]:
-        return [s.pid for s in self.sidecars if s.pid is not None]
+        return [s.pid for s in self.current.sidecars if s.pid is not None]
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
     def on_reload(self, signum: int, frame: object) -> None:
-        """SIGHUP: workers re-read their certificate files (TLS hook)."""
-        if self.tls is not None:
-            self.tls.request_reload()
-            print("backhaul: SIGHUP: reloading certificate files", file=sys.stderr, flush=True)
+        """SIGHUP: reload the config (and the certificate files); see :meth:`begin_reload`."""
+        self.reload_wanted = True
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
-        signal.signal(signal.SIGHUP, self.on_reload)  # TLS hook
-        for sidecar in self.sidecars:
+        signal.signal(signal.SIGHUP, self.on_reload)
+        signal.set_wakeup_fd(self.wake_w)
+        gen = self.current
+        for sidecar in gen.sidecars:
             sidecar.start()
-        for _ in range(self.size):
-            self.spawn()
-        if self.dns is not None:
-            self.dns.start()
-        pids = " ".join(str(p) for p in self.children)
+        for _ in range(gen.size):
+            self.spawn(gen)
+        if gen.dns is not None:
+            gen.dns.start()
+        self._write_runfiles()
+        pids = " ".join(str(p) for p in gen.workers)
         print(f"backhaul: supervisor {os.getpid()}, workers {pids}", file=sys.stderr, flush=True)
-        while not self.stopping:
-            if self.tls is not None:  # TLS hook: ticket-key rotation, internal renewal
-                self.tls.tick(time.monotonic(), datetime.now(UTC))
-            self.reap(restart=True)
-            if not self.children:
-                print("backhaul: no worker left; stopping", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        return self.shutdown()
+        print(
+            f"backhaul: config generation 1, sha256 {gen.prepared.digest}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            while not self.stopping:
+                if self.tls is not None:  # TLS hook: ticket-key rotation, internal renewal
+                    self.tls.tick(time.monotonic(), datetime.now(UTC))
+                self.reap(restart=True)
+                self._read_ready()
+                self._step_reload()
+                if not self.current.workers and self.starting is None:
+                    print("backhaul: no worker left; stopping", file=sys.stderr)
+                    return 1
+                self._wait(0.1)
+            return self.shutdown()
+        finally:
+            from backhaul.edge import runfiles
 
+            runfiles.remove(os.getpid(), self.config_file)
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a worker says it is ready, a signal arrives, or ``timeout``."""
+        try:
+            select.select([self.ready_r, self.wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wake_r, 512):
+                pass
+
+    def _read_ready(self) -> None:
+        try:
+            data = os.read(self.ready_r, 1 << 16)
+        except BlockingIOError:
+            return
+        self._ready_buffer += data
+        *lines, self._ready_buffer = self._ready_buffer.split(b"\n")
+        for line in lines:
+            pid_text, _, rest = line.decode(errors="replace").partition(" ")
+            word, _, reason = rest.partition(" ")
+            try:
+                pid = int(pid_text)
+            except ValueError:
+                continue
+            for gen in self._generations():
+                if pid in gen.workers:
+                    if word == "ready":
+                        gen.ready.add(pid)
+                    elif gen is self.starting:
+                        self._abort(f"worker {pid} failed to start: {reason}")
+                    break
+
+    # -- reloads ---------------------------------------------------------------------------
+    def _step_reload(self) -> None:
+        now = time.monotonic()
+        if self.candidate is not None and now > self.candidate[2]:
+            pid = self.candidate[0]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.retired.add(pid)
+            self._candidate_done(None, f"validating the config took over {_VALIDATE_DEADLINE:g}s")
+        starting = self.starting
+        if starting is not None:
+            if starting.ready >= set(starting.workers) and starting.workers:
+                self._switch()
+            elif now > starting.deadline:
+                self._abort(f"the new workers did not serve within {_START_DEADLINE:g}s")
+        for gen in self.retiring:
+            if gen.workers and now > gen.deadline:
+                for pid in gen.workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        if self.reload_wanted and self.candidate is None and self.starting is None:
+            self.reload_wanted = False
+            self.begin_reload()
+
+    def begin_reload(self) -> None:
+        """Re-read certificate files at once (TLS hook) and validate the config file again
+        in a child process (its answer arrives through :meth:`reap`)."""
+        if self.tls is not None:
+            self.tls.request_reload()
+            _log("SIGHUP: reloading certificate files")
+        if self.current.dns is not None:  # zone files (a new generation restarts DNS anyway)
+            self.current.dns.signal_all(signal.SIGHUP)
+        if self.config_file is None:
+            self._record(True, "", None)
+            _log("SIGHUP: started without --config: no config file to reload")
+            return
+        _log(f"SIGHUP: reloading {self.config_file}")
+        fd = os.memfd_create("backhaul-candidate", 0)  # inheritable: the child writes it
+        argv = [sys.executable, "-m", "backhaul.edge.candidate", "--result-fd", str(fd)]
+        argv += ["--config", self.config_file]
+        if self.access_log is not None:
+            argv += ["--access-log", self.access_log]
+        if self.workers_flag is not None:
+            argv += ["--workers", str(self.workers_flag)]
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                _die_with_parent(parent)
+                os.execv(sys.executable, argv)
+            finally:
+                os._exit(127)
+        self.candidate = (pid, fd, time.monotonic() + _VALIDATE_DEADLINE)
+
+    def _candidate_done(self, status: int | None, problem: str = "") -> None:
+        """The validating child ended (``status``) or was given up (``problem``)."""
+        assert self.candidate is not None
+        _, fd, _ = self.candidate
+        self.candidate = None
+        try:
+            chunks = []
+            os.lseek(fd, 0, os.SEEK_SET)
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        answer: Candidate | None = None
+        if not problem:
+            try:
+                answer = pickle.loads(b"".join(chunks))  # our own child's bytes
+            except Exception:
+                why = describe_exit(status) if status is not None else "stopped"
+                problem = f"the config validator {why} without an answer"
+        if answer is None or answer.prepared is None:
+            self._fail(problem or (answer.error if answer is not None else "no answer"))
+            return
+        self._apply(answer.prepared)
+
+    def _apply(self, prepared: Prepared) -> None:
+        """Start a generation on ``prepared`` (or note that nothing changed)."""
+        from backhaul.edge.settings import thaw
+
+        cur = self.current
+        if (
+            prepared.settings == cur.prepared.settings
+            and prepared.dhcp == cur.prepared.dhcp
+            and prepared.workers == cur.size
+        ):
+            self.current.prepared = prepared  # the digest may differ (comments, layout)
+            self._record(True, "", prepared.digest)
+            _log(
+                f"config unchanged in effect (sha256 {prepared.digest}); generation"
+                f" {cur.number} stays"
+            )
+            return
+        config = thaw(prepared.settings)
+        try:
+            admin = config.admin
+            if admin is not None and (cur.config.admin is None or admin != cur.config.admin):
+                validate_binds(admin=admin.address)  # a new admin address: free?
+            sockets = self._sockets_for(config)
+        except NetworkError as exc:
+            self._fail(f"{self.config_file}: {exc}; the running config stays")
+            return
+        gen = self._generation(cur.number + 1, prepared, config, sockets, cur)
+        if any(getattr(lst, "tls", None) is not None for lst in config.listeners):
+            from backhaul.edge.tls_supervisor import InternalCertificates, TlsSupervision
+
+            if self.tls is None:
+                self.tls = TlsSupervision.before_fork(config)
+            else:
+                self.tls.internal = InternalCertificates(config)
+        if prepared.dhcp == cur.prepared.dhcp:
+            gen.sidecars = cur.sidecars
+        else:  # the DHCP service restarts on its new section (or stops without one)
+            from backhaul.services.sidecar import Sidecar, dhcp_spec
+            from backhaul.state import extra_metrics
+
+            for old in cur.sidecars:  # before the new workers fork: they read the list
+                with contextlib.suppress(ValueError):
+                    extra_metrics.PATHS.remove(old.metrics)
+            if prepared.dhcp is not None:
+                gen.sidecars = [Sidecar(dhcp_spec(*prepared.dhcp), _die_with_parent)]
+        self.starting = gen
+        gen.deadline = time.monotonic() + _START_DEADLINE
+        for _ in range(gen.size):
+            self.spawn(gen)
+
+    def _switch(self) -> None:
+        """Every worker of the new generation serves: the old one drains and exits."""
+        from backhaul.state.dns_counters import share_slots
+
+        new, old = self.starting, self.current
+        assert new is not None
+        self.starting = None
+        self.current = new
+        for pid in old.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        old.deadline = time.monotonic() + old.drain_timeout() + 5.0
+        self.retiring.append(old)
+        # DNS: the new processes (on the new config and shared state) start beside the old
+        # ones (SO_REUSEPORT), then the old ones stop.
+        if new.dns is not old.dns:
+            if new.dns is not None:
+                new.dns.start()
+            if old.dns is not None:
+                self.retired.update(old.dns.children)
+                old.dns.signal_all(signal.SIGTERM)
+            share_slots(new.dns.stats if new.dns is not None else None)
+        if new.sidecars is not old.sidecars:
+            for sidecar in old.sidecars:
+                if sidecar.pid is not None:
+                    self.retired.add(sidecar.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(sidecar.pid, signal.SIGTERM)
+            for sidecar in new.sidecars:
+                sidecar.start()
+        self._release_sockets()
+        self.status.set_generation(new.number)
+        self._record(True, "", new.prepared.digest)
+        pids = " ".join(str(p) for p in new.workers)
+        summary = "; ".join(new.prepared.summary) or "no listener"
+        _log(
+            f"config generation {new.number} applied (sha256 {new.prepared.digest}):"
+            f" {summary}; workers {pids}; generation {old.number} drains"
+        )
+
+    def _abort(self, problem: str) -> None:
+        """The new generation failed to start: it stops, the current one keeps serving."""
+        from backhaul.state.dns_counters import share_slots
+
+        gen = self.starting
+        assert gen is not None
+        self.starting = None
+        for pid in gen.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        gen.deadline = time.monotonic() + 5.0
+        self.retiring.append(gen)
+        if gen.dns is not self.current.dns:
+            share_slots(self.current.dns.stats if self.current.dns is not None else None)
+        if gen.sidecars is not self.current.sidecars:
+            from backhaul.state import extra_metrics
+
+            for sidecar in gen.sidecars:
+                with contextlib.suppress(ValueError):
+                    extra_metrics.PATHS.remove(sidecar.metrics)
+            extra_metrics.PATHS.extend(s.metrics for s in self.current.sidecars)
+        self._release_sockets()
+        self._fail(f"{self.config_file}: {problem}; the running config stays")
+
+    def _fail(self, error: str) -> None:
+        cur = self.current
+        _log(
+            f"config reload failed; generation {cur.number} (sha256 {cur.prepared.digest})"
+            f" keeps serving:\n{error}"
+        )
+        self._record(False, error, None)
+
+    def _record(self, ok: bool, error: str, digest: str | None) -> None:
+        self.status.record(ok, error, digest, time.time())
+        self._write_runfiles()
+
+    def _write_runfiles(self) -> None:
+        from backhaul.edge import runfiles
+
+        try:
+            if self.status.snapshot().attempts == 0:
+                runfiles.write_pid(self.config_file, os.getpid())
+            extra = {
+                "pid": os.getpid(),
+                "config_file": self.config_file,
+                "workers": sorted(self.current.workers),
+            }
+            runfiles.write_status(os.getpid(), self.status.snapshot(), extra)
+        except (OSError, BackhaulError) as exc:
+            _log(f"cannot write the run files ({exc}); `backhaul reload` will not find this edge")
+
+    # -- children --------------------------------------------------------------------------
     def reap(self, restart: bool) -> None:
         while True:
             try:
@@ -197,68 +681,107 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
-            if self.dns is not None and self.dns.reaped(pid, status, restart and not self.stopping):
+            if self.candidate is not None and pid == self.candidate[0]:
+                self._candidate_done(status)
                 continue
-            if any(s.exited(pid, status, restart and not self.stopping) for s in self.sidecars):
+            if pid in self.retired:
+                self.retired.discard(pid)
+                for gen in self._generations():
+                    if gen.dns is not None:
+                        gen.dns.children.pop(pid, None)
                 continue
-            self.children.pop(pid, None)
-            self.slots.pop(pid, None)
-            if not restart or self.stopping:
+            again = restart and not self.stopping
+            dns = self.current.dns
+            if dns is not None and dns.reaped(pid, status, again):
                 continue
-            code = describe_exit(status)
-            now = time.monotonic()
-            self.crashes = [t for t in self.crashes if now - t < _RESTART_WINDOW]
-            self.crashes.append(now)
-            if len(self.crashes) > _RESTART_LIMIT:
-                print(
-                    f"backhaul: workers keep dying ({len(self.crashes)} in "
-                    f"{_RESTART_WINDOW:g}s, the last {code}); not restarting",
-                    file=sys.stderr,
-                )
+            if any(s.exited(pid, status, again) for s in self.current.sidecars):
                 continue
-            new = self.spawn()
+            self._worker_exited(pid, status, again)
+
+    def _worker_exited(self, pid: int, status: int, restart: bool) -> None:
+        gen = next((g for g in self._generations() if pid in g.workers), None)
+        if gen is None:
+            return
+        gen.workers.pop(pid, None)
+        gen.ready.discard(pid)
+        if gen is not self.current:
+            if gen is self.starting and restart:
+                self._abort(f"worker {pid} {describe_exit(status)} before it served")
+            elif gen in self.retiring and not gen.workers:
+                self.retiring.remove(gen)
+                if all(g.metrics is not gen.metrics for g in self._generations()):
+                    gen.metrics.close()  # this process's mapping; no generation uses it
+            return
+        if not restart:
+            return
+        code = describe_exit(status)
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < _RESTART_WINDOW]
+        self.crashes.append(now)
+        if len(self.crashes) > _RESTART_LIMIT:
             print(
-                f"backhaul: worker {pid} {code}; started worker {new}",
+                f"backhaul: workers keep dying ({len(self.crashes)} in "
+                f"{_RESTART_WINDOW:g}s, the last {code}); not restarting",
                 file=sys.stderr,
-                flush=True,
             )
+            return
+        new = self.spawn(gen)
+        print(
+            f"backhaul: worker {pid} {code}; started worker {new}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _all_pids(self) -> list[int]:
+        pids = [p for g in self._generations() for p in g.workers]
+        pids += self._sidecar_pids()
+        if self.candidate is not None:
+            pids.append(self.candidate[0])
+        return pids
 
     def shutdown(self) -> int:
         # Stop taking connections: once the workers close theirs, no copy of the listening
         # sockets is left open, so new clients are refused rather than left queued.
-        for sock in self.sockets.values():
+        for sock in self.bound.values():
             sock.close()
-        if self.dns is not None:
-            self.dns.stop()
-        drain = max((lst.timeouts.drain for lst in self.config.listeners), default=30.0)
-        for pid in [*self.children, *self._sidecar_pids()]:
+        self.bound.clear()
+        for gen in self._generations():
+            if gen.dns is not None:
+                gen.dns.stop()
+        drain = max(g.drain_timeout() for g in self._generations())
+        for pid in self._all_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + float(drain) + 5.0
-        while (self.children or self._sidecar_pids()) and time.monotonic() < deadline:
+        while self._all_pids() and time.monotonic() < deadline:
             self.reap(restart=False)
             time.sleep(0.02)
-        for pid in [*self.children, *self._sidecar_pids()]:
+        for pid in self._all_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.reap(restart=False)
         return 0
 
 
-def serve(config: Any, workers: int | None = None) -> NoReturn:
+def _log(text: str) -> None:
+    print(f"backhaul: {text}", file=sys.stderr, flush=True)
+
+
+def serve(
+    config: Any,
+    workers: int | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    access_log: str | None = None,
+    digest: str | None = None,
+) -> NoReturn:
     """Run the edge for a validated ``config`` with ``workers`` processes (default: the
     config's, then the CPU count). Does not return on success: the process becomes the
-    supervisor (see the module docstring)."""
-    from backhaul.edge.settings import freeze
+    supervisor (see the module docstring). ``config_file`` is re-read on reload, with
+    ``access_log`` (``serve --access-log``) and ``workers`` applied again; ``digest`` is the
+    SHA-256 of the file's bytes that ``config`` was validated from."""
+    from backhaul.edge.candidate import prepare, worker_count
 
-    count = workers or config.workers or os.cpu_count() or 1
-    if count < 1:
-        raise UsageError("--workers must be at least 1")
-    if count > max_workers():
-        raise UsageError(
-            f"{count} workers is more than this machine can use: at most {max_workers()} "
-            f"(8 per CPU); one per CPU is the usual choice"
-        )
+    worker_count(config, workers)  # a bad --workers first
     validate_binds(config)
     try:
         from backhaul.edge.datapath import DATA_PLANE
@@ -269,47 +792,56 @@ def serve(config: Any, workers: int | None = None) -> NoReturn:
             "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
         ) from exc
     print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
-    if any(lst.tls is not None and lst.tls.internal for lst in config.listeners):
-        from backhaul.edge.tls_supervisor import InternalCertificates
-
-        InternalCertificates(config).ensure(datetime.now(UTC))  # TLS hook: before workers
+    prepared = prepare(config, workers, digest)  # internal certificates issued here
     if getattr(config, "dns", None) is not None:
         from backhaul.services.dns.process import check_ports_free, describe_listen
 
         check_ports_free(config.dns.listen, config.dns.metrics)
         print(f"backhaul: dns on {describe_listen(config.dns)}", file=sys.stderr)
-    for lst in config.listeners:
-        scheme = "https" if lst.tls is not None else "http"  # TLS hook
-        print(f"backhaul: listener {lst.name} on {scheme}://{lst.address}", file=sys.stderr)
-    from backhaul.services.sidecar import handoff
+    for line in prepared.summary:
+        print(f"backhaul: {line}", file=sys.stderr)
+    from backhaul.services.sidecar import dhcp_spec
 
-    sidecars = handoff(config)  # the dhcp: section goes to its own process, not the workers
+    # the dhcp: section goes to its own process, not the workers
+    sidecars = [] if prepared.dhcp is None else ["--sidecar", dhcp_spec(*prepared.dhcp)]
     fd = os.memfd_create("backhaul-settings", 0)  # inheritable across exec
-    os.write(fd, freeze(config.model_copy(update={"dhcp": None}) if sidecars else config))
+    os.write(fd, pickle.dumps(prepared, protocol=5))
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
-    os.execv(sys.executable, [*argv, "--workers", str(count), *sidecars])
+    if config_file is not None:
+        argv += ["--config-file", os.path.abspath(config_file)]
+    if access_log is not None:
+        argv += ["--access-log", access_log]
+    if workers is not None:
+        argv += ["--workers-flag", str(workers)]
+    os.execv(sys.executable, [*argv, *sidecars])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the exec'd supervisor: ``--settings-fd FD --workers N``."""
-    from backhaul.edge.settings import thaw
-
+    """Entry point of the exec'd supervisor: ``--settings-fd FD [--config-file PATH]
+    [--access-log X] [--workers-flag N] [--sidecar SPEC]...``."""
+    # SIGHUP before the loop runs is ignored (the config was just read), not fatal.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
-    opts = dict(zip(args[::2], args[1::2], strict=False))
-    sidecars = tuple(v for k, v in zip(args[::2], args[1::2], strict=False) if k == "--sidecar")
+    pairs = list(zip(args[::2], args[1::2], strict=False))
+    opts = dict(pairs)
+    sidecars = tuple(v for k, v in pairs if k == "--sidecar")
     fd = int(opts["--settings-fd"])
     chunks = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            break
+    while chunk := os.read(fd, 1 << 16):
         chunks.append(chunk)
     os.close(fd)
-    settings = thaw(b"".join(chunks))
-    return _Supervisor(settings, int(opts["--workers"]), sidecars).run()
+    prepared = pickle.loads(b"".join(chunks))  # our own bytes, handed over by `serve`
+    flag = opts.get("--workers-flag")
+    return _Supervisor(
+        prepared,
+        sidecars,
+        config_file=opts.get("--config-file"),
+        access_log=opts.get("--access-log"),
+        workers_flag=int(flag) if flag else None,
+    ).run()
 
 
 def describe_exit(status: int) -> str:

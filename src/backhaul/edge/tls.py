@@ -658,9 +658,9 @@ class EdgeTls:
         if metrics is not None:
             names = metrics.layout.tls_listeners
             for i, name in enumerate(names):
-                server = self.listeners.get(name)
-                if server is not None:
-                    metrics.sync_tls(i, server.counts)
+                listener = self.listeners.get(name)
+                if listener is not None:
+                    metrics.sync_tls(i, listener.counts)
 
 
 class _NoConfig:

@@ -17,7 +17,9 @@ import sys
 import traceback
 from typing import Any
 
+from backhaul.edge import runtime_config as rt
 from backhaul.edge.accesslog import AccessLog
+from backhaul.edge.balancing import route_retry_policy
 from backhaul.edge.cluster import Cluster
 from backhaul.edge.datapath import (
     DEADLINE_IDLE,
@@ -31,14 +33,18 @@ from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
 from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
-from backhaul.edge.settings import unpickle
 from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
+from backhaul.state.reload_status import ReloadStatus
 from backhaul.state.shared_counters import SharedCounters, WorkerMetrics, build_layout
 
 __all__ = ["ListenerRuntime", "Worker", "bind_listener_socket"]
 
 TICK = 0.5
+#: While draining, a connection with no request in progress is closed once it has been idle
+#: this long (seconds): a client that sends its next request at once gets an answer with
+#: ``Connection: close`` instead of a connection closed under its request.
+DRAIN_IDLE_GRACE = 1.0
 
 
 class ListenerRuntime:
@@ -65,7 +71,7 @@ class ListenerRuntime:
         "x_forwarded",
     )
 
-    def __init__(self, config: Any, routes: RouteTable) -> None:
+    def __init__(self, config: rt.Listener, routes: RouteTable) -> None:
         self.name: str = config.name
         self.address = config.address
         self.routes = routes
@@ -83,7 +89,9 @@ class ListenerRuntime:
         self.x_forwarded = bool(fwd.x_forwarded)
         self.forwarded = bool(fwd.forwarded)
         self.request_id = bool(fwd.request_id)
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.metrics_index = 0  # this listener's index in the metrics layout
+        self.metrics_none = 0  # its metrics series for requests no route took
         self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
 
@@ -103,15 +111,18 @@ class Worker:
 
     def __init__(
         self,
-        config: Any,
+        config: rt.EdgeConfig,
         loop: asyncio.AbstractEventLoop | None = None,
         metrics: tuple[SharedCounters, int] | None = None,
         control: EndpointControl | None = None,
         sockets: dict[str, socket.socket] | None = None,
+        reload_status: ReloadStatus | None = None,
     ) -> None:
         """``sockets``: listening sockets by listener name, bound by the supervisor and
-        shared by its workers; a listener without one is bound here (SO_REUSEPORT)."""
+        shared by its workers; a listener without one is bound here (SO_REUSEPORT).
+        ``reload_status``: the supervisor's record of config reloads (for ``/metrics``)."""
         self.config = config
+        self.reload_status = reload_status
         self._sockets = sockets or {}
         self.pid = os.getpid()
         # What the operator asked of each endpoint (drain), shared by every worker.
@@ -184,11 +195,14 @@ class Worker:
                 if route_cfg.listeners and lst.name not in route_cfg.listeners:
                     continue
                 route = CompiledRoute(i, route_cfg, default_body)
-                route.metrics_key = self.metrics.layout.series(lst.name, route_cfg.name)
-                if route.kind == "proxy":
-                    cluster = self.clusters[route_cfg.proxy.cluster]
+                # a slot of CompiledRoute (routing.py) that declares no type for it
+                key = self.metrics.layout.series(lst.name, route_cfg.name)
+                route.metrics_key = key  # type: ignore[attr-defined]
+                proxy = route_cfg.proxy
+                if route.kind == "proxy" and proxy is not None:
+                    cluster = self.clusters[proxy.cluster]
                     route.cluster = cluster
-                    policy = unpickle(route_cfg.proxy.runtime_retry)
+                    policy = route_retry_policy(proxy, config.clusters[proxy.cluster])
                     route.retry_policy = policy
                     route.try_timeout = min(
                         cluster.response_headers_timeout,
@@ -227,7 +241,7 @@ class Worker:
 
             self.admin = await start_admin(
                 admin.address,
-                metrics_renderer(self.metrics.store, self.metrics),
+                metrics_renderer(self.metrics.store, self.metrics, reload=self.reload_status),
                 actions=control_actions(self),
             )
         self._tick_task = self.loop.create_task(self._tick())
@@ -289,26 +303,45 @@ class Worker:
     async def wait_drained(self, timeout: float | None = None) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish.
 
+        A connection is told to close (its next answer says ``Connection: close``) only
+        between two exchanges, never while one is under way: an answer whose head already
+        promised keep-alive is not followed by a close the client cannot expect. A
+        connection without a request is closed once idle for :data:`DRAIN_IDLE_GRACE`.
         Waits at most ``timeout`` (default: the longest listener drain timeout), then cuts
         what is left.
         """
-        self.draining = True
         if timeout is None:
             timeout = max((lst.drain_timeout for lst in self.listeners), default=30.0)
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()
+        grace = min(DRAIN_IDLE_GRACE, timeout)
         deadline = self.loop.time() + timeout
         while True:
+            now = self.loop.time()
             for conn in list(self.connections):
-                if conn.tx is None and conn.rx is None:
-                    conn.close()
+                if conn.tx is None:
+                    conn.flow.closing = True
+                    if conn.rx is None and self._idle_for(conn, now) >= grace:
+                        conn.close()
             if not self.connections or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        self.draining = True
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+
+    @staticmethod
+    def _idle_for(conn: HttpConnection, now: float) -> float:
+        """How long ``conn`` has waited for a request (its deadline minus the timeout)."""
+        listener: ListenerRuntime = conn.listener
+        deadline = float(conn.deadline)
+        if conn.deadline_kind == DEADLINE_IDLE:
+            return now - (deadline - listener.keepalive_timeout)
+        if conn.deadline_kind == DEADLINE_NONE:
+            return DRAIN_IDLE_GRACE
+        return now - (deadline - listener.headers_timeout)
 
     async def aclose(self) -> None:
         """Stop everything this worker started (bounded)."""

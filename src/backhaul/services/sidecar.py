@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RESTART_LIMIT", "Sidecar", "handoff"]
+__all__ = ["RESTART_LIMIT", "Sidecar", "dhcp_section", "dhcp_spec", "handoff"]
 
 RESTART_LIMIT = 5  # exits within a minute before the supervisor stops restarting a sidecar
 
@@ -31,13 +31,26 @@ RESTART_LIMIT = 5  # exits within a minute before the supervisor stops restartin
 def handoff(config: Any) -> list[str]:
     """The supervisor's arguments for the services ``config`` has (``--sidecar`` each):
     the DHCP section, as JSON in an inheritable memory file."""
+    section = dhcp_section(config)
+    return [] if section is None else ["--sidecar", dhcp_spec(*section)]
+
+
+def dhcp_section(config: Any) -> tuple[bytes, str] | None:
+    """The DHCP section of a validated ``config`` as JSON, and its metrics file; None
+    without one."""
     dhcp = getattr(config, "dhcp", None)
     if dhcp is None:
-        return []
-    fd = os.memfd_create("backhaul-dhcp", 0)  # inheritable across exec
-    os.write(fd, json.dumps(dhcp.model_dump(mode="json")).encode())
+        return None
     metrics = os.path.join(dhcp.state_dir, "dhcp-metrics.prom")
-    return ["--sidecar", f"dhcp,backhaul.services.dhcp,{fd},{metrics}"]
+    return json.dumps(dhcp.model_dump(mode="json")).encode(), metrics
+
+
+def dhcp_spec(section: bytes, metrics: str) -> str:
+    """A :class:`Sidecar` spec for the DHCP service: ``section`` in an inheritable memory
+    file (the supervisor makes a new one when a reload changes the section)."""
+    fd = os.memfd_create("backhaul-dhcp", 0)  # inheritable across exec
+    os.write(fd, section)
+    return f"dhcp,backhaul.services.dhcp,{fd},{metrics}"
 
 
 class Sidecar:

@@ -15,7 +15,7 @@ import mmap
 import struct
 from typing import Any
 
-__all__ = ["DnsStatsSlots", "merge", "shared_slots"]
+__all__ = ["DnsStatsSlots", "merge", "share_slots", "shared_slots"]
 
 SLOT_BYTES = 64 * 1024
 _HEADER = struct.Struct("<QI")  # sequence number, payload length
@@ -46,6 +46,12 @@ def shared_slots() -> DnsStatsSlots | None:
     """The slots of this machine's DNS workers, when this process was forked after they
     were mapped (so the edge's admin ``/metrics`` can add the DNS figures)."""
     return _SHARED[0] if _SHARED else None
+
+
+def share_slots(slots: DnsStatsSlots | None) -> None:
+    """Make ``slots`` what processes forked from here find (None: none); the edge's
+    supervisor switches them when a reload replaces its DNS processes."""
+    _SHARED[:] = [] if slots is None else [slots]
 
 
 class DnsStatsSlots:
