@@ -254,8 +254,33 @@ def test_unchanged_config_keeps_the_generation(tmp_path: Path) -> None:
             assert result.returncode == 0, result
             outcome = json.loads(result.stdout)
             assert (outcome["generation"], outcome["last_ok"], outcome["attempts"]) == (1, True, 1)
+            assert outcome["changed"] is False
+            assert "unchanged in effect: generation 1," in reload(edge).stdout
             assert edge.worker_pids() == pids
             assert "config unchanged in effect" in edge.stderr_path.read_text()
+
+
+def test_an_address_in_use_fails_the_reload(tmp_path: Path) -> None:
+    """A new listener or admin address that another process holds: refused, said why."""
+    admin = free_port()
+    with Upstream() as upstream, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        edge = Edge(tmp_path, versioned(upstream, admin, "kept"), workers=1)
+        main = {"name": "main", "address": f"127.0.0.1:{edge.port}"}
+        with edge:
+            for change in (
+                {"admin": {"address": f"127.0.0.1:{busy}"}},
+                {"listeners": [main, {"name": "busy", "address": f"127.0.0.1:{busy}"}]},
+            ):
+                config = {**versioned(upstream, admin, "new"), "listeners": [main], **change}
+                write_config(edge, config)
+                result = reload(edge)
+                assert result.returncode == 2, result
+                assert f"127.0.0.1:{busy}" in result.stderr and "in use" in result.stderr
+                assert version_is(edge.port, "kept")
+            assert metric(scrape(admin), "backhaul_config_generation") == 1
 
 
 def test_reload_without_a_running_edge(tmp_path: Path) -> None:

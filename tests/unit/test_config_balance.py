@@ -45,7 +45,8 @@ from backhaul.config import (
 from backhaul.config.load import load_data
 from backhaul.config.model import advisories
 from backhaul.edge import runtime_config
-from backhaul.edge.settings import SocketAddress, balance_settings, freeze, retry_policy, thaw
+from backhaul.edge.balancing import balance_settings, retry_policy
+from backhaul.edge.settings import SocketAddress, freeze, thaw
 from backhaul.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "edge.yaml"

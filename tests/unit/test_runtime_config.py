@@ -14,6 +14,7 @@ import pytest
 from backhaul.config import load_file
 from backhaul.config.runtime_schema import models, render
 from backhaul.edge import runtime_config
+from backhaul.edge.balancing import balance_settings, retry_policy, route_retry_policy
 from backhaul.edge.settings import freeze, thaw
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "edge.yaml"
@@ -71,11 +72,25 @@ def test_a_thawed_config_is_runtime_objects_all_the_way_down() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.listeners[0].name = "other"  # type: ignore[misc]
     api = config.clusters["api"]
-    assert api.balance.policy == "least_request"
-    assert api.retry.max_retries == api.retries.max_retries
+    assert balance_settings(api).policy == "least_request"
+    assert retry_policy(api.retries).max_retries == api.retries.max_retries
     route = config.routes[1]
-    assert route.proxy is not None and route.proxy.retry_policy.non_idempotent is True
+    assert route.proxy is not None
+    assert route_retry_policy(route.proxy, config.clusters[route.proxy.cluster]).non_idempotent
     assert not hasattr(config, "dhcp")
+
+
+def test_a_thawed_config_needs_no_policy_package() -> None:
+    """Unpickling the runtime config imports neither pydantic nor the balance package (the
+    supervisor stays small: the balance package brings OpenSSL's libcrypto with hashlib)."""
+    code = (
+        "import sys; from backhaul.edge.settings import thaw; thaw(sys.stdin.buffer.read());"
+        " bad = {'pydantic', 'backhaul.balance', 'backhaul.config', 'hashlib', 'yaml'};"
+        " assert not bad & set(sys.modules), bad & set(sys.modules)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], input=freeze(load_file(EXAMPLE)), check=True, timeout=60
+    )
 
 
 def test_thaw_refuses_other_bytes() -> None:

@@ -30,7 +30,7 @@ The three ``backhaul_config_*`` families come from the supervisor's
 :class:`~backhaul.state.reload_status.ReloadStatus` (when the renderer is given one). The
 counters above belong to the config generation in effect: a reload that changes the
 listeners, routes, clusters or endpoints starts them again from zero (a new layout); one
-that leaves those names alone keeps counting.
+that leaves those names alone keeps counting, unless the generation before it still drains.
 
 ``route=""`` and ``cluster=""`` stand for "no route matched" and "no cluster" (a redirect, a
 direct answer, a request refused before routing). Every worker has its own view of endpoint

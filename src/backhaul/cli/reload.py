@@ -45,7 +45,7 @@ def request_reload(pid: int, timeout: float) -> dict[str, Any]:
     while True:
         now = runfiles.read_status(pid)
         if now is not None and now.get("attempts", 0) > before.get("attempts", 0):
-            return now
+            return {**now, "changed": now.get("generation") != before.get("generation")}
         if not runfiles.supervisor_alive(pid):
             raise NoAnswer(f"supervisor {pid} exited during the reload")
         if time.monotonic() > deadline:
@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
             "--json",
             help='Print the outcome as JSON: {"attempts", "generation", "last_ok",'
             ' "last_error", "digest", "last_attempt_unix", "started_unix", "pid",'
-            ' "config_file", "workers"}.',
+            ' "config_file", "workers", "changed"}; "changed" is false when the file'
+            " validated to the config already running.",
         ),
     ) -> None:
         """Reload a running edge's config: validated first, applied only if good.
@@ -116,7 +117,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(rest, err=True)
             raise typer.Exit(ConfigError.exit_code)
         workers = " ".join(str(p) for p in outcome.get("workers", []))
+        what = "reloaded" if outcome["changed"] else "unchanged in effect"
         typer.echo(
-            f"reloaded: generation {outcome.get('generation')}, sha256"
+            f"{what}: generation {outcome.get('generation')}, sha256"
             f" {outcome.get('digest')}, supervisor {pid}, workers {workers}"
         )

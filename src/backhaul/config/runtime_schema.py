@@ -10,9 +10,9 @@ runtime_config.py`` then ``ruff format`` on it rewrite it after a model changes.
 Mapping: a model becomes a ``@dataclass(frozen=True, slots=True)`` of the same name with the
 same fields; ``Annotated`` units become their plain type (durations ``float`` seconds, sizes
 ``int`` bytes), an address becomes ``SocketAddress``, ``dict`` becomes ``Mapping``. The
-``dhcp`` section is left out (the DHCP service validates its own section). A few fields that
-the edge derives once from the config are added (:data:`EXTRA_FIELDS`): the balance and retry
-policy objects of each cluster and each proxy route.
+``dhcp`` section is left out (the DHCP service validates its own section). Plain data only:
+unpickling a runtime config imports this one module (and :mod:`backhaul.net.socket_address`,
+:mod:`backhaul.vocabulary`), so the supervisor stays small.
 """
 
 from __future__ import annotations
@@ -29,16 +29,7 @@ from backhaul.config.model import EdgeConfig
 from backhaul.config.units import Address
 from backhaul.vocabulary.balancing import Policy
 
-__all__ = ["EXTRA_FIELDS", "models", "render"]
-
-#: Fields the edge adds to a model's runtime class: ``(name, type, what it is)``.
-EXTRA_FIELDS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "Cluster": (
-        ("balance", "BalanceSettings", "the balancer's settings (settings.balance_settings)"),
-        ("retry", "RetryPolicy", "the cluster's retry policy (settings.retry_policy)"),
-    ),
-    "ProxyAction": (("retry_policy", "RetryPolicy", "this route's effective retry policy"),),
-}
+__all__ = ["models", "render"]
 
 _LEFT_OUT = {"dhcp"}  # EdgeConfig fields the serving processes never get
 
@@ -130,8 +121,6 @@ def render() -> str:
         "from dataclasses import dataclass",
         "from typing import Literal",
         "",
-        "from backhaul.balance.retry import RetryPolicy",
-        "from backhaul.balance.settings import BalanceSettings",
         "from backhaul.net.socket_address import SocketAddress",
         "from backhaul.vocabulary.balancing import Policy",
         "",
@@ -149,8 +138,6 @@ def render() -> str:
             if model is EdgeConfig and name in _LEFT_OUT:
                 continue
             out.append(f"    {name}: {_type(info.annotation)}")
-        for name, kind, what in EXTRA_FIELDS.get(model.__name__, ()):
-            out.append(f"    {name}: {kind}  # {what}")
         out.append("")
     out += [
         "",

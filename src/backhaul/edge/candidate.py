@@ -16,7 +16,6 @@ path, what was found and expected). The ``--access-log`` and ``--workers`` flags
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
@@ -25,6 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backhaul.errors import BackhaulError, ConfigError, UsageError
+
+# hashlib is imported where a digest is made: the supervisor, which imports this module for
+# the types it unpickles, does not load OpenSSL's libcrypto for it (RSS).
 
 __all__ = [
     "Candidate",
@@ -35,6 +37,7 @@ __all__ = [
     "main",
     "max_workers",
     "prepare",
+    "worker_count",
 ]
 
 
@@ -107,6 +110,8 @@ def prepare(cfg: Any, workers: int | None, digest: str | None = None) -> Prepare
     """Check what can be checked before the processes start (access log writable, DHCP
     interfaces, internal certificates issued) and freeze ``cfg`` for the supervisor.
     ``digest``: of the config file's bytes (None: of the frozen settings)."""
+    import hashlib
+
     from backhaul.edge.settings import freeze
 
     count = worker_count(cfg, workers)
@@ -139,6 +144,7 @@ def prepare(cfg: Any, workers: int | None, digest: str | None = None) -> Prepare
 
 def load_candidate(config_file: str, access_log: str | None, workers: int | None) -> Prepared:
     """Read and validate ``config_file`` for a reload, with ``serve``'s flags."""
+    import hashlib
     from pathlib import Path
 
     from backhaul.config.load import load_bytes, read_config_bytes

@@ -33,6 +33,7 @@ from backhaul.balance import (
     make_balancer,
 )
 from backhaul.edge import runtime_config as rt
+from backhaul.edge.balancing import balance_settings, retry_policy
 from backhaul.edge.tls import describe_connect_error
 from backhaul.errors import ConnectError, ConnectTimeout
 
@@ -215,13 +216,13 @@ class Cluster:
                 label = f"builtin:{name}-{i + 1}"
                 self.endpoints.append(Endpoint(self, "127.0.0.1", port, ep.weight, label))
         self.balancer = make_balancer(
-            self.endpoints, config.balance, name=name, now=now, rng=self.rng
+            self.endpoints, balance_settings(config), name=name, now=now, rng=self.rng
         )
         breakers = config.circuit_breakers
         self.breakers = CircuitBreakers(
             breakers.max_connections, breakers.max_pending, breakers.max_requests
         )
-        self.retry_policy: RetryPolicy = config.retry
+        self.retry_policy: RetryPolicy = retry_policy(config.retries)
         budget = config.retries.budget
         self.retry_budget = RetryBudget(budget.percent, budget.min_retry_concurrency)
         key = config.hash_key

@@ -34,6 +34,8 @@ from libc.string cimport memcmp, memcpy
 
 from backhaul.edge.llhttp cimport *
 from backhaul.state.recorder cimport Recorder
+from backhaul.edge.routing cimport CompiledRoute
+from backhaul.http.head cimport RequestFacts, ResponseFacts
 
 import asyncio
 import time
@@ -42,7 +44,6 @@ from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
 from backhaul.http import REASONS, encode_head, problem_response
 from backhaul.http import inspect_request_head, inspect_response_head
-from backhaul.http.head import ResponseFacts
 from backhaul.http.headers import (
     ALWAYS_DROPPED,
     REQUEST_RULES,
@@ -687,7 +688,7 @@ _CLOSE_TOKENS = frozenset((b"close",))
 
 cdef bytes _request_head(
     const char* buf, HeaderSpan* spans, Py_ssize_t n,
-    bytes method, bytes target, facts,
+    bytes method, bytes target, RequestFacts facts,
     str client_ip, str proto, object host_out, object request_id,
     bint x_forwarded, bint forwarded, object via,
 ):
@@ -785,7 +786,7 @@ cdef bytes _request_head(
         elif fwd is not None:
             _out_field(&out, "Forwarded", b", ".join(fwd))
         if via is not None:
-            mine = via_element(via, facts.version)
+            mine = _own_via(via, facts.version)
             if via_in is not None:
                 via_in.append(mine)
                 _out_field(&out, "Via", b", ".join(via_in))
@@ -808,45 +809,81 @@ cdef class ResponseRelay:
     """How an upstream response head crosses the edge."""
 
     cdef readonly bytes head  # the encoded head for the client, framing included
-    cdef readonly object facts  # ResponseFacts
     cdef readonly bint chunked_out  # the body is sent chunked to the client
     cdef readonly bint keep_alive  # the client connection stays open after this response
+    # The upstream head's facts (backhaul.http.head.ResponseFacts), held as C fields:
+    cdef int status
+    cdef long long content_length  # -1: none
+    cdef bint chunked
+    cdef bint upstream_keep_alive
+    cdef bint no_body
+    cdef bint until_close
+    cdef object connection_tokens  # frozenset
+    cdef bytes version
+
+    cdef void set_facts(self, facts):
+        """Copy a :class:`ResponseFacts` from the general inspection."""
+        self.status = facts.status
+        self.content_length = -1 if facts.content_length is None else facts.content_length
+        self.chunked = facts.chunked
+        self.upstream_keep_alive = facts.keep_alive
+        self.no_body = facts.no_body
+        self.until_close = facts.until_close
+        self.connection_tokens = facts.connection_tokens
+        self.version = facts.version
+
+    @property
+    def facts(self):
+        """The upstream head's :class:`ResponseFacts` (None for a 1xx head)."""
+        if self.version is None:
+            return None
+        return ResponseFacts(
+            self.status,
+            None if self.content_length < 0 else self.content_length,
+            self.chunked,
+            self.upstream_keep_alive,
+            self.no_body,
+            self.until_close,
+            self.connection_tokens,
+            self.version,
+        )
 
     def __iter__(self):
         return iter((self.head, self.facts, self.chunked_out, self.keep_alive))
 
 
-cdef object _common_response_facts(
+cdef bint _common_response_facts(
     const char* buf, HeaderSpan* spans, int* framing, Py_ssize_t n_framing,
-    int status, int major, int minor, bytes request_method,
-):
+    int status, int major, int minor, bytes request_method, ResponseRelay relay,
+) except -1:
     """The facts of the most common response head without the general checks: HTTP/1.1,
     a final status with a body, one plain Content-Length and at most a plain Connection
-    (keep-alive or close). None for anything else (then ``inspect_response_head`` decides,
-    and it decides the same for these heads: tests/unit/test_http_relay.py)."""
+    (keep-alive or close), written into ``relay``. False for anything else (then
+    ``inspect_response_head`` decides, and it decides the same for these heads:
+    tests/unit/test_http_relay.py)."""
     cdef Py_ssize_t i, j
     cdef HeaderSpan* span
     cdef const char* value
     cdef long long cl = -1
     cdef int tokens = 0  # 1 keep-alive, 2 close
     if major != 1 or minor != 1 or status < 200 or status >= 300 or status == 204:
-        return None
+        return False
     if request_method == b"HEAD" or n_framing < 1 or n_framing > 2:
-        return None
+        return False
     for i in range(n_framing):
         span = &spans[framing[i]]
         value = buf + span.value_off
         if span.name_len == 14:  # Content-Length (the only 14-letter framing name)
             if cl >= 0 or span.value_len == 0 or span.value_len > 18:
-                return None
+                return False
             cl = 0
             for j in range(span.value_len):
                 if value[j] < 48 or value[j] > 57:
-                    return None
+                    return False
                 cl = cl * 10 + (value[j] - 48)
         elif span.name_len == 10:  # Connection
             if tokens:
-                return None
+                return False
             if span.value_len == 10 and (value[0] == 107 or value[0] == 75) and \
                     memcmp(value + 1, b"eep-alive", 9) == 0:
                 tokens = 1
@@ -854,21 +891,38 @@ cdef object _common_response_facts(
                     memcmp(value + 1, b"lose", 4) == 0:
                 tokens = 2
             else:
-                return None
+                return False
         else:
-            return None
+            return False
     if cl < 0:
-        return None
-    return ResponseFacts(
-        status,
-        cl,
-        False,
-        tokens != 2,
-        False,
-        False,
-        _NO_TOKENS if tokens == 0 else (_KEEP_ALIVE_TOKENS if tokens == 1 else _CLOSE_TOKENS),
-        b"1.1",
+        return False
+    relay.status = status
+    relay.content_length = cl
+    relay.chunked = False
+    relay.upstream_keep_alive = tokens != 2
+    relay.no_body = False
+    relay.until_close = False
+    relay.connection_tokens = (
+        _NO_TOKENS if tokens == 0 else (_KEEP_ALIVE_TOKENS if tokens == 1 else _CLOSE_TOKENS)
     )
+    relay.version = b"1.1"
+    return True
+
+
+cdef object _via_given = None
+cdef bytes _via_version = None
+cdef bytes _via_made = None
+
+
+cdef bytes _own_via(bytes via, bytes version):
+    """The edge's Via element for a message of ``version`` (made once per worker and
+    version: ``via`` does not change while a worker runs)."""
+    global _via_given, _via_version, _via_made
+    if via is not _via_given or version != _via_version:
+        _via_made = via_element(via, version)
+        _via_given = via
+        _via_version = version
+    return _via_made
 
 
 cdef ResponseRelay _response_head(
@@ -922,23 +976,21 @@ cdef ResponseRelay _response_head(
                     via_in = []
                 via_in.append(_stripped(buf + span.value_off, span.value_len))
         if interim:
-            facts = None
             named = connection_options(_pairs(buf, spans, n))
             version = b"1.1"
         else:
-            facts = _common_response_facts(
-                buf, spans, framing, n_framing, status, major, minor, request_method
-            )
-            if facts is None:
-                facts = inspect_response_head(
+            if not _common_response_facts(
+                buf, spans, framing, n_framing, status, major, minor, request_method, relay
+            ):
+                relay.set_facts(inspect_response_head(
                     status,
                     b"%d.%d" % (major, minor),
                     [_pair(buf, &spans[framing[i]]) for i in range(n_framing)],
                     request_method,
                     values_checked=True,
-                )
-            named = facts.connection_tokens
-            version = facts.version
+                ))
+            named = relay.connection_tokens
+            version = relay.version
         if named and named <= ALWAYS_DROPPED:
             named = None
         elif not named:
@@ -959,7 +1011,7 @@ cdef ResponseRelay _response_head(
         if server is not None:
             _out_field(&out, "Server", server)
         if via is not None:
-            mine = via if b" " in via else via_element(via, version)
+            mine = _own_via(via, version)
             if via_in is not None:
                 via_in.append(mine)
                 _out_field(&out, "Via", b", ".join(via_in))
@@ -968,9 +1020,11 @@ cdef ResponseRelay _response_head(
         elif via_in is not None:
             _out_field(&out, "Via", b", ".join(via_in))
         if not interim:
-            if facts.content_length is not None:
-                _out_field(&out, "Content-Length", b"%d" % facts.content_length)
-            elif facts.no_body:
+            if relay.content_length >= 0:
+                _out_put(&out, "Content-Length: ", 16)
+                _out_int(&out, relay.content_length)
+                _out_put(&out, "\r\n", 2)
+            elif relay.no_body:
                 pass
             elif client_11:
                 chunked_out = True
@@ -983,7 +1037,6 @@ cdef ResponseRelay _response_head(
                 _out_put(&out, "Connection: keep-alive\r\n", 24)
         _out_put(&out, "\r\n", 2)
         relay.head = _out_finish(&out)
-        relay.facts = facts
         relay.chunked_out = chunked_out
         relay.keep_alive = keep_alive
         return relay
@@ -1270,7 +1323,7 @@ cdef int _log_json_line(bytearray batch, Exchange ex, double now) except -1:
     path = PyUnicode_AsUTF8AndSize(ex.path, &path_len)
     if ex.query:
         query = PyUnicode_AsUTF8AndSize(ex.query, &query_len)
-    route = ex.route
+    cdef CompiledRoute route = ex.route
     endpoint = ex.endpoint
     return _json_line(
         batch, ex.request_id, ex.conn.client_ip, ex.method, path, path_len, query, query_len,
@@ -1298,7 +1351,7 @@ cdef int _log_exchange(Exchange ex) except -1:
     cdef double now = ex.worker.stamp
     cdef WorkerContext worker = ex.worker
     worker.stats.exchanges += 1
-    route = ex.route
+    cdef CompiledRoute route = ex.route
     ut = ex.upstream_time
     worker.recorder.record_c(
         route.metrics_key if route is not None else ex.conn.listener.metrics_none,
@@ -1731,6 +1784,8 @@ cdef class HttpConnection(Http1Peer):
         cdef str path
         cdef str query = ""
         cdef Py_ssize_t q
+        cdef CompiledRoute route
+        cdef RequestFacts facts
         authority = None
         if _plain_origin_form(self.hbuf, self.url_len):
             q = _query_at(self.hbuf, self.url_len)
@@ -2016,9 +2071,9 @@ cdef class Exchange:
     cdef public str path  # the normalised path (backhaul.http.target)
     cdef public str query  # the raw query, without "?"
     cdef public object authority  # bytes of an absolute-form target, else None
-    cdef public object facts
+    cdef public RequestFacts facts
     cdef public list headers
-    cdef public object route
+    cdef public CompiledRoute route
     cdef public double start_time
     cdef public object request_id
     cdef public bint request_id_foreign
@@ -2061,7 +2116,7 @@ cdef class Exchange:
 
     @staticmethod
     cdef Exchange new(HttpConnection conn, bytes method, str path, str query, authority,
-                      facts, list headers, route):
+                      RequestFacts facts, list headers, CompiledRoute route):
         cdef Exchange self = Exchange.__new__(Exchange)
         self.conn = conn
         self.worker = conn.worker
@@ -2106,8 +2161,8 @@ cdef class Exchange:
     # -- starting -----------------------------------------------------------------------
     cpdef start(self):
         """Act on the route. Called when this exchange's turn to answer has come."""
-        route = self.route
-        facts = self.facts
+        cdef CompiledRoute route = self.route
+        cdef RequestFacts facts = self.facts
         if route is None:
             self.respond_error(
                 404,
@@ -2214,7 +2269,7 @@ cdef class Exchange:
     cdef bint retry_scheduled(self, int outcome) except -1:
         """Whether the policy, the budget and the cluster allow another try (on another
         endpoint); if so it is scheduled after the backoff."""
-        route = self.route
+        cdef CompiledRoute route = self.route
         endpoint = self.endpoint
         if route is None or endpoint is None:
             return False
@@ -2252,7 +2307,7 @@ cdef class Exchange:
 
     cdef release_slots(self):
         """Give back the circuit-breaker request slot and the retry-budget slots."""
-        route = self.route
+        cdef CompiledRoute route = self.route
         if route is None or route.cluster is None:
             return
         cluster = route.cluster
@@ -2304,9 +2359,9 @@ cdef class Exchange:
         self.goto(XS_WAITING)
         self.upstream = upstream
         upstream.exchange = self
-        route = self.route
+        cdef CompiledRoute route = self.route
         worker = self.worker
-        facts = self.facts
+        cdef RequestFacts facts = self.facts
         head = self.up_head
         if head is None:
             # The request named no host: its Host line is the endpoint's address.
@@ -2347,7 +2402,7 @@ cdef class Exchange:
     cdef bytes encode_upstream_head(self, const char* buf, HeaderSpan* spans, Py_ssize_t n,
                                     UpstreamConnection upstream):
         cdef HttpConnection conn = self.conn
-        route = self.route
+        cdef CompiledRoute route = self.route
         listener = conn.listener
         path = route.rewrite_path(self.path)
         query = self.query
@@ -2374,7 +2429,7 @@ cdef class Exchange:
             and not self.facts.authority
         )
 
-    cdef upstream_host(self, route, UpstreamConnection upstream):
+    cdef upstream_host(self, CompiledRoute route, UpstreamConnection upstream):
         """The Host sent upstream: the route's rewrite, else the absolute-form authority,
         else (None) the client's Host, or the endpoint's address (``host_is_endpoint``)."""
         if self.host_is_endpoint():
@@ -2386,7 +2441,7 @@ cdef class Exchange:
     # -- the request body ------------------------------------------------------------------
     cdef request_body(self, chunk):
         self.bytes_in += len(chunk)
-        route = self.route
+        cdef CompiledRoute route = self.route
         limit = route.body_limit if route is not None else None
         if limit is not None and self.bytes_in > limit:
             self.conn.reject(
@@ -2445,7 +2500,7 @@ cdef class Exchange:
                 ).head)
             return 0
         worker = self.worker
-        route = self.route
+        cdef CompiledRoute route = self.route
         if (
             route is not None
             and status in route.retry_policy.statuses
@@ -2466,9 +2521,8 @@ cdef class Exchange:
         except RemoteProtocolError as exc:
             self.upstream_failed(upstream, exc.detail, False)
             return 0
-        rf = relay.facts
         self.chunked_out = relay.chunked_out
-        self.read_to_close = rf.until_close
+        self.read_to_close = relay.until_close
         self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
@@ -2486,9 +2540,9 @@ cdef class Exchange:
             conn.write(head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
         self.deadline = worker.now() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
-        if rf.no_body and status != 204 and status != 304:
+        if relay.no_body and status != 204 and status != 304:
             # A response to HEAD: llhttp cannot know it has no body; say so, and end here.
-            self.upstream_end(upstream, rf.keep_alive)
+            self.upstream_end(upstream, relay.upstream_keep_alive)
             return 1
         return 0
 
@@ -2551,7 +2605,7 @@ cdef class Exchange:
                 self.end_try(RESET)
                 self.terminate(XO_ABORTED)
             return
-        facts = self.facts
+        cdef RequestFacts facts = self.facts
         if (
             upstream.reused
             and not self.retried
@@ -2585,12 +2639,12 @@ cdef class Exchange:
 
     # -- direct answers --------------------------------------------------------------------
     cdef respond_direct(self):
-        route = self.route
+        cdef CompiledRoute route = self.route
         action = route.config.respond
         self.send_simple(action.status, route.respond_body, route.respond_content_type, None)
 
     cdef respond_redirect(self):
-        route = self.route
+        cdef CompiledRoute route = self.route
         location = route.redirect.location(self.path, self.query)
         self.send_simple(
             route.config.redirect.status, b"", None, [(b"Location", location.encode())]

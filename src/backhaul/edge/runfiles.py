@@ -5,7 +5,7 @@ The supervisor writes, in the run directory:
     edge-<key>.pid            its pid (one line), then the absolute config path (one line)
     edge-<pid>.status.json    the reload status (the fields of ReloadSnapshot, as JSON)
 
-``<key>`` is the first 16 hex digits of the SHA-256 of the config file's absolute path, or
+``<key>`` is 16 hex digits (CRC-32 and Adler-32) of the config file's absolute path, or
 ``nofile`` for an edge started without ``--config`` (quick mode, the embedded default). So
 ``backhaul reload -c edge.yaml`` finds the edge serving ``edge.yaml``, and
 ``backhaul reload --pid N`` finds the status of supervisor ``N``. The status file is
@@ -21,9 +21,10 @@ only bootstrap). Plain stdlib: the supervisor imports this module.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import itertools
 import json
 import os
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ def pid_path(config_file: str | None, directory: Path | None = None) -> Path:
     if config_file is None:
         key = "nofile"
     else:
-        key = hashlib.sha256(os.path.abspath(config_file).encode()).hexdigest()[:16]
+        # zlib, not hashlib: the supervisor keeps OpenSSL's libcrypto out of its memory
+        raw = os.path.abspath(config_file).encode()
+        key = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
     return (directory or run_dir()) / f"edge-{key}.pid"
 
 
@@ -106,17 +109,24 @@ def read_pid(config_file: str | None) -> tuple[int, Path] | None:
         pid = int(first)
     except (OSError, ValueError):
         return None
-    return (pid, path) if supervisor_alive(pid) else None
+    return (pid, path) if supervisor_alive(pid, config_file) else None
 
 
-def supervisor_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running backhaul supervisor (by its command line)."""
+def supervisor_alive(pid: int, config_file: str | None = None) -> bool:
+    """Whether ``pid`` is a running backhaul supervisor (by its command line), serving
+    ``config_file`` when one is given (a pid that a dead edge left and another reused is not
+    taken for it)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     # run as itself, or by the admin layer with its control process (backhaul.admin.supervise)
-    return b"backhaul.edge.supervisor" in cmdline or b"backhaul.admin.supervise" in cmdline
+    if b"backhaul.edge.supervisor" not in args and b"backhaul.admin.supervise" not in args:
+        return False
+    if config_file is None:
+        return True
+    wanted = os.fsencode(os.path.abspath(config_file))
+    return any(a == b"--config-file" and b == wanted for a, b in itertools.pairwise(args))
 
 
 def write_status(pid: int, snapshot: ReloadSnapshot, extra: dict[str, Any]) -> None:

@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from backhaul.balance.retry import RetryPolicy
-from backhaul.balance.settings import BalanceSettings
 from backhaul.net.socket_address import SocketAddress
 from backhaul.vocabulary.balancing import Policy
 
@@ -252,7 +250,6 @@ class ProxyAction:
     host_rewrite: str | None
     retries: Retries | None
     retry_non_idempotent: bool
-    retry_policy: RetryPolicy  # this route's effective retry policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,8 +539,6 @@ class Cluster:
     retries: ClusterRetries
     circuit_breakers: CircuitBreakerSettings
     tls: UpstreamTls | None
-    balance: BalanceSettings  # the balancer's settings (settings.balance_settings)
-    retry: RetryPolicy  # the cluster's retry policy (settings.retry_policy)
 
 
 @dataclass(frozen=True, slots=True)

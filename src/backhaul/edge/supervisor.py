@@ -74,13 +74,16 @@ _VALIDATE_DEADLINE = 60.0  # seconds for the child that validates a reloaded con
 _START_DEADLINE = 30.0  # seconds for a new generation's workers to serve
 
 
-def validate_binds(config: Any) -> None:
-    """Fail early, in the supervisor, when a listener address cannot be bound."""
+def validate_binds(config: Any = None, admin: Any = None) -> None:
+    """Fail early, in the supervisor, when a listener address of ``config`` (or the admin
+    address ``admin``) cannot be bound."""
     from backhaul.edge.listen import bind_listener_socket
 
-    binds = [(f"listener {lst.name}", lst.address) for lst in config.listeners]
+    binds = [(f"listener {lst.name}", lst.address) for lst in getattr(config, "listeners", ())]
     if getattr(config, "admin", None) is not None:
         binds.append(("admin listener", config.admin.address))
+    if admin is not None:
+        binds.append(("admin listener", admin))
     for what, address in binds:
         try:
             sock = bind_listener_socket(address.host, address.port)
@@ -635,6 +638,9 @@ class _Supervisor:
             return
         config = thaw(prepared.settings)
         try:
+            admin = config.admin
+            if admin is not None and (cur.config.admin is None or admin != cur.config.admin):
+                validate_binds(admin=admin.address)  # a new admin address: free?
             sockets = self._sockets_for(config)
         except NetworkError as exc:
             self._fail(f"{self.config_file}: {exc}; the running config stays")
@@ -870,9 +876,9 @@ def serve(
     ``access_log`` (``serve --access-log``) and ``workers`` applied again; ``digest`` is the
     SHA-256 of the file's bytes that ``config`` was validated from; ``entry`` is the module
     the supervisor runs as (``backhaul.admin.supervise``: with the control process)."""
-    from backhaul.edge.candidate import prepare
+    from backhaul.edge.candidate import prepare, worker_count
 
-    prepared = prepare(config, workers, digest)
+    worker_count(config, workers)  # a bad --workers first
     validate_binds(config)
     try:
         from backhaul.edge.datapath import DATA_PLANE
@@ -883,6 +889,7 @@ def serve(
             "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
         ) from exc
     print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
+    prepared = prepare(config, workers, digest)  # internal certificates issued here
     if getattr(config, "dns", None) is not None:
         from backhaul.services.dns.process import check_ports_free, describe_listen
 
@@ -913,6 +920,8 @@ def main(argv: list[str] | None = None, launcher: ControlLauncher | None = None)
     """Entry point of the exec'd supervisor: ``--settings-fd FD [--config-file PATH]
     [--access-log X] [--workers-flag N] [--sidecar SPEC]...``; ``launcher`` as for
     :class:`_Supervisor`."""
+    # SIGHUP before the loop runs is ignored (the config was just read), not fatal.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     pairs = list(zip(args[::2], args[1::2], strict=False))
     opts = dict(pairs)

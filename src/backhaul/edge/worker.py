@@ -19,6 +19,7 @@ from typing import Any
 
 from backhaul.edge import runtime_config as rt
 from backhaul.edge.accesslog import AccessLog
+from backhaul.edge.balancing import route_retry_policy
 from backhaul.edge.cluster import Cluster
 from backhaul.edge.datapath import (
     DEADLINE_IDLE,
@@ -202,7 +203,7 @@ class Worker:
                 if route.kind == "proxy" and proxy is not None:
                     cluster = self.clusters[proxy.cluster]
                     route.cluster = cluster
-                    policy = proxy.retry_policy
+                    policy = route_retry_policy(proxy, config.clusters[proxy.cluster])
                     route.retry_policy = policy
                     route.try_timeout = min(
                         cluster.response_headers_timeout,
