@@ -250,6 +250,7 @@ class AdminState:
         self.digest = hashlib.sha256(
             json.dumps(self.config, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
+        self.openapi = b""  # the document, written by ControlApi
         self.render_metrics = (
             metrics_renderer(metrics, reload=reload_status) if metrics is not None else None
         )
@@ -549,12 +550,12 @@ async def get_healthz(state: AdminState) -> Response:
 
 async def get_openapi(state: AdminState) -> Response:
     """This document."""
-    raise NotImplementedError  # answered by ControlApi (it holds the router)
+    return Response(200, state.openapi, "application/json")
 
 
 async def get_docs(state: AdminState) -> Response:
     """A page that lists the operations and schemas of this API, with a form to try each."""
-    raise NotImplementedError  # answered by ControlApi
+    return Response(200, docs_page(), "text/html; charset=utf-8")
 
 
 def build_router(metrics_path: str = "/metrics") -> Router:
@@ -638,22 +639,16 @@ class ControlApi:
             "metrics": (metrics_path,),
             "docs": ("/docs", "/openapi.json"),
         }
-        self.public = {p for name in public for p in names.get(name, ())}
-        self.public.add("/docs")  # the page holds nothing: it asks for the token
+        # the page itself holds nothing secret: it asks for the token
+        self.public = frozenset({"/docs", *(p for name in public for p in names.get(name, ()))})
         info = {
             "title": "backhaul admin API",
             "version": __version__,
             "description": "Operate a running backhaul edge: its config, clusters and"
             " endpoints, listeners, routes, workers and metrics.",
         }
-        self.document = self.router.openapi(info, bearer=state.token is not None)
-        for op in self.router.operations:
-            if op.path in self.public:
-                path_doc = self.document["paths"][op.path][op.method.lower()]
-                if state.token is not None:
-                    path_doc["security"] = []
-                    path_doc["responses"].pop("401", None)
-        self.document_bytes = json.dumps(self.document, indent=1).encode() + b"\n"
+        document = self.router.openapi(info, state.token is not None, self.public)
+        state.openapi = json.dumps(document, indent=1).encode() + b"\n"
 
     def _authorized(self, request: Request) -> Response | None:
         token = self.state.token
@@ -686,8 +681,4 @@ class ControlApi:
             if allow:
                 return problem(405, f"{request.path} answers {allow}", (("Allow", allow),))
             return problem(404, f"no operation at {request.path}; GET /docs lists them")
-        if op.handler is get_openapi:
-            return Response(200, self.document_bytes, "application/json")
-        if op.handler is get_docs:
-            return Response(200, docs_page(), "text/html; charset=utf-8")
         return await self.router.call(op, self.state, params, request)

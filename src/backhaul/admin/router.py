@@ -83,8 +83,6 @@ class Operation:
     body_text: tuple[str, ...]
     """Media types of a text body (the handler's ``body: str``); empty when none."""
     errors: tuple[int, ...]
-    public: bool
-    """Answered without the bearer token (when one is configured)."""
     params: tuple[str, ...]
     pattern: re.Pattern[str]
     handler: Callable[..., Awaitable[Any]]
@@ -113,7 +111,6 @@ class Router:
         tag: str,
         status: int = 200,
         errors: tuple[int, ...] = (),
-        public: bool = False,
         media_type: str = _JSON,
         body_text: tuple[str, ...] = ("application/yaml", _JSON),
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
@@ -148,7 +145,6 @@ class Router:
                     body_model=body_model,
                     body_text=body_text if body is str else (),
                     errors=errors,
-                    public=public,
                     params=params,
                     pattern=pattern,
                     handler=handler,
@@ -211,9 +207,11 @@ class Router:
         return Response(op.status, body, op.media_type)
 
     # -- the document --------------------------------------------------------------------
-    def openapi(self, info: dict[str, Any], bearer: bool) -> dict[str, Any]:
+    def openapi(
+        self, info: dict[str, Any], bearer: bool, public: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         """The OpenAPI 3.1 document of every operation; ``bearer``: the API asks for a
-        bearer token (operations marked public do not)."""
+        bearer token, except at the ``public`` paths."""
         models: list[tuple[type[BaseModel], Any]] = [(Problem, "serialization")]
         for op in self.operations:
             if op.response_model is not None:
@@ -238,7 +236,8 @@ class Router:
                 "content": {op.media_type: {"schema": schema}},
             }
             statuses = list(op.errors)
-            if bearer and not op.public:
+            open_path = op.path in public
+            if bearer and not open_path:
                 statuses.append(401)
             if op.body_model is not None or op.body_text:
                 statuses += [400, 413] if op.body_model is None else [400, 422]
@@ -278,7 +277,7 @@ class Router:
                     "required": True,
                     "content": {m: {"schema": {"type": "string"}} for m in op.body_text},
                 }
-            if bearer and op.public:
+            if bearer and open_path:
                 doc["security"] = []
             paths.setdefault(op.path, {})[op.method.lower()] = doc
         document: dict[str, Any] = {
