@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.edge.harness import Edge, RawUpstream, Upstream, exchange, free_port, parse_responses
+from tests.edge.waiting import wait_log
 
 
 def problem(raw: bytes) -> tuple[int, dict[str, object]]:
@@ -45,6 +46,8 @@ def bad_upstream_response(request: bytes) -> bytes | None:
     if path == b"/silent":
         SILENT_UNTIL_THE_END.wait(60)  # never answers while the tests run
         return None
+    if path == b"/big-head":  # over the cluster's 1 KiB response-head limit
+        return b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 2000 + b"\r\nContent-Length: 0\r\n\r\n"
     if path == b"/read-to-close":
         return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it until close"
     return b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -75,6 +78,7 @@ def strict_edge(upstream: Upstream, raw_upstream: RawUpstream, edge_tmp: Path) -
             "bad": {
                 "endpoints": [raw_upstream.address],
                 "timeouts": {"response_headers": "1s"},
+                "limits": {"header_bytes": "1KiB"},
             },
             "dead": {"endpoints": [f"127.0.0.1:{dead}"]},
         },
@@ -177,7 +181,35 @@ def test_idle_keepalive_connection_is_closed(strict_edge: Edge) -> None:
 def test_connection_refused_upstream_is_502(strict_edge: Edge) -> None:
     status, doc = problem(exchange(strict_edge.port, req("/dead/x")))
     assert status == 502
-    assert "refused" in str(doc["detail"]).lower()
+    detail = str(doc["detail"])
+    assert "refused" in detail.lower()
+    # the client is told the cluster, not the endpoint's address ...
+    assert "cluster 'dead'" in detail and "127.0.0.1" not in detail
+    # ... which the edge's own log keeps
+    wait_log(strict_edge.stderr_path, "upstream endpoint 127.0.0.1:")
+
+
+def test_endpoint_addresses_are_shown_when_the_listener_says_so(
+    upstream: Upstream, edge_tmp: Path
+) -> None:
+    dead = free_port()
+    config = {
+        "routes": [{"name": "dead", "proxy": {"cluster": "dead"}}],
+        "clusters": {"dead": {"endpoints": [f"127.0.0.1:{dead}"]}},
+    }
+    listener = {"errors": {"show_endpoints": True}}
+    with Edge(edge_tmp, config, listener=listener) as edge:
+        status, doc = problem(exchange(edge.port, req("/x")))
+    assert status == 502
+    assert f"upstream endpoint 127.0.0.1:{dead}" in str(doc["detail"])
+
+
+def test_upstream_head_over_the_cluster_limit_is_502(strict_edge: Edge) -> None:
+    status, doc = problem(exchange(strict_edge.port, req("/bad/big-head")))
+    assert status == 502
+    detail = str(doc["detail"])
+    assert "larger than this cluster's limit of 1024 bytes" in detail
+    assert "cluster 'bad'" in detail
 
 
 @pytest.mark.parametrize("path", ["/bad/cl-te", "/bad/dup-cl", "/bad/garbage"])

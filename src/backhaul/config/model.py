@@ -222,6 +222,16 @@ class ListenerLimits(ConfigModel):
     body: Size = Field(default="1GiB", description="413 beyond; routes may override it")  # type: ignore[assignment]
 
 
+class ListenerErrors(ConfigModel):
+    """What the answers the edge makes itself tell clients."""
+
+    show_endpoints: bool = Field(
+        default=False,
+        description="502/504 details name the endpoint's address (default: the cluster only;"
+        " the address is in the edge's log and the access log either way)",
+    )
+
+
 class ListenerTimeouts(ConfigModel):
     """Downstream deadlines."""
 
@@ -251,6 +261,7 @@ class Listener(ConfigModel):
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
     timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts)
     forwarding: Forwarding = Field(default_factory=Forwarding)
+    errors: ListenerErrors = Field(default_factory=ListenerErrors)
     tls: ListenerTls | None = Field(default=None, description="HTTPS (see config/tls.py)")
     redirect_https: RedirectHttps | None = Field(
         default=None, description="answer every request with a redirect to https://"
@@ -540,6 +551,13 @@ class ClusterTimeouts(ConfigModel):
     body_idle: PositiveDuration = Field(default="60s")  # type: ignore[assignment]
 
 
+class ClusterLimits(ConfigModel):
+    """Bounds on the response heads of a cluster's endpoints; beyond them the answer is a 502."""
+
+    header_bytes: PositiveSize = Field(default="64KiB", description="502 beyond")  # type: ignore[assignment]
+    header_count: int = Field(default=256, ge=1, le=10_000, description="502 beyond")
+
+
 class Pool(ConfigModel):
     """Upstream keep-alive connection pool, per endpoint."""
 
@@ -557,6 +575,7 @@ class Cluster(ConfigModel):
     policy: Policy = "round_robin"
     timeouts: ClusterTimeouts = Field(default_factory=ClusterTimeouts)
     pool: Pool = Field(default_factory=Pool)
+    limits: ClusterLimits = Field(default_factory=ClusterLimits)
     hash_key: HashKey | None = Field(default=None, description="ring_hash and maglev")
     ring_hash: RingHashSettings = Field(default_factory=RingHashSettings)
     maglev: MaglevSettings = Field(default_factory=MaglevSettings)

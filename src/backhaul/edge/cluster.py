@@ -177,6 +177,8 @@ class Cluster:
         "endpoints",
         "hash_key",
         "idle_timeout",
+        "head_bytes",
+        "head_fields",
         "max_idle",
         "name",
         "response_headers_timeout",
@@ -202,6 +204,8 @@ class Cluster:
         self.response_headers_timeout = float(timeouts.response_headers)
         self.body_idle = float(timeouts.body_idle)
         self.max_idle = int(config.pool.max_idle)
+        self.head_bytes = int(config.limits.header_bytes)  # an endpoint's response head
+        self.head_fields = int(config.limits.header_count)
         self.idle_timeout = float(config.pool.idle_timeout)
         self.stats = ClusterStats()
         self.tls: Any = None  # TLS hook: edge.tls.ClientTls when the cluster has tls

@@ -38,6 +38,8 @@ from backhaul.edge.routing cimport CompiledRoute
 from backhaul.http.head cimport RequestFacts, ResponseFacts
 
 import asyncio
+import os
+import sys
 import time
 
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
@@ -146,6 +148,7 @@ for _from, _tos in EXCHANGE_TRANSITIONS.items():
         _next_states[EXCHANGE_STATES.index(_from)] |= 1u << EXCHANGE_STATES.index(_to)
 
 cdef enum:
+    UPSTREAM_ERROR_LINES = 10  # upstream error lines logged per second and worker
     BODY_VIEW_MIN = 8192  # body pieces at least this large are relayed as views (no copy)
     HIGH_WATER = 256 * 1024
     LOW_WATER = 64 * 1024
@@ -329,7 +332,7 @@ cdef class Http1Peer:
     cdef Py_ssize_t max_headers
     cdef bint in_field
     cdef str side  # "request" or "response", for the words of a refusal
-    cdef str limit_owner  # whose limit: "this listener's" or "the edge's"
+    cdef str limit_owner  # whose limit: "this listener's" or "this cluster's"
     cdef public bint in_head
     cdef public Py_ssize_t header_bytes
     cdef Py_ssize_t feed_explained
@@ -353,7 +356,7 @@ cdef class Http1Peer:
             self.limit_owner = "this listener's"
         else:
             self.side = "response"
-            self.limit_owner = "the edge's"
+            self.limit_owner = "this cluster's"
         self.max_url = max_url
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
@@ -1414,6 +1417,9 @@ cdef class WorkerContext:
     cdef unsigned long long id_counter
     cdef long long date_second
     cdef bytes date  # IMF-fixdate of date_second (RFC 9110 5.6.7)
+    cdef long long error_second
+    cdef int error_lines
+    cdef long long errors_left_out
 
     def __init__(self, owner, loop, via, server_header, access_log, stats, recorder, bytes id_prefix):
         self.owner = owner
@@ -1466,6 +1472,27 @@ cdef class WorkerContext:
             buf[n + i] = b"0123456789abcdef"[value & 15]
             value >>= 4
         return PyBytes_FromStringAndSize(buf, n + 10)
+
+    cdef void log_upstream_error(self, str detail):
+        """One line in the edge's log per failed try that was answered with an error, at
+        most ``UPSTREAM_ERROR_LINES`` a second (then a count of those left out)."""
+        cdef long long second = <long long>self.stamp
+        if second != self.error_second:
+            if self.errors_left_out:
+                print(
+                    f"backhaul: worker {os.getpid()}: {self.errors_left_out} more upstream "
+                    "errors in the last second (not logged one by one)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.error_second = second
+            self.error_lines = 0
+            self.errors_left_out = 0
+        if self.error_lines < UPSTREAM_ERROR_LINES:
+            self.error_lines += 1
+            print(f"backhaul: worker {os.getpid()}: {detail}", file=sys.stderr, flush=True)
+        else:
+            self.errors_left_out += 1
 
     def report_bug(self, exc):
         self.owner.report_bug(exc)
@@ -2263,8 +2290,19 @@ cdef class Exchange:
             return
         if not self.head_sent and self.retry_scheduled(outcome):
             return
-        label = self.endpoint.label if self.endpoint is not None else None
-        self.respond_error(status, detail, label)
+        endpoint = self.endpoint
+        if endpoint is None:
+            self.respond_error(status, detail)
+            return
+        # The edge's log keeps the endpoint's address (the access log has it too); the
+        # client is told the cluster only, unless the listener shows endpoints.
+        self.worker.log_upstream_error(detail)
+        if not self.conn.listener.show_endpoints:
+            detail = detail.replace(
+                f"upstream endpoint {endpoint.label}",
+                f"an upstream endpoint of cluster '{endpoint.cluster.name}'",
+            )
+        self.respond_error(status, detail, endpoint.label)
 
     cdef bint retry_scheduled(self, int outcome) except -1:
         """Whether the policy, the budget and the cluster allow another try (on another
@@ -2831,8 +2869,9 @@ cdef class UpstreamConnection(Http1Peer):
         self.closed = False
         self.counted = False
         self.wbuf = None
-        # Upstream heads are bounded too (64 KiB, 256 fields).
-        self.init_parser(HTTP_RESPONSE, 0, 65536, 256)
+        # Upstream heads are bounded too: the cluster's limits (64 KiB, 256 fields).
+        cluster = endpoint.cluster
+        self.init_parser(HTTP_RESPONSE, 0, cluster.head_bytes, cluster.head_fields)
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport):

@@ -25,6 +25,7 @@ __all__ = [
     "ClientAuth",
     "ClientCertMatch",
     "Cluster",
+    "ClusterLimits",
     "ClusterRetries",
     "ClusterTimeouts",
     "DnsCache",
@@ -47,6 +48,7 @@ __all__ = [
     "HttpHealthCheck",
     "LeastRequestSettings",
     "Listener",
+    "ListenerErrors",
     "ListenerLimits",
     "ListenerTimeouts",
     "ListenerTls",
@@ -121,6 +123,13 @@ class Forwarding:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerErrors:
+    """What the answers the edge makes itself tell clients."""
+
+    show_endpoints: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateFiles:
     """A certificate chain (leaf first) and its private key, as PEM files."""
 
@@ -178,6 +187,7 @@ class Listener:
     limits: ListenerLimits
     timeouts: ListenerTimeouts
     forwarding: Forwarding
+    errors: ListenerErrors
     tls: ListenerTls | None
     redirect_https: RedirectHttps | None
 
@@ -361,6 +371,14 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterLimits:
+    """Bounds on the response heads of a cluster's endpoints; beyond them the answer is a 502."""
+
+    header_bytes: int
+    header_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class HashKey:
     """Where ring_hash and maglev take a request's key (``HashKeySpec(source, name)``): a
     header or a cookie (``name`` required), the client address, or the path. A request
@@ -527,6 +545,7 @@ class Cluster:
     policy: Policy
     timeouts: ClusterTimeouts
     pool: Pool
+    limits: ClusterLimits
     hash_key: HashKey | None
     ring_hash: RingHashSettings
     maglev: MaglevSettings
@@ -657,6 +676,7 @@ CLASSES: dict[str, type] = {
     "ListenerLimits": ListenerLimits,
     "ListenerTimeouts": ListenerTimeouts,
     "Forwarding": Forwarding,
+    "ListenerErrors": ListenerErrors,
     "CertificateFiles": CertificateFiles,
     "ClientAuth": ClientAuth,
     "ListenerTls": ListenerTls,
@@ -679,6 +699,7 @@ CLASSES: dict[str, type] = {
     "EndpointsFrom": EndpointsFrom,
     "ClusterTimeouts": ClusterTimeouts,
     "Pool": Pool,
+    "ClusterLimits": ClusterLimits,
     "HashKey": HashKey,
     "RingHashSettings": RingHashSettings,
     "MaglevSettings": MaglevSettings,

@@ -69,6 +69,7 @@ class ListenerRuntime:
         "server",
         "tls",
         "x_forwarded",
+        "show_endpoints",
     )
 
     def __init__(self, config: rt.Listener, routes: RouteTable) -> None:
@@ -80,6 +81,7 @@ class ListenerRuntime:
         self.max_request_line = int(limits.request_line)
         self.max_header_bytes = int(limits.header_bytes)
         self.max_header_count = int(limits.header_count)
+        self.show_endpoints = bool(config.errors.show_endpoints)
         timeouts = config.timeouts
         self.headers_timeout = float(timeouts.request_headers)
         self.body_idle_timeout = float(timeouts.body_idle)
