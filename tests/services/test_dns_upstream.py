@@ -54,12 +54,28 @@ def test_silent_upstream_times_out() -> None:
             asyncio.run(ask_upstream(query, "127.0.0.1", sock.getsockname()[1], 0.2))
 
 
-def test_truncated_answer_is_asked_again_over_tcp() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+def _udp_and_tcp_on_one_port() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same free port (a TCP listener of another
+    process may hold the UDP port's number: then try another)."""
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
-        port = udp.getsockname()[1]
+        tcp = socket.socket()
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind(("127.0.0.1", port))
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        return udp, tcp
+    raise AssertionError("no port free for both UDP and TCP in 50 tries")
+
+
+def test_truncated_answer_is_asked_again_over_tcp() -> None:
+    udp, tcp = _udp_and_tcp_on_one_port()
+    with udp, tcp:
+        port = udp.getsockname()[1]
         tcp.listen(1)
         tcp.settimeout(5)
 

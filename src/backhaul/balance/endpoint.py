@@ -35,28 +35,7 @@ class EndpointState:
     balancing uses (lower while slow start ramps it up).
     """
 
-    __slots__ = (
-        "check_failures",
-        "check_passes",
-        "consecutive_5xx",
-        "consecutive_connect_failures",
-        "effective_weight",
-        "ejected_until",
-        "ejections",
-        "ejections_total",
-        "in_flight",
-        "key",
-        "last_started",
-        "latency_at",
-        "latency_ewma",
-        "routable",
-        "slot",
-        "state",
-        "token",
-        "unejected_at",
-        "warming_since",
-        "weight",
-    )
+    # Its fields are declared in endpoint.pxd (a C type once compiled).
 
     def __init__(self, key: str, weight: int = 1) -> None:
         if weight < 1:

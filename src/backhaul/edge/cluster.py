@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from backhaul.balance import (
     CheckSchedule,
     CircuitBreakers,
-    EndpointState,
     HashKeySpec,
     HealthState,
     HttpCheck,
@@ -32,6 +31,7 @@ from backhaul.balance import (
     StickyCookie,
     make_balancer,
 )
+from backhaul.balance.endpoint import EndpointState
 from backhaul.edge import runtime_config as rt
 from backhaul.edge.balancing import balance_settings, retry_policy
 from backhaul.edge.tls import describe_connect_error
@@ -47,18 +47,7 @@ class Endpoint(EndpointState):
     """One upstream address: balancing state (inherited) and a LIFO pool of idle
     connections."""
 
-    __slots__ = (
-        "address",
-        "cluster",
-        "connect_timeout",
-        "host",
-        "idle",
-        "idle_timeout",
-        "label",
-        "log_name",
-        "max_idle",
-        "port",
-    )
+    # Its fields are declared in cluster.pxd (a C type once compiled).
 
     def __init__(
         self, cluster: Cluster, host: str, port: int, weight: int = 1, label: str | None = None

@@ -35,6 +35,7 @@ from libc.string cimport memcmp, memcpy
 from backhaul.edge.llhttp cimport *
 from backhaul.state.recorder cimport Recorder
 from backhaul.edge.routing cimport CompiledRoute
+from backhaul.edge.cluster cimport Endpoint
 from backhaul.http.head cimport RequestFacts, ResponseFacts
 
 import asyncio
@@ -608,7 +609,7 @@ cdef int _out_init(OutBuf* out, Py_ssize_t capacity) except -1:
     return 0
 
 
-cdef int _out_put(OutBuf* out, const char* data, Py_ssize_t n) except -1:
+cdef inline int _out_put(OutBuf* out, const char* data, Py_ssize_t n) except -1:
     cdef Py_ssize_t need = out.length + n
     cdef Py_ssize_t cap
     cdef char* grown
@@ -2116,7 +2117,7 @@ cdef class Exchange:
     cdef public Py_ssize_t bytes_in
     cdef public Py_ssize_t bytes_out
     cdef public UpstreamConnection upstream
-    cdef public object endpoint
+    cdef public Endpoint endpoint
     cdef public list early
     cdef public object connect_task
     cdef public double deadline
@@ -2248,7 +2249,7 @@ cdef class Exchange:
             self.respond_direct()
 
     # -- tries ----------------------------------------------------------------------------
-    cdef try_endpoint(self, endpoint):
+    cdef try_endpoint(self, Endpoint endpoint):
         """Send the request to ``endpoint``: one try, paired started()/finished()."""
         cluster = endpoint.cluster
         self.endpoint = endpoint
@@ -2359,7 +2360,7 @@ cdef class Exchange:
             self.retry_timer.cancel()
             self.retry_timer = None
 
-    cdef connect(self, endpoint):
+    cdef connect(self, Endpoint endpoint):
         """Open a new connection to ``endpoint`` (its breaker slots are already held)."""
         self.goto(XS_CONNECTING)
         self.conn.flow.pause(PAUSE_UPSTREAM)
@@ -2850,7 +2851,7 @@ cdef class UpstreamConnection(Http1Peer):
     cleanly: a complete response with keep-alive, no framing doubt, no stray bytes.
     """
 
-    cdef public object endpoint
+    cdef public Endpoint endpoint
     cdef public object transport
     cdef public Exchange exchange
     cdef public double idle_since
@@ -2860,7 +2861,7 @@ cdef class UpstreamConnection(Http1Peer):
     cdef public list wbuf
     cdef bint ended_at_head  # the response ended with its head (the answer to HEAD)
 
-    def __init__(self, endpoint):
+    def __init__(self, Endpoint endpoint):
         self.endpoint = endpoint
         self.transport = None
         self.exchange = None
