@@ -30,6 +30,7 @@ declare -A test_pkgs=(
   [iperf3]=iperf3
   [tshark]=tshark
   [tcpdump]=tcpdump
+  [node]=nodejs
 )
 declare -A bench_pkgs=(
   [nginx]=nginx-light

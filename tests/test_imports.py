@@ -14,9 +14,6 @@ SOURCE = Path(backhaul.__file__).parent
 
 #: Cycles that exist today, each with what removes it. A new one fails the test.
 KNOWN = {
-    # the worker starts the admin listener, whose server binds through edge.listen: the
-    # control process of issue 9 (admin handed an already-bound socket) removes it
-    ("edge", "admin"),
     # the DHCP service serves its metrics with the admin server when it runs alone
     ("services", "admin"),
 }

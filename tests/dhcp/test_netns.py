@@ -393,7 +393,9 @@ def test_serve_runs_dhcp_next_to_the_edge(make_segment, tmp_path):
         time.sleep(0.2)
     assert "backhaul_workers" in text  # the edge's own metrics are there too
     # the supervisor restarts a DHCP service that dies; its leases are still there
-    found = segment.run("server", ["pgrep", "-f", "services.dhcp --config-fd"]).stdout.split()
+    # (pids are machine-wide: match this test's own metrics file, not another run's service)
+    mine = f"services.dhcp --config-fd [0-9]+ --metrics-file {tmp_path / 'state'}/"
+    found = segment.run("server", ["pgrep", "-f", mine]).stdout.split()
     assert len(found) == 1
     os.kill(int(found[0]), signal.SIGKILL)
     server.wait_for("dhcp exited (-9); restarting")

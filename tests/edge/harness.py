@@ -260,6 +260,13 @@ class RawUpstream:
 
 
 # -- the edge -------------------------------------------------------------------------------
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 class Edge:
     """``backhaul serve`` as a subprocess with a generated config."""
 
@@ -314,10 +321,19 @@ class Edge:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def worker_pids(self) -> list[int]:
+    def children(self) -> list[int]:
+        """Every child of the supervisor: workers and the control process."""
         assert self.proc is not None
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in path.read_text().split()]
+
+    def worker_pids(self) -> list[int]:
+        return [p for p in self.children() if _comm(p) != "backhaul-ctl"]
+
+    def control_pid(self) -> int | None:
+        """The control process (admin API, health checks), if it runs."""
+        found = [p for p in self.children() if _comm(p) == "backhaul-ctl"]
+        return found[0] if found else None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.proc is None:

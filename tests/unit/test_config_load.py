@@ -346,7 +346,7 @@ clusters: {}
 
 
 def test_admin_address_must_not_overlap_a_listener() -> None:
-    path, message = one_problem(GOOD + "admin: {address: ':8080'}\n")
+    path, message = one_problem(GOOD + "admin: {address: '127.0.0.1:8080'}\n")
     assert path == "admin.address"
     assert "overlaps listeners[0] (127.0.0.1:8080)" in message
 

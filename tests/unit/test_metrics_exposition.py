@@ -280,5 +280,8 @@ def test_admin_exports_are_what_we_mean() -> None:
         "MetricsExposition",
         "metrics_renderer",
         "render_metrics",
+        "serve_admin",
         "start_admin",
     }
+    for name in admin_pkg.__all__:  # loaded on first use (the supervisor imports the package)
+        assert getattr(admin_pkg, name) is not None

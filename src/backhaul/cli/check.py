@@ -8,22 +8,19 @@ and line, when it is not. Nothing is started and nothing is resolved.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Any
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from backhaul.balance.healthcheck import format_status_ranges
 from backhaul.config import EdgeConfig, format_duration, format_size, load_file
+from backhaul.config.check_report import check_report
 from backhaul.config.dhcp import DhcpConfig
 from backhaul.config.dns import DnsConfig
 from backhaul.config.model import Cluster, Listener, Retries, Route, advisories
-from backhaul.config.units import Address
 from backhaul.errors import ConfigError
 
 
@@ -380,27 +377,6 @@ def render_dhcp(dhcp: DhcpConfig, console: Console) -> None:
     console.print(table)
 
 
-def parsed_units(value: object) -> Any:
-    """``value`` (a config or any part of it) as JSON data with the values the edge uses:
-    durations as float seconds, sizes as int bytes (not the ``"1m30s"``/``"64KiB"`` that
-    the config's own serialisers write back), addresses and patterns as text."""
-    if isinstance(value, BaseModel):
-        return {name: parsed_units(getattr(value, name)) for name in type(value).model_fields}
-    if isinstance(value, Address):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(key): parsed_units(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | frozenset | set):
-        return [parsed_units(item) for item in value]
-    if isinstance(value, re.Pattern):
-        return value.pattern
-    if isinstance(value, bytes):  # raw DHCP option values
-        return "hex:" + value.hex(":")
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def register(app: typer.Typer) -> None:
     """Add ``backhaul check`` to the root app."""
 
@@ -421,9 +397,7 @@ def register(app: typer.Typer) -> None:
             config = load_file(file)
         except ConfigError as exc:
             if as_json:
-                problems = [{"path": path, "message": text} for path, text in exc.problems]
-                document = {"source": exc.source, "valid": False, "problems": problems}
-                typer.echo(json.dumps({**document, "config": None, "notes": []}, indent=2))
+                typer.echo(json.dumps(check_report(exc, str(file)), indent=2))
                 raise typer.Exit(exc.exit_code) from None
             err = _console(stderr=True)
             err.print(
@@ -434,9 +408,6 @@ def register(app: typer.Typer) -> None:
                 err.print(f"  [bold]{escape(path or '<top>')}[/bold]: {escape(message)}")
             raise typer.Exit(exc.exit_code) from None
         if as_json:
-            notes = [{"path": path, "message": text} for path, text in advisories(config)]
-            document = {"source": str(file), "valid": True, "problems": [], "config": None}
-            document["config"] = parsed_units(config)
-            typer.echo(json.dumps({**document, "notes": notes}, indent=2))
+            typer.echo(json.dumps(check_report(config, str(file)), indent=2))
             return
         render(config, str(file), _console())

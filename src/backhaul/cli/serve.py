@@ -104,7 +104,12 @@ def serve(
         if cfg.admin is not None and dhcp.metrics_address is None:
             dhcp = dhcp.model_copy(update={"metrics_address": cfg.admin.address})
         raise typer.Exit(run_dhcp(dhcp))
-    raise typer.Exit(run(cfg, workers, config_file=config, access_log=access_log, digest=digest))
+    # The supervisor runs with the control process (admin API, health checks) that the
+    # admin layer gives it: backhaul.admin.supervise builds both.
+    entry = "backhaul.admin.supervise"
+    raise typer.Exit(
+        run(cfg, workers, config_file=config, access_log=access_log, digest=digest, entry=entry)
+    )
 
 
 def _quick_tls(cert: Path | None, key: Path | None, internal: bool) -> dict[str, object] | None:

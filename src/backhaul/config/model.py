@@ -166,10 +166,41 @@ class AccessLog(ConfigModel):
 
 
 class Admin(ConfigModel):
-    """The admin API listener."""
+    """The admin API listener (served by the edge's control process).
+
+    With ``token_file`` or ``token_env`` every request but those to the ``public`` paths
+    needs ``Authorization: Bearer <token>``; an address off loopback needs a token."""
 
     address: ListenAddress = Field(default="127.0.0.1:9901")  # type: ignore[assignment]
     metrics_path: str = Field(default="/metrics", description="Prometheus text exposition")
+    token_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="file holding the bearer token (a relative path is in the config's folder)",
+    )
+    token_env: str | None = Field(
+        default=None, min_length=1, description="environment variable holding the bearer token"
+    )
+    public: tuple[Literal["healthz", "metrics", "docs"], ...] = Field(
+        default=("healthz",),
+        description="answered without the token: healthz (load balancers' probes carry"
+        " none), metrics (a scraper without credentials), docs (/docs and /openapi.json)",
+    )
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_beside_the_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        folder = (info.context or {}).get(CONFIG_DIR)
+        if value is None or folder is None or PurePath(value).is_absolute():
+            return value
+        return str(PurePath(folder) / value)
+
+    @model_validator(mode="after")
+    def _token_readable(self) -> Admin:
+        problems = admin_token_problems(self)
+        if problems:
+            raise Problems(problems)
+        return self
 
     @field_validator("metrics_path")
     @classmethod
@@ -679,6 +710,60 @@ class EdgeConfig(ConfigModel):
         raise KeyError(name)
 
 
+def admin_token_problems(admin: Admin) -> list[tuple[str, str]]:
+    """Why ``admin``'s token cannot be used (read now, as ``backhaul check`` runs)."""
+    import os
+
+    make = "write one, for instance: openssl rand -hex 32 > FILE; chmod 600 FILE"
+    if admin.token_file is not None and admin.token_env is not None:
+        return [("token_env", "found both token_file and token_env: expected one of them")]
+    if admin.token_file is not None:
+        try:
+            with open(admin.token_file, "rb") as handle:
+                raw = handle.read(4097)
+        except FileNotFoundError:
+            return [("token_file", f"found no file {admin.token_file}: {make}")]
+        except OSError as exc:
+            return [("token_file", f"cannot read {admin.token_file} ({exc.strerror})")]
+        if not raw.strip():
+            return [("token_file", f"{admin.token_file} is empty: {make}")]
+        if len(raw) > 4096:
+            return [("token_file", f"{admin.token_file} is over 4096 bytes: expected a token")]
+    elif admin.token_env is not None and not os.environ.get(admin.token_env, "").strip():
+        return [
+            (
+                "token_env",
+                f"the environment variable {admin.token_env} is unset or empty: set it"
+                " to the token before starting the edge (or use token_file)",
+            )
+        ]
+    return []
+
+
+def admin_exposure_problems(admin: Admin) -> list[tuple[str, str]]:
+    """An admin address off loopback without a token (a cross-check, so that it is reported
+    next to the address's other problems)."""
+    import ipaddress
+
+    if admin.token_file is not None or admin.token_env is not None:
+        return []
+    host = admin.address.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return []
+    return [
+        (
+            "admin.address",
+            f"found {admin.address}, which is not a loopback address, and no token: the"
+            " admin API can drain endpoints and reload the config; add admin.token_file (or"
+            " admin.token_env) with a bearer token, or listen on 127.0.0.1",
+        )
+    ]
+
+
 def default_names(data: Any) -> Any:
     """Raw config data with ``listener-N`` / ``route-N`` names where the file gives none."""
     if not isinstance(data, dict):
@@ -802,6 +887,7 @@ def cross_check_parts(
                     )
                 )
                 break
+        problems.extend(admin_exposure_problems(admin))
     route_names: dict[str, int] = {}
     for i, maybe_route in enumerate(routes):
         if maybe_route is None:

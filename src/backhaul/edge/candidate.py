@@ -192,4 +192,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not __main__: the answer's classes are pickled under their
+    # own module's name, so any supervisor entry (edge.supervisor, admin.supervise) reads it.
+    from backhaul.edge import candidate
+
+    sys.exit(candidate.main())

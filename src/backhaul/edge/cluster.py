@@ -6,8 +6,10 @@ active health checks that feed it. An :class:`Endpoint` is the balancer's endpoi
 the edge's LIFO pool of idle upstream connections to that address.
 
 Balancing state is per worker (like nginx's): each worker sees its own traffic for outlier
-detection and runs its own health checks, and logs each transition of its own state machine
-once, tagged with its pid.
+detection and logs each transition of its own state machine once, tagged with its pid. The
+active health checks of the endpoints written in the config run once per machine, in the
+control process; each worker replays their results into its balancer on its tick
+(:meth:`Cluster.apply_checks`).
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ class Cluster:
         "check_kind",
         "check_schedule",
         "check_tasks",
+        "checks_seen",
         "connect_timeout",
         "discovered",
         "endpoints",
@@ -171,6 +174,7 @@ class Cluster:
         "retry_budget",
         "retry_policy",
         "rng",
+        "shared_checks",
         "stats",
         "sticky",
         "tls",
@@ -234,6 +238,10 @@ class Cluster:
         self.check: HttpCheck | None = None
         self.check_schedule: CheckSchedule | None = None
         self.check_tasks: list[asyncio.Task[None]] = []
+        # Endpoints checked by the control process: (endpoint, index in the shared map),
+        # and the last result of each that this worker has replayed.
+        self.shared_checks: list[tuple[Endpoint, int]] = []
+        self.checks_seen: list[int] = []
         if checks is not None:
             self.check_kind = checks.type
             self.check_schedule = CheckSchedule(
@@ -269,6 +277,37 @@ class Cluster:
                     self.log_events(balancer.drain(ep, now))
             elif draining:
                 self.log_events(balancer.restore(ep, now))
+
+    def share_checks(self, name: str, control: Any) -> list[Endpoint]:
+        """Take the active-check results of the config's address endpoints from the shared
+        map (``control.health``); returns the endpoints this worker must check itself (its
+        built-in origins)."""
+        if self.check_schedule is None:
+            return []
+        own = []
+        for ep in self.endpoints:
+            i = control.find(name, ep.label) if not ep.label.startswith("builtin:") else None
+            if i is None:
+                own.append(ep)
+            else:
+                self.shared_checks.append((ep, i))
+                self.checks_seen.append(0)
+        return own
+
+    def apply_checks(self, health: Any, now: float) -> None:
+        """Replay into the balancer the shared checker's results not seen yet, in order (a
+        worker that starts late replays the last ones it keeps: the same verdict at once)."""
+        seen = self.checks_seen
+        for k, (ep, i) in enumerate(self.shared_checks):
+            if health.check_seq(i) == seen[k]:
+                continue
+            record = health.check(i)
+            last = record.seq
+            balancer = self.balancer
+            for n in range(max(seen[k] + 1, last - health.ring + 1), last + 1):
+                detail = record.reason if n == last else ""
+                self.log_events(balancer.check_result(ep, record.passed(n), now, detail))
+            seen[k] = last
 
     def tick(self, now: float) -> None:
         for ep in self.endpoints:

@@ -2,16 +2,23 @@
 
 The schedule (:class:`~backhaul.balance.CheckSchedule`) and the judgment
 (:class:`~backhaul.balance.HttpCheck`) are policy; this module only connects, sends and
-reads, each step within the check's timeout, and hands the verdict to the cluster's
-balancer. A TCP check passes when the connection is accepted. An HTTP check sends its
-request with ``Connection: close`` and reads the status (and, when the check needs it, up to
-``body_limit`` bytes of body) with httptools.
+reads, each step within the check's timeout, and hands the verdict to ``report`` (by
+default the cluster's balancer). A TCP check passes when the connection is accepted. An
+HTTP check sends its request with ``Connection: close`` and reads the status (and, when the
+check needs it, up to ``body_limit`` bytes of body) with httptools.
+
+Who runs them: the edge's control process checks every endpoint written in the config once
+for the whole machine and publishes the results in shared memory
+(:mod:`backhaul.admin.checker`, :meth:`backhaul.edge.cluster.Cluster.apply_checks`); a
+worker checks only what exists in it alone: its built-in origins and the endpoints it
+discovered through DNS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -91,7 +98,18 @@ async def wait_check(cluster: Cluster, ep: Endpoint) -> tuple[bool, str]:
         return False, f"connect failed: {exc.strerror or exc}"
 
 
-async def _check_loop(cluster: Cluster, ep: Endpoint) -> None:
+Report = Callable[["Endpoint", bool, str, float], None]
+"""``report(endpoint, passed, reason, now)``: what to do with one check's result."""
+
+
+def _to_balancer(cluster: Cluster) -> Report:
+    def report(ep: Endpoint, passed: bool, reason: str, now: float) -> None:
+        cluster.log_events(cluster.balancer.check_result(ep, passed, now, reason))
+
+    return report
+
+
+async def _check_loop(cluster: Cluster, ep: Endpoint, report: Report) -> None:
     loop = asyncio.get_running_loop()
     schedule = cluster.check_schedule
     assert schedule is not None
@@ -101,14 +119,19 @@ async def _check_loop(cluster: Cluster, ep: Endpoint) -> None:
         await asyncio.sleep(max(0.0, at - loop.time()))
         passed, reason = await wait_check(cluster, ep)
         now = loop.time()
-        cluster.log_events(cluster.balancer.check_result(ep, passed, now, reason))
+        report(ep, passed, reason, now)
         at = schedule.next(now, ep.routable, rand)
 
 
-def run_checks(cluster: Cluster) -> None:
-    """Start the check tasks of ``cluster`` (owned by it: ``cluster.cancel_checks()``)."""
+def run_checks(
+    cluster: Cluster, endpoints: Iterable[Endpoint] | None = None, report: Report | None = None
+) -> None:
+    """Start the check tasks of ``cluster`` (owned by it: ``cluster.cancel_checks()``), for
+    ``endpoints`` (default: all of them), each result to ``report`` (default: the cluster's
+    balancer)."""
     if cluster.check_schedule is None:
         return
     loop = asyncio.get_running_loop()
-    for ep in cluster.endpoints:
-        cluster.check_tasks.append(loop.create_task(_check_loop(cluster, ep)))
+    report = report if report is not None else _to_balancer(cluster)
+    for ep in cluster.endpoints if endpoints is None else endpoints:
+        cluster.check_tasks.append(loop.create_task(_check_loop(cluster, ep, report)))

@@ -120,7 +120,8 @@ def supervisor_alive(pid: int, config_file: str | None = None) -> bool:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if b"backhaul.edge.supervisor" not in args:
+    # run as itself, or by the admin layer with its control process (backhaul.admin.supervise)
+    if b"backhaul.edge.supervisor" not in args and b"backhaul.admin.supervise" not in args:
         return False
     if config_file is None:
         return True

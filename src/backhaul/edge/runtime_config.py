@@ -83,10 +83,13 @@ class AccessLog:
 
 @dataclass(frozen=True, slots=True)
 class Admin:
-    """The admin API listener."""
+    """The admin API listener (served by the edge's control process)."""
 
     address: SocketAddress
     metrics_path: str
+    token_file: str | None
+    token_env: str | None
+    public: tuple[Literal["healthz", "metrics", "docs"], ...]
 
 
 @dataclass(frozen=True, slots=True)

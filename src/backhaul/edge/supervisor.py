@@ -46,7 +46,7 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from backhaul.edge import runtime_config as rt
 from backhaul.edge.candidate import Candidate, Prepared, max_workers
@@ -138,6 +138,26 @@ def run_worker_process(
     return 0
 
 
+class ControlLauncher(Protocol):
+    """What the supervisor needs to run a control process (see
+    :class:`backhaul.admin.process.ControlProcess`), handed to it by the layer above."""
+
+    def needed(self, config: Any) -> bool:
+        """Whether ``config`` asks for a control process."""
+        ...
+
+    def create(
+        self,
+        config: Any,
+        admin_socket: socket.socket | None,
+        control: EndpointControl,
+        metrics: SharedCounters,
+        reload_status: ReloadStatus,
+    ) -> Any:
+        """The control process object (``start``, ``reaped``, ``stop``, ``restart``)."""
+        ...
+
+
 class Generation:
     """One config in effect: its settings, the shared memory made for it, its workers.
 
@@ -182,7 +202,11 @@ class _Supervisor:
         config_file: str | None = None,
         access_log: str | None = None,
         workers_flag: int | None = None,
+        launcher: ControlLauncher | None = None,
     ) -> None:
+        """``launcher`` makes the control process (the admin API and the active health
+        checks): given by the layer above (:mod:`backhaul.admin.supervise`), which builds
+        both it and this supervisor; None runs none."""
         from backhaul.edge.settings import thaw
         from backhaul.services.sidecar import Sidecar
 
@@ -220,6 +244,11 @@ class _Supervisor:
         self.current.sidecars = [Sidecar(spec, _die_with_parent) for spec in sidecars]
         self.starting: Generation | None = None
         self.retiring: list[Generation] = []
+        # The control process: the admin API and the active health checks, if configured.
+        self.launcher = launcher
+        self.admin: Any = None
+        self.admin_address: tuple[str, int] | None = None
+        self.admin = self._control_process(self.current)
 
     # -- generations ---------------------------------------------------------------------
     def _sockets_for(self, config: rt.EdgeConfig) -> dict[str, socket.socket]:
@@ -281,15 +310,16 @@ class _Supervisor:
             # Room for two generations at once (the old drains while the new serves).
             store = SharedCounters(layout, 2 * prepared.workers)
         labels = endpoint_labels(config)
-        # The operator's drain requests, shared by the workers (see the admin API). The same
-        # endpoints (and drain flags in the config): the same bytes, so nothing is lost.
-        # Otherwise an endpoint that stays keeps what the operator asked unless the config
-        # changed its drain flag.
+        # The operator's drain requests and the health checker's results, shared by the
+        # workers (see the admin API). The same endpoints and the same metrics store (its
+        # slots number the workers' rows): the same map, so nothing is lost. Otherwise an
+        # endpoint that stays keeps what the operator asked unless the config changed its
+        # drain flag, and what the health checker found.
         before = endpoint_labels(previous.config) if previous is not None else None
-        if previous is not None and before == labels:
+        if previous is not None and before == labels and store is previous.metrics:
             control = previous.control
         else:
-            control = EndpointControl(labels)
+            control = EndpointControl(labels, store.slots)
         if previous is not None and control is not previous.control:
             wished = {(c, label): drain for c, label, drain in before or ()}
             for cluster, label, drain in labels:
@@ -297,6 +327,8 @@ class _Supervisor:
                 j = control.find(cluster, label)
                 if i is not None and j is not None and wished.get((cluster, label)) == drain:
                     control.set_drain(j, previous.control.drain_wanted(i))
+                if i is not None and j is not None:  # what the health checker found so far
+                    control.health.copy_check(j, previous.control.health, i)
         gen = Generation(number, prepared, config, store, control, sockets)
         dns = getattr(config, "dns", None)
         if dns is None:
@@ -315,6 +347,58 @@ class _Supervisor:
 
             gen.dns = DnsProcesses(dns, config.clusters, control, store)
         return gen
+
+    # -- the control process (backhaul.admin.process) -------------------------------------
+    def _admin_socket(self, config: Any) -> socket.socket | None:
+        """The admin address of ``config``, bound here once (no SO_REUSEPORT: another edge on
+        the same admin port is refused); the current socket when the address is the same."""
+        admin = getattr(config, "admin", None)
+        if admin is None:
+            return None
+        current: socket.socket | None = self.admin.admin_socket if self.admin is not None else None
+        if current is not None and self.admin_address == (admin.address.host, admin.address.port):
+            return current
+        from backhaul.edge.listen import bind_listener_socket
+
+        host, port = admin.address.host, admin.address.port
+        try:
+            sock = bind_listener_socket(host, port, reuse_port=False)
+        except OSError as exc:
+            reason = explain_bind_error(exc.errno, host, port)
+            raise NetworkError(f"admin listener: {reason}") from exc
+        self.admin_address = (host, port)
+        return sock
+
+    def _control_process(self, gen: Generation) -> Any:
+        if self.launcher is None or not self.launcher.needed(gen.config):
+            return None
+        sock = self._admin_socket(gen.config)
+        return self.launcher.create(gen.config, sock, gen.control, gen.metrics, self.status)
+
+    def _switch_control(self, gen: Generation) -> None:
+        """A new generation is current: its control process takes over (the old one answers
+        what it has begun, then exits); a changed admin address is bound anew."""
+        proc = self.admin
+        old = proc.admin_socket if proc is not None else None
+        if self.launcher is None or not self.launcher.needed(gen.config):
+            if proc is not None:
+                proc.stop()
+                if old is not None:
+                    old.close()
+            self.admin = None
+            return
+        try:
+            sock = self._admin_socket(gen.config)
+        except NetworkError as exc:
+            _log(f"{exc}; the admin API stays where it was")
+            sock = old
+        if proc is None:
+            self.admin = self._control_process(gen)
+            self.admin.start()
+            return
+        proc.restart(gen.config, gen.control, gen.metrics, sock)
+        if old is not None and sock is not old:
+            old.close()
 
     def _generations(self) -> list[Generation]:
         gens = [self.current, *self.retiring]
@@ -349,6 +433,8 @@ class _Supervisor:
                 os.close(self.ready_r)
                 os.close(self.wake_r)
                 os.close(self.wake_w)
+                if self.admin is not None and self.admin.admin_socket is not None:
+                    self.admin.admin_socket.close()  # the control process's alone
                 code = run_worker_process(
                     gen.config,
                     (gen.metrics, slot),
@@ -388,6 +474,8 @@ class _Supervisor:
         gen = self.current
         for sidecar in gen.sidecars:
             sidecar.start()
+        if self.admin is not None:  # first: named before any worker says it serves
+            self.admin.start()
         for _ in range(gen.size):
             self.spawn(gen)
         if gen.dns is not None:
@@ -612,6 +700,7 @@ class _Supervisor:
             for sidecar in new.sidecars:
                 sidecar.start()
         self._release_sockets()
+        self._switch_control(new)
         self.status.set_generation(new.number)
         self._record(True, "", new.prepared.digest)
         pids = " ".join(str(p) for p in new.workers)
@@ -691,6 +780,8 @@ class _Supervisor:
                         gen.dns.children.pop(pid, None)
                 continue
             again = restart and not self.stopping
+            if self.admin is not None and self.admin.reaped(pid, status, again):
+                continue
             dns = self.current.dns
             if dns is not None and dns.reaped(pid, status, again):
                 continue
@@ -748,6 +839,10 @@ class _Supervisor:
         for gen in self._generations():
             if gen.dns is not None:
                 gen.dns.stop()
+        if self.admin is not None:
+            self.admin.stop()
+            if self.admin.admin_socket is not None:
+                self.admin.admin_socket.close()
         drain = max(g.drain_timeout() for g in self._generations())
         for pid in self._all_pids():
             with contextlib.suppress(ProcessLookupError):
@@ -773,12 +868,14 @@ def serve(
     config_file: str | os.PathLike[str] | None = None,
     access_log: str | None = None,
     digest: str | None = None,
+    entry: str = "backhaul.edge.supervisor",
 ) -> NoReturn:
     """Run the edge for a validated ``config`` with ``workers`` processes (default: the
     config's, then the CPU count). Does not return on success: the process becomes the
     supervisor (see the module docstring). ``config_file`` is re-read on reload, with
     ``access_log`` (``serve --access-log``) and ``workers`` applied again; ``digest`` is the
-    SHA-256 of the file's bytes that ``config`` was validated from."""
+    SHA-256 of the file's bytes that ``config`` was validated from; ``entry`` is the module
+    the supervisor runs as (``backhaul.admin.supervise``: with the control process)."""
     from backhaul.edge.candidate import prepare, worker_count
 
     worker_count(config, workers)  # a bad --workers first
@@ -809,7 +906,7 @@ def serve(
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [sys.executable, "-m", "backhaul.edge.supervisor", "--settings-fd", str(fd)]
+    argv = [sys.executable, "-m", entry, "--settings-fd", str(fd)]
     if config_file is not None:
         argv += ["--config-file", os.path.abspath(config_file)]
     if access_log is not None:
@@ -819,9 +916,10 @@ def serve(
     os.execv(sys.executable, [*argv, *sidecars])
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, launcher: ControlLauncher | None = None) -> int:
     """Entry point of the exec'd supervisor: ``--settings-fd FD [--config-file PATH]
-    [--access-log X] [--workers-flag N] [--sidecar SPEC]...``."""
+    [--access-log X] [--workers-flag N] [--sidecar SPEC]...``; ``launcher`` as for
+    :class:`_Supervisor`."""
     # SIGHUP before the loop runs is ignored (the config was just read), not fatal.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
@@ -841,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
         config_file=opts.get("--config-file"),
         access_log=opts.get("--access-log"),
         workers_flag=int(flag) if flag else None,
+        launcher=launcher,
     ).run()
 
 

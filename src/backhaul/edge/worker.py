@@ -131,12 +131,13 @@ class Worker:
         self.endpoint_control = (
             control if control is not None else EndpointControl(endpoint_labels(config))
         )
+        # No supervisor, hence no control process: this worker runs every check itself.
+        self.checks_shared = control is not None
         if metrics is None:  # no supervisor: a private one-slot store
             self.metrics = WorkerMetrics.standalone(build_layout(config))
         else:
             store, slot = metrics
             self.metrics = WorkerMetrics(store.layout, store, slot)
-        self.admin: Any = None
         self.loop = loop or asyncio.get_event_loop()
         self.stats = Stats()
         self.server_header: bytes | None = (
@@ -232,20 +233,16 @@ class Worker:
                 ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
             )
         now = self.loop.time()
+        control = self.endpoint_control
+        # The shared map's row of this worker: its pid and start time (the admin API's view).
+        control.health.worker_started(self.metrics.slot, self.pid)
         for name, cluster in self.clusters.items():
-            cluster.apply_control(name, self.endpoint_control, now)  # drains from the config
-            run_checks(cluster)
+            cluster.apply_control(name, control, now)  # drains from the config
+            # Config endpoints are checked once per machine (the control process); this
+            # worker checks its own built-in origins and, below, what it discovers.
+            run_checks(cluster, cluster.share_checks(name, control) if self.checks_shared else None)
+            cluster.apply_checks(control.health, now)
         self.discovery = start_discovery(self.clusters, config, self.loop)
-        admin = getattr(config, "admin", None)
-        if admin is not None:
-            from backhaul.admin import metrics_renderer, start_admin
-            from backhaul.admin.api import control_actions
-
-            self.admin = await start_admin(
-                admin.address,
-                metrics_renderer(self.metrics.store, self.metrics, reload=self.reload_status),
-                actions=control_actions(self),
-            )
         self._tick_task = self.loop.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -275,8 +272,10 @@ class Worker:
                 tx.on_deadline(now)
         self.tls.tick(now, metrics=self.metrics)  # TLS hook: ticket keys, reloads, counters
         control = self.endpoint_control
+        health = control.health
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
+            cluster.apply_checks(health, now)
             cluster.tick(now)
         metrics = self.metrics
         log = self.access_log
@@ -285,7 +284,9 @@ class Worker:
             metrics.sync_access_log(dropped=log.dropped, write_errors=log.write_errors)
         for i, n in enumerate(per_listener):
             metrics.set_active_connections(i, n)
+        in_flight: list[int] = []  # per config endpoint, for the admin API's merged view
         for ci, cluster in enumerate(self.clusters.values()):
+            in_flight += [ep.in_flight for ep in metered(cluster)]
             breakers = cluster.breakers
             metrics.sync_cluster(
                 ci,
@@ -300,6 +301,8 @@ class Worker:
                 health=[ep.state for ep in metered(cluster)],
                 panic=cluster.balancer.panic,
             )
+        if len(in_flight) == health.endpoints:
+            health.publish_in_flight(metrics.slot, in_flight)
         metrics.flush()
 
     async def wait_drained(self, timeout: float | None = None) -> None:
@@ -371,9 +374,6 @@ class Worker:
                 await task
         for server in self._origins:
             server.close()
-        if self.admin is not None:
-            await self.admin.aclose()
-            self.admin = None
         self.metrics.close()
         if self.access_log is not None:
             self.access_log.close()

@@ -1,13 +1,15 @@
 """What every serving process of backhaul does the same way: its event loop (uvloop where
-installed) and dying with its supervisor."""
+installed), being forked by its supervisor, and dying with it."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["die_with_parent", "new_event_loop"]
+__all__ = ["die_with_parent", "fork_child", "new_event_loop"]
 
 
 def new_event_loop() -> Any:
@@ -33,3 +35,27 @@ def die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         os._exit(0)
+
+
+def fork_child(body: Callable[[], int], what: str) -> int:
+    """Fork a child of this supervisor that runs ``body()`` and exits with what it returns;
+    returns the child's pid. In the child: SIGTERM at its default (``body`` sets its own),
+    SIGINT and SIGHUP ignored (the supervisor's to handle), death with the supervisor; an
+    exception is one line ``backhaul: <what> <pid> failed: ...`` and exit status 1."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    die_with_parent(parent)
+    code = 1
+    try:
+        code = body()
+    except BaseException as exc:
+        print(f"backhaul: {what} {os.getpid()} failed: {exc}", file=sys.stderr)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

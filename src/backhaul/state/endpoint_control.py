@@ -1,16 +1,20 @@
 """What the operator asked of each endpoint (serve or drain), shared by every worker.
 
 One byte per endpoint in anonymous shared memory that the supervisor maps before it forks
-its workers. The admin API (served by whichever worker a request reaches) writes a byte;
-every worker reads them all on its tick and moves its own balancer's endpoint into or out of
-the draining state. So a drain asked of one worker applies to all within a tick, with no
-message passing. Plain data only: no asyncio, no sockets.
+its workers and its control process. The admin API (served by the control process) writes
+a byte; every worker reads them all on its tick and moves its own balancer's endpoint into
+or out of the draining state. So a drain applies to all workers within a tick, with no
+message passing. Next to the wishes, ``health`` holds what the one health checker found
+and what each worker has in flight (:mod:`backhaul.state.endpoint_health`). Plain data
+only: no asyncio, no sockets.
 """
 
 from __future__ import annotations
 
 import mmap
 from collections.abc import Iterable
+
+from backhaul.state.endpoint_health import EndpointHealth
 
 __all__ = ["EndpointControl", "endpoint_labels"]
 
@@ -38,14 +42,17 @@ def endpoint_labels(settings: object) -> list[tuple[str, str, bool]]:
 class EndpointControl:
     """The serve/drain wish per endpoint, readable and writable by every worker."""
 
-    def __init__(self, endpoints: Iterable[tuple[str, str, bool]]) -> None:
+    def __init__(self, endpoints: Iterable[tuple[str, str, bool]], slots: int = 1) -> None:
+        """``slots``: how many worker slots (the metrics store's) the health map holds."""
         entries = list(endpoints)
+        self.entries = entries
         self.index: dict[tuple[str, str], int] = {
             (cluster, label): i for i, (cluster, label, _) in enumerate(entries)
         }
         self._map = mmap.mmap(-1, max(1, len(entries)))
         for i, (_, _, drain) in enumerate(entries):
             self._map[i] = DRAIN if drain else SERVE
+        self.health = EndpointHealth(len(entries), slots)
 
     def find(self, cluster: str, label: str) -> int | None:
         return self.index.get((cluster, label))

@@ -1,11 +1,11 @@
 """Metrics text that a sibling process publishes for the admin listener to serve.
 
 The DHCP service runs in its own process next to the edge's workers (see
-:mod:`backhaul.edge.supervisor`); the admin listener is served by the workers. The service
-writes its Prometheus text to a file every second (:func:`publish`: a temporary file renamed
-over the old one, so a reader sees a whole text or the previous one), and each worker's
-``/metrics`` appends the fresh ones (:func:`collect`). The supervisor lists the files in
-:data:`PATHS` before it forks the workers. A file not rewritten for :data:`STALE_AFTER`
+:mod:`backhaul.edge.supervisor`); the admin listener is served by the edge's control process.
+The service writes its Prometheus text to a file every second (:func:`publish`: a temporary
+file renamed over the old one, so a reader sees a whole text or the previous one), and the
+admin ``/metrics`` appends the fresh ones (:func:`collect`). The supervisor lists the files in
+:data:`PATHS` before it forks its children. A file not rewritten for :data:`STALE_AFTER`
 seconds belongs to a process that is gone and is left out.
 """
 

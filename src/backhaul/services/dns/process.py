@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from backhaul.errors import NetworkError
-from backhaul.services.lifecycle import die_with_parent, new_event_loop
+from backhaul.services.lifecycle import fork_child, new_event_loop
 
 __all__ = ["DnsProcesses", "bind_dns_sockets", "check_ports_free", "run_worker", "serve"]
 
@@ -163,29 +163,17 @@ class DnsProcesses:
         return [self._spawn(i) for i in range(int(self.dns.workers))]
 
     def _spawn(self, index: int) -> int:
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            die_with_parent(parent)
-            code = 1
-            try:
-                code = run_worker(
-                    self.dns,
-                    self.clusters,
-                    self.control,
-                    index == 0,
-                    self.shared,
-                    (self.stats, index),
-                )
-            except BaseException as exc:
-                print(f"backhaul: dns worker {os.getpid()} failed: {exc}", file=sys.stderr)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        pid = fork_child(
+            lambda: run_worker(
+                self.dns,
+                self.clusters,
+                self.control,
+                index == 0,
+                self.shared,
+                (self.stats, index),
+            ),
+            "dns worker",
+        )
         self.children[pid] = index
         return pid
 

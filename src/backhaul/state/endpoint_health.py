@@ -1,0 +1,235 @@
+"""Endpoint health and load shared by the processes of one edge, without messages.
+
+One anonymous shared memory map, created by the supervisor before it forks, holds:
+
+- **check records**, one per config endpoint: the results of the active health checks that
+  the control process runs once for the whole machine (:mod:`backhaul.admin.checker`). A
+  record keeps a sequence number (how many results so far), the last :data:`RING` results as
+  bits, the checker's own verdict (``healthy``/``unhealthy``), the runs of passes and
+  failures, the wall time and the reason of the last result. Each worker replays the results
+  it has not seen yet into its own balancer on its tick (``Balancer.check_result``), so every
+  worker's state machine gets the same inputs as if it had run the checks itself, while the
+  upstream sees one checker's probes. :data:`RING` covers the highest threshold the config
+  allows, so a worker started late replays enough to reach the checker's verdict at once.
+- **worker rows**, one per worker slot (the metrics slot): the worker's pid, its start time,
+  and each endpoint's requests in flight in that worker, written on the worker's tick; the
+  admin API adds them up for its merged view.
+
+Records are written by one process each (the checker; a slot's worker) under a sequence
+lock (odd while writing), so a reader gets a whole record. Plain data only: no asyncio, no
+sockets (the supervisor imports this module).
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from array import array
+from dataclasses import dataclass
+
+__all__ = ["RING", "CheckRecord", "EndpointHealth", "WorkerRow"]
+
+RING = 1024
+"""Results kept per endpoint: at least the highest healthy/unhealthy threshold (1000)."""
+
+VERDICTS = ("unknown", "healthy", "unhealthy")
+"""The checker's verdict codes: no result yet, passing, failing (by the thresholds)."""
+
+_REASON_BYTES = 120
+_RING_WORDS = RING // 64
+# check record, in int64 words: lock, seq, verdict, passes, failures, ring words, then the
+# wall time of the last result (a double) and the reason (UTF-8, NUL padded)
+_C_LOCK, _C_SEQ, _C_VERDICT, _C_PASSES, _C_FAILURES = range(5)
+_C_RING = 5
+_C_TIME = _C_RING + _RING_WORDS
+_C_REASON = _C_TIME + 1
+_CHECK_WORDS = _C_REASON + _REASON_BYTES // 8
+# worker row, in int64 words: lock, pid, start time (double), then one in-flight count per
+# endpoint
+_W_LOCK, _W_PID, _W_STARTED = range(3)
+_W_FLIGHT = 3
+_WAIT = 0.05  # seconds a reader retries a record its writer left mid-write (killed)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    """One endpoint's active-check state, as the checker last wrote it."""
+
+    seq: int
+    """Results so far (0: not checked yet)."""
+    verdict: str
+    passes: int
+    failures: int
+    last_unix: float
+    reason: str
+    ring: tuple[int, ...]
+
+    def passed(self, n: int) -> bool:
+        """Whether result number ``n`` (1-based, within the last :data:`RING`) passed."""
+        i = (n - 1) % RING
+        return bool((self.ring[i // 64] >> (i % 64)) & 1)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One worker slot's row."""
+
+    pid: int
+    started_unix: float
+    in_flight: tuple[int, ...]
+
+
+class EndpointHealth:
+    """The shared map for ``endpoints`` config endpoints and ``slots`` workers (see the
+    module docstring). Create it before forking; children inherit the mapping."""
+
+    ring = RING
+
+    def __init__(self, endpoints: int, slots: int = 1) -> None:
+        if endpoints < 0 or slots < 1:
+            raise ValueError(f"need endpoints >= 0 and slots >= 1, not {endpoints}, {slots}")
+        self.endpoints = endpoints
+        self.slots = slots
+        self._row_words = _W_FLIGHT + endpoints
+        words = endpoints * _CHECK_WORDS + slots * self._row_words
+        self._map = mmap.mmap(-1, max(8, words * 8))
+        view = memoryview(self._map)
+        self._q = view.cast("q")
+        self._d = view.cast("d")
+        self._b = view
+        self._rows_at = endpoints * _CHECK_WORDS
+
+    # -- the checker's side ------------------------------------------------------------------
+    def publish(
+        self,
+        i: int,
+        passed: bool,
+        verdict: str,
+        passes: int,
+        failures: int,
+        reason: str,
+        now_unix: float | None = None,
+    ) -> int:
+        """Record one result of endpoint ``i``; returns its sequence number."""
+        q = self._q
+        at = i * _CHECK_WORDS
+        seq = q[at + _C_SEQ] + 1
+        lock = q[at + _C_LOCK]
+        q[at + _C_LOCK] = lock + 1  # odd: writing
+        bit = (seq - 1) % RING
+        word = at + _C_RING + bit // 64
+        mask = 1 << (bit % 64)
+        value = q[word] & ~mask | (mask if passed else 0)
+        q[word] = value - (1 << 64) if value >= 1 << 63 else value
+        q[at + _C_VERDICT] = VERDICTS.index(verdict)
+        q[at + _C_PASSES] = passes
+        q[at + _C_FAILURES] = failures
+        self._d[at + _C_TIME] = time.time() if now_unix is None else now_unix
+        raw = reason.encode("utf-8", "replace")[:_REASON_BYTES]
+        start = (at + _C_REASON) * 8
+        self._b[start : start + _REASON_BYTES] = raw.ljust(_REASON_BYTES, b"\0")
+        q[at + _C_SEQ] = seq
+        q[at + _C_LOCK] = lock + 2  # even: whole
+        return seq
+
+    def copy_check(self, i: int, source: EndpointHealth, j: int) -> None:
+        """Make endpoint ``i``'s record a copy of ``source``'s endpoint ``j`` (a reload: an
+        endpoint that stays keeps its results, so new workers know at once it is down)."""
+        record = source.check(j)
+        q = self._q
+        at = i * _CHECK_WORDS
+        lock = q[at + _C_LOCK]
+        q[at + _C_LOCK] = lock + 1
+        for w, word in enumerate(record.ring):
+            q[at + _C_RING + w] = word - (1 << 64) if word >= 1 << 63 else word
+        q[at + _C_VERDICT] = VERDICTS.index(record.verdict)
+        q[at + _C_PASSES] = record.passes
+        q[at + _C_FAILURES] = record.failures
+        self._d[at + _C_TIME] = record.last_unix
+        raw = record.reason.encode()[:_REASON_BYTES]
+        start = (at + _C_REASON) * 8
+        self._b[start : start + _REASON_BYTES] = raw.ljust(_REASON_BYTES, b"\0")
+        q[at + _C_SEQ] = record.seq
+        q[at + _C_LOCK] = lock + 2
+
+    # -- readers -----------------------------------------------------------------------------
+    def check_seq(self, i: int) -> int:
+        """How many results endpoint ``i`` has had (one read: for the worker's tick)."""
+        return int(self._q[i * _CHECK_WORDS + _C_SEQ])
+
+    def _copy(self, at: int, words: int) -> bytes:
+        """Words ``at .. at + words`` (the first one a sequence lock), copied whole: retried
+        while their writer is at work, taken as they stand after a bounded wait (a writer
+        killed mid-write)."""
+        q = self._q
+        deadline = 0.0
+        while True:
+            lock = q[at]
+            raw = bytes(self._b[at * 8 : (at + words) * 8])
+            if not lock & 1 and q[at] == lock:
+                return raw
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + _WAIT
+            elif now > deadline:
+                return raw
+            time.sleep(0)
+
+    def check(self, i: int) -> CheckRecord:
+        """A consistent copy of endpoint ``i``'s record."""
+        raw = self._copy(i * _CHECK_WORDS, _CHECK_WORDS)
+        words = memoryview(raw).cast("q")
+        code = words[_C_VERDICT]
+        reason = raw[_C_REASON * 8 : _C_REASON * 8 + _REASON_BYTES].rstrip(b"\0")
+        return CheckRecord(
+            seq=words[_C_SEQ],
+            verdict=VERDICTS[code] if 0 <= code < len(VERDICTS) else "unknown",
+            passes=words[_C_PASSES],
+            failures=words[_C_FAILURES],
+            last_unix=memoryview(raw).cast("d")[_C_TIME],
+            reason=reason.decode("utf-8", "replace"),
+            ring=tuple(w & ((1 << 64) - 1) for w in words[_C_RING : _C_RING + _RING_WORDS]),
+        )
+
+    # -- the workers' side -------------------------------------------------------------------
+    def _row(self, slot: int) -> int:
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"worker slot {slot} is outside 0..{self.slots - 1}")
+        return self._rows_at + slot * self._row_words
+
+    def worker_started(self, slot: int, pid: int, now_unix: float | None = None) -> None:
+        """A worker took ``slot``: its pid and start time; its in-flight counts start at 0."""
+        at = self._row(slot)
+        q = self._q
+        lock = q[at + _W_LOCK]
+        q[at + _W_LOCK] = lock + 1 + (lock & 1)  # odd, past a row a killed owner left odd
+        q[at + _W_PID] = pid
+        self._d[at + _W_STARTED] = time.time() if now_unix is None else now_unix
+        for e in range(self.endpoints):
+            q[at + _W_FLIGHT + e] = 0
+        q[at + _W_LOCK] = q[at + _W_LOCK] + 1
+
+    def publish_in_flight(self, slot: int, counts: list[int]) -> None:
+        """This worker's requests in flight per endpoint (config order), from its tick."""
+        at = self._row(slot)
+        q = self._q
+        lock = q[at + _W_LOCK]
+        q[at + _W_LOCK] = lock + 1
+        q[at + _W_FLIGHT : at + _W_FLIGHT + len(counts)] = memoryview(array("q", counts))
+        q[at + _W_LOCK] = lock + 2
+
+    def worker(self, slot: int) -> WorkerRow:
+        """A consistent copy of one worker slot's row."""
+        raw = self._copy(self._row(slot), self._row_words)
+        words = memoryview(raw).cast("q")
+        return WorkerRow(
+            pid=words[_W_PID],
+            started_unix=memoryview(raw).cast("d")[_W_STARTED],
+            in_flight=tuple(words[_W_FLIGHT:]),
+        )
+
+    def close(self) -> None:
+        """Unmap (in this process only)."""
+        for view in (self._q, self._d, self._b):
+            view.release()
+        self._map.close()
