@@ -15,7 +15,20 @@ logs are off on both: what is compared is TLS termination plus forwarding. Two l
 Medians over rounds; ratios to nginx; the proxy's CPU share shows who the bottleneck was.
 When neither proxy saturates its core (a busy machine: wrk and the origin share core 1), the
 req/s ratio says little; the CPU-efficiency ratio (nginx's user+sys CPU per request over
-backhaul's) is then the steadier figure.
+backhaul's) is then the steadier figure. Each run also records how busy core 0 was beyond
+the proxy itself ("others"): the machine lock keeps other benchmarks and tests away, not
+builds; a run where others took more than 10% of the proxy's core is marked.
+
+Both sides are configured as they would be run: TLS 1.3 only, the same certificate, the
+default groups (X25519 first, then P-256), session tickets on (OpenSSL's two per handshake
+on both), nginx with ``ssl_session_cache shared:SSL:10m`` (Mozilla's recommended setting);
+before the loads, ``openssl s_client`` prints what each side negotiated (protocol, cipher,
+key exchange group, tickets sent, ALPN, whether a saved session resumes).
+
+``--floor`` adds a third contestant: a minimal uvloop TLS server with backhaul's server
+context that answers every request itself (no routing, no upstream). It is what uvloop's
+TLS transport and Python's ssl module cost without any of backhaul's work: the bound on
+what tuning backhaul's own code can reach.
 Targets: keep-alive >= 0.85x nginx, handshakes >= 0.8x nginx. Figures go to stdout and to
 bench/results/tls-<timestamp>.json. Noise between runs on a shared 2-core VM is about
 +-10%: only figures taken side by side in one run are compared.
@@ -27,6 +40,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -105,6 +119,7 @@ http {{
         ssl_certificate_key {key};
         ssl_protocols TLSv1.3;
         ssl_session_tickets on;
+        ssl_session_cache shared:SSL:10m;
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -153,6 +168,87 @@ def check_https(port: int, root: Path) -> None:
         raise BenchError(f"https://127.0.0.1:{port}/files/13B: {out.stdout[:100]!r} {out.stderr!r}")
 
 
+FLOOR_SERVER = """
+import asyncio, sys
+from types import SimpleNamespace
+import uvloop
+from backhaul.edge.tls import server_context
+
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+config = SimpleNamespace(
+    min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
+)
+context = server_context(config, (cert, key, None), [0] * 16)
+ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n\\r\\nhello, world\\n"
+CLOSE = ANSWER.replace(b"\\r\\n\\r\\n", b"\\r\\nConnection: close\\r\\n\\r\\n", 1)
+
+
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if data.endswith(b"\\r\\n\\r\\n"):  # wrk's requests fit in one read
+            if b"Connection: close" in data:
+                self.transport.write(CLOSE)
+                self.transport.close()
+            else:
+                self.transport.write(ANSWER)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server(Answer, "127.0.0.1", port, ssl=context, backlog=4096)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+def negotiated(port: int, root: Path, workdir: Path) -> dict[str, str]:
+    """What ``openssl s_client`` negotiates with the server on ``port``: protocol, cipher,
+    key exchange group, session tickets received, ALPN, and whether the saved session
+    resumes on a second connection."""
+    saved = workdir / f"session-{port}.pem"
+    request = b"GET /files/13B HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+    def s_client(*args: str) -> str:
+        argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3"]
+        out = subprocess.run(
+            [*argv, "-CAfile", str(root), "-alpn", "http/1.1", "-ign_eof", *args],
+            input=request,
+            capture_output=True,
+            timeout=20,
+        )
+        return (out.stdout + out.stderr).decode(errors="replace")
+
+    first = s_client("-msg", "-sess_out", str(saved))
+    second = s_client("-sess_in", str(saved))
+
+    def field(pattern: str, text: str = first) -> str:
+        found = re.search(pattern, text, re.MULTILINE)
+        return found.group(1).strip() if found else "?"
+
+    return {
+        "protocol": field(r"^\s*Protocol\s*:\s*(\S+)"),
+        "cipher": field(r"^\s*Cipher\s*:\s*(\S+)"),
+        "group": field(r"^Server Temp Key: (.+)$"),
+        "tickets": str(first.count("NewSessionTicket")),
+        "alpn": field(r"^ALPN protocol: (.+)$") if "ALPN protocol" in first else "none",
+        "verified": "yes" if "Verify return code: 0 (ok)" in first else "no",
+        "resumed": "yes" if "Reused, TLSv1.3" in second else "no",
+    }
+
+
+def core_busy(core: int) -> tuple[int, int]:
+    """Busy and total jiffies of one CPU so far."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+    raise BenchError(f"/proc/stat has no cpu{core}")
+
+
 def wrk(port: int, seconds: float, close: bool) -> dict[str, Any]:
     argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c50", f"-d{seconds:g}s", "--latency"]
     if close:
@@ -177,7 +273,8 @@ class TlsBench:
         (workdir / "www" / "files").mkdir(parents=True)
         (workdir / "www" / "files" / "13B").write_bytes(BODY)
         self.cert, self.key, self.root = make_certificate(workdir)
-        self.origin_port, self.nginx_port, self.backhaul_port = free_ports(3)
+        self.origin_port, self.nginx_port, self.backhaul_port, self.floor_port = free_ports(4)
+        self.ports = {"nginx": self.nginx_port, "backhaul": self.backhaul_port}
         self.pgids: dict[str, int] = {}
 
     def nginx(self, name: str, conf: str, core: str) -> subprocess.Popen[bytes]:
@@ -229,16 +326,29 @@ class TlsBench:
         wait_listening(self.procs, "backhaul", proc, self.backhaul_port)
         check_https(self.backhaul_port, self.root)
         self.pgids["backhaul"] = proc.pid
+        if self.args.floor:
+            script = self.dir / "floor.py"
+            script.write_text(FLOOR_SERVER)
+            argv = [sys.executable, str(script), str(self.cert), str(self.key)]
+            floor = self.procs.start("floor", [*argv, str(self.floor_port)], PROXY_CORE)
+            wait_listening(self.procs, "floor", floor, self.floor_port)
+            check_https(self.floor_port, self.root)
+            self.pgids["floor"] = floor.pid
+            self.ports["floor"] = self.floor_port
 
     def run(self, proxy: str, close: bool) -> dict[str, Any]:
-        port = self.nginx_port if proxy == "nginx" else self.backhaul_port
+        port = self.ports[proxy]
         pgid = self.pgids[proxy]
         user0, sys0 = cpu_seconds(pgid)
+        busy0, total0 = core_busy(int(PROXY_CORE))
         start = time.monotonic()
         result = wrk(port, self.args.duration, close)
         wall = time.monotonic() - start
         user1, sys1 = cpu_seconds(pgid)
+        busy1, total1 = core_busy(int(PROXY_CORE))
         result["proxy_cpu"] = (user1 - user0 + sys1 - sys0) / wall
+        core = (busy1 - busy0) / max(total1 - total0, 1)
+        result["others_cpu"] = max(core - result["proxy_cpu"], 0.0)
         result["user_us"] = (user1 - user0) / max(result["requests"], 1) * 1e6
         result["sys_us"] = (sys1 - sys0) / max(result["requests"], 1) * 1e6
         return result
@@ -264,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s (a smoke run)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also a minimal uvloop TLS server (no proxying)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 1, 2.0
@@ -274,15 +387,25 @@ def main(argv: list[str] | None = None) -> int:
         bench = TlsBench(args, Path(tmp), procs)
         try:
             bench.start()
+            contestants = list(bench.ports)
+            print("| server | protocol | cipher | group | tickets | ALPN | verified | resumed |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            for name in contestants:
+                n = negotiated(bench.ports[name], bench.root, Path(tmp))
+                print(f"| {name} | " + " | ".join(n.values()) + " |")
+            print("nginx: ssl_protocols TLSv1.3; ssl_session_tickets on;"
+                  " ssl_session_cache shared:SSL:10m; default ssl_ecdh_curve (auto)\n")  # fmt: skip
             for r in range(args.rounds):
                 for load, close in loads.items():
-                    for proxy in ("nginx", "backhaul"):
+                    for proxy in contestants:
                         result = bench.run(proxy, close)
                         runs.setdefault((load, proxy), []).append(result)
+                        noisy = "  (others on the core!)" if result["others_cpu"] > 0.1 else ""
                         print(
                             f"round {r + 1} {load:10} {proxy:8} {result['rps']:>10,.0f} req/s"
                             f"  p99 {result['p99_ms']:.2f} ms  proxy CPU"
-                            f" {result['proxy_cpu']:.0%}  errors {result['errors']}",
+                            f" {result['proxy_cpu']:.0%}  others {result['others_cpu']:.0%}"
+                            f"  errors {result['errors']}{noisy}",
                             flush=True,
                         )
         except BenchError as exc:
@@ -316,6 +439,29 @@ def main(argv: list[str] | None = None) -> int:
             f" {cost(runs[(load, 'nginx')])} / {cost(runs[(load, 'backhaul')])} |"
             f" {efficiency:.2f} |"
         )
+    print(
+        "\nothers on the proxy's core (median, nginx / backhaul): "
+        + ", ".join(
+            f"{load} {median_of(runs[(load, 'nginx')], 'others_cpu'):.0%} /"
+            f" {median_of(runs[(load, 'backhaul')], 'others_cpu'):.0%}"
+            for load in loads
+        )
+    )
+    if args.floor:
+        print("\n| load | floor req/s | ratio to nginx | floor CPU | user+sys µs per req |")
+        print("| --- | --- | --- | --- | --- |")
+        for load in loads:
+            floor = median_of(runs[(load, "floor")], "rps")
+            nginx = median_of(runs[(load, "nginx")], "rps")
+            summary[load]["floor_rps"] = floor
+            summary[load]["floor_cpu_efficiency_ratio"] = per_request(
+                runs[(load, "nginx")]
+            ) / per_request(runs[(load, "floor")])
+            print(
+                f"| {load} | {floor:,.0f} | {floor / nginx if nginx else 0:.2f} |"
+                f" {median_of(runs[(load, 'floor')], 'proxy_cpu'):.0%} |"
+                f" {cost(runs[(load, 'floor')])} |"
+            )
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"tls-{stamp}.json"

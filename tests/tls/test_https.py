@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,8 +106,7 @@ def test_unknown_sni_refused_when_configured(
 ) -> None:
     _, ports, admin = setup
     out = s_client(ports[1], "-servername", "nobody.test", "-CAfile", str(material.root))
-    # uvloop closes a failed handshake without flushing OpenSSL's alert: the client sees
-    # the connection end, with no certificate.
+    assert "tlsv1 unrecognized name" in out, out  # the alert, and no certificate
     assert "no peer certificate available" in out and peer_subject(out) == ""
     assert peer_subject(s_client(ports[1], "-servername", "a.test")) == "a.test"
     assert peer_subject(s_client(ports[1], "-noservername")) == "localhost"
@@ -130,8 +128,8 @@ def test_tls_1_0_and_1_1_are_refused(setup: tuple[Edge, list[int], int], version
     before = metrics(admin).get(key, 0)
     # SECLEVEL=0 lets this OpenSSL offer the old versions at all: the refusal is the edge's.
     out = s_client(ports[0], version, "-cipher", "DEFAULT:@SECLEVEL=0")
-    assert "Cipher is (NONE)" in out or "no protocols available" not in out
-    assert "New, (NONE)" in out or "alert protocol version" in out, out
+    assert "no protocols available" not in out  # this client did offer the old version
+    assert "New, (NONE)" in out and "tlsv1 alert protocol version" in out, out
     wait_for(lambda: metrics(admin).get(key, 0) > before, what="the protocol_version counter")
     python = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     python.check_hostname = False
@@ -157,12 +155,12 @@ def test_tls_1_2_and_1_3_with_ecdhe_only(
     # The RSA listener: static-RSA and DHE suites are refused, ECDHE-RSA accepted.
     for suite in ("AES128-GCM-SHA256", "AES256-SHA", "DHE-RSA-AES128-GCM-SHA256"):
         out = s_client(ports[2], "-tls1_2", "-cipher", suite)
-        assert "Cipher is (NONE)" in out or "handshake failure" in out, (suite, out)
+        assert "Cipher is (NONE)" in out and "alert handshake failure" in out, (suite, out)
     out = s_client(ports[2], "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
     assert "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in out
     # min_version 1.3 refuses 1.2.
     out = s_client(ports[3], "-tls1_2")
-    assert "Cipher is (NONE)" in out or "alert protocol version" in out
+    assert "Cipher is (NONE)" in out and "tlsv1 alert protocol version" in out, out
 
 
 def test_alpn_http11_and_nothing_else(setup: tuple[Edge, list[int], int]) -> None:
@@ -202,15 +200,14 @@ def test_openssl_resumes_with_a_saved_session(
 
 def test_plain_http_on_the_tls_port_is_closed_at_once(setup: tuple[Edge, list[int], int]) -> None:
     _, ports, admin = setup
+    # The deadline is half the handshake timeout (10 s): a hung connection fails the read.
     with socket.create_connection(("127.0.0.1", ports[0]), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        start = time.monotonic()
         try:
             data = sock.recv(4096)
         except ConnectionResetError:
             data = b""
         assert data == b"" or not data.startswith(b"HTTP/1.1 200")
-        assert time.monotonic() - start < 5  # closed, not left hanging until the timeout
     key = 'backhaul_tls_handshake_failures_total{listener="l0",reason="plain_http"}'
     wait_for(lambda: metrics(admin).get(key, 0) >= 1, what="the plain_http counter")
 

@@ -30,7 +30,8 @@ def test_tls_listeners_get_handshake_series() -> None:
     one, two = WorkerMetrics(layout, store, 0), WorkerMetrics(layout, store, 1)
     n = len(TLS_HANDSHAKE_FAILURES)
     one.sync_tls(0, [1] + [0] * (n - 1) + [10])
-    two.sync_tls(0, [0] * (n - 2) + [2, 0] + [5])  # plain_http x2
+    plain = TLS_HANDSHAKE_FAILURES.index("plain_http")
+    two.sync_tls(0, [2 if i == plain else 0 for i in range(n)] + [5])  # plain_http x2
     one.flush()
     two.flush()
     text = render_metrics(layout, store.totals()).decode()

@@ -12,10 +12,9 @@ prepares contexts and hooks in where the standard library allows:
 - **SNI**: one context per certificate. With several certificates (or ``unknown_sni:
   refuse``) the listener's context gets an ``sni_callback`` that switches the connection to
   the context whose certificate names the server name (:class:`backhaul.pki.NameIndex`),
-  keeps the default, or refuses the name (OpenSSL fails the handshake with
-  ``unrecognized_name``; uvloop closes without flushing the alert, so the client sees the
-  connection end). A listener with one certificate has no callback (no Python call per
-  handshake).
+  keeps the default, or refuses the name (OpenSSL fails the handshake with the alert
+  ``unrecognized_name``). A listener with one certificate has no callback (no Python call
+  per handshake).
 - **Session tickets**: OpenSSL makes random ticket keys per ``SSL_CTX``, so each worker
   would mint tickets the others cannot read, and the stdlib has no API to set them. The
   supervisor keeps one 80-byte key (name, HMAC and AES secrets) in anonymous shared memory
@@ -33,9 +32,10 @@ prepares contexts and hooks in where the standard library allows:
   allows: an ``SSL`` copies its certificate when it is created; the others are replaced).
 - **Handshake failures** are counted by reason (:data:`HANDSHAKE_FAILURES`) through the
   ``sslobject_class`` of the contexts, whose ``do_handshake`` sees the error uvloop would
-  otherwise drop silently; the worker logs a summary at most once a minute per listener.
-  Handshakes that end by timeout or by the client closing mid-handshake never reach
-  ``do_handshake`` with an error and are not counted.
+  otherwise drop silently, and makes sure the client gets OpenSSL's alert (uvloop closes a
+  failed handshake without sending it); handshakes that end by the listener's
+  ``handshake_timeout`` or by the client closing first are counted when their object goes.
+  The worker logs a summary at most once a minute per listener.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import ctypes
 import os
 import ssl
 import sys
+import time
 import weakref
 from base64 import b64encode
 from collections.abc import Callable, Iterable
@@ -84,7 +85,9 @@ HANDSHAKE_FAILURES = TLS_HANDSHAKE_FAILURES
 """Reasons a downstream handshake failed, the ``reason`` label of
 ``backhaul_tls_handshake_failures_total``. ``certificate_rejected``: the client refused the
 edge's certificate (an alert such as unknown_ca); ``plain_http``: an HTTP request arrived on
-the TLS port."""
+the TLS port; ``timeout``: no complete handshake within the listener's ``handshake_timeout``
+(a client that sends nothing or stops half-way); ``client_closed``: the client closed before
+the handshake ended (a bare TCP connect, such as a load balancer's check, counts here)."""
 
 _REASONS = {
     "UNSUPPORTED_PROTOCOL": "protocol_version",
@@ -109,6 +112,8 @@ _REASONS = {
 }
 _REASON_INDEX = {name: i for i, name in enumerate(HANDSHAKE_FAILURES)}
 _OTHER = _REASON_INDEX["other"]
+_TIMEOUT = _REASON_INDEX["timeout"]
+_CLIENT_CLOSED = _REASON_INDEX["client_closed"]
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 _LOG_EVERY = 60.0  # seconds between handshake-failure summaries of one listener
@@ -222,21 +227,38 @@ def _load_chain(context: ssl.SSLContext, cert: str, key: str, passphrase_file: s
         raise TlsSetupError(str(exc)) from exc
 
 
-def _counting_sslobject(counts: list[int]) -> type[ssl.SSLObject]:
+def _counting_sslobject(counts: list[int], handshake_timeout: float) -> type[ssl.SSLObject]:
     """An ``SSLObject`` class whose ``do_handshake`` counts outcomes in ``counts`` (failures
-    by reason, completed handshakes in the last slot).
+    by reason, completed handshakes in the last slot) and sends the alert of a refused
+    handshake.
 
-    It also binds the methods uvloop calls per record (``read``, ``write``, ``pending``),
-    after the handshake (``getpeercert``, ``cipher``, ``compression``) and at the end
-    (``unwrap``, the C ``shutdown``) to the C object's own
-    methods: ``ssl.SSLObject``'s are Python functions that only forward their arguments, so
-    this saves a Python call per TLS record read or written (same arguments, same errors).
+    - **Alerts.** uvloop (like asyncio's sslproto) closes the connection as soon as
+      ``do_handshake`` raises an error, without sending what OpenSSL wrote for the peer: the
+      fatal alert (protocol_version, unrecognized_name, certificate_required ...). So when a
+      failed handshake left bytes to send, the first call answers "want read" instead, which
+      makes uvloop send them; the client closes on the alert (the connection ends then) or,
+      if it does not, the handshake timeout ends it; any later call raises the error. A
+      failure with nothing to send (plain HTTP on the port) raises at once.
+    - **Abandoned handshakes.** A handshake that neither completes nor fails ended with the
+      connection: by the handshake timeout (``timeout``) or by the client closing first
+      (``client_closed``); ``__del__`` tells them apart by the age of the handshake.
+    - **Per record.** The methods uvloop calls per record (``read``, ``write``,
+      ``pending``), after the handshake (``getpeercert``, ``cipher``, ``compression``) and
+      at the end (``unwrap``, the C ``shutdown``) are bound to the C object's own methods:
+      ``ssl.SSLObject``'s are Python functions that only forward their arguments, so this
+      saves a Python call per TLS record read or written (same arguments, same errors).
     """
+    monotonic = time.monotonic
+    timed_out_after = 0.95 * handshake_timeout  # the loop's timer may fire a little early
 
     class CountingSSLObject(ssl.SSLObject):
+        _started = 0.0  # monotonic start while the handshake is in progress, else 0.0
+        _failure: ssl.SSLError | None = None  # raised on the call after the alert went out
+        _outgoing: ssl.MemoryBIO
+
         @classmethod
-        def _create(cls, *args: Any, **kwargs: Any) -> CountingSSLObject:
-            self: Any = super()._create(*args, **kwargs)  # type: ignore[misc]
+        def _create(cls, incoming: Any, outgoing: Any, *args: Any, **kwargs: Any) -> Any:
+            self: Any = super()._create(incoming, outgoing, *args, **kwargs)  # type: ignore[misc]
             c = self._sslobj
             self.read = c.read
             self.write = c.write
@@ -245,17 +267,32 @@ def _counting_sslobject(counts: list[int]) -> type[ssl.SSLObject]:
             self.cipher = c.cipher
             self.compression = c.compression
             self.unwrap = c.shutdown  # SSLObject.unwrap only forwards to it
-            return self  # type: ignore[no-any-return]
+            self._outgoing = outgoing
+            self._started = monotonic()
+            return self
 
         def do_handshake(self) -> None:
+            if self._failure is not None:
+                raise self._failure
             try:
                 self._sslobj.do_handshake()  # type: ignore[attr-defined]
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise
             except ssl.SSLError as exc:
+                self._started = 0.0
                 counts[_REASON_INDEX.get(_REASONS.get(str(exc.reason or ""), ""), _OTHER)] += 1
+                if self._outgoing.pending:
+                    self._failure = exc
+                    raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "alert to send") from exc
                 raise
+            self._started = 0.0
             counts[-1] += 1
+
+        def __del__(self) -> None:
+            started = self._started
+            if started:
+                late = monotonic() - started >= timed_out_after
+                counts[_TIMEOUT if late else _CLIENT_CLOSED] += 1
 
     return CountingSSLObject
 
@@ -287,7 +324,7 @@ def server_context(
         )
     _load_chain(context, *pair)
     if counts is not None:
-        context.sslobject_class = _counting_sslobject(counts)
+        context.sslobject_class = _counting_sslobject(counts, float(config.handshake_timeout))
     return context
 
 

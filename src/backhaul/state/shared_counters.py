@@ -103,6 +103,8 @@ TLS_HANDSHAKE_FAILURES = (
     "bad_client_certificate",
     "certificate_rejected",
     "plain_http",
+    "timeout",
+    "client_closed",
     "other",
 )
 """Reasons a downstream TLS handshake fails (see :mod:`backhaul.edge.tls`); a TLS listener
