@@ -329,6 +329,15 @@ def test_validate_answers_what_check_json_prints(tmp_path: Path) -> None:
         answer = json.loads(body)
         assert status == 200 and answer["valid"] is True and answer["problems"] == []
         assert answer["config"]["clusters"]["app"]["endpoints"][0]["address"] == up.address
+        # a relative path is read next to the file the edge runs, as a reload would
+        (tmp_path / "rel.token").write_text(TOKEN)
+        candidate = yaml.safe_load(good)
+        candidate["admin"]["token_file"] = "rel.token"
+        with_token = yaml.safe_dump(candidate).encode()
+        status, _, body = call(admin_port, "POST", "/config/validate", with_token)
+        answer = json.loads(body)
+        assert status == 200, answer
+        assert answer["config"]["admin"]["token_file"] == str(tmp_path / "rel.token")
         # nothing was applied: the running config is the one it started with
         assert get_json(admin_port, "/config")["config"]["routes"][0]["name"] == "all"
 

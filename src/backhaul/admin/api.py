@@ -238,6 +238,7 @@ class AdminState:
         started_unix: float,
         reload_status: Any = None,
         token: bytes | None = None,
+        config_file: str | None = None,
     ) -> None:
         self.settings = settings
         self.control = control
@@ -246,6 +247,7 @@ class AdminState:
         self.started_unix = started_unix
         self.reload_status = reload_status
         self.token = token
+        self.config_file = config_file
         self.config = plain_config(settings)
         self.digest = hashlib.sha256(
             json.dumps(self.config, sort_keys=True, separators=(",", ":")).encode()
@@ -287,8 +289,12 @@ async def validate_config(state: AdminState, body: str) -> CheckReport:
     from backhaul.errors import ConfigError
 
     source = "<request body>"
+    # relative paths (access_log.path, admin.token_file) as if the file replaced the one
+    # the edge runs; validation reads files, so it runs beside the event loop
+    folder = os.path.dirname(state.config_file) if state.config_file else None
     try:
-        report = check_report(load_text(body, source), source)
+        config = await asyncio.to_thread(load_text, body, source, folder)
+        report = check_report(config, source)
     except ConfigError as exc:
         report = check_report(exc, source)
         raise ApiError(

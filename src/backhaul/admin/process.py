@@ -106,6 +106,7 @@ def run_control(
     supervisor_pid: int,
     started_unix: float,
     reload_status: Any = None,
+    config_file: str | None = None,
 ) -> int:
     """Body of the control process: run the health checks and serve the admin API on
     ``sock`` (if any) until SIGTERM."""
@@ -136,6 +137,7 @@ def run_control(
                     started_unix=started_unix,
                     reload_status=reload_status,
                     token=admin_token(admin),
+                    config_file=config_file,
                 )
                 app = ControlApi(
                     state, admin.metrics_path, tuple(getattr(admin, "public", ("healthz",)))
@@ -181,15 +183,18 @@ class ControlProcess:
         *,
         started_unix: float | None = None,
         reload_status: Any = None,
+        config_file: str | None = None,
     ) -> None:
         """``admin_socket``: the admin address, bound by the supervisor (None without an
         ``admin`` section); ``control``: the endpoint map; ``metrics``: the shared counters;
-        ``reload_status``: the supervisor's reload status, if it reloads."""
+        ``reload_status``: the supervisor's reload status, if it reloads; ``config_file``:
+        the file the edge runs (relative paths in a candidate config are read next to it)."""
         self.settings = settings
         self.admin_socket = admin_socket
         self.control = control
         self.metrics = metrics
         self.reload_status = reload_status
+        self.config_file = config_file
         self.started_unix = time.time() if started_unix is None else started_unix
         self.pid: int | None = None
         self.retiring: set[int] = set()  # replaced by a reload, finishing their requests
@@ -211,6 +216,7 @@ class ControlProcess:
                 supervisor_pid=parent,
                 started_unix=self.started_unix,
                 reload_status=self.reload_status,
+                config_file=self.config_file,
             )
 
         self.pid = fork_child(body, "control process")
@@ -312,8 +318,16 @@ class ControlLauncher:
         control: Any,
         metrics: Any,
         reload_status: Any,
+        config_file: str | None = None,
     ) -> ControlProcess:
-        return ControlProcess(config, admin_socket, control, metrics, reload_status=reload_status)
+        return ControlProcess(
+            config,
+            admin_socket,
+            control,
+            metrics,
+            reload_status=reload_status,
+            config_file=config_file,
+        )
 
 
 LAUNCHER = ControlLauncher()

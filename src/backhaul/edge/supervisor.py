@@ -153,6 +153,7 @@ class ControlLauncher(Protocol):
         control: EndpointControl,
         metrics: SharedCounters,
         reload_status: ReloadStatus,
+        config_file: str | None = None,
     ) -> Any:
         """The control process object (``start``, ``reaped``, ``stop``, ``restart``)."""
         ...
@@ -373,7 +374,9 @@ class _Supervisor:
         if self.launcher is None or not self.launcher.needed(gen.config):
             return None
         sock = self._admin_socket(gen.config)
-        return self.launcher.create(gen.config, sock, gen.control, gen.metrics, self.status)
+        return self.launcher.create(
+            gen.config, sock, gen.control, gen.metrics, self.status, self.config_file
+        )
 
     def _switch_control(self, gen: Generation) -> None:
         """A new generation is current: its control process takes over (the old one answers
