@@ -335,3 +335,14 @@ def test_dns_answers_after_reloads(tmp_path: Path) -> None:
         assert reload(edge).returncode == 0
         wait_for(lambda: answers() == [str(second)], "the endpoint removed")
         wait_for(lambda: get(edge.port, "/") == (200, b"c"), "the new route")
+        # a DNS address another process holds: refused before anything restarts
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            busy = taken.getsockname()[1]
+            bad = config([f"127.0.0.1:{second}"], "d")
+            bad["dns"]["listen"] = [f"127.0.0.1:{busy}"]
+            write_config(edge, {**bad, "listeners": [main]})
+            result = reload(edge)
+            assert result.returncode == 2, result
+            assert f"dns: 127.0.0.1:{busy} (UDP) is already served" in result.stderr
+        assert answers() == [str(second)]

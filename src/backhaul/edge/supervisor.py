@@ -246,6 +246,20 @@ class _Supervisor:
             raise
         return out
 
+    @staticmethod
+    def _check_dns_ports(dns: rt.DnsConfig | None, before: rt.DnsConfig | None) -> None:
+        """The DNS addresses a reload adds must be free (:class:`NetworkError` if not): the
+        ones in use stay the running DNS processes' until the new ones start."""
+        if dns is None:
+            return
+        from backhaul.services.dns.process import check_ports_free
+
+        held = set(before.listen) if before is not None else set()
+        metrics = dns.metrics
+        if before is not None and metrics == before.metrics:
+            metrics = None
+        check_ports_free([a for a in dns.listen if a not in held], metrics)
+
     def _release_sockets(self) -> None:
         """Close the supervisor's copy of sockets no generation in effect listens on."""
         wanted = self.current.addresses
@@ -554,7 +568,9 @@ class _Supervisor:
             if admin is not None and (cur.config.admin is None or admin != cur.config.admin):
                 validate_binds(admin=admin.address)  # a new admin address: free?
             sockets = self._sockets_for(config)
+            self._check_dns_ports(config.dns, cur.config.dns)
         except NetworkError as exc:
+            self._release_sockets()
             self._fail(f"{self.config_file}: {exc}; the running config stays")
             return
         gen = self._generation(cur.number + 1, prepared, config, sockets, cur)
