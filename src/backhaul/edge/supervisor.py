@@ -485,7 +485,10 @@ class _Supervisor:
                         os.kill(pid, signal.SIGKILL)
         if self.reload_wanted and self.candidate is None and self.starting is None:
             self.reload_wanted = False
-            self.begin_reload()
+            try:
+                self.begin_reload()
+            except OSError as exc:  # no fd, no process, no memory: this attempt fails
+                self._fail(f"cannot start the config validator ({exc}); the running config stays")
 
     def begin_reload(self) -> None:
         """Re-read certificate files at once (TLS hook) and validate the config file again
@@ -543,7 +546,15 @@ class _Supervisor:
         if answer is None or answer.prepared is None:
             self._fail(problem or (answer.error if answer is not None else "no answer"))
             return
-        self._apply(answer.prepared)
+        try:
+            self._apply(answer.prepared)
+        except OSError as exc:  # shared memory, fork: the new generation cannot start
+            problem = f"cannot start the new generation ({exc})"
+            if self.starting is not None:
+                self._abort(problem)
+            else:
+                self._release_sockets()
+                self._fail(f"{self.config_file}: {problem}; the running config stays")
 
     def _apply(self, prepared: Prepared) -> None:
         """Start a generation on ``prepared`` (or note that nothing changed)."""
@@ -614,7 +625,10 @@ class _Supervisor:
         # ones (SO_REUSEPORT), then the old ones stop.
         if new.dns is not old.dns:
             if new.dns is not None:
-                new.dns.start()
+                try:
+                    new.dns.start()
+                except OSError as exc:  # the edge switched; the DNS service says it did not
+                    _log(f"dns: cannot start its processes on generation {new.number}: {exc}")
             if old.dns is not None:
                 self.retired.update(old.dns.children)
                 old.dns.signal_all(signal.SIGTERM)
@@ -626,7 +640,10 @@ class _Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(sidecar.pid, signal.SIGTERM)
             for sidecar in new.sidecars:
-                sidecar.start()
+                try:
+                    sidecar.start()
+                except OSError as exc:
+                    _log(f"{sidecar.name}: cannot start: {exc}")
         self._release_sockets()
         self.status.set_generation(new.number)
         self._record(True, "", new.prepared.digest)
