@@ -30,6 +30,14 @@ COMPILED_PYTHON = (
     "backhaul.http.headers",
     "backhaul.edge.accesslog",
     "backhaul.edge.routing",
+    "backhaul.edge.cluster",
+    "backhaul.balance.balancer",
+    "backhaul.balance.circuit",
+    "backhaul.balance.endpoint",
+    "backhaul.balance.least",
+    "backhaul.balance.rotation",
+    "backhaul.balance.random_choice",
+    "backhaul.balance.retry",
 )
 
 

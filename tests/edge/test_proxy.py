@@ -391,3 +391,40 @@ def test_answers_the_edge_makes_itself_carry_a_date(edge: Edge) -> None:
         stamp = int(parsedate_to_datetime(headers["date"]).timestamp())
         assert before <= stamp <= after
         assert headers["date"].endswith(" GMT")
+
+
+def test_route_header_edits_reach_upstream_and_client(upstream: object, edge_tmp: object) -> None:
+    """A route's ``headers:`` filter: set/remove on the request sent upstream and on the
+    response sent back, for proxied answers and for the route's own answers."""
+    edits = {
+        "request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
+        "response": {"set": {"Cache-Control": "no-store"}, "remove": ["Via"]},
+    }
+    config = {
+        "routes": [
+            {
+                "name": "own",
+                "match": {"path": "/own"},
+                "respond": {"body": "own\n"},
+                "headers": edits,
+            },
+            {
+                "name": "edited",
+                "match": {"prefix": "/"},
+                "proxy": {"cluster": "app"},
+                "headers": edits,
+            },
+        ],
+        "clusters": {"app": {"endpoints": [upstream.address]}},  # type: ignore[attr-defined]
+    }
+    with Edge(edge_tmp, config) as edge:  # type: ignore[arg-type]
+        status, headers, body = one(get(edge, "/x", "X-Debug: 1", "X-Env: dev", "X-Keep: k"))
+        own_status, own_headers, own_body = one(get(edge, "/own"))
+    assert status == 200
+    info = echoed(body)
+    h = info["h"]
+    assert [v for k, v in info["headers"] if k.lower() == "x-env"] == ["prod"]  # replaced
+    assert "x-debug" not in h and h["x-keep"] == "k"
+    assert headers["cache-control"] == "no-store" and "via" not in headers
+    assert (own_status, own_body) == (200, b"own\n")
+    assert own_headers["cache-control"] == "no-store"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backhaul.errors import RemoteProtocolError
 from backhaul.http import Target, parse_target
@@ -181,3 +183,38 @@ def test_reject_absolute_form_with_bad_port() -> None:
 
 def test_reject_relative_path() -> None:
     rejects(b"a/b")
+
+
+# -- the data plane's shortcut for targets that are already normal ----------------------------
+
+_TARGET_ALPHABET = b"/.?%#azAZ09-_~!$&'()*+,;=:@ \"<>\\^`{|}\x7f\x00"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/", b"/a/b?c=d", b"/a//b", b"/a/./b", b"/./", b"/a?x=/.", b"/a?b//c", b"/%41", b"a/b", b""],
+)
+def test_shortcut_taken_only_when_parse_target_changes_nothing(target: bytes) -> None:
+    check_shortcut(target)
+
+
+def check_shortcut(target: bytes) -> None:
+    from backhaul.edge.datapath import plain_origin_target
+
+    shortcut = plain_origin_target(target)
+    if shortcut is None:
+        return
+    path, query, authority = parse_target(b"GET", target)
+    assert (path, query) == shortcut
+    assert authority is None
+    assert target == (path + ("?" + query if b"?" in target else "")).encode()
+
+
+def _spelled(raw: bytes) -> bytes:
+    return b"/" + bytes(_TARGET_ALPHABET[c % len(_TARGET_ALPHABET)] for c in raw)
+
+
+@given(st.binary(max_size=40).map(_spelled))
+@settings(max_examples=600, deadline=None)
+def test_shortcut_agrees_with_parse_target(target: bytes) -> None:
+    check_shortcut(target)

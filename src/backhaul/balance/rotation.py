@@ -87,6 +87,9 @@ class RoundRobin(Balancer[E]):
         if i < self._n:
             self._next = i + 1
             return self._seq[i]
+        if self._n and not self._heap:  # the end of the sequence: start over
+            self._next = 1
+            return self._seq[0]
         return self._pick_slow()
 
     def _pick_slow(self) -> E | None:

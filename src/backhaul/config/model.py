@@ -79,6 +79,7 @@ from backhaul.config.fields import (
 )
 from backhaul.config.tls import ClientCertMatch, Hsts, ListenerTls, RedirectHttps, UpstreamTls
 from backhaul.config.units import Address, describe, format_duration
+from backhaul.http.filters import NOT_EDITABLE
 from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = [
@@ -394,6 +395,46 @@ class RouteLimits(ConfigModel):
     body: Size | None = None
 
 
+class HeaderEdits(ConfigModel):
+    """Headers to set (each replaces every line of its name) and names to remove."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            _editable_name(name)
+            header_value(text)
+        return value
+
+    @field_validator("remove")
+    @classmethod
+    def _remove(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            _editable_name(name)
+        return value
+
+
+def _editable_name(name: str) -> None:
+    if not TOKEN.fullmatch(name):
+        raise ValueError(f"found {describe(name)}: expected a header name such as 'x-env'")
+    if name.lower().encode() in NOT_EDITABLE:
+        raise ValueError(
+            f"found {describe(name)}: framing, hop-by-hop and Host headers are the edge's own"
+            " (use host_rewrite for Host); expected another header name"
+        )
+
+
+class RouteHeaders(ConfigModel):
+    """A route's header edits: ``request`` on what goes upstream, ``response`` on what goes
+    to the client (upstream answers and the route's own respond/redirect answers)."""
+
+    request: HeaderEdits | None = None
+    response: HeaderEdits | None = None
+
+
 class Route(ConfigModel):
     """A match leading to exactly one action: proxy, redirect or respond."""
 
@@ -407,6 +448,7 @@ class Route(ConfigModel):
     respond: RespondAction | None = None
     limits: RouteLimits | None = None
     hsts: Hsts | None = Field(default=None, description="Strict-Transport-Security over HTTPS")
+    headers: RouteHeaders | None = Field(default=None, description="header edits (a filter)")
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backhaul.edge.cluster import Cluster, Endpoint
-from backhaul.proto.dns_discovery import DiscoveredEndpoint
+
+if TYPE_CHECKING:  # at run time only a cluster with DNS discovery loads the DNS package
+    from backhaul.proto.dns_discovery import DiscoveredEndpoint
 
 __all__ = ["Discovery", "apply_discovered", "metered", "start_discovery"]
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from backhaul.http.filters import FilterChain, build_chain
 from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = ["CompiledRoute", "RouteTable"]
@@ -41,34 +42,7 @@ def _client_cert_matches(cond: Any) -> list[tuple[bytes, str, Any]]:
 class CompiledRoute:
     """One route with its match precompiled. ``action`` keeps the config's action object."""
 
-    __slots__ = (
-        "body_limit",
-        "cluster",
-        "config",
-        "exact_hosts",
-        "has_header_match",
-        "header_matches",
-        "host_out",
-        "index",
-        "kind",
-        "listeners",
-        "log_name",
-        "methods",
-        "metrics_key",
-        "name",
-        "path_exact",
-        "path_prefix",
-        "path_regex",
-        "redirect",
-        "retry_policy",
-        "respond_body",
-        "respond_content_type",
-        "rewrite_base",
-        "rewrite_root",
-        "strip_prefix",
-        "try_timeout",
-        "wildcard_suffixes",
-    )
+    # Its fields are declared in routing.pxd (a C type once compiled).
 
     def __init__(self, index: int, route: Any, default_body_limit: int | None = None) -> None:
         self.index = index
@@ -133,6 +107,8 @@ class CompiledRoute:
             self.kind = "respond"
             self.respond_body = route.respond.body.encode()
             self.respond_content_type = route.respond.content_type.encode()
+        # The route's filter chain (backhaul.http.filters), None without filters.
+        self.filters: FilterChain | None = build_chain(route)
         limits = route.limits
         self.body_limit: int | None = (
             limits.body if limits is not None and limits.body is not None else default_body_limit

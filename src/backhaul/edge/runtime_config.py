@@ -40,6 +40,7 @@ __all__ = [
     "EndpointsFrom",
     "Forwarding",
     "HashKey",
+    "HeaderEdits",
     "HeaderMatch",
     "HealthChecks",
     "Hsts",
@@ -60,6 +61,7 @@ __all__ = [
     "RetryBudgetSettings",
     "RingHashSettings",
     "Route",
+    "RouteHeaders",
     "RouteLimits",
     "RouteMatch",
     "SlowStartSettings",
@@ -283,6 +285,24 @@ class Hsts:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """Headers to set (each replaces every line of its name) and names to remove."""
+
+    set: Mapping[str, str]
+    remove: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHeaders:
+    """A route's header edits: ``request`` on what goes upstream, ``response`` on what goes to
+    the client (upstream answers and the route's own respond/redirect answers).
+    """
+
+    request: HeaderEdits | None
+    response: HeaderEdits | None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """A match leading to exactly one action: proxy, redirect or respond."""
 
@@ -294,6 +314,7 @@ class Route:
     respond: RespondAction | None
     limits: RouteLimits | None
     hsts: Hsts | None
+    headers: RouteHeaders | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,6 +669,8 @@ CLASSES: dict[str, type] = {
     "RespondAction": RespondAction,
     "RouteLimits": RouteLimits,
     "Hsts": Hsts,
+    "HeaderEdits": HeaderEdits,
+    "RouteHeaders": RouteHeaders,
     "Route": Route,
     "Endpoint": Endpoint,
     "EndpointsFrom": EndpointsFrom,

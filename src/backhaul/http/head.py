@@ -104,7 +104,7 @@ class RequestFacts:
     ``version`` is b"1.1" or b"1.0".
     """
 
-    __slots__ = (
+    _FIELDS = (
         "authority",
         "chunked",
         "connection_tokens",
@@ -142,15 +142,13 @@ class RequestFacts:
         self.version = version
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
         return f"RequestFacts({fields})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RequestFacts):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable value object
+        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
 
 
 class ResponseFacts:
@@ -163,7 +161,7 @@ class ResponseFacts:
     ``keep_alive`` is False.
     """
 
-    __slots__ = (
+    _FIELDS = (
         "chunked",
         "connection_tokens",
         "content_length",
@@ -195,15 +193,13 @@ class ResponseFacts:
         self.version = version
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
         return f"ResponseFacts({fields})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ResponseFacts):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
+        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
 
 
 def _bad_field(name: bytes, value: bytes, status: int, side: str) -> RemoteProtocolError:
