@@ -576,7 +576,8 @@ class _Supervisor:
         config = thaw(prepared.settings)
         try:
             admin = config.admin
-            if admin is not None and (cur.config.admin is None or admin != cur.config.admin):
+            before = cur.config.admin
+            if admin is not None and (before is None or admin.address != before.address):
                 validate_binds(admin=admin.address)  # a new admin address: free?
             sockets = self._sockets_for(config)
             self._check_dns_ports(config.dns, cur.config.dns)
