@@ -447,7 +447,8 @@ class _Supervisor:
         except BlockingIOError:
             return
         self._ready_buffer += data
-        *lines, self._ready_buffer = self._ready_buffer.split(b"\n")
+        *lines, rest = self._ready_buffer.split(b"\n")
+        self._ready_buffer = rest[-4096:]  # a line is one short write: never this long
         for line in lines:
             pid_text, _, rest = line.decode(errors="replace").partition(" ")
             word, _, reason = rest.partition(" ")
