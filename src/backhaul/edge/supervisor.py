@@ -447,8 +447,8 @@ class _Supervisor:
         except BlockingIOError:
             return
         self._ready_buffer += data
-        *lines, rest = self._ready_buffer.split(b"\n")
-        self._ready_buffer = rest[-4096:]  # a line is one short write: never this long
+        *lines, partial = self._ready_buffer.split(b"\n")
+        self._ready_buffer = partial[-4096:]  # a line is one short write: never this long
         for line in lines:
             pid_text, _, rest = line.decode(errors="replace").partition(" ")
             word, _, reason = rest.partition(" ")
