@@ -256,6 +256,14 @@ def test_unchanged_config_keeps_the_generation(tmp_path: Path) -> None:
             assert (outcome["generation"], outcome["last_ok"], outcome["attempts"]) == (1, True, 1)
             assert outcome["changed"] is False
             assert "unchanged in effect: generation 1," in reload(edge).stdout
+            assert edge.proc is not None
+            by_pid = subprocess.run(
+                [*BACKHAUL, "reload", "--pid", str(edge.proc.pid)],
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            assert by_pid.returncode == 0 and "generation 1," in by_pid.stdout, by_pid
             assert edge.worker_pids() == pids
             assert "config unchanged in effect" in edge.stderr_path.read_text()
 
@@ -281,6 +289,34 @@ def test_an_address_in_use_fails_the_reload(tmp_path: Path) -> None:
                 assert f"127.0.0.1:{busy}" in result.stderr and "in use" in result.stderr
                 assert version_is(edge.port, "kept")
             assert metric(scrape(admin), "backhaul_config_generation") == 1
+
+
+def test_quick_mode_has_no_file_to_reload(tmp_path: Path) -> None:
+    """``serve --to``: SIGHUP re-reads certificates only; ``backhaul reload`` (no -c) finds
+    the edge by its pid file and says nothing changed."""
+    port = free_port()
+    with Upstream() as upstream:
+        err = tmp_path / "quick.err"
+        with open(err, "wb") as stderr:
+            proc = subprocess.Popen(
+                [*BACKHAUL, "serve", "--to", f"http://{upstream.address}", "--listen",
+                 f"127.0.0.1:{port}", "-w", "1"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                wait_for(lambda: b" serving" in err.read_bytes(), "the quick edge")
+                result = subprocess.run(
+                    [*BACKHAUL, "reload"], capture_output=True, text=True, timeout=90
+                )
+                assert result.returncode == 0, result
+                assert "unchanged in effect: generation 1," in result.stdout
+                assert b"no config file to reload" in err.read_bytes()
+                assert get(port, "/")[0] == 200
+            finally:
+                proc.terminate()
+                proc.wait(30)
 
 
 def test_reload_without_a_running_edge(tmp_path: Path) -> None:
@@ -335,3 +371,14 @@ def test_dns_answers_after_reloads(tmp_path: Path) -> None:
         assert reload(edge).returncode == 0
         wait_for(lambda: answers() == [str(second)], "the endpoint removed")
         wait_for(lambda: get(edge.port, "/") == (200, b"c"), "the new route")
+        # a DNS address another process holds: refused before anything restarts
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            busy = taken.getsockname()[1]
+            bad = config([f"127.0.0.1:{second}"], "d")
+            bad["dns"]["listen"] = [f"127.0.0.1:{busy}"]
+            write_config(edge, {**bad, "listeners": [main]})
+            result = reload(edge)
+            assert result.returncode == 2, result
+            assert f"dns: 127.0.0.1:{busy} (UDP) is already served" in result.stderr
+        assert answers() == [str(second)]

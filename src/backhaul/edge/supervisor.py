@@ -276,6 +276,20 @@ class _Supervisor:
             raise
         return out
 
+    @staticmethod
+    def _check_dns_ports(dns: rt.DnsConfig | None, before: rt.DnsConfig | None) -> None:
+        """The DNS addresses a reload adds must be free (:class:`NetworkError` if not): the
+        ones in use stay the running DNS processes' until the new ones start."""
+        if dns is None:
+            return
+        from backhaul.services.dns.process import check_ports_free
+
+        held = set(before.listen) if before is not None else set()
+        metrics = dns.metrics
+        if before is not None and metrics == before.metrics:
+            metrics = None
+        check_ports_free([a for a in dns.listen if a not in held], metrics)
+
     def _release_sockets(self) -> None:
         """Close the supervisor's copy of sockets no generation in effect listens on."""
         wanted = self.current.addresses
@@ -524,7 +538,8 @@ class _Supervisor:
         except BlockingIOError:
             return
         self._ready_buffer += data
-        *lines, self._ready_buffer = self._ready_buffer.split(b"\n")
+        *lines, partial = self._ready_buffer.split(b"\n")
+        self._ready_buffer = partial[-4096:]  # a line is one short write: never this long
         for line in lines:
             pid_text, _, rest = line.decode(errors="replace").partition(" ")
             word, _, reason = rest.partition(" ")
@@ -562,7 +577,10 @@ class _Supervisor:
                         os.kill(pid, signal.SIGKILL)
         if self.reload_wanted and self.candidate is None and self.starting is None:
             self.reload_wanted = False
-            self.begin_reload()
+            try:
+                self.begin_reload()
+            except OSError as exc:  # no fd, no process, no memory: this attempt fails
+                self._fail(f"cannot start the config validator ({exc}); the running config stays")
 
     def begin_reload(self) -> None:
         """Re-read certificate files at once (TLS hook) and validate the config file again
@@ -620,7 +638,15 @@ class _Supervisor:
         if answer is None or answer.prepared is None:
             self._fail(problem or (answer.error if answer is not None else "no answer"))
             return
-        self._apply(answer.prepared)
+        try:
+            self._apply(answer.prepared)
+        except OSError as exc:  # shared memory, fork: the new generation cannot start
+            problem = f"cannot start the new generation ({exc})"
+            if self.starting is not None:
+                self._abort(problem)
+            else:
+                self._release_sockets()
+                self._fail(f"{self.config_file}: {problem}; the running config stays")
 
     def _apply(self, prepared: Prepared) -> None:
         """Start a generation on ``prepared`` (or note that nothing changed)."""
@@ -642,10 +668,13 @@ class _Supervisor:
         config = thaw(prepared.settings)
         try:
             admin = config.admin
-            if admin is not None and (cur.config.admin is None or admin != cur.config.admin):
+            before = cur.config.admin
+            if admin is not None and (before is None or admin.address != before.address):
                 validate_binds(admin=admin.address)  # a new admin address: free?
             sockets = self._sockets_for(config)
+            self._check_dns_ports(config.dns, cur.config.dns)
         except NetworkError as exc:
+            self._release_sockets()
             self._fail(f"{self.config_file}: {exc}; the running config stays")
             return
         gen = self._generation(cur.number + 1, prepared, config, sockets, cur)
@@ -689,7 +718,10 @@ class _Supervisor:
         # ones (SO_REUSEPORT), then the old ones stop.
         if new.dns is not old.dns:
             if new.dns is not None:
-                new.dns.start()
+                try:
+                    new.dns.start()
+                except OSError as exc:  # the edge switched; the DNS service says it did not
+                    _log(f"dns: cannot start its processes on generation {new.number}: {exc}")
             if old.dns is not None:
                 self.retired.update(old.dns.children)
                 old.dns.signal_all(signal.SIGTERM)
@@ -701,7 +733,10 @@ class _Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(sidecar.pid, signal.SIGTERM)
             for sidecar in new.sidecars:
-                sidecar.start()
+                try:
+                    sidecar.start()
+                except OSError as exc:
+                    _log(f"{sidecar.name}: cannot start: {exc}")
         self._release_sockets()
         self._switch_control(new)
         self.status.set_generation(new.number)
