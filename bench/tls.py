@@ -17,7 +17,8 @@ When neither proxy saturates its core (a busy machine: wrk and the origin share 
 req/s ratio says little; the CPU-efficiency ratio (nginx's user+sys CPU per request over
 backhaul's) is then the steadier figure. Each run also records how busy core 0 was beyond
 the proxy itself ("others"): the machine lock keeps other benchmarks and tests away, not
-builds; a run where others took more than 10% of the proxy's core is marked.
+builds; a run where others took more than 10% of the proxy's core is run again (``--retries``,
+default 2) and marked if it stays so.
 
 Both sides are configured as they would be run: TLS 1.3 only, the same certificate, the
 default groups (X25519 first, then P-256), session tickets on (OpenSSL's two per handshake
@@ -66,6 +67,7 @@ from .proxy import (
 )
 
 TARGET_KEEPALIVE, TARGET_HANDSHAKES = 0.85, 0.80
+NOISY = 0.10  # share of the proxy's core taken by other processes that marks a run
 BODY = b"hello, world\n"
 
 ORIGIN_CONF = """
@@ -377,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--floor", action="store_true", help="also a minimal uvloop TLS server (no proxying)"
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="run again (at most this often) when other processes took >10%% of the core",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 1, 2.0
@@ -399,8 +407,14 @@ def main(argv: list[str] | None = None) -> int:
                 for load, close in loads.items():
                     for proxy in contestants:
                         result = bench.run(proxy, close)
+                        for _ in range(args.retries):
+                            if result["others_cpu"] <= NOISY:
+                                break
+                            others = result["others_cpu"]
+                            print(f"round {r + 1} {load} {proxy}: again, others took {others:.0%}")
+                            result = bench.run(proxy, close)
                         runs.setdefault((load, proxy), []).append(result)
-                        noisy = "  (others on the core!)" if result["others_cpu"] > 0.1 else ""
+                        noisy = "  (others on the core!)" if result["others_cpu"] > NOISY else ""
                         print(
                             f"round {r + 1} {load:10} {proxy:8} {result['rps']:>10,.0f} req/s"
                             f"  p99 {result['p99_ms']:.2f} ms  proxy CPU"
