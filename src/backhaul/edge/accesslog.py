@@ -17,7 +17,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING
 
-from backhaul.edge.datapath import append_refusal_line
+from backhaul.edge.datapath import MONTH_NAMES, append_refusal_line
 
 if TYPE_CHECKING:
     from backhaul.edge.datapath import Exchange
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 _time = time.time
 
 __all__ = ["AccessLog"]
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class _Clock:
@@ -44,7 +42,7 @@ class _Clock:
             self._second = second
             t = time.gmtime(second)
             self._combined = (
-                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                f"{t.tm_mday:02d}/{MONTH_NAMES[t.tm_mon - 1]}/{t.tm_year}:"
                 f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
             )
         return self._combined

@@ -1383,14 +1383,15 @@ cdef int _log_exchange(Exchange ex) except -1:
 # =========================================================================================
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+"""English month abbreviations, as HTTP dates and the combined log format write them."""
 
 
 def _imf_fixdate(seconds):
     """``Sun, 06 Nov 1994 08:49:37 GMT`` (RFC 9110 5.6.7), in English whatever the locale."""
     t = time.gmtime(seconds)
     return (
-        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {MONTH_NAMES[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     ).encode("ascii")
 
