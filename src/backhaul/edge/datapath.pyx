@@ -815,42 +815,7 @@ cdef class ResponseRelay:
     cdef readonly bytes head  # the encoded head for the client, framing included
     cdef readonly bint chunked_out  # the body is sent chunked to the client
     cdef readonly bint keep_alive  # the client connection stays open after this response
-    # The upstream head's facts (backhaul.http.head.ResponseFacts), held as C fields:
-    cdef int status
-    cdef long long content_length  # -1: none
-    cdef bint chunked
-    cdef bint upstream_keep_alive
-    cdef bint no_body
-    cdef bint until_close
-    cdef object connection_tokens  # frozenset
-    cdef bytes version
-
-    cdef void set_facts(self, facts):
-        """Copy a :class:`ResponseFacts` from the general inspection."""
-        self.status = facts.status
-        self.content_length = -1 if facts.content_length is None else facts.content_length
-        self.chunked = facts.chunked
-        self.upstream_keep_alive = facts.keep_alive
-        self.no_body = facts.no_body
-        self.until_close = facts.until_close
-        self.connection_tokens = facts.connection_tokens
-        self.version = facts.version
-
-    @property
-    def facts(self):
-        """The upstream head's :class:`ResponseFacts` (None for a 1xx head)."""
-        if self.version is None:
-            return None
-        return ResponseFacts(
-            self.status,
-            None if self.content_length < 0 else self.content_length,
-            self.chunked,
-            self.upstream_keep_alive,
-            self.no_body,
-            self.until_close,
-            self.connection_tokens,
-            self.version,
-        )
+    cdef readonly ResponseFacts facts  # None for a 1xx head
 
     def __iter__(self):
         return iter((self.head, self.facts, self.chunked_out, self.keep_alive))
@@ -900,16 +865,19 @@ cdef bint _common_response_facts(
             return False
     if cl < 0:
         return False
-    relay.status = status
-    relay.content_length = cl
-    relay.chunked = False
-    relay.upstream_keep_alive = tokens != 2
-    relay.no_body = False
-    relay.until_close = False
-    relay.connection_tokens = (
+    # Made without a type call (ResponseFacts is a C type): its fields are set here.
+    cdef ResponseFacts facts = ResponseFacts.__new__(ResponseFacts)
+    facts.status = status
+    facts.content_length = cl
+    facts.chunked = False
+    facts.keep_alive = tokens != 2
+    facts.no_body = False
+    facts.until_close = False
+    facts.connection_tokens = (
         _NO_TOKENS if tokens == 0 else (_KEEP_ALIVE_TOKENS if tokens == 1 else _CLOSE_TOKENS)
     )
-    relay.version = b"1.1"
+    facts.version = b"1.1"
+    relay.facts = facts
     return True
 
 
@@ -986,15 +954,15 @@ cdef ResponseRelay _response_head(
             if not _common_response_facts(
                 buf, spans, framing, n_framing, status, major, minor, request_method, relay
             ):
-                relay.set_facts(inspect_response_head(
+                relay.facts = inspect_response_head(
                     status,
                     b"%d.%d" % (major, minor),
                     [_pair(buf, &spans[framing[i]]) for i in range(n_framing)],
                     request_method,
                     values_checked=True,
-                ))
-            named = relay.connection_tokens
-            version = relay.version
+                )
+            named = relay.facts.connection_tokens
+            version = relay.facts.version
         if named and named <= ALWAYS_DROPPED:
             named = None
         elif not named:
@@ -1024,11 +992,11 @@ cdef ResponseRelay _response_head(
         elif via_in is not None:
             _out_field(&out, "Via", b", ".join(via_in))
         if not interim:
-            if relay.content_length >= 0:
+            if relay.facts.content_length is not None:
                 _out_put(&out, "Content-Length: ", 16)
-                _out_int(&out, relay.content_length)
+                _out_int(&out, relay.facts.content_length)
                 _out_put(&out, "\r\n", 2)
-            elif relay.no_body:
+            elif relay.facts.no_body:
                 pass
             elif client_11:
                 chunked_out = True
@@ -1592,17 +1560,21 @@ cdef Py_ssize_t _query_at(const char* url, Py_ssize_t n) noexcept nogil:
     return n
 
 
+cdef inline str _ascii(const char* at, Py_ssize_t n):
+    return PyUnicode_DecodeASCII(at, n, NULL)
+
+
 def plain_origin_target(bytes url):
-    """``(path, query)`` when the data plane takes its shortcut for ``url`` (an already
-    normal origin-form target), else None: for tests, which hold it equal to
-    ``parse_target``."""
+    """``(path, query)`` when the data plane takes its shortcut for ``url`` (the same
+    steps as ``HttpConnection.headers_complete``), else None: for tests, which hold it
+    equal to ``parse_target``."""
     cdef const char* data = PyBytes_AS_STRING(url)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(url)
     cdef Py_ssize_t q
     if not _plain_origin_form(data, n):
         return None
     q = _query_at(data, n)
-    return (data[:q].decode("ascii"), data[q + 1:n].decode("ascii") if q < n else "")
+    return (_ascii(data, q), _ascii(data + q + 1, n - q - 1) if q < n else "")
 
 
 cdef class HttpConnection(Http1Peer):
@@ -1818,9 +1790,9 @@ cdef class HttpConnection(Http1Peer):
         authority = None
         if _plain_origin_form(self.hbuf, self.url_len):
             q = _query_at(self.hbuf, self.url_len)
-            path = PyUnicode_DecodeASCII(self.hbuf, q, NULL)
+            path = _ascii(self.hbuf, q)
             if q < self.url_len:
-                query = PyUnicode_DecodeASCII(self.hbuf + q + 1, self.url_len - q - 1, NULL)
+                query = _ascii(self.hbuf + q + 1, self.url_len - q - 1)
         else:
             path, query, authority = parse_target(method, url)
         facts = inspect_request_head(self.version(), headers, authority, values_checked=True)
@@ -2566,7 +2538,7 @@ cdef class Exchange:
             self.upstream_failed(upstream, exc.detail, False)
             return 0
         self.chunked_out = relay.chunked_out
-        self.read_to_close = relay.until_close
+        self.read_to_close = relay.facts.until_close
         self.keep_alive = relay.keep_alive
         self.status = status
         self.head_sent = True
@@ -2584,9 +2556,9 @@ cdef class Exchange:
             conn.write(head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
         self.deadline = worker.now() + upstream.endpoint.cluster.body_idle
         self.deadline_kind = EX_BODY_IDLE
-        if relay.no_body and status != 204 and status != 304:
+        if relay.facts.no_body and status != 204 and status != 304:
             # A response to HEAD: llhttp cannot know it has no body; say so, and end here.
-            self.upstream_end(upstream, relay.upstream_keep_alive)
+            self.upstream_end(upstream, relay.facts.keep_alive)
             return 1
         return 0
 

@@ -95,6 +95,12 @@ class HeadEdit:
         self.remove.add(name.lower())
         self.add.append((name, value))
 
+    def update(self, remove: Iterable[bytes], set_lines: Iterable[tuple[bytes, bytes]]) -> None:
+        """Remove every line of the ``remove`` names, then ``set`` each pair."""
+        self.remove.update(remove)
+        for name, value in set_lines:
+            self.set(name, value)
+
     def apply(self, head: bytes) -> bytes:
         """``head`` (a status or request line, header lines, CRLF CRLF) edited."""
         if not self:
@@ -216,17 +222,11 @@ class HeaderEditFilter(Filter):
             _editable(name)
 
     def on_request(self, request: RequestInfo) -> int:
-        edit = request.upstream_edit
-        edit.remove.update(self.request_remove)
-        for name, value in self.request_set:
-            edit.set(name, value)
+        request.upstream_edit.update(self.request_remove, self.request_set)
         return CONTINUE
 
     def on_response(self, response: ResponseInfo) -> int:
-        edit = response.edit
-        edit.remove.update(self.response_remove)
-        for name, value in self.response_set:
-            edit.set(name, value)
+        response.edit.update(self.response_remove, self.response_set)
         return CONTINUE
 
 
