@@ -34,7 +34,7 @@ from libc.string cimport memcmp, memcpy
 
 from backhaul.edge.llhttp cimport *
 from backhaul.state.recorder cimport Recorder
-from backhaul.edge.routing cimport CompiledRoute
+from backhaul.edge.routing cimport CompiledRoute, RouteTable
 from backhaul.edge.cluster cimport Endpoint
 from backhaul.http.head cimport RequestFacts, ResponseFacts
 
@@ -1786,6 +1786,7 @@ cdef class HttpConnection(Http1Peer):
         cdef str query = ""
         cdef Py_ssize_t q
         cdef CompiledRoute route
+        cdef RouteTable table
         cdef RequestFacts facts
         authority = None
         if _plain_origin_form(self.hbuf, self.url_len):
@@ -1809,7 +1810,8 @@ cdef class HttpConnection(Http1Peer):
             )
         listener = self.listener
         tls = listener.tls  # routes may match the verified client certificate
-        route = listener.routes.match(
+        table = <RouteTable?>listener.routes
+        route = table.match(
             facts.host,
             path,
             method,

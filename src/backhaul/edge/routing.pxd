@@ -1,4 +1,4 @@
-# Declarations that make CompiledRoute a C type when routing.py is compiled (an augmenting
+# Declarations that make CompiledRoute, RouteStep and RouteTable C types when routing.py is compiled (an augmenting
 # .pxd): the data plane reads a route's fields as struct members, not by attribute lookup.
 
 cdef class CompiledRoute:
@@ -29,3 +29,26 @@ cdef class CompiledRoute:
     cdef public object strip_prefix
     cdef public double try_timeout
     cdef public object wildcard_suffixes
+
+    cpdef bint host_matches(self, str host)
+    cpdef bint rest_matches(self, str path, bytes method, object headers)
+
+
+cdef class RouteStep:
+    cdef public int kind
+    cdef public CompiledRoute route
+    cdef public str text
+    cdef public object pattern
+    cdef public dict groups
+    cdef public bint costly
+
+
+cdef class RouteTable:
+    cdef readonly tuple routes
+    cdef readonly tuple _generic
+    cdef readonly dict _by_host
+    cdef readonly dict _plans
+    cdef readonly tuple _generic_plan
+    cdef readonly dict _cache
+
+    cpdef CompiledRoute match(self, str host, str path, bytes method, object headers=*)
