@@ -40,7 +40,6 @@ cdef class RouteStep:
     cdef public str text
     cdef public object pattern
     cdef public dict groups
-    cdef public bint costly
 
 
 cdef class RouteTable:
@@ -49,6 +48,8 @@ cdef class RouteTable:
     cdef readonly dict _by_host
     cdef readonly dict _plans
     cdef readonly tuple _generic_plan
-    cdef readonly dict _cache
 
     cpdef CompiledRoute match(self, str host, str path, bytes method, object headers=*)
+
+
+cdef int _STEP_PREFIX, _STEP_EXACT, _STEP_REGEXES, _STEP_ANY

@@ -2,9 +2,9 @@
 
 Pure: no I/O. Routes are tried in config order and the first that matches wins. To keep the
 per-request cost flat however many routes there are, the table is split by host at compile
-time (exact hosts in a dict, wildcard and host-less routes kept in order), and the result of a
-match that does not depend on request headers is remembered in a bounded cache keyed by
-(host, path, method).
+time (exact hosts in a dict, wildcard and host-less routes kept in order), and each ordered
+list is compiled into steps that run in C: string comparisons, and one combined pattern per
+run of regex routes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = ["CompiledRoute", "RouteTable"]
 
-_CACHE_MAX = 4096
-_MISS = object()  # a cache lookup that found nothing (None is a cached "no route")
 
 # TLS hook: routes may match the verified client certificate (match.client_cert) through
 # two pseudo-fields that edge/tls.py adds to the fields routing sees on mTLS listeners;
@@ -164,7 +162,7 @@ class CompiledRoute:
         return True
 
 
-# Kinds of a compiled step (see RouteTable._plan).
+# Kinds of a compiled step (see RouteTable._plan); C ints once compiled (routing.pxd).
 _STEP_PREFIX = 0  # the route asks only for a path prefix (text)
 _STEP_EXACT = 1  # only an exact path (text)
 _STEP_REGEXES = 2  # consecutive regex-only routes: one combined pattern (groups)
@@ -187,13 +185,6 @@ class RouteStep:
         self.text = text
         self.pattern = pattern
         self.groups = groups
-        # Whether matching this step costs more than a string comparison: the table's cache
-        # is consulted only once a match reaches such a step.
-        self.costly = kind == _STEP_REGEXES or (
-            kind == _STEP_ANY
-            and route is not None
-            and (route.path_regex is not None or route.has_header_match)
-        )
 
 
 def _only(route: CompiledRoute, host_known: bool) -> str | None:
@@ -228,10 +219,9 @@ class RouteTable:
     route that asks only for a path prefix or an exact path is one string comparison, a run
     of routes that ask only for a regex is one combined pattern (alternatives tried in
     order, so the first route still wins), anything else is checked by the route itself.
-    Cheap steps run on every request; the bounded cache of results is consulted only when a
-    match reaches a costly step (a regex, a header condition), so a table whose requests
-    are settled by prefixes never pays for the cache, and one whose paths are too many to
-    cache pays for it only where it could have saved a regex.
+    Nothing is cached: a combined regex costs about what a lookup in a cache of results
+    keyed by (host, path, method) would (hashing a new path, a cold dict), and such a cache
+    only pays while its keys repeat, which paths with identifiers in them never do.
     """
 
     # Its fields are declared in routing.pxd (a C type once compiled).
@@ -250,7 +240,6 @@ class RouteTable:
         }
         self._plans = {h: self._plan(candidates, h) for h, candidates in self._by_host.items()}
         self._generic_plan = self._plan(self._generic, None)
-        self._cache: dict[tuple[str, str, bytes], CompiledRoute | None] = {}
 
     @staticmethod
     def _plan(candidates: Sequence[CompiledRoute], host: str | None) -> tuple[RouteStep, ...]:
@@ -307,40 +296,22 @@ class RouteTable:
         if steps is None:
             steps = self._generic_plan
         step: RouteStep
-        cache: dict[tuple[str, str, bytes], CompiledRoute | None] | None = None
-        key = None
-        cacheable = True
-        found = None
+        route: CompiledRoute
+        kind: int
         for step in steps:
             kind = step.kind
             if kind == _STEP_PREFIX:
                 if path.startswith(step.text):  # type: ignore[arg-type]
                     return step.route
-                continue
-            if kind == _STEP_EXACT:
+            elif kind == _STEP_EXACT:
                 if path == step.text:
                     return step.route
-                continue
-            if step.costly and cache is None:
-                cache = self._cache
-                key = (host, path, method)
-                hit = cache.get(key, _MISS)
-                if hit is not _MISS:
-                    return hit  # type: ignore[return-value]
-            if kind == _STEP_REGEXES:
+            elif kind == _STEP_REGEXES:
                 m = step.pattern.fullmatch(path)  # type: ignore[union-attr]
                 if m is not None:
-                    found = step.groups[m.lastindex]  # type: ignore[index]
-                    break
+                    return step.groups[m.lastindex]  # type: ignore[index]
             else:
-                route = step.route
-                if route.has_header_match:  # type: ignore[union-attr]
-                    cacheable = False
-                if route.host_matches(host) and route.rest_matches(path, method, headers):  # type: ignore[union-attr]
-                    found = route
-                    break
-        if cache is not None and cacheable:
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            cache[key] = found  # type: ignore[index]
-        return found
+                route = step.route  # type: ignore[assignment]
+                if route.host_matches(host) and route.rest_matches(path, method, headers):
+                    return route
+        return None
