@@ -36,6 +36,9 @@ from backhaul.edge.llhttp cimport *
 from backhaul.state.recorder cimport Recorder
 from backhaul.edge.routing cimport CompiledRoute, RouteTable
 from backhaul.edge.cluster cimport Endpoint
+from backhaul.edge.accesslog cimport AccessLog
+from backhaul.edge.accesslog import MONTH_NAMES
+from backhaul.balance.circuit cimport CircuitBreakers, Limit
 from backhaul.http.head cimport RequestFacts, ResponseFacts
 
 import asyncio
@@ -1334,7 +1337,7 @@ cdef int _log_exchange(Exchange ex) except -1:
         ex.bytes_in,
         ex.bytes_out,
     )
-    log = worker.access_log
+    cdef AccessLog log = worker.access_log
     if log is not None:
         if log.json:
             _log_json_line(log.batch, ex, now)
@@ -1351,8 +1354,6 @@ cdef int _log_exchange(Exchange ex) except -1:
 # =========================================================================================
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-"""English month abbreviations, as HTTP dates and the combined log format write them."""
 
 
 def _imf_fixdate(seconds):
@@ -1362,6 +1363,14 @@ def _imf_fixdate(seconds):
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {MONTH_NAMES[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     ).encode("ascii")
+
+
+cdef class WorkerStats:
+    """The worker's plain integer counters, read when scraped."""
+
+    cdef public long long exchanges
+    cdef public long long errors
+    cdef public long long rejected
 
 
 cdef class WorkerContext:
@@ -1379,8 +1388,8 @@ cdef class WorkerContext:
     cdef public bint draining
     cdef public object via  # bytes or None
     cdef public object server_header  # bytes or None
-    cdef public object access_log
-    cdef public object stats
+    cdef public AccessLog access_log
+    cdef public WorkerStats stats
     cdef public set connections
     cdef Recorder recorder
     cdef bytes id_prefix
@@ -2170,6 +2179,7 @@ cdef class Exchange:
         """Act on the route. Called when this exchange's turn to answer has come."""
         cdef CompiledRoute route = self.route
         cdef RequestFacts facts = self.facts
+        cdef Limit requests
         if route is None:
             self.respond_error(
                 404,
@@ -2197,8 +2207,9 @@ cdef class Exchange:
         kind = route.kind
         if kind == "proxy":
             cluster = route.cluster
-            if not cluster.breakers.requests.try_acquire():
-                self.respond_error(503, cluster.breakers.requests.overflow_detail(cluster.name))
+            requests = (<CircuitBreakers?>cluster.breakers).requests
+            if not requests.try_acquire():
+                self.respond_error(503, requests.overflow_detail(cluster.name))
                 return
             self.holds_request = True
             if facts.expect_continue and not self.request_done:
@@ -2230,6 +2241,7 @@ cdef class Exchange:
     # -- tries ----------------------------------------------------------------------------
     cdef try_endpoint(self, Endpoint endpoint):
         """Send the request to ``endpoint``: one try, paired started()/finished()."""
+        cdef CircuitBreakers breakers
         cluster = endpoint.cluster
         self.endpoint = endpoint
         upstream = endpoint.acquire_nowait()
@@ -2331,7 +2343,7 @@ cdef class Exchange:
         cluster = route.cluster
         if self.holds_request:
             self.holds_request = False
-            cluster.breakers.requests.release()
+            (<CircuitBreakers?>cluster.breakers).requests.release()
         while self.retry_held:
             self.retry_held -= 1
             cluster.retry_budget.release()
@@ -2916,7 +2928,7 @@ cdef class UpstreamConnection(Http1Peer):
         self.closed = True
         if self.counted:
             self.counted = False
-            self.endpoint.cluster.breakers.connections.release()
+            (<CircuitBreakers?>self.endpoint.cluster.breakers).connections.release()
         ex = self.exchange
         self.free_buffers()
         if ex is not None:

@@ -27,6 +27,7 @@ from backhaul.edge.datapath import (
     EXCHANGE_DEADLINE_NONE,
     HttpConnection,
     WorkerContext,
+    WorkerStats,
 )
 from backhaul.edge.discovery import Discovery, metered, start_discovery
 from backhaul.edge.healthcheck import run_checks
@@ -97,17 +98,6 @@ class ListenerRuntime:
         self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
 
-class Stats:
-    """Plain integer counters, read when scraped."""
-
-    __slots__ = ("errors", "exchanges", "rejected")
-
-    def __init__(self) -> None:
-        self.exchanges = 0
-        self.errors = 0
-        self.rejected = 0
-
-
 class Worker:
     """Serves one config on the running loop."""
 
@@ -139,7 +129,7 @@ class Worker:
             store, slot = metrics
             self.metrics = WorkerMetrics(store.layout, store, slot)
         self.loop = loop or asyncio.get_event_loop()
-        self.stats = Stats()
+        self.stats = WorkerStats()
         self.server_header: bytes | None = (
             config.server_header.encode() if config.server_header else None
         )
