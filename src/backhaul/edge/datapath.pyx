@@ -1586,11 +1586,34 @@ def plain_origin_target(bytes url):
     return (_ascii(data, q), _ascii(data + q + 1, n - q - 1) if q < n else "")
 
 
+cdef class ListenerSettings:
+    """What the data plane reads from a listener on every request, as struct members: its
+    limits, timeouts, forwarding switches, route table and TLS. The worker's
+    ``ListenerRuntime`` is this plus what only the worker uses."""
+
+    cdef public str name
+    cdef public RouteTable routes
+    cdef public str scheme
+    cdef public Py_ssize_t max_request_line
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t max_header_count
+    cdef public bint show_endpoints
+    cdef public double headers_timeout
+    cdef public double body_idle_timeout
+    cdef public double keepalive_timeout
+    cdef public double drain_timeout
+    cdef public bint x_forwarded
+    cdef public bint forwarded
+    cdef public bint request_id
+    cdef public object metrics_none  # its metrics series for requests no route took
+    cdef public object tls  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
+
+
 cdef class HttpConnection(Http1Peer):
     """One downstream (client) connection speaking HTTP/1.1."""
 
     cdef public WorkerContext worker
-    cdef public object listener
+    cdef public ListenerSettings listener
     cdef public object transport
     cdef public FlowControl flow
     cdef public str client_ip
@@ -1776,6 +1799,7 @@ cdef class HttpConnection(Http1Peer):
 
     cdef int headers_complete(self) except -1:
         cdef Exchange ex
+        cdef ListenerSettings listener
         cdef bytes method = self.method_name()
         cdef bytes url = PyBytes_FromStringAndSize(self.hbuf, self.url_len)
         cdef list headers = self.header_list()
@@ -1795,7 +1819,6 @@ cdef class HttpConnection(Http1Peer):
         cdef str query = ""
         cdef Py_ssize_t q
         cdef CompiledRoute route
-        cdef RouteTable table
         cdef RequestFacts facts
         authority = None
         if _plain_origin_form(self.hbuf, self.url_len):
@@ -1819,8 +1842,7 @@ cdef class HttpConnection(Http1Peer):
             )
         listener = self.listener
         tls = listener.tls  # routes may match the verified client certificate
-        table = <RouteTable?>listener.routes
-        route = table.match(
+        route = listener.routes.match(
             facts.host,
             path,
             method,
@@ -2433,7 +2455,7 @@ cdef class Exchange:
                                     UpstreamConnection upstream):
         cdef HttpConnection conn = self.conn
         cdef CompiledRoute route = self.route
-        listener = conn.listener
+        cdef ListenerSettings listener = conn.listener
         path = route.rewrite_path(self.path)
         query = self.query
         target = (path + "?" + query if query else path).encode()

@@ -26,6 +26,7 @@ from backhaul.edge.datapath import (
     DEADLINE_NONE,
     EXCHANGE_DEADLINE_NONE,
     HttpConnection,
+    ListenerSettings,
     WorkerContext,
     WorkerStats,
 )
@@ -48,33 +49,30 @@ TICK = 0.5
 DRAIN_IDLE_GRACE = 1.0
 
 
-class ListenerRuntime:
-    """A listener's settings, flattened for the hot path, and its route table."""
+class ListenerRuntime(ListenerSettings):  # type: ignore[misc]  # a C type (datapath.pyx)
+    """A listener's settings, flattened for the hot path (the data plane reads the fields of
+    ``ListenerSettings`` as struct members), and its route table."""
 
-    __slots__ = (
-        "address",
-        "body_idle_timeout",
-        "drain_timeout",
-        "forwarded",
-        "headers_timeout",
-        "keepalive_timeout",
-        "max_header_bytes",
-        "max_header_count",
-        "max_request_line",
-        "metrics_index",
-        "metrics_none",
-        "name",
-        "request_id",
-        "routes",
-        "scheme",
-        "server",
-        "tls",
-        "x_forwarded",
-        "show_endpoints",
-    )
+    # The fields of ListenerSettings, as mypy sees them (the C type has no stub).
+    name: str
+    routes: RouteTable
+    scheme: str
+    max_request_line: int
+    max_header_bytes: int
+    max_header_count: int
+    show_endpoints: bool
+    headers_timeout: float
+    body_idle_timeout: float
+    keepalive_timeout: float
+    drain_timeout: float
+    x_forwarded: bool
+    forwarded: bool
+    request_id: bool
+    metrics_none: int
+    tls: Any  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
     def __init__(self, config: rt.Listener, routes: RouteTable) -> None:
-        self.name: str = config.name
+        self.name = config.name
         self.address = config.address
         self.routes = routes
         self.scheme = "http"
@@ -95,7 +93,7 @@ class ListenerRuntime:
         self.server: asyncio.AbstractServer | None = None
         self.metrics_index = 0  # this listener's index in the metrics layout
         self.metrics_none = 0  # its metrics series for requests no route took
-        self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
+        self.tls = None
 
 
 class Worker:
