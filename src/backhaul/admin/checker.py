@@ -145,9 +145,9 @@ class HealthChecker:
         return report
 
     async def aclose(self) -> None:
-        if self.discovery is not None:
-            await self.discovery.aclose()
         tasks = list(self._stopped)
+        if self.discovery is not None:
+            tasks += self.discovery.cancel()
         for cluster in self.clusters.values():
             tasks += cluster.cancel_checks()
         for task in tasks:

@@ -24,7 +24,6 @@ shared map, so nothing changes for the workers until DNS says something new.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -52,7 +51,8 @@ def _describe(endpoints: tuple[SharedEndpoint, ...]) -> str:
 
 
 class DiscoveryPublisher:
-    """The endpoint sources of one control process (start on a running loop; ``aclose``)."""
+    """The endpoint sources of one control process (start on a running loop; ``cancel``
+    and await what it returns)."""
 
     def __init__(
         self, settings: Any, control: EndpointControl, on_published: OnPublished | None = None
@@ -157,11 +157,10 @@ class DiscoveryPublisher:
         if self.on_published is not None:
             self.on_published(name, published)
 
-    async def aclose(self) -> None:
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Stop resolving; returns the cancelled tasks, for the owner to await."""
         tasks = self.tasks
         self.tasks = []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return tasks
