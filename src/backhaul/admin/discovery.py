@@ -114,7 +114,10 @@ class DiscoveryPublisher:
         sets = self.sets
         c = sets.index[name]
         room = sets.rooms[c]
-        current = {(e.host, e.port): e for e in self.current[name]}
+        # the set as the shared map holds it (not a copy kept here: a control process that
+        # took over from another starts from what that one published last)
+        before = sets.read(c)
+        current = {(e.host, e.port): e for e in before.endpoints}
         kept = [d for d in found if (d.host, d.port) in current]
         new = [d for d in found if (d.host, d.port) not in current]
         chosen = {(d.host, d.port) for d in kept + new[: max(0, room - len(kept))]}
@@ -144,7 +147,7 @@ class DiscoveryPublisher:
             )
         self.over[name] = over
         published = tuple(entries)
-        if published == self.current[name] and sets.generation(c):
+        if published == before.endpoints and before.generation:
             return
         sets.publish(c, published, over, now_unix)
         self.current[name] = published
