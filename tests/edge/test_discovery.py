@@ -240,6 +240,8 @@ def test_two_workers_share_one_resolver_and_one_checker(tmp_path: Path) -> None:
             assert asked >= 5 and asked <= queries <= asked + 1, (asked, queries)
             assert served_by(edge.port, 12) == {a.port, b.port}
             assert edge.stderr_path.read_text().count("endpoint(s) from DNS") == 1
+            status, _, body = call(admin_port, "POST", f"/clusters/app/endpoints/{a.address}/drain")
+            assert status == 404 and b"come from DNS" in body
 
 
 def test_a_dns_change_and_a_failing_endpoint_reach_every_worker(tmp_path: Path) -> None:

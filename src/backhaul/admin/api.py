@@ -513,6 +513,12 @@ def _drain(state: AdminState, cluster: str, endpoint: str, drain: bool) -> Drain
     if cluster not in state.settings.clusters:
         raise ApiError(404, f"no cluster '{cluster}'; GET /clusters lists them")
     i = state.control.find(cluster, endpoint)
+    if i is None and state.control.discovered.find(cluster) is not None:
+        raise ApiError(
+            404,
+            f"the endpoints of cluster '{cluster}' come from DNS and cannot be drained here;"
+            " take the endpoint out of the DNS answer instead",
+        )
     if i is None:
         raise ApiError(
             404, f"cluster '{cluster}' has no endpoint '{endpoint}'; GET /clusters lists them"
