@@ -224,20 +224,29 @@ def test_two_workers_share_one_resolver_and_one_checker(tmp_path: Path) -> None:
                 )
                 return eps if done else None
 
-            eps = wait_until(lambda: checked(20), "20 probes of each endpoint")
-            for backend in (a, b):
-                checks = eps[backend.address]["active_check"]["checks"]
-                probes = backend.probes()
-                # one checker: every probe the upstream saw is one published result (one
-                # may be on its way); a checker per worker would have sent twice as many
-                assert checks <= probes <= checks + 1, (backend.address, checks, probes)
-            # one resolver: every query the DNS server got is one resolution of the control
-            # process (one may be on its way); a resolver per worker would ask three times
-            discovery = cluster_view(admin_port)["discovery"]
+            wait_until(lambda: checked(20), "20 probes of each endpoint")
+            # Counted at the upstreams and the DNS server before and after the merged view:
+            # a probe (a query) is counted when it arrives, its result when it is answered,
+            # and one checker (one resolver) has at most one in flight per endpoint (name).
             with zone.lock:
-                queries = zone.queries
-            asked = discovery["resolutions"] + discovery["failures"]
-            assert asked >= 5 and asked <= queries <= asked + 1, (asked, queries)
+                queries_before = zone.queries
+            probes_before = {x.port: x.probes() for x in (a, b)}
+            view = cluster_view(admin_port)
+            probes_after = {x.port: x.probes() for x in (a, b)}
+            with zone.lock:
+                queries_after = zone.queries
+            eps = by_endpoint(view)
+            for x in (a, b):
+                checks = eps[x.address]["active_check"]["checks"]
+                # one checker: every probe the upstream saw is one published result; a
+                # checker per worker would have sent twice as many
+                assert probes_before[x.port] <= checks + 1, (x.address, checks, probes_before)
+                assert checks <= probes_after[x.port], (x.address, checks, probes_after)
+            # one resolver: every query the DNS server got is one resolution of the control
+            # process; a resolver per worker would ask three times as often
+            asked = view["discovery"]["resolutions"] + view["discovery"]["failures"]
+            assert asked >= 5, view["discovery"]
+            assert queries_before <= asked + 1 and asked <= queries_after, (asked, queries_before)
             assert served_by(edge.port, 12) == {a.port, b.port}
             assert edge.stderr_path.read_text().count("endpoint(s) from DNS") == 1
             status, _, body = call(admin_port, "POST", f"/clusters/app/endpoints/{a.address}/drain")
