@@ -239,7 +239,7 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)  # drains from the config
             # Config endpoints are checked once per machine (the control process); this
-            # worker checks its own built-in origins and, below, what it discovers.
+            # worker checks its own built-in origins (and, running alone, everything).
             run_checks(cluster, cluster.share_checks(name, control) if self.checks_shared else None)
             cluster.apply_checks(control.health, now)
         # Endpoints from DNS: the sets the control process publishes (resolved and checked
