@@ -351,6 +351,7 @@ class EndpointsFrom:
     port: int | None
     refresh: float
     resolvers: tuple[SocketAddress, ...]
+    max_endpoints: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from backhaul.edge.datapath import (
     WorkerContext,
     WorkerStats,
 )
-from backhaul.edge.discovery import Discovery, metered, start_discovery
+from backhaul.edge.discovery import Discovery, SharedDiscovery, metered, start_discovery
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
 from backhaul.edge.origin import start_echo_origin
@@ -137,7 +137,7 @@ class Worker:
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
-        self.discovery: Discovery | None = None  # clusters with endpoints_from
+        self.discovery: SharedDiscovery | Discovery | None = None  # clusters with endpoints_from
         log_cfg = config.access_log
         self.access_log: AccessLog | None = (
             AccessLog(log_cfg.path, log_cfg.format) if log_cfg.enabled else None
@@ -227,10 +227,14 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)  # drains from the config
             # Config endpoints are checked once per machine (the control process); this
-            # worker checks its own built-in origins and, below, what it discovers.
+            # worker checks its own built-in origins (and, running alone, everything).
             run_checks(cluster, cluster.share_checks(name, control) if self.checks_shared else None)
             cluster.apply_checks(control.health, now)
-        self.discovery = start_discovery(self.clusters, config, self.loop)
+        # Endpoints from DNS: the sets the control process publishes (resolved and checked
+        # once per machine), or this worker's own resolvers when it runs alone.
+        self.discovery = start_discovery(
+            self.clusters, config, self.loop, control if self.checks_shared else None
+        )
         self._tick_task = self.loop.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -261,6 +265,9 @@ class Worker:
         self.tls.tick(now, metrics=self.metrics)  # TLS hook: ticket keys, reloads, counters
         control = self.endpoint_control
         health = control.health
+        discovery = self.discovery
+        if discovery is not None:  # new endpoint sets first, then the checker's results
+            discovery.tick(now)
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
             cluster.apply_checks(health, now)
@@ -289,8 +296,12 @@ class Worker:
                 health=[ep.state for ep in metered(cluster)],
                 panic=cluster.balancer.panic,
             )
-        if len(in_flight) == health.endpoints:
-            health.publish_in_flight(metrics.slot, in_flight)
+        if len(in_flight) <= health.endpoints:
+            in_flight += [0] * (health.endpoints - len(in_flight))
+            views = [0] * health.endpoints
+            if discovery is not None:
+                discovery.views(in_flight, views)
+            health.publish_in_flight(metrics.slot, in_flight, views)
         metrics.flush()
 
     async def wait_drained(self, timeout: float | None = None) -> None:
