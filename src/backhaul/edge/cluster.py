@@ -141,7 +141,7 @@ class Endpoint(EndpointState):
 class ClusterStats:
     """Plain counters of one cluster (per worker), read by metrics."""
 
-    __slots__ = ("budget_exhausted", "no_healthy", "retries")
+    # Its fields are declared in cluster.pxd (a C type once compiled).
 
     def __init__(self) -> None:
         self.retries = 0
@@ -152,33 +152,7 @@ class ClusterStats:
 class Cluster:
     """A named pool of endpoints with its balancing, health and resilience policy."""
 
-    __slots__ = (
-        "balancer",
-        "body_idle",
-        "breakers",
-        "check",
-        "check_kind",
-        "check_schedule",
-        "check_tasks",
-        "checks_seen",
-        "connect_timeout",
-        "discovered",
-        "endpoints",
-        "hash_key",
-        "idle_timeout",
-        "head_bytes",
-        "head_fields",
-        "max_idle",
-        "name",
-        "response_headers_timeout",
-        "retry_budget",
-        "retry_policy",
-        "rng",
-        "shared_checks",
-        "stats",
-        "sticky",
-        "tls",
-    )
+    # Its fields are declared in cluster.pxd (a C type once compiled).
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ from libc.string cimport memcmp, memcpy
 from backhaul.edge.llhttp cimport *
 from backhaul.state.recorder cimport Recorder
 from backhaul.edge.routing cimport CompiledRoute, RouteTable
-from backhaul.edge.cluster cimport Endpoint
+from backhaul.edge.cluster cimport Cluster, Endpoint
 from backhaul.edge.accesslog cimport AccessLog
 from backhaul.edge.accesslog import MONTH_NAMES
 from backhaul.balance.circuit cimport CircuitBreakers, Limit
@@ -677,7 +677,9 @@ cdef bint _named(const char* name, Py_ssize_t n, frozenset named) except -1:
     return lowered.lower() in named
 
 
-_STATUS_LINES = {code: b"HTTP/1.1 %d %s" % (code, reason) for code, reason in REASONS.items()}
+cdef dict _STATUS_LINES = {
+    code: b"HTTP/1.1 %d %s" % (code, reason) for code, reason in REASONS.items()
+}
 
 
 cpdef bytes status_line(int status):
@@ -2202,6 +2204,7 @@ cdef class Exchange:
         cdef CompiledRoute route = self.route
         cdef RequestFacts facts = self.facts
         cdef Limit requests
+        cdef Cluster cluster
         if route is None:
             self.respond_error(
                 404,
@@ -2229,7 +2232,7 @@ cdef class Exchange:
         kind = route.kind
         if kind == "proxy":
             cluster = route.cluster
-            requests = (<CircuitBreakers?>cluster.breakers).requests
+            requests = cluster.breakers.requests
             if not requests.try_acquire():
                 self.respond_error(503, requests.overflow_detail(cluster.name))
                 return
@@ -2264,7 +2267,7 @@ cdef class Exchange:
     cdef try_endpoint(self, Endpoint endpoint):
         """Send the request to ``endpoint``: one try, paired started()/finished()."""
         cdef CircuitBreakers breakers
-        cluster = endpoint.cluster
+        cdef Cluster cluster = endpoint.cluster
         self.endpoint = endpoint
         upstream = endpoint.acquire_nowait()
         if upstream is None:
@@ -2287,6 +2290,8 @@ cdef class Exchange:
 
     cdef end_try(self, int outcome):
         """The current try ended with ``outcome`` (a status or CONNECT_FAILURE/RESET/TIMEOUT)."""
+        cdef Endpoint endpoint
+        cdef Cluster cluster
         if self.in_try:
             self.in_try = False
             endpoint = self.endpoint
@@ -2360,12 +2365,13 @@ cdef class Exchange:
     cdef release_slots(self):
         """Give back the circuit-breaker request slot and the retry-budget slots."""
         cdef CompiledRoute route = self.route
+        cdef Cluster cluster
         if route is None or route.cluster is None:
             return
         cluster = route.cluster
         if self.holds_request:
             self.holds_request = False
-            (<CircuitBreakers?>cluster.breakers).requests.release()
+            cluster.breakers.requests.release()
         while self.retry_held:
             self.retry_held -= 1
             cluster.retry_budget.release()
@@ -2555,7 +2561,7 @@ cdef class Exchange:
         cdef CompiledRoute route = self.route
         if (
             route is not None
-            and status in route.retry_policy.statuses
+            and status in route.retry_statuses
             and not self.head_sent
             and self.retry_scheduled(status)
         ):
@@ -2590,7 +2596,7 @@ cdef class Exchange:
             conn.write(head)
         else:
             conn.write(head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
-        self.deadline = worker.now() + upstream.endpoint.cluster.body_idle
+        self.deadline = worker.now() + (<Cluster>upstream.endpoint.cluster).body_idle
         self.deadline_kind = EX_BODY_IDLE
         if relay.facts.no_body and status != 204 and status != 304:
             # A response to HEAD: llhttp cannot know it has no body; say so, and end here.
@@ -2607,7 +2613,7 @@ cdef class Exchange:
             conn.write_many((b"%x\r\n" % len(chunk), chunk, _CRLF))
         else:
             conn.write(chunk)
-        self.deadline = self.worker.now() + self.route.cluster.body_idle
+        self.deadline = self.worker.now() + (<Cluster>self.route.cluster).body_idle
 
     cdef upstream_end(self, UpstreamConnection upstream, bint keep_alive):
         if self.interim:
@@ -2950,7 +2956,7 @@ cdef class UpstreamConnection(Http1Peer):
         self.closed = True
         if self.counted:
             self.counted = False
-            (<CircuitBreakers?>self.endpoint.cluster.breakers).connections.release()
+            (<Cluster>self.endpoint.cluster).breakers.connections.release()
         ex = self.exchange
         self.free_buffers()
         if ex is not None:

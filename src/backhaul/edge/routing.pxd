@@ -22,6 +22,7 @@ cdef class CompiledRoute:
     cdef public object path_regex
     cdef public object redirect
     cdef public object retry_policy
+    cdef public frozenset retry_statuses
     cdef public object respond_body
     cdef public object respond_content_type
     cdef public object rewrite_base

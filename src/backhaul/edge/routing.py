@@ -87,6 +87,7 @@ class CompiledRoute:
         self.listeners = frozenset(route.listeners) if route.listeners else None
         self.cluster: Any = None  # the worker's runtime cluster, set when the table is built
         self.retry_policy: Any = None  # the route's or its cluster's RetryPolicy (set then too)
+        self.retry_statuses: frozenset[int] = frozenset()  # its statuses (set then too)
         self.try_timeout = 0.0  # response-head deadline of one try (set then too)
         self.strip_prefix: str | None = None
         self.rewrite_root = "/"

@@ -195,6 +195,7 @@ class Worker:
                     route.cluster = cluster
                     policy = route_retry_policy(proxy, config.clusters[proxy.cluster])
                     route.retry_policy = policy
+                    route.retry_statuses = frozenset(policy.statuses)
                     route.try_timeout = min(
                         cluster.response_headers_timeout,
                         policy.per_try_timeout or cluster.response_headers_timeout,
