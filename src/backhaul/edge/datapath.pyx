@@ -39,7 +39,7 @@ from backhaul.edge.cluster cimport Cluster, Endpoint
 from backhaul.edge.accesslog cimport AccessLog
 from backhaul.edge.accesslog import MONTH_NAMES
 from backhaul.balance.circuit cimport CircuitBreakers, Limit
-from backhaul.http.head cimport RequestFacts, ResponseFacts
+from backhaul.http.head cimport RequestFacts, ResponseFacts, inspect_request_head
 
 import asyncio
 import os
@@ -49,7 +49,7 @@ import time
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
 from backhaul.http import REASONS, encode_head, problem_response
-from backhaul.http import inspect_request_head, inspect_response_head
+from backhaul.http import inspect_response_head
 from backhaul.http.headers import (
     ALWAYS_DROPPED,
     REQUEST_RULES,
