@@ -1,6 +1,6 @@
 # Declarations that make Endpoint, Cluster and ClusterStats C types when cluster.py is
-# compiled (an augmenting .pxd): the data plane takes and returns pooled connections with C
-# calls and reads a cluster's settings, breakers and counters as struct members.
+# compiled (an augmenting .pxd): the data plane takes and returns pooled connections as list
+# operations and reads a cluster's settings, breakers and counters as struct members.
 
 from backhaul.balance.circuit cimport CircuitBreakers as _CircuitBreakers
 from backhaul.balance.endpoint cimport EndpointState
@@ -11,15 +11,12 @@ cdef class Endpoint(EndpointState):
     cdef public object cluster
     cdef public object connect_timeout
     cdef public object host
-    cdef public object idle
+    cdef public list idle
     cdef public object idle_timeout
     cdef public object label
     cdef public object log_name
     cdef public object max_idle
     cdef public object port
-
-    cpdef object acquire_nowait(self)
-    cpdef object release(self, conn, double now)
 
 
 cdef class ClusterStats:

@@ -45,7 +45,7 @@ __all__ = ["Cluster", "ClusterStats", "Endpoint"]
 
 class Endpoint(EndpointState):
     """One upstream address: balancing state (inherited) and a LIFO pool of idle
-    connections."""
+    connections (``idle``; the data plane takes from and gives back to it)."""
 
     # Its fields are declared in cluster.pxd (a C type once compiled).
 
@@ -64,16 +64,6 @@ class Endpoint(EndpointState):
         self.max_idle: int = cluster.max_idle
         self.idle_timeout: float = cluster.idle_timeout
         self.connect_timeout: float = cluster.connect_timeout
-
-    def acquire_nowait(self) -> UpstreamConnection | None:
-        """The warmest idle connection, or None."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                return conn
-        return None
 
     async def wait_connected(
         self, loop: asyncio.AbstractEventLoop, protocol: type[UpstreamConnection]
@@ -106,19 +96,6 @@ class Endpoint(EndpointState):
             proto.close()
             raise ConnectError(f"upstream endpoint {self.label}: {problem}", peer=self.label)
         return proto
-
-    def release(self, conn: UpstreamConnection, now: float) -> None:
-        """Return a clean connection to the pool (or close it when the pool is full)."""
-        conn.exchange = None
-        if conn.closed:
-            return
-        if len(self.idle) >= self.max_idle:
-            conn.close()
-            return
-        conn.idle_since = now
-        if conn.transport is not None:
-            conn.transport.resume_reading()
-        self.idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
         try:

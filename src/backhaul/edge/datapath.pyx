@@ -2269,7 +2269,7 @@ cdef class Exchange:
         cdef CircuitBreakers breakers
         cdef Cluster cluster = endpoint.cluster
         self.endpoint = endpoint
-        upstream = endpoint.acquire_nowait()
+        upstream = _pool_take(endpoint)
         if upstream is None:
             breakers = cluster.breakers
             if not breakers.connections.try_acquire():
@@ -2634,7 +2634,7 @@ cdef class Exchange:
         self.upstream = None
         self.upstream_time = self.worker.stamp - self.upstream_start
         if reusable and not upstream.closed:
-            upstream.endpoint.release(upstream, self.worker.now())
+            _pool_give_back(upstream.endpoint, upstream, self.worker.now())
         else:
             upstream.close()
 
@@ -2686,13 +2686,15 @@ cdef class Exchange:
 
     # -- backpressure ----------------------------------------------------------------------
     cdef downstream_pause_writing(self):
-        upstream = self.upstream
+        cdef UpstreamConnection upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            upstream.reading_paused = True
             upstream.transport.pause_reading()
 
     cdef downstream_resume_writing(self):
-        upstream = self.upstream
+        cdef UpstreamConnection upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            upstream.reading_paused = False
             upstream.transport.resume_reading()
 
     # -- direct answers --------------------------------------------------------------------
@@ -2863,6 +2865,35 @@ cdef class Exchange:
 # Upstream
 # =========================================================================================
 
+cdef UpstreamConnection _pool_take(Endpoint endpoint):
+    """The warmest idle connection of ``endpoint``'s pool (a LIFO list), or None."""
+    cdef list idle = endpoint.idle
+    cdef UpstreamConnection conn
+    while idle:
+        conn = idle.pop()
+        if not conn.closed:
+            conn.reused = True
+            return conn
+    return None
+
+
+cdef _pool_give_back(Endpoint endpoint, UpstreamConnection conn, double now):
+    """Return a clean connection to ``endpoint``'s pool (or close it when the pool is
+    full); it reads while idle, so that an upstream's close is seen."""
+    cdef list idle = endpoint.idle
+    conn.exchange = None
+    if conn.closed:
+        return
+    if len(idle) >= <Py_ssize_t>endpoint.max_idle:
+        conn.close()
+        return
+    conn.idle_since = now
+    if conn.reading_paused and conn.transport is not None:
+        conn.reading_paused = False
+        conn.transport.resume_reading()
+    idle.append(conn)
+
+
 cdef class UpstreamConnection(Http1Peer):
     """One HTTP/1.1 connection to an upstream endpoint; serves one exchange at a time.
 
@@ -2879,6 +2910,7 @@ cdef class UpstreamConnection(Http1Peer):
     cdef public bint counted  # holds a slot of the cluster's max_connections breaker
     cdef public list wbuf
     cdef bint ended_at_head  # the response ended with its head (the answer to HEAD)
+    cdef bint reading_paused  # by the downstream's backpressure
 
     def __init__(self, Endpoint endpoint):
         self.endpoint = endpoint
