@@ -38,6 +38,7 @@ from backhaul.edge.routing cimport CompiledRoute, RouteTable
 from backhaul.edge.cluster cimport Cluster, Endpoint
 from backhaul.edge.accesslog cimport AccessLog
 from backhaul.edge.accesslog import MONTH_NAMES
+from backhaul.balance.balancer cimport Balancer
 from backhaul.balance.circuit cimport CircuitBreakers, Limit
 from backhaul.http.head cimport RequestFacts, ResponseFacts, inspect_request_head
 
@@ -2252,7 +2253,7 @@ cdef class Exchange:
                 if endpoint is not None and reset:
                     self.set_cookie = sticky.set_cookie(endpoint.token)
             else:
-                endpoint = cluster.balancer.pick(self.hash)
+                endpoint = (<Balancer>cluster.balancer).pick(self.hash)
             if endpoint is None:
                 cluster.stats.no_healthy += 1
                 self.respond_error(503, cluster.describe_unhealthy())
@@ -2280,7 +2281,7 @@ cdef class Exchange:
                 self.respond_error(503, breakers.pending.overflow_detail(cluster.name))
                 return
         self.tries += 1
-        cluster.balancer.started(endpoint)
+        (<Balancer>cluster.balancer).started(endpoint)
         self.in_try = True
         self.try_start = self.worker.stamp
         if upstream is not None:
@@ -2296,7 +2297,7 @@ cdef class Exchange:
             self.in_try = False
             endpoint = self.endpoint
             cluster = endpoint.cluster
-            events = cluster.balancer.finished(
+            events = (<Balancer>cluster.balancer).finished(
                 endpoint, self.worker.now(), outcome, self.worker.stamp - self.try_start
             )
             if events:
