@@ -483,7 +483,17 @@ class Compress(ConfigModel):
     min_length: Size = Field(
         default=DEFAULT_MIN_LENGTH, description="smaller Content-Length: sent as is"
     )
-    level: int = Field(default=DEFAULT_LEVEL, ge=1, le=9, description="1 fastest .. 9 smallest")
+    level: int = Field(default=DEFAULT_LEVEL, description="1 fastest .. 9 smallest")
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: int) -> int:
+        if not 1 <= value <= 9:
+            raise ValueError(
+                f"found {value}: expected a level from 1 (fastest, nginx's default) to 9"
+                " (smallest output, most CPU)"
+            )
+        return value
 
     @field_validator("types")
     @classmethod
