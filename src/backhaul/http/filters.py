@@ -233,7 +233,7 @@ class ResponseInfo:
     """What ``on_response`` sees: the status, the request it answers, the head as the edge
     would send it (read with :meth:`values`), and the edits."""
 
-    __slots__ = ("_fields", "edit", "head", "request", "status", "steps")
+    __slots__ = ("_lower", "edit", "head", "request", "status", "steps")
 
     def __init__(self, status: int, request: RequestInfo | None, head: bytes = b"") -> None:
         self.status = status
@@ -241,19 +241,23 @@ class ResponseInfo:
         self.head = head
         self.edit = HeadEdit()
         self.steps: list[BodyStep] = []
-        self._fields: dict[bytes, list[bytes]] | None = None
+        self._lower: bytes | None = None
 
     def values(self, name: bytes) -> list[bytes]:
         """The values of every line of the head named ``name`` (lower case), as the head
         came to the chain (before its edits)."""
-        fields = self._fields
-        if fields is None:
-            fields = {}
-            for line in self.head[:-4].split(b"\r\n")[1:]:
-                key, _, value = line.partition(b":")
-                fields.setdefault(key.strip().lower(), []).append(value.strip())
-            self._fields = fields
-        return fields.get(name, [])
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = self.head.lower()  # same offsets as the head
+        key = b"\r\n" + name + b":"  # at a line start: the first line is the status line
+        found = []
+        at = lower.find(key)
+        while at >= 0:
+            start = at + len(key)
+            end = lower.find(b"\r\n", start)  # the head ends with CRLF CRLF
+            found.append(self.head[start:end].strip())
+            at = lower.find(key, end)
+        return found
 
     def content_length(self) -> int | None:
         """The body's length when the head says it (None: chunked or until close)."""
@@ -463,10 +467,12 @@ class CompressFilter(Filter):
 
     def on_response(self, response: ResponseInfo) -> int:
         request = response.request
-        if request is None or response.transform_refusal() is not None:
+        if request is None:
             return CONTINUE
-        content_type = response.values(b"content-type")
+        content_type = response.values(b"content-type")  # first: what most often says no
         if not self.types.match(content_type[0] if content_type else None):
+            return CONTINUE
+        if response.transform_refusal() is not None:
             return CONTINUE
         length = response.content_length()
         if length is not None and length < self.min_length:
