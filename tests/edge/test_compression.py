@@ -288,6 +288,9 @@ def test_a_large_streamed_body_arrives_intact(edge: Edge) -> None:
         status, headers, data = read_response(sock, buf)
     assert status == 200 and headers["content-encoding"] == "gzip"
     assert len(data) < size // 10
+    # The access log counts the bytes sent (compressed), as nginx's $body_bytes_sent.
+    (line,) = edge.access_log(lambda x: x["target"] == f"/text/{size}")
+    assert line["bytes_out"] == len(data)
     decoded = zlib.decompressobj(16 + 15)
     digest = hashlib.sha256()
     for i in range(0, len(data), 64 * 1024):

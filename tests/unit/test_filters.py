@@ -477,3 +477,18 @@ def test_a_route_answer_through_the_data_plane_is_compressed(pair: Pair) -> None
     assert b"Content-Encoding: gzip" in head
     assert f"Content-Length: {len(data)}".encode() in head
     assert gzip.decompress(data) == b"hi"
+
+
+def test_a_body_read_until_the_upstream_closes_is_compressed_to_its_end(pair: Pair) -> None:
+    _compressing(pair)
+    pair.client.data_received(GZ_GET)
+    up, _ = pair.upstream_asked()
+    body = b"<p>until close</p>\n" * 400
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n")
+    up.data_received(body[:3000])
+    up.data_received(body[3000:])
+    up.connection_lost(None)  # the end of the body
+    head, data = _dechunk(pair.down.text())
+    assert b"Content-Encoding: gzip" in head and b"Transfer-Encoding: chunked" in head
+    assert gzip.decompress(data) == body
+    assert not pair.down.closed  # chunked to the client: its connection stays
