@@ -8,6 +8,8 @@ import random
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backhaul.http.compression import (
     DEFAULT_TYPES,
@@ -172,3 +174,33 @@ def test_a_small_body_gets_a_small_compressor() -> None:
     assert _state_bytes(1000) <= 16 * 1024
     assert _state_bytes(20) <= 16 * 1024
     assert _state_bytes(10_000) <= 128 * 1024
+
+
+@given(st.lists(st.binary(max_size=60), max_size=4))
+def test_any_accept_encoding_is_read_without_error(values: list[bytes]) -> None:
+    assert accepted_coding(values) in (None, "gzip")
+    for q in coding_weights(values).values():
+        assert 0.0 <= q <= 1.0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["gzip", "x-gzip", "br", "identity", "*", "deflate"]),
+            st.sampled_from(["", ";q=0", ";q=0.5", ";q=1", ";q=0.001", ";q=0.999", " ; Q=0.2"]),
+        ),
+        max_size=5,
+    )
+)
+def test_a_refused_gzip_is_never_chosen(elements: list[tuple[str, str]]) -> None:
+    """Checked against the RFC's words directly: gzip is chosen only if it (or, unnamed, *)
+    has q > 0, and never when identity is named with a higher q."""
+    value = ", ".join(c + w for c, w in elements).encode()
+    chosen = accepted_coding([value])
+    weights: dict[str, float] = {}
+    for coding, weight in elements:
+        q = float(weight.split("=")[1]) if "=" in weight else 1.0
+        weights.setdefault("gzip" if coding == "x-gzip" else coding, q)
+    gzip_q = weights.get("gzip", weights.get("*", 0.0))
+    identity_q = weights.get("identity", weights.get("*", 0.0))
+    assert (chosen == "gzip") == (gzip_q > 0 and gzip_q >= identity_q)
