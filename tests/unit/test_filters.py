@@ -276,6 +276,8 @@ def test_a_refused_body_cannot_be_transformed() -> None:
     info = ResponseInfo(200, RequestInfo(b"HEAD", "/", "", [], ""), _head())
     with pytest.raises(ValueError, match="HEAD"):
         info.transform(Upper())
+    with pytest.raises(ValueError, match="request is not known"):
+        ResponseInfo(200, None, _head()).transform(Upper())
 
 
 def test_response_head_sets_the_body_relay_and_the_framing() -> None:

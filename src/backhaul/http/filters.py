@@ -266,9 +266,9 @@ class ResponseInfo:
 
     def transform_refusal(self) -> str | None:
         """Why this response's body must not be transformed, or None when it may be."""
-        request = self.request
-        method = request.method if request is not None else b"GET"
-        return transform_refusal(method, self.status, self.values)
+        if self.request is None:
+            return "the request is not known (a filter answer made without one)"
+        return transform_refusal(self.request.method, self.status, self.values)
 
     def transform(self, step: BodyStep) -> None:
         """Send the body through ``step`` (made for this response). Only for filters whose
