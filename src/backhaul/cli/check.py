@@ -284,6 +284,10 @@ def render(config: EdgeConfig, source: str, console: Console) -> None:
         action = describe_action(route)
         if route.limits is not None and route.limits.body is not None:
             action += f"; body ≤ {format_size(route.limits.body)}"
+        compress = route.compress
+        if compress is not None:
+            codings = "/".join(compress.encodings)
+            action += f"; {codings} ≥ {format_size(compress.min_length)}, level {compress.level}"
         routes.add_row(
             str(i),
             escape(route.name),

@@ -79,6 +79,7 @@ from backhaul.config.fields import (
 )
 from backhaul.config.tls import ClientCertMatch, Hsts, ListenerTls, RedirectHttps, UpstreamTls
 from backhaul.config.units import Address, describe, format_duration
+from backhaul.http.compression import DEFAULT_LEVEL, DEFAULT_MIN_LENGTH, DEFAULT_TYPES
 from backhaul.http.filters import NOT_EDITABLE
 from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
@@ -93,6 +94,7 @@ __all__ = [
     "Cluster",
     "ClusterRetries",
     "ClusterTimeouts",
+    "Compress",
     "Duration",
     "EdgeConfig",
     "Endpoint",
@@ -469,6 +471,46 @@ def _editable_name(name: str) -> None:
         )
 
 
+class Compress(ConfigModel):
+    """Response compression on a route (a filter: backhaul.http.filters.CompressFilter)."""
+
+    encodings: tuple[Literal["gzip"], ...] = Field(
+        default=("gzip",), min_length=1, description="content codings offered (gzip only)"
+    )
+    types: tuple[str, ...] = Field(
+        default=DEFAULT_TYPES, min_length=1, description="'text/html', 'text/*' or '*'"
+    )
+    min_length: Size = Field(
+        default=DEFAULT_MIN_LENGTH, description="smaller Content-Length: sent as is"
+    )
+    level: int = Field(default=DEFAULT_LEVEL, description="1 fastest .. 9 smallest")
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: int) -> int:
+        if not 1 <= value <= 9:
+            raise ValueError(
+                f"found {value}: expected a level from 1 (fastest, nginx's default) to 9"
+                " (smallest output, most CPU)"
+            )
+        return value
+
+    @field_validator("types")
+    @classmethod
+    def _media_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            kind, slash, sub = text.partition("/")
+            if text == "*" or (
+                slash and TOKEN.fullmatch(kind) and (sub == "*" or TOKEN.fullmatch(sub))
+            ):
+                continue
+            raise ValueError(
+                f"found {describe(text)}: expected a media type such as 'text/html',"
+                " a whole type such as 'text/*', or '*'"
+            )
+        return value
+
+
 class RouteHeaders(ConfigModel):
     """A route's header edits: ``request`` on what goes upstream, ``response`` on what goes
     to the client (upstream answers and the route's own respond/redirect answers)."""
@@ -491,6 +533,7 @@ class Route(ConfigModel):
     limits: RouteLimits | None = None
     hsts: Hsts | None = Field(default=None, description="Strict-Transport-Security over HTTPS")
     headers: RouteHeaders | None = Field(default=None, description="header edits (a filter)")
+    compress: Compress | None = Field(default=None, description="response compression (a filter)")
 
     @model_validator(mode="after")
     def _one_action(self) -> Route:

@@ -2154,6 +2154,7 @@ cdef class Exchange:
     cdef public Py_ssize_t mark_head
     cdef bytes up_head  # the head for the upstream, made while the request's spans were live
     cdef public object filtered  # the route's filter chain's RequestInfo (None: no filters)
+    cdef public object body  # the response body's BodyRelay (body filters), None: as is
 
     @staticmethod
     cdef Exchange new(HttpConnection conn, bytes method, str path, str query, authority,
@@ -2224,7 +2225,7 @@ cdef class Exchange:
         if chain is not None:
             # The route's filters (backhaul.http.filters): one may answer now.
             info = chain.request(self.method, self.path, self.query, self.headers,
-                                 self.conn.client_ip)
+                                 self.conn.client_ip, self.facts.version)
             self.filtered = info
             answer = info.answer
             if answer is not None:
@@ -2590,6 +2591,11 @@ cdef class Exchange:
         chain = route.filters if route is not None else None
         if chain is not None:
             head = chain.response_head(status, head, self.filtered)
+            body = self.filtered.body
+            if body is not None:  # a body filter transforms it: chunked, or until close
+                self.body = body
+                self.chunked_out = body.chunked
+                self.keep_alive = self.keep_alive and body.chunked
         tls = conn.listener.tls  # the route's Strict-Transport-Security
         if tls is not None and tls.hsts:
             head = tls.add_hsts(head, self.route)
@@ -2609,6 +2615,11 @@ cdef class Exchange:
         cdef HttpConnection conn = self.conn
         if conn.transport is None:
             return
+        if self.body is not None:
+            chunk = self.body.piece(chunk)
+            if not chunk:  # the filter holds it for now (a compressor's window)
+                self.deadline = self.worker.now() + self.route.cluster.body_idle
+                return
         self.bytes_out += len(chunk)
         if self.chunked_out:
             conn.write_many((b"%x\r\n" % len(chunk), chunk, _CRLF))
@@ -2625,6 +2636,12 @@ cdef class Exchange:
         self.goto(XS_RESPONDED)
         self.deadline_kind = EX_NONE
         self.end_try(self.status)
+        if self.body is not None:
+            body = self.body
+            self.body = None
+            tail = body.finish()
+            if tail:
+                self.upstream_body(tail)
         if self.chunked_out:
             self.conn.write(_CHUNK_END)
         self.release_upstream(upstream, keep_alive and self.request_done)
@@ -2735,7 +2752,7 @@ cdef class Exchange:
         head = encode_head(b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), out)
         chain = self.route.filters if self.route is not None else None
         if chain is not None:
-            head = chain.response_head(status, head, self.filtered)
+            head, body = chain.whole_response(status, head, body, self.filtered)
         tls = self.conn.listener.tls  # the route's Strict-Transport-Security
         if tls is not None and tls.hsts:
             head = tls.add_hsts(head, self.route)

@@ -28,6 +28,7 @@ __all__ = [
     "ClusterLimits",
     "ClusterRetries",
     "ClusterTimeouts",
+    "Compress",
     "DnsCache",
     "DnsConfig",
     "DnsForward",
@@ -316,6 +317,16 @@ class RouteHeaders:
 
 
 @dataclass(frozen=True, slots=True)
+class Compress:
+    """Response compression on a route (a filter: backhaul.http.filters.CompressFilter)."""
+
+    encodings: tuple[Literal["gzip"], ...]
+    types: tuple[str, ...]
+    min_length: int
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """A match leading to exactly one action: proxy, redirect or respond."""
 
@@ -328,6 +339,7 @@ class Route:
     limits: RouteLimits | None
     hsts: Hsts | None
     headers: RouteHeaders | None
+    compress: Compress | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,6 +707,7 @@ CLASSES: dict[str, type] = {
     "Hsts": Hsts,
     "HeaderEdits": HeaderEdits,
     "RouteHeaders": RouteHeaders,
+    "Compress": Compress,
     "Route": Route,
     "Endpoint": Endpoint,
     "EndpointsFrom": EndpointsFrom,
