@@ -2618,7 +2618,7 @@ cdef class Exchange:
         if self.body is not None:
             chunk = self.body.piece(chunk)
             if not chunk:  # the filter holds it for now (a compressor's window)
-                self.deadline = self.worker.now() + self.route.cluster.body_idle
+                self.deadline = self.worker.now() + (<Cluster>self.route.cluster).body_idle
                 return
         self.bytes_out += len(chunk)
         if self.chunked_out:
