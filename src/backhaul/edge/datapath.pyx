@@ -1645,7 +1645,7 @@ cdef class HttpConnection(Http1Peer):
         self.request_id_in = None
         self.rx = None
         self.tx = None
-        self.pending = []
+        self.pending = None  # pipelined exchanges waiting their turn (made when needed)
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
         self.hibernating = False
@@ -1772,9 +1772,10 @@ cdef class HttpConnection(Http1Peer):
         self.tx = None
         if tx is not None:
             tx.downstream_lost()
-        for ex in self.pending:
-            (<Exchange>ex).downstream_lost()
-        self.pending = []
+        if self.pending is not None:
+            for ex in self.pending:
+                (<Exchange>ex).downstream_lost()
+            self.pending = None
         self.transport = None
         self.flow.transport = None
         self.free_buffers()
@@ -1871,7 +1872,10 @@ cdef class HttpConnection(Http1Peer):
             self.tx = ex
             ex.start()
         else:
-            self.pending.append(ex)
+            if self.pending is None:
+                self.pending = [ex]
+            else:
+                self.pending.append(ex)
             self.flow.pause(PAUSE_PIPELINE)
         return 0
 
@@ -2016,7 +2020,7 @@ cdef class HttpConnection(Http1Peer):
             self.flow.closing = True
             return
         url = self.url_bytes() or self.url
-        if refused is not None:
+        if refused is not None and self.pending is not None:
             for i in range(len(self.pending)):
                 if self.pending[i] is refused:
                     for ex in self.pending[i:]:
@@ -2042,9 +2046,10 @@ cdef class HttpConnection(Http1Peer):
         if tx is not None:
             tx.abandon()
             self.tx = None
-        for ex in self.pending:
-            ex.abandon()
-        self.pending = []
+        if self.pending is not None:
+            for ex in self.pending:
+                ex.abandon()
+            self.pending = None
         self.send_refusal(status, detail, url)
 
     cdef send_refusal(self, int status, str detail, bytes url):
