@@ -51,8 +51,6 @@ from base64 import b64encode
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import httptools
-
 from backhaul.edge.routing import CLIENT_CERT_FIELD, CLIENT_SUBJECT_FIELD
 from backhaul.edge.tls_supervisor import TicketKeys, shared_tickets
 from backhaul.errors import BackhaulError
@@ -714,15 +712,28 @@ class HttpsRedirect(asyncio.Protocol):
     host and target over HTTPS, then close. Bounded: one request head of at most 16 KiB,
     within the listener's request-head timeout."""
 
-    __slots__ = ("host", "parser", "port", "status", "timer", "transport", "url", "size")
+    __slots__ = (
+        "host",
+        "parse_error",
+        "parser",
+        "port",
+        "status",
+        "timer",
+        "transport",
+        "url",
+        "size",
+    )
 
     _LIMIT = 16 * 1024
 
     def __init__(self, port: int, status: int, timeout: float, loop: Any) -> None:
         self.port = port
         self.status = status
+        import httptools  # here: a worker without such a listener does not load it (RSS)
+
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self.parse_error: type[Exception] = httptools.HttpParserError
         self.url = b""
         self.host = b""
         self.size = 0
@@ -744,7 +755,7 @@ class HttpsRedirect(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except self.parse_error:
             if self.transport is not None and not self.transport.is_closing():
                 self._answer(400, b"")
 

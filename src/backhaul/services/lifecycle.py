@@ -7,7 +7,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["die_with_parent", "fork_child", "new_event_loop"]
 

@@ -1,0 +1,48 @@
+"""``Record``: a small value object for the data the supervisor holds and hands over.
+
+A record names its fields in ``__slots__`` (in constructor order), sets each once in its
+``__init__`` (declared ``Final`` for mypy), and is compared, hashed, shown and turned into a
+dict by those values, as ``@dataclass(frozen=True, slots=True)`` would do. It exists because
+the supervisor, whose memory every worker inherits and which is counted once more for each
+process, must not import ``dataclasses``: that module imports ``inspect`` and with it
+``ast``, ``dis`` and ``tokenize``, about 1.6 MB of RSS (measured; see PERFORMANCE.md). Records
+pickle as any slotted class does (protocol 2 and later), so they cross from the validating
+child to the supervisor, and from the supervisor to the processes it forks, unchanged.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the same RSS reason)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["Record"]
+
+
+class Record:
+    """Fields in ``__slots__``; ``_compared`` (default: all of them) are what equality, the
+    hash and ``repr`` use: derived fields a subclass computes in ``__init__`` stay out."""
+
+    __slots__ = ()
+    _compared: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._compared or self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Record)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        names = self._compared or self.__slots__
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return f"{type(self).__name__}({fields})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The compared fields by name (``dataclasses.asdict`` for a flat record)."""
+        return {name: getattr(self, name) for name in self._compared or self.__slots__}
