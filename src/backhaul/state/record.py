@@ -1,7 +1,8 @@
 """``Record``: a small value object for the data the supervisor holds and hands over.
 
 A record names its fields in ``__slots__`` (in constructor order), sets each once in its
-``__init__`` (declared ``Final`` for mypy), and is compared, hashed, shown and turned into a
+``__init__`` (declared ``Final`` for mypy; at run time a field set once cannot be set again
+or deleted: :class:`FrozenRecordError`), and is compared, hashed, shown and turned into a
 dict by those values, as ``@dataclass(frozen=True, slots=True)`` would do. It exists because
 the supervisor, whose memory every worker inherits and which is counted once more for each
 process, must not import ``dataclasses``: that module imports ``inspect`` and with it
@@ -16,7 +17,11 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the same
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Record"]
+__all__ = ["FrozenRecordError", "Record"]
+
+
+class FrozenRecordError(AttributeError):
+    """A field of a record was set a second time, or deleted."""
 
 
 class Record:
@@ -25,6 +30,14 @@ class Record:
 
     __slots__ = ()
     _compared: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, name):
+            raise FrozenRecordError(f"{type(self).__name__}.{name} is set once, at creation")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenRecordError(f"{type(self).__name__}.{name} cannot be deleted")
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._compared or self.__slots__)
