@@ -86,3 +86,40 @@ def test_prepared_carries_what_the_supervisor_reads() -> None:
     assert prepared.endpoints == (("up", "127.0.0.1:9", False), ("up", "127.0.0.2:9", False))
     with_admin = prepare(load_text(CONFIG + 'admin: {address: "127.0.0.1:0"}\n'), 1)
     assert with_admin.features == frozenset({"admin"}) and with_admin.admin is not None
+
+
+# A worker of that config, started as the supervisor starts one (without the fork).
+WORKER = """
+import pickle, sys
+import uvloop
+from backhaul.edge.settings import thaw
+from backhaul.edge.worker import Worker
+
+config = thaw(pickle.loads(sys.stdin.buffer.read()).settings)
+
+async def main():
+    worker = Worker(config)
+    await worker.start()
+    try:
+        print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in %r)))
+    finally:
+        await worker.aclose()
+
+uvloop.run(main())
+"""
+
+# What a worker without TLS, built-in origins or HTTP health checks has no use for.
+WORKER_UNUSED = ("backhaul.config", "ctypes", "datetime", "difflib", "httptools", "pydantic")
+
+
+def test_a_plain_edge_worker_loads_only_what_it_serves_with() -> None:
+    prepared = prepare(load_text(CONFIG), 1)
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER % (WORKER_UNUSED,)],
+        input=pickle.dumps(prepared, protocol=5),
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().strip() == "[]"

@@ -51,6 +51,7 @@ from backhaul.errors import BackhaulError, NetworkError, UsageError
 from backhaul.net.bind_error import explain_bind_error
 from backhaul.services.lifecycle import die_with_parent as _die_with_parent
 from backhaul.services.lifecycle import new_event_loop as _new_loop
+from backhaul.services.lifecycle import watch_parent
 from backhaul.state.endpoint_control import EndpointControl
 from backhaul.state.reload_status import ReloadStatus
 from backhaul.state.shared_counters import SharedCounters
@@ -126,9 +127,12 @@ def run_worker_process(
     sockets: Any = None,
     ready_fd: int | None = None,
     reload_status: Any = None,
+    parent_fd: int | None = None,
 ) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return.
-    ``ready_fd``: where to say ``"<pid> ready"`` once it serves (the supervisor's pipe)."""
+    ``ready_fd``: where to say ``"<pid> ready"`` once it serves (the supervisor's pipe);
+    ``parent_fd``: the supervisor's pidfd (:func:`~backhaul.services.lifecycle.watch_parent`):
+    when it exits, the worker drains and returns as on SIGTERM."""
     import asyncio
 
     from backhaul.edge.worker import Worker
@@ -138,6 +142,11 @@ def run_worker_process(
     stop = asyncio.Event()
 
     def on_term() -> None:
+        stop.set()
+
+    def on_parent_exit() -> None:
+        assert parent_fd is not None
+        loop.remove_reader(parent_fd)  # it stays readable: once is enough
         stop.set()
 
     async def main() -> None:
@@ -150,6 +159,8 @@ def run_worker_process(
             if ready_fd is not None:
                 os.write(ready_fd, f"{os.getpid()} ready\n".encode())
             loop.add_signal_handler(signal.SIGTERM, on_term)
+            if parent_fd is not None:
+                loop.add_reader(parent_fd, on_parent_exit)
             await stop.wait()
             await worker.wait_drained()
         finally:
@@ -465,7 +476,7 @@ class _Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's signal
-            _die_with_parent(parent)
+            parent_fd = watch_parent(parent)
             code = 1
             try:
                 # Sockets of other generations' listeners are not this worker's to hold:
@@ -486,6 +497,7 @@ class _Supervisor:
                     gen.sockets,
                     ready_fd=self.ready_w,
                     reload_status=self.status,
+                    parent_fd=parent_fd,
                 )
             except BaseException as exc:
                 reason = f"{exc}" or type(exc).__name__

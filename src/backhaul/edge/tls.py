@@ -41,7 +41,6 @@ prepares contexts and hooks in where the standard library allows:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import ssl
 import sys
@@ -139,6 +138,8 @@ class _LibSsl:
     found and checked."""
 
     def __init__(self) -> None:
+        import ctypes  # here and below: a worker without TLS does not load ctypes (RSS)
+
         self.lib: Any = None
         self.why = ""
         path = self._path()
@@ -175,6 +176,8 @@ class _LibSsl:
     def ctx_pointer(self, context: ssl.SSLContext) -> int | None:
         """The ``SSL_CTX*`` of ``context`` (CPython keeps it right after the object header
         of ``PySSLContext``), or None when it does not answer like that context."""
+        import ctypes
+
         if self.lib is None:
             return None
         pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
@@ -183,6 +186,8 @@ class _LibSsl:
         return int(pointer)
 
     def set_ticket_key(self, context: ssl.SSLContext, key: bytes) -> bool:
+        import ctypes
+
         pointer = self.ctx_pointer(context)
         if pointer is None:
             return False
