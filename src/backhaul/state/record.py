@@ -3,12 +3,16 @@
 A record names its fields in ``__slots__`` (in constructor order), sets each once in its
 ``__init__`` (declared ``Final`` for mypy; at run time a field set once cannot be set again
 or deleted: :class:`FrozenRecordError`), and is compared, hashed, shown and turned into a
-dict by those values, as ``@dataclass(frozen=True, slots=True)`` would do. It exists because
-the supervisor, whose memory every worker inherits and which is counted once more for each
-process, must not import ``dataclasses``: that module imports ``inspect`` and with it
-``ast``, ``dis`` and ``tokenize``, about 1.6 MB of RSS (measured; see PERFORMANCE.md). Records
-pickle as any slotted class does (protocol 2 and later), so they cross from the validating
-child to the supervisor, and from the supervisor to the processes it forks, unchanged.
+dict by those values, as ``@dataclass(frozen=True, slots=True)`` would do. It exists for
+memory (issue 7: the RSS of all the edge's processes). The supervisor, whose memory every
+worker inherits and which is counted once more for each process, does not import
+``dataclasses``: that module imports ``inspect`` and with it ``ast``, ``dis`` and
+``tokenize``, ~1.6 MB of RSS (measured on top of the supervisor's other imports). And a class
+made by ``dataclass`` carries eight generated methods and a ``Field`` per field: the runtime
+config's ~60 classes (:mod:`backhaul.edge.runtime_config`) took 1.1 MB in every worker as
+dataclasses, 0.2 MB as records. Records pickle as any slotted class does (protocol 2 and
+later), so they cross from the validating child to the supervisor, and from the supervisor to
+the processes it forks, unchanged.
 """
 
 from __future__ import annotations
