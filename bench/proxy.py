@@ -74,8 +74,8 @@ proxy_set_header X-Forwarded-Host $host;
 proxy_set_header X-Request-Id $request_id;
 proxy_set_header Via "1.1 nginx";
 """
-# Distinct (Host, path) pairs per route in the spread request mix: 20 routes x 256 is more
-# than backhaul's route cache holds (4096), so routing is done, not remembered, for both.
+# Distinct (Host, path) pairs per route in the spread request mix: 20 routes x 256, more than
+# a cache of routing results would hold, so routing is done, not remembered, by either proxy.
 SPREAD_VARIANTS = 256
 
 # The 19 routes in front of /files/, rendered for both proxies, each proxying to the origin:
@@ -902,7 +902,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("spread", "one"),
         default="spread",
         help="spread: wrk cycles over every route with 5,120 distinct host/paths (a Lua"
-        " script); one: every request to /files/SIZE (what the route cache loves)",
+        " script); one: every request to /files/SIZE (one route, the same every time)",
     )
     parser.add_argument(
         "--no-big-buffers",

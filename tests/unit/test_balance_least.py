@@ -103,7 +103,7 @@ def simulate(policy: str, seed: int, requests: int = 20_000) -> tuple[Counter[st
     workers = 4
     capacity = sum(workers / m for m in mean_service.values())
     rate = 0.6 * capacity
-    bal: Balancer[EndpointState] = make_balancer(
+    bal: Balancer = make_balancer(
         eps,
         BalanceSettings(policy=policy),
         name="sim",

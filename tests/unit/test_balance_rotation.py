@@ -28,7 +28,7 @@ def endpoints(weights: list[int]) -> list[EndpointState]:
     return [EndpointState(f"10.0.0.{i}:80", w) for i, w in enumerate(weights)]
 
 
-def picks(balancer: RoundRobin[EndpointState], count: int) -> list[str]:
+def picks(balancer: RoundRobin, count: int) -> list[str]:
     out = []
     for _ in range(count):
         ep = balancer.pick()
@@ -164,7 +164,7 @@ def test_drain_excludes_and_in_flight_finish() -> None:
     assert target in picks_eps(rr, 30)
 
 
-def picks_eps(balancer: RoundRobin[EndpointState], count: int) -> list[EndpointState]:
+def picks_eps(balancer: RoundRobin, count: int) -> list[EndpointState]:
     out = []
     for _ in range(count):
         ep = balancer.pick()

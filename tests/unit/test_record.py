@@ -58,6 +58,15 @@ def test_fields_are_set_once() -> None:
     assert (point.x, point.y) == (1, 2)
 
 
+def test_replace_makes_a_changed_copy() -> None:
+    span = Span(3, 7)
+    longer = span.replace(end=9)
+    assert (longer.start, longer.end, longer.length) == (3, 9, 6)
+    assert span == Span(3, 7)
+    with pytest.raises(TypeError):
+        span.replace(length=1)
+
+
 def test_pickled_and_copied_whole() -> None:
     span = Span(3, 7)
     for again in (pickle.loads(pickle.dumps(span, protocol=5)), copy.copy(span)):

@@ -27,7 +27,10 @@ MATCHES: list[dict[str, Any]] = [
     {"host": "a.test", "regex": "/u/.*"},
     {"methods": ["POST"], "prefix": "/api/"},
     {"methods": ["GET"], "regex": "/api/v2/.*"},
+    {"headers": [{"name": "x-a", "exact": "1"}], "prefix": "/api/"},
+    {"headers": [{"name": "x-a", "present": False}], "regex": "/u/.*"},
 ]
+HEADER_SETS: list[list[tuple[bytes, bytes]]] = [[], [(b"x-a", b"1")], [(b"X-A", b"2")]]
 PATHS = [
     "/",
     "/api/",
@@ -57,9 +60,15 @@ def table(indices: list[int]) -> tuple[RouteTable, list[CompiledRoute]]:
     return RouteTable(compiled), compiled
 
 
-def one_by_one(routes: list[CompiledRoute], host: str, path: str, method: bytes) -> Any:
+def one_by_one(
+    routes: list[CompiledRoute],
+    host: str,
+    path: str,
+    method: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Any:
     for route in routes:
-        if route.host_matches(host) and route.rest_matches(path, method, None):
+        if route.host_matches(host) and route.rest_matches(path, method, headers):
             return route
     return None
 
@@ -69,7 +78,10 @@ def one_by_one(routes: list[CompiledRoute], host: str, path: str, method: bytes)
     indices=st.lists(st.integers(0, len(MATCHES) - 1), min_size=1, max_size=10),
     requests=st.lists(
         st.tuples(
-            st.sampled_from(HOSTS), st.sampled_from(PATHS), st.sampled_from([b"GET", b"POST"])
+            st.sampled_from(HOSTS),
+            st.sampled_from(PATHS),
+            st.sampled_from([b"GET", b"POST"]),
+            st.sampled_from(HEADER_SETS),
         ),
         min_size=1,
         max_size=20,
@@ -77,10 +89,9 @@ def one_by_one(routes: list[CompiledRoute], host: str, path: str, method: bytes)
 )
 def test_table_matches_like_routes_in_order(indices: list[int], requests: list[Any]) -> None:
     routes_table, routes = table(indices)
-    for host, path, method in requests:
-        assert routes_table.match(host, path, method) is one_by_one(routes, host, path, method)
-        # and again, from the cache
-        assert routes_table.match(host, path, method) is one_by_one(routes, host, path, method)
+    for host, path, method, headers in requests:
+        want = one_by_one(routes, host, path, method, headers)
+        assert routes_table.match(host, path, method, headers) is want
 
 
 def test_consecutive_regex_routes_keep_their_order() -> None:

@@ -7,7 +7,9 @@ it is the same whichever moment it is asked and describes all workers at once:
 - the metrics store (:mod:`backhaul.state.shared_counters`): each worker's counters, its
   view of each endpoint's health, its heartbeat;
 - the endpoint map (:mod:`backhaul.state.endpoint_control`): the operator's drain wishes,
-  the machine-wide health checker's results, each worker's requests in flight;
+  the machine-wide health checker's results, each worker's requests in flight, and the
+  endpoints found through DNS (:mod:`backhaul.state.discovered_endpoints`) with each
+  worker's view of them;
 - the reload status (:mod:`backhaul.state.reload_status`), written by the supervisor.
 
 The operations are declared below with :class:`~backhaul.admin.router.Router`; the OpenAPI
@@ -39,6 +41,7 @@ from backhaul.admin.router import ApiError, Router
 from backhaul.admin.server import Request, Response, problem
 from backhaul.net.socket_address import SocketAddress
 from backhaul.state.endpoint_control import EndpointControl
+from backhaul.state.endpoint_health import split_view
 from backhaul.state.record import Record
 from backhaul.state.shared_counters import HEALTH_STATES, STALE_AFTER, SharedCounters
 
@@ -120,6 +123,20 @@ class EndpointView(BaseModel):
     )
 
 
+class DiscoveryView(BaseModel):
+    """Where a cluster's endpoints come from: DNS, resolved once for the machine."""
+
+    name: str
+    type: str
+    max_endpoints: int = Field(description="room in shared memory for this cluster")
+    generation: int = Field(description="endpoint sets published so far (0: none yet)")
+    left_out: int = Field(description="endpoints of the last answer beyond max_endpoints")
+    resolutions: int = Field(description="successful resolutions")
+    failures: int = Field(description="failed resolutions (the endpoints were kept)")
+    last_resolution_unix: float | None
+    last_error: str = Field(description="why the last resolution failed; '' after a success")
+
+
 class ClusterView(BaseModel):
     """One cluster, merged over the live workers."""
 
@@ -127,7 +144,12 @@ class ClusterView(BaseModel):
     policy: str
     health_checks: str | None = Field(description="type and interval, None when off")
     endpoints_from_dns: bool = Field(
-        description="endpoints come from DNS: each worker resolves them (not listed here)"
+        description="endpoints come from DNS: the control process resolves them for every"
+        " worker; listed with each worker's view of them (drain and ejections are for"
+        " config endpoints only)"
+    )
+    discovery: DiscoveryView | None = Field(
+        default=None, description="the DNS question and its answers, for endpoints_from"
     )
     workers: int = Field(description="live workers in this view")
     workers_in_panic: int
@@ -254,7 +276,9 @@ class AdminState:
         ).hexdigest()
         self.openapi = b""  # the document, written by ControlApi
         self.render_metrics = (
-            metrics_renderer(metrics, reload=reload_status) if metrics is not None else None
+            metrics_renderer(metrics, reload=reload_status, discovery=control.discovered)
+            if metrics is not None
+            else None
         )
 
     def live_slots(self, now: float) -> dict[int, int]:
@@ -363,6 +387,57 @@ def _active(state: AdminState, i: int, checked: bool) -> ActiveCheck | None:
     )
 
 
+def _discovered(
+    state: AdminState, name: str, cfg: Any, live: dict[int, int], rows: dict[int, Any]
+) -> tuple[DiscoveryView, list[EndpointView]]:
+    """A cluster whose endpoints come from DNS: the set the control process published, each
+    endpoint with the checker's verdict and each live worker's view (by the record's tag:
+    a worker that has not taken the set yet is not counted)."""
+    sets = state.control.discovered
+    c = sets.find(name)
+    spec = cfg.endpoints_from
+    found = sets.read(c) if c is not None else None
+    checks = getattr(cfg, "health_checks", None) is not None
+    endpoints = []
+    for ep in found.endpoints if found is not None else ():
+        by_state: dict[str, int] = {}
+        flights = {}
+        for slot, row in rows.items():
+            seen = split_view(row.views[ep.record]) if ep.record < len(row.views) else None
+            if seen is None or seen[0] != ep.tag:
+                continue
+            state_name = HEALTH_STATES[seen[1]] if seen[1] < len(HEALTH_STATES) else "unknown"
+            by_state[state_name] = by_state.get(state_name, 0) + 1
+            flights[str(live[slot])] = row.in_flight[ep.record]
+        states = list(by_state)
+        record = state.control.health.check(ep.record)
+        endpoints.append(
+            EndpointView(
+                endpoint=f"[{ep.host}]:{ep.port}" if ":" in ep.host else f"{ep.host}:{ep.port}",
+                weight=ep.weight,
+                state=states[0] if len(states) == 1 else ("mixed" if states else "unknown"),
+                workers_by_state=by_state,
+                drain_requested=False,
+                in_flight=sum(flights.values()),
+                in_flight_by_worker=flights,
+                ejections_total=0,
+                active_check=_active(state, ep.record, checks and record.tag == ep.tag),
+            )
+        )
+    view = DiscoveryView(
+        name=spec.name,
+        type=spec.type,
+        max_endpoints=int(spec.max_endpoints),
+        generation=found.generation if found is not None else 0,
+        left_out=found.over_limit if found is not None else 0,
+        resolutions=found.resolutions if found is not None else 0,
+        failures=found.failures if found is not None else 0,
+        last_resolution_unix=found.last_unix if found is not None and found.last_unix else None,
+        last_error=found.last_error if found is not None else "",
+    )
+    return view, endpoints
+
+
 def _clusters(state: AdminState) -> ClustersView:
     now = time.monotonic()
     totals = state.metrics.totals(now) if state.metrics is not None else None
@@ -397,6 +472,9 @@ def _clusters(state: AdminState) -> ClustersView:
                 )
             )
             flat += 1
+        discovery = None
+        if getattr(cfg, "endpoints_from", None) is not None:
+            discovery, endpoints = _discovered(state, name, cfg, live, rows)
         views.append(
             ClusterView(
                 name=name,
@@ -404,7 +482,8 @@ def _clusters(state: AdminState) -> ClustersView:
                 health_checks=(
                     f"{checks.type} every {checks.interval:g}s" if checks is not None else None
                 ),
-                endpoints_from_dns=getattr(cfg, "endpoints_from", None) is not None,
+                endpoints_from_dns=discovery is not None,
+                discovery=discovery,
                 workers=totals.workers if totals is not None else 0,
                 workers_in_panic=totals.panic[ci] if totals is not None else 0,
                 endpoints=endpoints,
@@ -434,6 +513,12 @@ def _drain(state: AdminState, cluster: str, endpoint: str, drain: bool) -> Drain
     if cluster not in state.settings.clusters:
         raise ApiError(404, f"no cluster '{cluster}'; GET /clusters lists them")
     i = state.control.find(cluster, endpoint)
+    if i is None and state.control.discovered.find(cluster) is not None:
+        raise ApiError(
+            404,
+            f"the endpoints of cluster '{cluster}' come from DNS and cannot be drained here;"
+            " take the endpoint out of the DNS answer instead",
+        )
     if i is None:
         raise ApiError(
             404, f"cluster '{cluster}' has no endpoint '{endpoint}'; GET /clusters lists them"

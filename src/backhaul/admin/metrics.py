@@ -25,7 +25,14 @@ Families (Prometheus naming: ``_total`` for counters, base units ``_seconds``/``
     backhaul_config_generation                                                   gauge
     backhaul_config_last_reload_timestamp_seconds                                gauge
     backhaul_config_last_reload_success                                          gauge
+    backhaul_cluster_discovered_endpoints{cluster}                               gauge
+    backhaul_cluster_discovery_left_out{cluster}                                 gauge
+    backhaul_cluster_discovery_resolutions_total{cluster}                        counter
+    backhaul_cluster_discovery_failures_total{cluster}                           counter
 
+The ``backhaul_cluster_discover*`` families describe the clusters whose endpoints come from
+DNS (:class:`~backhaul.state.discovered_endpoints.DiscoveredEndpoints`: the set the control
+process published, the endpoints the last answer had beyond ``max_endpoints``, resolutions).
 The three ``backhaul_config_*`` families come from the supervisor's
 :class:`~backhaul.state.reload_status.ReloadStatus` (when the renderer is given one). The
 counters above belong to the config generation in effect: a reload that changes the
@@ -48,6 +55,7 @@ from collections.abc import Callable
 
 from backhaul import __version__
 from backhaul.state import extra_metrics
+from backhaul.state.discovered_endpoints import DiscoveredEndpoints
 from backhaul.state.dns_counters import shared_slots
 from backhaul.state.reload_status import ReloadStatus
 from backhaul.state.shared_counters import (
@@ -65,6 +73,7 @@ __all__ = [
     "CONTENT_TYPE",
     "MetricsExposition",
     "metrics_renderer",
+    "render_discovery",
     "render_metrics",
     "render_reload_status",
 ]
@@ -328,15 +337,56 @@ def render_reload_status(status: ReloadStatus) -> bytes:
     return "\n".join(out).encode()
 
 
+def render_discovery(sets: DiscoveredEndpoints) -> bytes:
+    """The ``backhaul_cluster_discover*`` families (nothing without such clusters)."""
+    if not sets.clusters:
+        return b""
+    found = [(name, sets.read(c)) for c, (name, _) in enumerate(sets.clusters)]
+    out: list[str] = []
+    for family, kind, text, value in (
+        (
+            "cluster_discovered_endpoints",
+            "gauge",
+            "Endpoints of the cluster found through DNS (the set every worker serves).",
+            lambda f: len(f.endpoints),
+        ),
+        (
+            "cluster_discovery_left_out",
+            "gauge",
+            "Endpoints of the last DNS answer left out: beyond endpoints_from.max_endpoints.",
+            lambda f: f.over_limit,
+        ),
+        (
+            "cluster_discovery_resolutions_total",
+            "counter",
+            "Successful resolutions of the cluster's endpoints_from (once per machine).",
+            lambda f: f.resolutions,
+        ),
+        (
+            "cluster_discovery_failures_total",
+            "counter",
+            "Failed resolutions of the cluster's endpoints_from (the endpoints were kept).",
+            lambda f: f.failures,
+        ),
+    ):
+        _help(out, _P + family, kind, text)
+        for name, f in found:
+            out.append(f"{_P}{family}{{{_labels(cluster=name)}}} {_num(value(f))}")
+    out.append("")
+    return "\n".join(out).encode()
+
+
 def metrics_renderer(
     store: SharedCounters,
     own: WorkerMetrics | None = None,
     clock: Callable[[], float] = time.monotonic,
     reload: ReloadStatus | None = None,
+    discovery: DiscoveredEndpoints | None = None,
 ) -> Callable[[], bytes]:
     """The ``render`` callable for :func:`backhaul.admin.server.start_admin`: flushes this
     worker's own counters (``own``) so they are current, then adds up every slot;
-    ``reload`` adds the config generation and the last reload's outcome."""
+    ``reload`` adds the config generation and the last reload's outcome, ``discovery`` the
+    clusters whose endpoints come from DNS."""
     exposition = MetricsExposition(store.layout)
 
     def render() -> bytes:
@@ -350,6 +400,8 @@ def metrics_renderer(
             text += render_dns_metrics(dns.totals()).encode()
         if reload is not None:
             text += render_reload_status(reload)
+        if discovery is not None:
+            text += render_discovery(discovery)
         # + what sibling processes publish (the DHCP service, see state/extra_metrics.py)
         return text + extra_metrics.collect()
 

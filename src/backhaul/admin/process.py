@@ -1,4 +1,5 @@
-"""The edge's control process: the admin API and the machine-wide health checks.
+"""The edge's control process: the admin API, the machine-wide health checks and DNS
+discovery (``endpoints_from``: resolved here once, published to the workers).
 
 One per edge, forked by the supervisor like the DNS processes, next to (not inside) the
 workers: the workers import no admin code and no pydantic. The supervisor binds the admin
@@ -69,9 +70,17 @@ def checked_clusters(settings: Any) -> list[tuple[str, Any]]:
 
 def control_needed(settings: Any) -> bool:
     """Whether an edge with ``settings`` runs a control process: it has an admin listener,
-    or endpoints with active health checks. (The supervisor asks: this module imports
-    nothing heavy until the process runs.)"""
-    return getattr(settings, "admin", None) is not None or bool(checked_clusters(settings))
+    endpoints with active health checks, or clusters whose endpoints come from DNS (the
+    workers take those from the control process alone). (The supervisor asks: this module
+    imports nothing heavy until the process runs.)"""
+    return (
+        getattr(settings, "admin", None) is not None
+        or bool(checked_clusters(settings))
+        or any(
+            getattr(cluster, "endpoints_from", None) is not None
+            for cluster in settings.clusters.values()
+        )
+    )
 
 
 def admin_token(admin: Any) -> bytes | None:
@@ -111,8 +120,8 @@ def run_control(
     reload_status: Any = None,
     config_file: str | None = None,
 ) -> int:
-    """Body of the control process: run the health checks and serve the admin API on
-    ``sock`` (if any) until SIGTERM."""
+    """Body of the control process: run the health checks and DNS discovery, and serve the
+    admin API on ``sock`` (if any) until SIGTERM."""
     import asyncio
 
     from backhaul.admin.api import AdminState, ControlApi
@@ -243,7 +252,8 @@ class ControlProcess:
             if len(self.crashes) > self.RESTART_LIMIT:
                 print(
                     f"backhaul: the control process keeps dying ({what}); not restarting:"
-                    " no admin API and no active health checks",
+                    " no admin API, no active health checks, and no DNS discovery (the"
+                    " workers keep the endpoints found so far)",
                     file=sys.stderr,
                     flush=True,
                 )

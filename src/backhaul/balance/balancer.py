@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """The balancer of one cluster: which endpoints may take traffic, and which one takes the next
 request.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Collection, Sequence
-from typing import ClassVar, Final, Generic, TypeVar
+from typing import ClassVar, Final
 
 from backhaul.balance.endpoint import EndpointState
 from backhaul.balance.health import (
@@ -40,7 +41,9 @@ __all__ = [
     "Event",
 ]
 
-E = TypeVar("E", bound=EndpointState)
+E = EndpointState
+"""The endpoints a balancer holds: the edge's own class subclasses EndpointState. (An alias,
+not a type variable: a generic class cannot be a C type, and Balancer is one once compiled.)"""
 
 Event = HealthEvent | PanicEvent
 
@@ -92,8 +95,8 @@ class BalancerStatistics:
         )
 
 
-class Balancer(Generic[E]):
-    """One cluster's balancing state over the edge's endpoint objects (``E``).
+class Balancer:
+    """One cluster's balancing state over the edge's endpoint objects.
 
     The request path (see the package docstring): ``pick()`` (or ``pick_sticky()`` /
     ``pick_excluding()``), then ``started(ep)`` when the request goes to ``ep``, then
@@ -107,19 +110,7 @@ class Balancer(Generic[E]):
     uses_slow_start: ClassVar[bool] = True
     """Whether slow start ramps weights (the hashing policies keep keys where they are)."""
 
-    __slots__ = (
-        "_by_token",
-        "_ejections_refused",
-        "_latency_hint",
-        "_random",
-        "_table",
-        "_track_latency",
-        "candidates",
-        "endpoints",
-        "name",
-        "panic",
-        "settings",
-    )
+    # Its fields are declared in balancer.pxd (a C type once compiled).
 
     def __init__(
         self,

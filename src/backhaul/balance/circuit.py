@@ -22,7 +22,7 @@ class LimitReleaseError(BackhaulError):
 class Limit:
     """One counter with a cap. ``overflows_total`` counts refused acquisitions."""
 
-    __slots__ = ("active", "description", "maximum", "name", "overflows_total")
+    # Its fields are declared in circuit.pxd (a C type once compiled).
 
     def __init__(self, name: str, maximum: int, description: str) -> None:
         if maximum < 1:
@@ -61,7 +61,7 @@ class Limit:
 class CircuitBreakers:
     """The caps of one cluster (per worker). Defaults are Envoy's: 1024 each."""
 
-    __slots__ = ("connections", "pending", "requests")
+    # Its fields are declared in circuit.pxd (a C type once compiled).
 
     def __init__(
         self, max_connections: int = 1024, max_pending: int = 1024, max_requests: int = 1024

@@ -99,7 +99,7 @@ def maglev_table(keys: Sequence[str], weights: Sequence[int], size: int) -> list
                 return table
 
 
-class _HashBalancer(Balancer[E]):
+class _HashBalancer(Balancer):
     """Shared parts: no key means round robin over the candidates; a key whose endpoint is
     down walks on to the next slot owned by a candidate."""
 
@@ -153,7 +153,7 @@ class _HashBalancer(Balancer[E]):
         return self._walk(self._slot(key), exclude)
 
 
-class RingHash(_HashBalancer[E]):
+class RingHash(_HashBalancer):
     """Ketama-style consistent hashing: ``virtual_nodes`` points per unit of weight, each
     endpoint's the same whoever else is on the ring, so a join or a leave moves only the
     keys between that endpoint's points and their predecessors."""
@@ -211,7 +211,7 @@ class RingHash(_HashBalancer[E]):
         self._owners = [members[entry & mask] for entry in packed]
 
 
-class Maglev(_HashBalancer[E]):
+class Maglev(_HashBalancer):
     """Maglev hashing: a prime-sized lookup table, O(1) per pick, near-perfect spread."""
 
     policy = "maglev"

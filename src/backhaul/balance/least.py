@@ -34,7 +34,7 @@ SCAN_LIMIT: Final = 8
 """Up to this many candidates, least_connections scans instead of keeping a tree."""
 
 
-class LeastConnections(Balancer[E]):
+class LeastConnections(Balancer):
     """Fewest in-flight requests per unit of weight; ties to the least recently used."""
 
     policy = "least_connections"
@@ -134,7 +134,7 @@ class LeastConnections(Balancer[E]):
         self._size = size
 
 
-class LeastRequest(Balancer[E]):
+class LeastRequest(Balancer):
     """Power of two choices weighted by latency (a peak EWMA) and in-flight requests."""
 
     policy = "least_request"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from backhaul.balance.balancer import Balancer, E
 from backhaul.balance.consistent_hash import Maglev, RingHash
@@ -15,7 +15,7 @@ from backhaul.balance.settings import POLICIES, BalanceSettings
 
 __all__ = ["BALANCERS", "make_balancer"]
 
-BALANCERS: Final[dict[str, type[Balancer[Any]]]] = {
+BALANCERS: Final[dict[str, type[Balancer]]] = {
     cls.policy: cls
     for cls in (
         RoundRobin,
@@ -38,10 +38,10 @@ def make_balancer(
     name: str = "",
     now: float = 0.0,
     rng: _random.Random | None = None,
-) -> Balancer[E]:
+) -> Balancer:
     """The balancer for ``settings.policy`` over ``endpoints`` (the edge's objects, in
     config order). ``name`` is the cluster's name (for events); ``now`` the monotonic time;
     ``rng`` the random source (round robin's start, random, least_request)."""
     settings = settings if settings is not None else BalanceSettings()
-    cls: type[Balancer[E]] = BALANCERS[settings.policy]
+    cls: type[Balancer] = BALANCERS[settings.policy]
     return cls(endpoints, settings, name=name, now=now, rng=rng)

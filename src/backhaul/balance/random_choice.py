@@ -14,7 +14,7 @@ from backhaul.balance.settings import BalanceSettings
 __all__ = ["RandomChoice"]
 
 
-class RandomChoice(Balancer[E]):
+class RandomChoice(Balancer):
     """A random candidate, in proportion to its (effective) weight."""
 
     policy = "random"

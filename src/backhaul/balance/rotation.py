@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """round_robin and weighted_round_robin.
 
 Both walk a precomputed sequence: one entry per candidate for round robin, one *cycle* of
@@ -55,13 +56,13 @@ def smooth_weighted_cycle(weights: Sequence[int]) -> list[int]:
     return out
 
 
-class RoundRobin(Balancer[E]):
+class RoundRobin(Balancer):
     """Each candidate in turn; endpoint weights are ignored (slow start still ramps)."""
 
     policy = "round_robin"
     uses_weights = False
 
-    __slots__ = ("_heap", "_n", "_next", "_seq", "_vtime")
+    # Its fields are declared in rotation.pxd (a C type once compiled).
 
     def __init__(
         self,
@@ -147,10 +148,10 @@ class RoundRobin(Balancer[E]):
         self._vtime = 0.0
 
 
-class WeightedRoundRobin(RoundRobin[E]):
+class WeightedRoundRobin(RoundRobin):
     """Smooth weighted round robin (nginx's): exact shares per cycle, no bursts."""
 
     policy = "weighted_round_robin"
     uses_weights = True
 
-    __slots__ = ()
+    # A C type once compiled (rotation.pxd).

@@ -301,6 +301,13 @@ class EndpointsFrom(ConfigModel):
     resolvers: tuple[ListenAddress, ...] = Field(
         default=(), description="DNS servers to ask; default: the system's"
     )
+    max_endpoints: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="room in the edge's shared memory: beyond it, endpoints are left out"
+        " and counted",
+    )
 
     @field_validator("name")
     @classmethod

@@ -17,7 +17,8 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING
 
-from backhaul.edge.datapath import MONTH_NAMES, append_refusal_line
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+"""English month abbreviations, as the combined log format and HTTP dates write them."""
 
 if TYPE_CHECKING:
     from backhaul.edge.datapath import Exchange
@@ -30,7 +31,7 @@ __all__ = ["AccessLog"]
 class _Clock:
     """The combined format's wall-clock stamp, formatted once per second."""
 
-    __slots__ = ("_combined", "_second")
+    # Its fields are declared in accesslog.pxd (a C type once compiled).
 
     def __init__(self) -> None:
         self._second = -1
@@ -50,6 +51,8 @@ class _Clock:
 
 class AccessLog:
     """Formats and batches access-log lines; a thread writes them."""
+
+    # Its fields are declared in accesslog.pxd (a C type once compiled).
 
     def __init__(
         self,
@@ -90,6 +93,10 @@ class AccessLog:
     ) -> None:
         """The line of a request refused before it became an exchange."""
         if self.json:
+            # The data plane imports this module (its AccessLog is a C type there), so its
+            # JSON formatter is looked up here, on this rare path, not at import.
+            from backhaul.edge.datapath import append_refusal_line
+
             append_refusal_line(self.batch, request_id, client, target, status, nbytes)
             self.lines += 1
             if len(self.batch) > self.max_batch_bytes:

@@ -49,9 +49,10 @@ __all__ = [
 ]
 
 
-FEATURES = ("admin", "dns", "health_checks", "tls")
+FEATURES = ("admin", "dns", "endpoints_from", "health_checks", "tls")
 """What a config can turn on that makes the supervisor read the whole typed config: an admin
-listener or active health checks (the control process), DNS, a TLS listener."""
+listener, endpoints found through DNS or active health checks (the control process), the DNS
+service, a TLS listener."""
 
 
 def max_workers() -> int:
@@ -79,6 +80,8 @@ class Prepared(Record):
         "layout",
         "endpoints",
         "features",
+        "discovered",
+        "questions",
     )
 
     def __init__(
@@ -94,6 +97,8 @@ class Prepared(Record):
         layout: Layout | None = None,
         endpoints: tuple[tuple[str, str, bool], ...] = (),
         features: frozenset[str] = frozenset(),
+        discovered: tuple[tuple[str, int], ...] = (),
+        questions: tuple[tuple[str, tuple[object, ...]], ...] = (),
     ) -> None:
         self.settings: Final = settings  # settings.freeze of the config (without its dhcp)
         self.digest: Final = digest  # hex SHA-256 of the config file's bytes (or settings')
@@ -106,6 +111,8 @@ class Prepared(Record):
         self.layout: Final = layout  # the metrics layout (backhaul.state.shared_counters)
         self.endpoints: Final = endpoints  # endpoint_labels of the config
         self.features: Final = features  # of FEATURES: what the config turns on
+        self.discovered: Final = discovered  # (cluster, max_endpoints) found through DNS
+        self.questions: Final = questions  # (cluster, the DNS question it asks)
 
 
 class Candidate(Record):
@@ -200,12 +207,14 @@ def prepare(cfg: Any, workers: int | None, digest: str | None = None) -> Prepare
 
 def supervisor_facts(config: rt.EdgeConfig) -> dict[str, Any]:
     """The fields of :class:`Prepared` that the supervisor reads instead of the config."""
+    from backhaul.state.discovered_endpoints import discovered_clusters, dns_questions
     from backhaul.state.endpoint_control import endpoint_labels
     from backhaul.state.shared_counters import build_layout
 
     features = {
         "admin": config.admin is not None,
         "dns": config.dns is not None,
+        "endpoints_from": any(c.endpoints_from is not None for c in config.clusters.values()),
         "health_checks": any(c.health_checks is not None for c in config.clusters.values()),
         "tls": any(lst.tls is not None for lst in config.listeners),
     }
@@ -216,6 +225,8 @@ def supervisor_facts(config: rt.EdgeConfig) -> dict[str, Any]:
         "layout": build_layout(config),
         "endpoints": tuple(endpoint_labels(config)),
         "features": frozenset(name for name, on in features.items() if on),
+        "discovered": tuple(discovered_clusters(config)),
+        "questions": dns_questions(config),
     }
 
 

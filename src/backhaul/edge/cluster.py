@@ -45,7 +45,7 @@ __all__ = ["Cluster", "ClusterStats", "Endpoint"]
 
 class Endpoint(EndpointState):
     """One upstream address: balancing state (inherited) and a LIFO pool of idle
-    connections."""
+    connections (``idle``; the data plane takes from and gives back to it)."""
 
     # Its fields are declared in cluster.pxd (a C type once compiled).
 
@@ -64,16 +64,6 @@ class Endpoint(EndpointState):
         self.max_idle: int = cluster.max_idle
         self.idle_timeout: float = cluster.idle_timeout
         self.connect_timeout: float = cluster.connect_timeout
-
-    def acquire_nowait(self) -> UpstreamConnection | None:
-        """The warmest idle connection, or None."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                return conn
-        return None
 
     async def wait_connected(
         self, loop: asyncio.AbstractEventLoop, protocol: type[UpstreamConnection]
@@ -107,19 +97,6 @@ class Endpoint(EndpointState):
             raise ConnectError(f"upstream endpoint {self.label}: {problem}", peer=self.label)
         return proto
 
-    def release(self, conn: UpstreamConnection, now: float) -> None:
-        """Return a clean connection to the pool (or close it when the pool is full)."""
-        conn.exchange = None
-        if conn.closed:
-            return
-        if len(self.idle) >= self.max_idle:
-            conn.close()
-            return
-        conn.idle_since = now
-        if conn.transport is not None:
-            conn.transport.resume_reading()
-        self.idle.append(conn)
-
     def forget(self, conn: UpstreamConnection) -> None:
         try:
             self.idle.remove(conn)
@@ -141,7 +118,7 @@ class Endpoint(EndpointState):
 class ClusterStats:
     """Plain counters of one cluster (per worker), read by metrics."""
 
-    __slots__ = ("budget_exhausted", "no_healthy", "retries")
+    # Its fields are declared in cluster.pxd (a C type once compiled).
 
     def __init__(self) -> None:
         self.retries = 0
@@ -152,33 +129,7 @@ class ClusterStats:
 class Cluster:
     """A named pool of endpoints with its balancing, health and resilience policy."""
 
-    __slots__ = (
-        "balancer",
-        "body_idle",
-        "breakers",
-        "check",
-        "check_kind",
-        "check_schedule",
-        "check_tasks",
-        "checks_seen",
-        "connect_timeout",
-        "discovered",
-        "endpoints",
-        "hash_key",
-        "idle_timeout",
-        "head_bytes",
-        "head_fields",
-        "max_idle",
-        "name",
-        "response_headers_timeout",
-        "retry_budget",
-        "retry_policy",
-        "rng",
-        "shared_checks",
-        "stats",
-        "sticky",
-        "tls",
-    )
+    # Its fields are declared in cluster.pxd (a C type once compiled).
 
     def __init__(
         self,

@@ -34,9 +34,13 @@ from libc.string cimport memcmp, memcpy
 
 from backhaul.edge.llhttp cimport *
 from backhaul.state.recorder cimport Recorder
-from backhaul.edge.routing cimport CompiledRoute
-from backhaul.edge.cluster cimport Endpoint
-from backhaul.http.head cimport RequestFacts, ResponseFacts
+from backhaul.edge.routing cimport CompiledRoute, RouteTable
+from backhaul.edge.cluster cimport Cluster, Endpoint
+from backhaul.edge.accesslog cimport AccessLog
+from backhaul.edge.accesslog import MONTH_NAMES
+from backhaul.balance.balancer cimport Balancer
+from backhaul.balance.circuit cimport CircuitBreakers, Limit
+from backhaul.http.head cimport RequestFacts, ResponseFacts, inspect_request_head
 
 import asyncio
 import os
@@ -46,7 +50,7 @@ import time
 from backhaul.balance import CONNECT_FAILURE, RESET, TIMEOUT
 from backhaul.errors import ConnectError, ConnectTimeout, RemoteProtocolError
 from backhaul.http import REASONS, encode_head, problem_response
-from backhaul.http import inspect_request_head, inspect_response_head
+from backhaul.http import inspect_response_head
 from backhaul.http.headers import (
     ALWAYS_DROPPED,
     REQUEST_RULES,
@@ -674,7 +678,9 @@ cdef bint _named(const char* name, Py_ssize_t n, frozenset named) except -1:
     return lowered.lower() in named
 
 
-_STATUS_LINES = {code: b"HTTP/1.1 %d %s" % (code, reason) for code, reason in REASONS.items()}
+cdef dict _STATUS_LINES = {
+    code: b"HTTP/1.1 %d %s" % (code, reason) for code, reason in REASONS.items()
+}
 
 
 cpdef bytes status_line(int status):
@@ -1334,7 +1340,7 @@ cdef int _log_exchange(Exchange ex) except -1:
         ex.bytes_in,
         ex.bytes_out,
     )
-    log = worker.access_log
+    cdef AccessLog log = worker.access_log
     if log is not None:
         if log.json:
             _log_json_line(log.batch, ex, now)
@@ -1351,8 +1357,6 @@ cdef int _log_exchange(Exchange ex) except -1:
 # =========================================================================================
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-"""English month abbreviations, as HTTP dates and the combined log format write them."""
 
 
 def _imf_fixdate(seconds):
@@ -1362,6 +1366,14 @@ def _imf_fixdate(seconds):
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {MONTH_NAMES[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     ).encode("ascii")
+
+
+cdef class WorkerStats:
+    """The worker's plain integer counters, read when scraped."""
+
+    cdef public long long exchanges
+    cdef public long long errors
+    cdef public long long rejected
 
 
 cdef class WorkerContext:
@@ -1379,8 +1391,8 @@ cdef class WorkerContext:
     cdef public bint draining
     cdef public object via  # bytes or None
     cdef public object server_header  # bytes or None
-    cdef public object access_log
-    cdef public object stats
+    cdef public AccessLog access_log
+    cdef public WorkerStats stats
     cdef public set connections
     cdef Recorder recorder
     cdef bytes id_prefix
@@ -1577,11 +1589,34 @@ def plain_origin_target(bytes url):
     return (_ascii(data, q), _ascii(data + q + 1, n - q - 1) if q < n else "")
 
 
+cdef class ListenerSettings:
+    """What the data plane reads from a listener on every request, as struct members: its
+    limits, timeouts, forwarding switches, route table and TLS. The worker's
+    ``ListenerRuntime`` is this plus what only the worker uses."""
+
+    cdef public str name
+    cdef public RouteTable routes
+    cdef public str scheme
+    cdef public Py_ssize_t max_request_line
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t max_header_count
+    cdef public bint show_endpoints
+    cdef public double headers_timeout
+    cdef public double body_idle_timeout
+    cdef public double keepalive_timeout
+    cdef public double drain_timeout
+    cdef public bint x_forwarded
+    cdef public bint forwarded
+    cdef public bint request_id
+    cdef public object metrics_none  # its metrics series for requests no route took
+    cdef public object tls  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
+
+
 cdef class HttpConnection(Http1Peer):
     """One downstream (client) connection speaking HTTP/1.1."""
 
     cdef public WorkerContext worker
-    cdef public object listener
+    cdef public ListenerSettings listener
     cdef public object transport
     cdef public FlowControl flow
     cdef public str client_ip
@@ -1767,6 +1802,7 @@ cdef class HttpConnection(Http1Peer):
 
     cdef int headers_complete(self) except -1:
         cdef Exchange ex
+        cdef ListenerSettings listener
         cdef bytes method = self.method_name()
         cdef bytes url = PyBytes_FromStringAndSize(self.hbuf, self.url_len)
         cdef list headers = self.header_list()
@@ -2168,6 +2204,8 @@ cdef class Exchange:
         """Act on the route. Called when this exchange's turn to answer has come."""
         cdef CompiledRoute route = self.route
         cdef RequestFacts facts = self.facts
+        cdef Limit requests
+        cdef Cluster cluster
         if route is None:
             self.respond_error(
                 404,
@@ -2195,8 +2233,9 @@ cdef class Exchange:
         kind = route.kind
         if kind == "proxy":
             cluster = route.cluster
-            if not cluster.breakers.requests.try_acquire():
-                self.respond_error(503, cluster.breakers.requests.overflow_detail(cluster.name))
+            requests = cluster.breakers.requests
+            if not requests.try_acquire():
+                self.respond_error(503, requests.overflow_detail(cluster.name))
                 return
             self.holds_request = True
             if facts.expect_continue and not self.request_done:
@@ -2214,7 +2253,7 @@ cdef class Exchange:
                 if endpoint is not None and reset:
                     self.set_cookie = sticky.set_cookie(endpoint.token)
             else:
-                endpoint = cluster.balancer.pick(self.hash)
+                endpoint = (<Balancer>cluster.balancer).pick(self.hash)
             if endpoint is None:
                 cluster.stats.no_healthy += 1
                 self.respond_error(503, cluster.describe_unhealthy())
@@ -2228,9 +2267,10 @@ cdef class Exchange:
     # -- tries ----------------------------------------------------------------------------
     cdef try_endpoint(self, Endpoint endpoint):
         """Send the request to ``endpoint``: one try, paired started()/finished()."""
-        cluster = endpoint.cluster
+        cdef CircuitBreakers breakers
+        cdef Cluster cluster = endpoint.cluster
         self.endpoint = endpoint
-        upstream = endpoint.acquire_nowait()
+        upstream = _pool_take(endpoint)
         if upstream is None:
             breakers = cluster.breakers
             if not breakers.connections.try_acquire():
@@ -2241,7 +2281,7 @@ cdef class Exchange:
                 self.respond_error(503, breakers.pending.overflow_detail(cluster.name))
                 return
         self.tries += 1
-        cluster.balancer.started(endpoint)
+        (<Balancer>cluster.balancer).started(endpoint)
         self.in_try = True
         self.try_start = self.worker.stamp
         if upstream is not None:
@@ -2251,11 +2291,13 @@ cdef class Exchange:
 
     cdef end_try(self, int outcome):
         """The current try ended with ``outcome`` (a status or CONNECT_FAILURE/RESET/TIMEOUT)."""
+        cdef Endpoint endpoint
+        cdef Cluster cluster
         if self.in_try:
             self.in_try = False
             endpoint = self.endpoint
             cluster = endpoint.cluster
-            events = cluster.balancer.finished(
+            events = (<Balancer>cluster.balancer).finished(
                 endpoint, self.worker.now(), outcome, self.worker.stamp - self.try_start
             )
             if events:
@@ -2324,6 +2366,7 @@ cdef class Exchange:
     cdef release_slots(self):
         """Give back the circuit-breaker request slot and the retry-budget slots."""
         cdef CompiledRoute route = self.route
+        cdef Cluster cluster
         if route is None or route.cluster is None:
             return
         cluster = route.cluster
@@ -2419,7 +2462,7 @@ cdef class Exchange:
                                     UpstreamConnection upstream):
         cdef HttpConnection conn = self.conn
         cdef CompiledRoute route = self.route
-        listener = conn.listener
+        cdef ListenerSettings listener = conn.listener
         path = route.rewrite_path(self.path)
         query = self.query
         target = (path + "?" + query if query else path).encode()
@@ -2519,7 +2562,7 @@ cdef class Exchange:
         cdef CompiledRoute route = self.route
         if (
             route is not None
-            and status in route.retry_policy.statuses
+            and status in route.retry_statuses
             and not self.head_sent
             and self.retry_scheduled(status)
         ):
@@ -2554,7 +2597,7 @@ cdef class Exchange:
             conn.write(head)
         else:
             conn.write(head[:-2] + b"Set-Cookie: " + self.set_cookie + b"\r\n\r\n")
-        self.deadline = worker.now() + upstream.endpoint.cluster.body_idle
+        self.deadline = worker.now() + (<Cluster>upstream.endpoint.cluster).body_idle
         self.deadline_kind = EX_BODY_IDLE
         if relay.facts.no_body and status != 204 and status != 304:
             # A response to HEAD: llhttp cannot know it has no body; say so, and end here.
@@ -2571,7 +2614,7 @@ cdef class Exchange:
             conn.write_many((b"%x\r\n" % len(chunk), chunk, _CRLF))
         else:
             conn.write(chunk)
-        self.deadline = self.worker.now() + self.route.cluster.body_idle
+        self.deadline = self.worker.now() + (<Cluster>self.route.cluster).body_idle
 
     cdef upstream_end(self, UpstreamConnection upstream, bint keep_alive):
         if self.interim:
@@ -2592,7 +2635,7 @@ cdef class Exchange:
         self.upstream = None
         self.upstream_time = self.worker.stamp - self.upstream_start
         if reusable and not upstream.closed:
-            upstream.endpoint.release(upstream, self.worker.now())
+            _pool_give_back(upstream.endpoint, upstream, self.worker.now())
         else:
             upstream.close()
 
@@ -2644,13 +2687,15 @@ cdef class Exchange:
 
     # -- backpressure ----------------------------------------------------------------------
     cdef downstream_pause_writing(self):
-        upstream = self.upstream
+        cdef UpstreamConnection upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            upstream.reading_paused = True
             upstream.transport.pause_reading()
 
     cdef downstream_resume_writing(self):
-        upstream = self.upstream
+        cdef UpstreamConnection upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            upstream.reading_paused = False
             upstream.transport.resume_reading()
 
     # -- direct answers --------------------------------------------------------------------
@@ -2821,6 +2866,35 @@ cdef class Exchange:
 # Upstream
 # =========================================================================================
 
+cdef UpstreamConnection _pool_take(Endpoint endpoint):
+    """The warmest idle connection of ``endpoint``'s pool (a LIFO list), or None."""
+    cdef list idle = endpoint.idle
+    cdef UpstreamConnection conn
+    while idle:
+        conn = idle.pop()
+        if not conn.closed:
+            conn.reused = True
+            return conn
+    return None
+
+
+cdef _pool_give_back(Endpoint endpoint, UpstreamConnection conn, double now):
+    """Return a clean connection to ``endpoint``'s pool (or close it when the pool is
+    full); it reads while idle, so that an upstream's close is seen."""
+    cdef list idle = endpoint.idle
+    conn.exchange = None
+    if conn.closed:
+        return
+    if len(idle) >= <Py_ssize_t>endpoint.max_idle:
+        conn.close()
+        return
+    conn.idle_since = now
+    if conn.reading_paused and conn.transport is not None:
+        conn.reading_paused = False
+        conn.transport.resume_reading()
+    idle.append(conn)
+
+
 cdef class UpstreamConnection(Http1Peer):
     """One HTTP/1.1 connection to an upstream endpoint; serves one exchange at a time.
 
@@ -2837,6 +2911,7 @@ cdef class UpstreamConnection(Http1Peer):
     cdef public bint counted  # holds a slot of the cluster's max_connections breaker
     cdef public list wbuf
     cdef bint ended_at_head  # the response ended with its head (the answer to HEAD)
+    cdef bint reading_paused  # by the downstream's backpressure
 
     def __init__(self, Endpoint endpoint):
         self.endpoint = endpoint
@@ -2914,7 +2989,7 @@ cdef class UpstreamConnection(Http1Peer):
         self.closed = True
         if self.counted:
             self.counted = False
-            self.endpoint.cluster.breakers.connections.release()
+            (<Cluster>self.endpoint.cluster).breakers.connections.release()
         ex = self.exchange
         self.free_buffers()
         if ex is not None:

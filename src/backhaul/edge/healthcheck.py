@@ -7,11 +7,11 @@ default the cluster's balancer). A TCP check passes when the connection is accep
 HTTP check sends its request with ``Connection: close`` and reads the status (and, when the
 check needs it, up to ``body_limit`` bytes of body) with httptools.
 
-Who runs them: the edge's control process checks every endpoint written in the config once
-for the whole machine and publishes the results in shared memory
-(:mod:`backhaul.admin.checker`, :meth:`backhaul.edge.cluster.Cluster.apply_checks`); a
-worker checks only what exists in it alone: its built-in origins and the endpoints it
-discovered through DNS.
+Who runs them: the edge's control process checks every endpoint written in the config, and
+every endpoint it found through DNS, once for the whole machine and publishes the results in
+shared memory (:mod:`backhaul.admin.checker`, :meth:`backhaul.edge.cluster.Cluster.
+apply_checks`, :mod:`backhaul.edge.discovery`); a worker checks only what exists in it
+alone: its built-in origins (and, without a supervisor, everything).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from backhaul.edge.cluster import Cluster, Endpoint
 
-__all__ = ["run_checks", "wait_check"]
+__all__ = ["run_checks", "start_check", "wait_check"]
 
 
 class _Response:
@@ -131,7 +131,15 @@ def run_checks(
     balancer)."""
     if cluster.check_schedule is None:
         return
-    loop = asyncio.get_running_loop()
     report = report if report is not None else _to_balancer(cluster)
     for ep in cluster.endpoints if endpoints is None else endpoints:
-        cluster.check_tasks.append(loop.create_task(_check_loop(cluster, ep, report)))
+        start_check(cluster, ep, report)
+
+
+def start_check(cluster: Cluster, ep: Endpoint, report: Report) -> asyncio.Task[None]:
+    """Start the check task of one endpoint of ``cluster`` (which has ``health_checks``);
+    owned by the cluster (``cluster.cancel_checks()``), returned so that the caller can
+    stop this one alone."""
+    task = asyncio.get_running_loop().create_task(_check_loop(cluster, ep, report))
+    cluster.check_tasks.append(task)
+    return task

@@ -2,9 +2,9 @@
 
 Pure: no I/O. Routes are tried in config order and the first that matches wins. To keep the
 per-request cost flat however many routes there are, the table is split by host at compile
-time (exact hosts in a dict, wildcard and host-less routes kept in order), and the result of a
-match that does not depend on request headers is remembered in a bounded cache keyed by
-(host, path, method).
+time (exact hosts in a dict, wildcard and host-less routes kept in order), and each ordered
+list is compiled into steps that run in C: string comparisons, and one combined pattern per
+run of regex routes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from backhaul.http.redirect import RedirectTemplate, parse_redirect
 
 __all__ = ["CompiledRoute", "RouteTable"]
 
-_CACHE_MAX = 4096
 
 # TLS hook: routes may match the verified client certificate (match.client_cert) through
 # two pseudo-fields that edge/tls.py adds to the fields routing sees on mTLS listeners;
@@ -37,6 +36,11 @@ def _client_cert_matches(cond: Any) -> list[tuple[bytes, str, Any]]:
     if cond.subject is not None:
         out.append((CLIENT_SUBJECT_FIELD, "regex", re.compile(cond.subject.encode())))
     return out
+
+
+def _any_search(pattern: Any, values: list[bytes]) -> bool:
+    """Whether ``pattern`` is found in any of the header ``values``."""
+    return any(pattern.search(value) is not None for value in values)
 
 
 class CompiledRoute:
@@ -83,6 +87,7 @@ class CompiledRoute:
         self.listeners = frozenset(route.listeners) if route.listeners else None
         self.cluster: Any = None  # the worker's runtime cluster, set when the table is built
         self.retry_policy: Any = None  # the route's or its cluster's RetryPolicy (set then too)
+        self.retry_statuses: frozenset[int] = frozenset()  # its statuses (set then too)
         self.try_timeout = 0.0  # response-head deadline of one try (set then too)
         self.strip_prefix: str | None = None
         self.rewrite_root = "/"
@@ -129,7 +134,7 @@ class CompiledRoute:
             return True
         if host in self.exact_hosts:
             return True
-        return any(host.endswith(s) for s in self.wildcard_suffixes)
+        return host.endswith(self.wildcard_suffixes)  # a tuple: any of them
 
     def rest_matches(
         self, path: str, method: bytes, headers: Sequence[tuple[bytes, bytes]] | None
@@ -153,16 +158,34 @@ class CompiledRoute:
                 elif how == "exact":
                     if want not in values:
                         return False
-                elif not any(want.search(v) for v in values):  # type: ignore[union-attr]
+                elif not _any_search(want, values):
                     return False
         return True
 
 
-# Steps of a compiled candidate list (see RouteTable._plan).
-_STEP_PREFIX = 0  # (kind, prefix, route): the route asks only for a path prefix
-_STEP_EXACT = 1  # (kind, path, route): only an exact path
-_STEP_REGEXES = 2  # (kind, combined pattern, ((group, route), ...)): consecutive regex-only
-_STEP_ANY = 3  # (kind, route, None): anything else, checked by the route itself
+# Kinds of a compiled step (see RouteTable._plan); C ints once compiled (routing.pxd).
+_STEP_PREFIX = 0  # the route asks only for a path prefix (text)
+_STEP_EXACT = 1  # only an exact path (text)
+_STEP_REGEXES = 2  # consecutive regex-only routes: one combined pattern (groups)
+_STEP_ANY = 3  # anything else, checked by the route itself
+
+
+class RouteStep:
+    """One step of a compiled candidate list (a C type once compiled: routing.pxd)."""
+
+    def __init__(
+        self,
+        kind: int,
+        route: CompiledRoute | None,
+        text: str | None = None,
+        pattern: re.Pattern[str] | None = None,
+        groups: dict[int, CompiledRoute] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.route = route
+        self.text = text
+        self.pattern = pattern
+        self.groups = groups
 
 
 def _only(route: CompiledRoute, host_known: bool) -> str | None:
@@ -197,9 +220,12 @@ class RouteTable:
     route that asks only for a path prefix or an exact path is one string comparison, a run
     of routes that ask only for a regex is one combined pattern (alternatives tried in
     order, so the first route still wins), anything else is checked by the route itself.
+    Nothing is cached: a combined regex costs about what a lookup in a cache of results
+    keyed by (host, path, method) would (hashing a new path, a cold dict), and such a cache
+    only pays while its keys repeat, which paths with identifiers in them never do.
     """
 
-    __slots__ = ("_by_host", "_cache", "_generic", "_plans", "routes")
+    # Its fields are declared in routing.pxd (a C type once compiled).
 
     def __init__(self, routes: Sequence[CompiledRoute]) -> None:
         self.routes = tuple(routes)
@@ -213,37 +239,35 @@ class RouteTable:
             h: tuple(r for r in self.routes if h in r.exact_hosts or r in self._generic)
             for h in exact
         }
-        self._plans: dict[str | None, tuple[tuple[int, Any, Any], ...]] = {
-            h: self._plan(candidates, h) for h, candidates in self._by_host.items()
-        }
-        self._plans[None] = self._plan(self._generic, None)
-        self._cache: dict[tuple[str, str, bytes], CompiledRoute | None] = {}
+        self._plans = {h: self._plan(candidates, h) for h, candidates in self._by_host.items()}
+        self._generic_plan = self._plan(self._generic, None)
 
     @staticmethod
-    def _plan(
-        candidates: Sequence[CompiledRoute], host: str | None
-    ) -> tuple[tuple[int, Any, Any], ...]:
-        steps: list[tuple[int, Any, Any]] = []
+    def _plan(candidates: Sequence[CompiledRoute], host: str | None) -> tuple[RouteStep, ...]:
+        steps: list[RouteStep] = []
         run: list[CompiledRoute] = []
 
         def close_run() -> None:
             if not run:
                 return
             if len(run) == 1:
-                steps.append((_STEP_ANY, run[0], None))
+                steps.append(RouteStep(_STEP_ANY, run[0]))
             else:
-                groups = tuple((f"_r{i}", r) for i, r in enumerate(run))
+                names = [(f"_r{i}", r) for i, r in enumerate(run)]
                 try:
                     combined = re.compile(
                         "|".join(
                             f"(?P<{g}>(?:{r.path_regex.pattern}))"  # type: ignore[union-attr]
-                            for g, r in groups
+                            for g, r in names
                         )
                     )
                 except re.error:  # e.g. a named group used by two routes
-                    steps.extend((_STEP_ANY, r, None) for r in run)
+                    steps.extend(RouteStep(_STEP_ANY, r) for r in run)
                 else:
-                    steps.append((_STEP_REGEXES, combined, groups))
+                    # The group that wraps an alternative closes after every group inside
+                    # it, so it is the match's lastindex when that alternative matched.
+                    groups = {combined.groupindex[g]: r for g, r in names}
+                    steps.append(RouteStep(_STEP_REGEXES, None, pattern=combined, groups=groups))
             run.clear()
 
         for route in candidates:
@@ -254,11 +278,11 @@ class RouteTable:
                 continue
             close_run()
             if only == "prefix":
-                steps.append((_STEP_PREFIX, route.path_prefix, route))
+                steps.append(RouteStep(_STEP_PREFIX, route, text=route.path_prefix))
             elif only == "exact":
-                steps.append((_STEP_EXACT, route.path_exact, route))
+                steps.append(RouteStep(_STEP_EXACT, route, text=route.path_exact))
             else:
-                steps.append((_STEP_ANY, route, None))
+                steps.append(RouteStep(_STEP_ANY, route))
         close_run()
         return tuple(steps)
 
@@ -269,43 +293,26 @@ class RouteTable:
         method: bytes,
         headers: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> CompiledRoute | None:
-        key = (host, path, method)
-        cache = self._cache
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        plans = self._plans
-        steps = plans.get(host)
+        steps = self._plans.get(host)
         if steps is None:
-            steps = plans[None]
-        cacheable = True
-        found = None
-        for kind, a, b in steps:
+            steps = self._generic_plan
+        step: RouteStep
+        route: CompiledRoute
+        kind: int
+        for step in steps:
+            kind = step.kind
             if kind == _STEP_PREFIX:
-                if path.startswith(a):
-                    found = b
-                    break
+                if path.startswith(step.text):  # type: ignore[arg-type]
+                    return step.route
             elif kind == _STEP_EXACT:
-                if path == a:
-                    found = b
-                    break
+                if path == step.text:
+                    return step.route
             elif kind == _STEP_REGEXES:
-                m = a.fullmatch(path)
+                m = step.pattern.fullmatch(path)  # type: ignore[union-attr]
                 if m is not None:
-                    for group, route in b:
-                        if m.start(group) >= 0:
-                            found = route
-                            break
-                    break
+                    return step.groups[m.lastindex]  # type: ignore[index]
             else:
-                if a.has_header_match:
-                    cacheable = False
-                if a.host_matches(host) and a.rest_matches(path, method, headers):
-                    found = a
-                    break
-        if cacheable:
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            cache[key] = found
-        return found
+                route = step.route  # type: ignore[assignment]
+                if route.host_matches(host) and route.rest_matches(path, method, headers):
+                    return route
+        return None

@@ -518,7 +518,7 @@ class Endpoint(Record):
 class EndpointsFrom(Record):
     """A cluster's endpoints from DNS, re-resolved while serving."""
 
-    __slots__ = ("name", "type", "port", "refresh", "resolvers")
+    __slots__ = ("name", "type", "port", "refresh", "resolvers", "max_endpoints")
 
     def __init__(
         self,
@@ -527,12 +527,14 @@ class EndpointsFrom(Record):
         port: int | None,
         refresh: float,
         resolvers: tuple[SocketAddress, ...],
+        max_endpoints: int,
     ) -> None:
         self.name: Final = name
         self.type: Final = type
         self.port: Final = port
         self.refresh: Final = refresh
         self.resolvers: Final = resolvers
+        self.max_endpoints: Final = max_endpoints
 
 
 class ClusterTimeouts(Record):

@@ -22,7 +22,8 @@ SIGHUP and waits on :class:`~backhaul.state.reload_status.ReloadStatus`):
 4. Otherwise a new :class:`Generation` starts beside the current one: its shared memory
    (metrics: the same store when the layout is the same, so counters continue, else a new
    one, so counters restart; the endpoint control bytes, the operator's drains carried
-   over), its listening sockets (an unchanged address keeps its socket, bound once and
+   over; the endpoints found through DNS, carried over for a cluster that asks the same
+   question), its listening sockets (an unchanged address keeps its socket, bound once and
    inherited, so no connection attempt is refused; a new address is bound here, and a bind
    error fails the reload), then its workers. When all of them serve, the old workers get
    SIGTERM: they stop accepting, finish in-flight requests within the drain timeout and
@@ -333,6 +334,7 @@ class _Supervisor:
         previous: Generation | None,
     ) -> Generation:
         """The shared memory of a new generation (mapped here, before its workers fork)."""
+        from backhaul.state.discovered_endpoints import carry_over, same_questions
         from backhaul.state.endpoint_control import EndpointControl
         from backhaul.state.shared_counters import SharedCounters
 
@@ -352,17 +354,31 @@ class _Supervisor:
             # Room for two generations at once (the old drains while the new serves).
             store = SharedCounters(layout, 2 * prepared.workers)
         labels = list(prepared.endpoints)
+        discovered = list(prepared.discovered)
         # The operator's drain requests and the health checker's results, shared by the
-        # workers (see the admin API). The same endpoints and the same metrics store (its
-        # slots number the workers' rows): the same map, so nothing is lost. Otherwise an
-        # endpoint that stays keeps what the operator asked unless the config changed its
-        # drain flag, and what the health checker found.
+        # workers (see the admin API), and the endpoints found through DNS. The same
+        # endpoints and the same metrics store (its slots number the workers' rows): the same
+        # map, so nothing is lost. Otherwise an endpoint that stays keeps what the operator
+        # asked unless the config changed its drain flag, and what the health checker found;
+        # a cluster that asks DNS the same question keeps the endpoints found so far.
         before = list(previous.prepared.endpoints) if previous is not None else None
-        if previous is not None and before == labels and store is previous.metrics:
+        if (
+            previous is not None
+            and before == labels
+            and list(previous.prepared.discovered) == discovered
+            and store is previous.metrics
+        ):
             control = previous.control
         else:
-            control = EndpointControl(labels, store.slots)
+            control = EndpointControl(labels, store.slots, discovered)
         if previous is not None and control is not previous.control:
+            carry_over(
+                control.discovered,
+                control.health,
+                previous.control.discovered,
+                previous.control.health,
+                same_questions(previous.prepared.questions, prepared.questions),
+            )
             wished = {(c, label): drain for c, label, drain in before or ()}
             for cluster, label, drain in labels:
                 i = previous.control.find(cluster, label)
@@ -418,7 +434,7 @@ class _Supervisor:
         """Whether ``gen`` runs a control process (the launcher decides on the config)."""
         return (
             self.launcher is not None
-            and gen.has("admin", "health_checks")
+            and gen.has("admin", "health_checks", "endpoints_from")
             and self.launcher.needed(gen.config)
         )
 

@@ -26,9 +26,11 @@ from backhaul.edge.datapath import (
     DEADLINE_NONE,
     EXCHANGE_DEADLINE_NONE,
     HttpConnection,
+    ListenerSettings,
     WorkerContext,
+    WorkerStats,
 )
-from backhaul.edge.discovery import Discovery, metered, start_discovery
+from backhaul.edge.discovery import Discovery, SharedDiscovery, metered, start_discovery
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
 from backhaul.edge.routing import CompiledRoute, RouteTable
@@ -46,33 +48,30 @@ TICK = 0.5
 DRAIN_IDLE_GRACE = 1.0
 
 
-class ListenerRuntime:
-    """A listener's settings, flattened for the hot path, and its route table."""
+class ListenerRuntime(ListenerSettings):  # type: ignore[misc]  # a C type (datapath.pyx)
+    """A listener's settings, flattened for the hot path (the data plane reads the fields of
+    ``ListenerSettings`` as struct members), and its route table."""
 
-    __slots__ = (
-        "address",
-        "body_idle_timeout",
-        "drain_timeout",
-        "forwarded",
-        "headers_timeout",
-        "keepalive_timeout",
-        "max_header_bytes",
-        "max_header_count",
-        "max_request_line",
-        "metrics_index",
-        "metrics_none",
-        "name",
-        "request_id",
-        "routes",
-        "scheme",
-        "server",
-        "tls",
-        "x_forwarded",
-        "show_endpoints",
-    )
+    # The fields of ListenerSettings, as mypy sees them (the C type has no stub).
+    name: str
+    routes: RouteTable
+    scheme: str
+    max_request_line: int
+    max_header_bytes: int
+    max_header_count: int
+    show_endpoints: bool
+    headers_timeout: float
+    body_idle_timeout: float
+    keepalive_timeout: float
+    drain_timeout: float
+    x_forwarded: bool
+    forwarded: bool
+    request_id: bool
+    metrics_none: int
+    tls: Any  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
 
     def __init__(self, config: rt.Listener, routes: RouteTable) -> None:
-        self.name: str = config.name
+        self.name = config.name
         self.address = config.address
         self.routes = routes
         self.scheme = "http"
@@ -93,18 +92,7 @@ class ListenerRuntime:
         self.server: asyncio.AbstractServer | None = None
         self.metrics_index = 0  # this listener's index in the metrics layout
         self.metrics_none = 0  # its metrics series for requests no route took
-        self.tls: Any = None  # TLS hook: the listener's edge.tls.ServerTls when it is HTTPS
-
-
-class Stats:
-    """Plain integer counters, read when scraped."""
-
-    __slots__ = ("errors", "exchanges", "rejected")
-
-    def __init__(self) -> None:
-        self.exchanges = 0
-        self.errors = 0
-        self.rejected = 0
+        self.tls = None
 
 
 class Worker:
@@ -138,7 +126,7 @@ class Worker:
             store, slot = metrics
             self.metrics = WorkerMetrics(store.layout, store, slot)
         self.loop = loop or asyncio.get_event_loop()
-        self.stats = Stats()
+        self.stats = WorkerStats()
         self.server_header: bytes | None = (
             config.server_header.encode() if config.server_header else None
         )
@@ -148,7 +136,7 @@ class Worker:
         self.listeners: list[ListenerRuntime] = []
         self._origins: list[asyncio.Server] = []
         self._tick_task: asyncio.Task[None] | None = None
-        self.discovery: Discovery | None = None  # clusters with endpoints_from
+        self.discovery: SharedDiscovery | Discovery | None = None  # clusters with endpoints_from
         log_cfg = config.access_log
         self.access_log: AccessLog | None = (
             AccessLog(log_cfg.path, log_cfg.format) if log_cfg.enabled else None
@@ -208,6 +196,7 @@ class Worker:
                     route.cluster = cluster
                     policy = route_retry_policy(proxy, config.clusters[proxy.cluster])
                     route.retry_policy = policy
+                    route.retry_statuses = frozenset(policy.statuses)
                     route.try_timeout = min(
                         cluster.response_headers_timeout,
                         policy.per_try_timeout or cluster.response_headers_timeout,
@@ -240,10 +229,14 @@ class Worker:
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)  # drains from the config
             # Config endpoints are checked once per machine (the control process); this
-            # worker checks its own built-in origins and, below, what it discovers.
+            # worker checks its own built-in origins (and, running alone, everything).
             run_checks(cluster, cluster.share_checks(name, control) if self.checks_shared else None)
             cluster.apply_checks(control.health, now)
-        self.discovery = start_discovery(self.clusters, config, self.loop)
+        # Endpoints from DNS: the sets the control process publishes (resolved and checked
+        # once per machine), or this worker's own resolvers when it runs alone.
+        self.discovery = start_discovery(
+            self.clusters, config, self.loop, control if self.checks_shared else None
+        )
         self._tick_task = self.loop.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -274,6 +267,9 @@ class Worker:
         self.tls.tick(now, metrics=self.metrics)  # TLS hook: ticket keys, reloads, counters
         control = self.endpoint_control
         health = control.health
+        discovery = self.discovery
+        if discovery is not None:  # new endpoint sets first, then the checker's results
+            discovery.tick(now)
         for name, cluster in self.clusters.items():
             cluster.apply_control(name, control, now)
             cluster.apply_checks(health, now)
@@ -302,8 +298,12 @@ class Worker:
                 health=[ep.state for ep in metered(cluster)],
                 panic=cluster.balancer.panic,
             )
-        if len(in_flight) == health.endpoints:
-            health.publish_in_flight(metrics.slot, in_flight)
+        if len(in_flight) <= health.endpoints:
+            in_flight += [0] * (health.endpoints - len(in_flight))
+            views = [0] * health.endpoints
+            if discovery is not None:
+                discovery.views(in_flight, views)
+            health.publish_in_flight(metrics.slot, in_flight, views)
         metrics.flush()
 
     async def wait_drained(self, timeout: float | None = None) -> None:

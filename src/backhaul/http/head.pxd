@@ -23,3 +23,11 @@ cdef class ResponseFacts:
     cdef public bint until_close
     cdef public object connection_tokens
     cdef public object version
+
+
+cpdef RequestFacts inspect_request_head(
+    object version,
+    list[tuple[bytes, bytes]] headers,
+    bytes absolute_authority=*,
+    bint values_checked=*,
+)

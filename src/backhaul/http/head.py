@@ -251,7 +251,8 @@ def _name_kind(name: bytes, status: int, side: str) -> int:
 
 def _host(raw: bytes) -> tuple[str, int | None]:
     """``split_authority`` for a Host value, through the bounded cache."""
-    hit = _HOST_CACHE.get(raw)
+    cache: dict[bytes, tuple[str, int | None]] = _HOST_CACHE
+    hit = cache.get(raw)
     if hit is not None:
         return hit
     result = split_authority(raw, 400, "Host")
@@ -358,7 +359,6 @@ def inspect_request_head(
     version: bytes | str,
     headers: list[tuple[bytes, bytes]],
     absolute_authority: bytes | None = None,
-    *,
     values_checked: bool = False,
 ) -> RequestFacts:
     """Validate a request head and return its :class:`RequestFacts`.
@@ -388,13 +388,14 @@ def inspect_request_head(
     conn: bytes | None = None
     upgrade_v: bytes | None = None
     expect_v: bytes | None = None
-    cached = _NAME_CACHE.get
-    bad_value = _bad_value
+    names: dict[bytes, int] = _NAME_CACHE
+    name: bytes
+    value: bytes
     for name, value in headers:
-        kind = cached(name)
+        kind = names.get(name)
         if kind is None:
             kind = _name_kind(name, 400, "request")
-        if not values_checked and bad_value(value) is not None:
+        if not values_checked and _bad_value(value) is not None:
             raise _bad_field(name, value, 400, "request")
         if not kind:
             continue
@@ -474,18 +475,19 @@ def inspect_request_head(
     # RFC 9110 7.8: Upgrade is ignored in an HTTP/1.0 request.
     if upgrade_v is not None and not http10 and b"upgrade" in tokens:
         upgrade = upgrade_v.partition(b",")[0].strip(_OWS).lower() or None
-    return RequestFacts(
-        host,
-        authority,
-        port,
-        cl,
-        chunked,
-        keep_alive,
-        expect_continue,
-        upgrade,
-        tokens,
-        b"1.0" if http10 else b"1.1",
-    )
+    # Made without a call of the class: its fields are C struct members once compiled.
+    facts: RequestFacts = RequestFacts.__new__(RequestFacts)
+    facts.host = host
+    facts.authority = authority
+    facts.port = port
+    facts.content_length = cl
+    facts.chunked = chunked
+    facts.keep_alive = keep_alive
+    facts.expect_continue = expect_continue
+    facts.upgrade = upgrade
+    facts.connection_tokens = tokens
+    facts.version = b"1.0" if http10 else b"1.1"
+    return facts
 
 
 def inspect_response_head(

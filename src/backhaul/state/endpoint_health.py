@@ -13,7 +13,15 @@ One anonymous shared memory map, created by the supervisor before it forks, hold
   allows, so a worker started late replays enough to reach the checker's verdict at once.
 - **worker rows**, one per worker slot (the metrics slot): the worker's pid, its start time,
   and each endpoint's requests in flight in that worker, written on the worker's tick; the
-  admin API adds them up for its merged view.
+  admin API adds them up for its merged view. For the endpoints found through DNS (whose
+  states the metrics store has no series for) the row also holds each one's state as that
+  worker sees it, with the tag of the record it holds (see below).
+
+The records of endpoints found through DNS (:mod:`backhaul.state.discovered_endpoints`)
+follow the config endpoints'. Such a record changes hands when its endpoint leaves and a new
+one comes: :meth:`EndpointHealth.reset_check` clears it and gives it a new **tag**, which
+each result then carries, so a reader that holds the old endpoint ignores the new one's
+results.
 
 Records are written by one process each (the checker; a slot's worker) under a sequence
 lock (odd while writing), so a reader gets a whole record. Plain data only: no asyncio, no
@@ -32,7 +40,7 @@ TYPE_CHECKING = False  # without importing typing: the supervisor imports this m
 if TYPE_CHECKING:
     from typing import Final
 
-__all__ = ["RING", "CheckRecord", "EndpointHealth", "WorkerRow"]
+__all__ = ["RING", "CheckRecord", "EndpointHealth", "WorkerRow", "split_view", "state_view"]
 
 RING = 1024
 """Results kept per endpoint: at least the highest healthy/unhealthy threshold (1000)."""
@@ -42,15 +50,15 @@ VERDICTS = ("unknown", "healthy", "unhealthy")
 
 _REASON_BYTES = 120
 _RING_WORDS = RING // 64
-# check record, in int64 words: lock, seq, verdict, passes, failures, ring words, then the
-# wall time of the last result (a double) and the reason (UTF-8, NUL padded)
-_C_LOCK, _C_SEQ, _C_VERDICT, _C_PASSES, _C_FAILURES = range(5)
-_C_RING = 5
+# check record, in int64 words: lock, seq, verdict, passes, failures, tag, ring words, then
+# the wall time of the last result (a double) and the reason (UTF-8, NUL padded)
+_C_LOCK, _C_SEQ, _C_VERDICT, _C_PASSES, _C_FAILURES, _C_TAG = range(6)
+_C_RING = 6
 _C_TIME = _C_RING + _RING_WORDS
 _C_REASON = _C_TIME + 1
 _CHECK_WORDS = _C_REASON + _REASON_BYTES // 8
 # worker row, in int64 words: lock, pid, start time (double), then one in-flight count per
-# endpoint
+# endpoint, then one state view per endpoint (see state_view)
 _W_LOCK, _W_PID, _W_STARTED = range(3)
 _W_FLIGHT = 3
 _WAIT = 0.05  # seconds a reader retries a record its writer left mid-write (killed)
@@ -59,7 +67,7 @@ _WAIT = 0.05  # seconds a reader retries a record its writer left mid-write (kil
 class CheckRecord(Record):
     """One endpoint's active-check state, as the checker last wrote it."""
 
-    __slots__ = ("seq", "verdict", "passes", "failures", "last_unix", "reason", "ring")
+    __slots__ = ("seq", "verdict", "passes", "failures", "last_unix", "reason", "ring", "tag")
 
     def __init__(
         self,
@@ -70,6 +78,7 @@ class CheckRecord(Record):
         last_unix: float,
         reason: str,
         ring: tuple[int, ...],
+        tag: int = 0,
     ) -> None:
         self.seq: Final = seq
         """Results so far (0: not checked yet)."""
@@ -79,6 +88,8 @@ class CheckRecord(Record):
         self.last_unix: Final = last_unix
         self.reason: Final = reason
         self.ring: Final = ring
+        self.tag: Final = tag
+        """Who the record belongs to (endpoints found through DNS; 0 for config endpoints)."""
 
     def passed(self, n: int) -> bool:
         """Whether result number ``n`` (1-based, within the last :data:`RING`) passed."""
@@ -89,12 +100,32 @@ class CheckRecord(Record):
 class WorkerRow(Record):
     """One worker slot's row."""
 
-    __slots__ = ("pid", "started_unix", "in_flight")
+    __slots__ = ("pid", "started_unix", "in_flight", "views")
 
-    def __init__(self, pid: int, started_unix: float, in_flight: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        started_unix: float,
+        in_flight: tuple[int, ...],
+        views: tuple[int, ...] = (),
+    ) -> None:
         self.pid: Final = pid
         self.started_unix: Final = started_unix
         self.in_flight: Final = in_flight
+        self.views: Final = views
+        """Per endpoint: :func:`state_view` of the endpoint this worker holds there, or 0."""
+
+
+def state_view(tag: int, state_code: int) -> int:
+    """One word for a worker's view of a discovered endpoint: the record's ``tag`` and the
+    state's index in :data:`backhaul.state.shared_counters.HEALTH_STATES`; 0 is none.
+    :func:`split_view` undoes it."""
+    return tag * 8 + state_code + 1
+
+
+def split_view(view: int) -> tuple[int, int] | None:
+    """``(tag, state_code)`` of a :func:`state_view` word, None for 0."""
+    return None if view <= 0 else divmod(view - 1, 8)
 
 
 class EndpointHealth:
@@ -108,7 +139,7 @@ class EndpointHealth:
             raise ValueError(f"need endpoints >= 0 and slots >= 1, not {endpoints}, {slots}")
         self.endpoints = endpoints
         self.slots = slots
-        self._row_words = _W_FLIGHT + endpoints
+        self._row_words = _W_FLIGHT + 2 * endpoints
         words = endpoints * _CHECK_WORDS + slots * self._row_words
         self._map = mmap.mmap(-1, max(8, words * 8))
         view = memoryview(self._map)
@@ -163,12 +194,25 @@ class EndpointHealth:
         q[at + _C_VERDICT] = VERDICTS.index(record.verdict)
         q[at + _C_PASSES] = record.passes
         q[at + _C_FAILURES] = record.failures
+        q[at + _C_TAG] = record.tag
         self._d[at + _C_TIME] = record.last_unix
         raw = record.reason.encode()[:_REASON_BYTES]
         start = (at + _C_REASON) * 8
         self._b[start : start + _REASON_BYTES] = raw.ljust(_REASON_BYTES, b"\0")
         q[at + _C_SEQ] = record.seq
         q[at + _C_LOCK] = lock + 2
+
+    def reset_check(self, i: int, tag: int) -> None:
+        """Clear endpoint ``i``'s record and give it to the owner ``tag`` (a discovered
+        endpoint taking a record a removed one left)."""
+        q = self._q
+        at = i * _CHECK_WORDS
+        lock = q[at + _C_LOCK]
+        q[at + _C_LOCK] = lock + 1 + (lock & 1)
+        for w in range(_C_SEQ, _CHECK_WORDS):
+            q[at + w] = 0
+        q[at + _C_TAG] = tag
+        q[at + _C_LOCK] = q[at + _C_LOCK] + 1
 
     # -- readers -----------------------------------------------------------------------------
     def check_seq(self, i: int) -> int:
@@ -207,6 +251,7 @@ class EndpointHealth:
             last_unix=memoryview(raw).cast("d")[_C_TIME],
             reason=reason.decode("utf-8", "replace"),
             ring=tuple(w & ((1 << 64) - 1) for w in words[_C_RING : _C_RING + _RING_WORDS]),
+            tag=words[_C_TAG],
         )
 
     # -- the workers' side -------------------------------------------------------------------
@@ -223,17 +268,23 @@ class EndpointHealth:
         q[at + _W_LOCK] = lock + 1 + (lock & 1)  # odd, past a row a killed owner left odd
         q[at + _W_PID] = pid
         self._d[at + _W_STARTED] = time.time() if now_unix is None else now_unix
-        for e in range(self.endpoints):
+        for e in range(2 * self.endpoints):
             q[at + _W_FLIGHT + e] = 0
         q[at + _W_LOCK] = q[at + _W_LOCK] + 1
 
-    def publish_in_flight(self, slot: int, counts: list[int]) -> None:
-        """This worker's requests in flight per endpoint (config order), from its tick."""
+    def publish_in_flight(
+        self, slot: int, counts: list[int], views: list[int] | None = None
+    ) -> None:
+        """This worker's requests in flight per endpoint (record order), from its tick, and
+        its :func:`state_view` of each (``views``: the same length; 0 where none)."""
         at = self._row(slot)
         q = self._q
         lock = q[at + _W_LOCK]
         q[at + _W_LOCK] = lock + 1
         q[at + _W_FLIGHT : at + _W_FLIGHT + len(counts)] = memoryview(array("q", counts))
+        if views is not None:
+            start = at + _W_FLIGHT + self.endpoints
+            q[start : start + len(views)] = memoryview(array("q", views))
         q[at + _W_LOCK] = lock + 2
 
     def worker(self, slot: int) -> WorkerRow:
@@ -243,7 +294,8 @@ class EndpointHealth:
         return WorkerRow(
             pid=words[_W_PID],
             started_unix=memoryview(raw).cast("d")[_W_STARTED],
-            in_flight=tuple(words[_W_FLIGHT:]),
+            in_flight=tuple(words[_W_FLIGHT : _W_FLIGHT + self.endpoints]),
+            views=tuple(words[_W_FLIGHT + self.endpoints :]),
         )
 
     def close(self) -> None:

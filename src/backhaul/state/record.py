@@ -19,7 +19,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the same RSS reason)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Self
 
 __all__ = ["FrozenRecordError", "Record"]
 
@@ -63,3 +63,8 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         """The compared fields by name (``dataclasses.asdict`` for a flat record)."""
         return {name: getattr(self, name) for name in self._compared or self.__slots__}
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (``dataclasses.replace``): the compared fields are the
+        constructor's arguments."""
+        return type(self)(**{**self.as_dict(), **changes})

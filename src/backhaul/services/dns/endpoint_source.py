@@ -59,7 +59,8 @@ class EndpointSource:
         self.current: list[DiscoveredEndpoint] | None = None
         self.failures = 0
         self.resolutions = 0
-        self._last_error = ""
+        self.last_error = ""
+        """Why the last resolution failed ('' after a success)."""
 
     async def resolve(self) -> tuple[list[DiscoveredEndpoint], int | None]:
         """The endpoints the name has now and the answer's TTL."""
@@ -102,15 +103,15 @@ class EndpointSource:
         except _Failed as exc:
             self.failures += 1
             text = str(exc)
-            if text != self._last_error:  # log each new kind of failure once
-                self._last_error = text
+            if text != self.last_error:  # log each new kind of failure once
+                self.last_error = text
                 print(
                     f"backhaul: cluster {self.cluster}: endpoints_from {self.name}"
                     f" {self.rdtype} failed, endpoints kept: {text}",
                     file=sys.stderr,
                 )
             return next_refresh(time.monotonic(), self.refresh, None)
-        self._last_error = ""
+        self.last_error = ""
         self.resolutions += 1
         now = time.monotonic()
         if found != self.current:
