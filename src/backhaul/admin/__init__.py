@@ -12,8 +12,8 @@ the HTTP server (its memory is inherited by every worker it forks).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this package (RSS)
 if TYPE_CHECKING:
     from backhaul.admin.metrics import (
         CONTENT_TYPE,

@@ -22,7 +22,6 @@ TOKEN``; the comparison is constant-time and the token is never logged.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -43,6 +42,7 @@ from backhaul.admin.server import Request, Response, problem
 from backhaul.net.socket_address import SocketAddress
 from backhaul.state.endpoint_control import EndpointControl
 from backhaul.state.endpoint_health import split_view
+from backhaul.state.record import Record
 from backhaul.state.shared_counters import HEALTH_STATES, STALE_AFTER, SharedCounters
 
 __all__ = ["AdminState", "ControlApi", "build_router", "plain_config"]
@@ -230,11 +230,11 @@ def plain_config(value: Any) -> Any:
     """The runtime config (:mod:`backhaul.edge.runtime_config`), or a part of it, as JSON
     data: addresses as ``host:port``; the policy objects the edge derives from the config
     (a cluster's ``balance`` and ``retry``, a route's ``retry_policy``) left out."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, Record):
         return {
-            f.name: plain_config(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not type(getattr(value, f.name)).__module__.startswith("backhaul.balance.")
+            name: plain_config(field)
+            for name, field in value.as_dict().items()
+            if not type(field).__module__.startswith("backhaul.balance.")
         }
     if isinstance(value, Mapping):
         return {str(k): plain_config(v) for k, v in value.items()}

@@ -27,7 +27,6 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from backhaul.state.discovered_endpoints import SharedEndpoint
@@ -132,7 +131,7 @@ class DiscoveryPublisher:
                 continue
             old = current.get(key)
             if old is not None:
-                entries.append(replace(old, weight=d.weight))
+                entries.append(old.replace(weight=d.weight))
                 continue
             record = free.pop(0)
             self.health.reset_check(record, tag)  # the results of whoever had it go

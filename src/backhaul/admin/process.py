@@ -21,9 +21,12 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
 
 from backhaul.errors import ConfigError
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "LAUNCHER",

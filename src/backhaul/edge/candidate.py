@@ -19,16 +19,24 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from backhaul.errors import BackhaulError, ConfigError, UsageError
+from backhaul.net.socket_address import SocketAddress
+from backhaul.state.record import Record
 
-# hashlib is imported where a digest is made: the supervisor, which imports this module for
-# the types it unpickles, does not load OpenSSL's libcrypto for it (RSS).
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    from backhaul.edge import runtime_config as rt
+    from backhaul.state.shared_counters import Layout
+
+# hashlib, datetime and the config classes are imported where they are used, and the records
+# are no dataclasses: the supervisor, which imports this module for the types it unpickles,
+# loads none of them (RSS).
 
 __all__ = [
+    "FEATURES",
     "Candidate",
     "Prepared",
     "apply_access_log",
@@ -41,28 +49,80 @@ __all__ = [
 ]
 
 
+FEATURES = ("admin", "dns", "endpoints_from", "health_checks", "tls")
+"""What a config can turn on that makes the supervisor read the whole typed config: an admin
+listener, endpoints found through DNS or active health checks (the control process), the DNS
+service, a TLS listener."""
+
+
 def max_workers() -> int:
     """More worker processes than this only add memory (8 per CPU, at least 16)."""
     return max(16, 8 * (os.cpu_count() or 1))
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What the supervisor needs of a validated config: plain data only."""
+class Prepared(Record):
+    """What the supervisor needs of a validated config: plain data only.
 
-    settings: bytes  # backhaul.edge.settings.freeze of the config (without its dhcp section)
-    digest: str  # hex SHA-256 of the config file's bytes (of the frozen settings without one)
-    workers: int
-    dhcp: tuple[bytes, str] | None = None  # the DHCP section (JSON) and its metrics file
-    summary: tuple[str, ...] = field(default=())  # "listener main on http://..." lines
+    Besides the frozen config (which the workers thaw), the few facts the supervisor itself
+    reads, so that it thaws the typed config only for the parts that need all of it (TLS,
+    DNS, the control process): a plain edge's supervisor never imports the config classes.
+    """
+
+    __slots__ = (
+        "settings",
+        "digest",
+        "workers",
+        "dhcp",
+        "summary",
+        "listeners",
+        "drain",
+        "admin",
+        "layout",
+        "endpoints",
+        "features",
+        "discovered",
+        "questions",
+    )
+
+    def __init__(
+        self,
+        settings: bytes,
+        digest: str,
+        workers: int,
+        dhcp: tuple[bytes, str] | None = None,
+        summary: tuple[str, ...] = (),
+        listeners: tuple[tuple[str, SocketAddress], ...] = (),
+        drain: float = 30.0,
+        admin: SocketAddress | None = None,
+        layout: Layout | None = None,
+        endpoints: tuple[tuple[str, str, bool], ...] = (),
+        features: frozenset[str] = frozenset(),
+        discovered: tuple[tuple[str, int], ...] = (),
+        questions: tuple[tuple[str, tuple[object, ...]], ...] = (),
+    ) -> None:
+        self.settings: Final = settings  # settings.freeze of the config (without its dhcp)
+        self.digest: Final = digest  # hex SHA-256 of the config file's bytes (or settings')
+        self.workers: Final = workers
+        self.dhcp: Final = dhcp  # the DHCP section (JSON) and its metrics file
+        self.summary: Final = summary  # "listener main on http://..." lines
+        self.listeners: Final = listeners  # (name, address), config order
+        self.drain: Final = drain  # seconds: the longest listener drain timeout
+        self.admin: Final = admin  # the admin listener's address
+        self.layout: Final = layout  # the metrics layout (backhaul.state.shared_counters)
+        self.endpoints: Final = endpoints  # endpoint_labels of the config
+        self.features: Final = features  # of FEATURES: what the config turns on
+        self.discovered: Final = discovered  # (cluster, max_endpoints) found through DNS
+        self.questions: Final = questions  # (cluster, the DNS question it asks)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(Record):
     """The child's answer: ``prepared``, or ``error`` (the text ``backhaul check`` prints)."""
 
-    prepared: Prepared | None
-    error: str = ""
+    __slots__ = ("prepared", "error")
+
+    def __init__(self, prepared: Prepared | None, error: str = "") -> None:
+        self.prepared: Final = prepared
+        self.error: Final = error
 
 
 def apply_access_log(cfg: Any, value: str | None) -> Any:
@@ -112,7 +172,7 @@ def prepare(cfg: Any, workers: int | None, digest: str | None = None) -> Prepare
     ``digest``: of the config file's bytes (None: of the frozen settings)."""
     import hashlib
 
-    from backhaul.edge.settings import freeze
+    from backhaul.edge.settings import freeze, thaw
 
     count = worker_count(cfg, workers)
     if cfg.access_log.enabled and cfg.access_log.path != "-":
@@ -125,6 +185,8 @@ def prepare(cfg: Any, workers: int | None, digest: str | None = None) -> Prepare
         check_interfaces(cfg.dhcp)
         dhcp = dhcp_section(cfg)
     if any(lst.tls is not None and lst.tls.internal for lst in cfg.listeners):
+        from datetime import UTC, datetime
+
         from backhaul.edge.tls_supervisor import InternalCertificates
 
         InternalCertificates(cfg).ensure(datetime.now(UTC))
@@ -139,7 +201,33 @@ def prepare(cfg: Any, workers: int | None, digest: str | None = None) -> Prepare
         workers=count,
         dhcp=dhcp,
         summary=tuple(summary),
+        **supervisor_facts(thaw(settings)),
     )
+
+
+def supervisor_facts(config: rt.EdgeConfig) -> dict[str, Any]:
+    """The fields of :class:`Prepared` that the supervisor reads instead of the config."""
+    from backhaul.state.discovered_endpoints import discovered_clusters, dns_questions
+    from backhaul.state.endpoint_control import endpoint_labels
+    from backhaul.state.shared_counters import build_layout
+
+    features = {
+        "admin": config.admin is not None,
+        "dns": config.dns is not None,
+        "endpoints_from": any(c.endpoints_from is not None for c in config.clusters.values()),
+        "health_checks": any(c.health_checks is not None for c in config.clusters.values()),
+        "tls": any(lst.tls is not None for lst in config.listeners),
+    }
+    return {
+        "listeners": tuple((lst.name, lst.address) for lst in config.listeners),
+        "drain": max((float(lst.timeouts.drain) for lst in config.listeners), default=30.0),
+        "admin": config.admin.address if config.admin is not None else None,
+        "layout": build_layout(config),
+        "endpoints": tuple(endpoint_labels(config)),
+        "features": frozenset(name for name, on in features.items() if on),
+        "discovered": tuple(discovered_clusters(config)),
+        "questions": dns_questions(config),
+    }
 
 
 def load_candidate(config_file: str, access_log: str | None, workers: int | None) -> Prepared:

@@ -21,8 +21,6 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import httptools
-
 if TYPE_CHECKING:
     from backhaul.edge.cluster import Cluster, Endpoint
 
@@ -52,6 +50,8 @@ class _Response:
 
 async def wait_check(cluster: Cluster, ep: Endpoint) -> tuple[bool, str]:
     """Run one check of ``ep``; returns (passed, reason)."""
+    import httptools  # here: a worker whose clusters have no checks does not load it (RSS)
+
     schedule = cluster.check_schedule
     assert schedule is not None
     try:

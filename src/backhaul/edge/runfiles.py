@@ -15,22 +15,24 @@ runs outside the supervisor's process tree and cannot read the shared memory of
 
 The run directory is ``$BACKHAUL_RUN_DIR``, else ``$XDG_RUNTIME_DIR/backhaul``, else
 ``/tmp/backhaul-<uid>`` (mode 0700; read once when a command starts: environment variables
-only bootstrap). Plain stdlib: the supervisor imports this module.
+only bootstrap). Plain stdlib, paths as strings (no pathlib): the supervisor imports this
+module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import zlib
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
 from backhaul.errors import BackhaulError
-from backhaul.state.reload_status import ReloadSnapshot
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from backhaul.state.reload_status import ReloadSnapshot
 
 __all__ = [
     "RunFileError",
@@ -50,19 +52,19 @@ class RunFileError(BackhaulError):
     """A run file that cannot be written or read; the message says which and why."""
 
 
-def run_dir(env: dict[str, str] | None = None) -> Path:
+def run_dir(env: dict[str, str] | None = None) -> str:
     """The run directory (see the module docstring)."""
     environ = os.environ if env is None else env
     explicit = environ.get("BACKHAUL_RUN_DIR")
     if explicit:
-        return Path(explicit)
+        return explicit
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg:
-        return Path(xdg) / "backhaul"
-    return Path(f"/tmp/backhaul-{os.getuid()}")
+        return os.path.join(xdg, "backhaul")
+    return f"/tmp/backhaul-{os.getuid()}"
 
 
-def pid_path(config_file: str | None, directory: Path | None = None) -> Path:
+def pid_path(config_file: str | None, directory: str | None = None) -> str:
     """The pid file of the edge serving ``config_file`` (None: started without one)."""
     if config_file is None:
         key = "nofile"
@@ -70,24 +72,30 @@ def pid_path(config_file: str | None, directory: Path | None = None) -> Path:
         # zlib, not hashlib: the supervisor keeps OpenSSL's libcrypto out of its memory
         raw = os.path.abspath(config_file).encode()
         key = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
-    return (directory or run_dir()) / f"edge-{key}.pid"
+    return os.path.join(directory or run_dir(), f"edge-{key}.pid")
 
 
-def status_path(pid: int, directory: Path | None = None) -> Path:
+def status_path(pid: int, directory: str | None = None) -> str:
     """The reload status file of supervisor ``pid``."""
-    return (directory or run_dir()) / f"edge-{pid}.status.json"
+    return os.path.join(directory or run_dir(), f"edge-{pid}.status.json")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_atomic(path: str, data: bytes) -> None:
+    folder, name = os.path.split(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as out:
         out.write(data)
     os.replace(tmp, path)
 
 
-def write_pid(config_file: str | None, pid: int) -> Path:
-    """Write the pid file for ``config_file``; raises :class:`RunFileError`."""
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(1 << 20)
+
+
+def write_pid(config_file: str | None, pid: int) -> str:
+    """Write the pid file for ``config_file`` (its path); raises :class:`RunFileError`."""
     path = pid_path(config_file)
     text = f"{pid}\n{os.path.abspath(config_file) if config_file else ''}\n"
     try:
@@ -100,12 +108,12 @@ def write_pid(config_file: str | None, pid: int) -> Path:
     return path
 
 
-def read_pid(config_file: str | None) -> tuple[int, Path] | None:
+def read_pid(config_file: str | None) -> tuple[int, str] | None:
     """``(pid, pid file)`` of the edge serving ``config_file``, None when it has no pid file
     or the pid in it is not a live supervisor."""
     path = pid_path(config_file)
     try:
-        first = path.read_text().split("\n", 1)[0]
+        first = _read(path).decode().split("\n", 1)[0]
         pid = int(first)
     except (OSError, ValueError):
         return None
@@ -117,7 +125,7 @@ def supervisor_alive(pid: int, config_file: str | None = None) -> bool:
     ``config_file`` when one is given (a pid that a dead edge left and another reused is not
     taken for it)."""
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        args = _read(f"/proc/{pid}/cmdline").split(b"\0")
     except OSError:
         return False
     # run as itself, or by the admin layer with its control process (backhaul.admin.supervise)
@@ -132,14 +140,18 @@ def supervisor_alive(pid: int, config_file: str | None = None) -> bool:
 def write_status(pid: int, snapshot: ReloadSnapshot, extra: dict[str, Any]) -> None:
     """Replace supervisor ``pid``'s status file with ``snapshot`` and ``extra`` fields.
     A failure is returned to nobody: the supervisor logs it."""
-    data = {**asdict(snapshot), **extra}
+    import json  # here, not at import: the supervisor writes this once per reload attempt
+
+    data = {**snapshot.as_dict(), **extra}
     _write_atomic(status_path(pid), json.dumps(data).encode())
 
 
 def read_status(pid: int) -> dict[str, Any] | None:
     """The last status supervisor ``pid`` wrote, None when there is none (yet)."""
+    import json
+
     try:
-        data = json.loads(status_path(pid).read_bytes())
+        data = json.loads(_read(status_path(pid)))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -148,8 +160,8 @@ def read_status(pid: int) -> dict[str, Any] | None:
 def remove(pid: int, config_file: str | None) -> None:
     """Remove supervisor ``pid``'s files (at exit); a pid file another edge took is kept."""
     with contextlib.suppress(OSError):
-        status_path(pid).unlink()
+        os.unlink(status_path(pid))
     path = pid_path(config_file)
     with contextlib.suppress(OSError, ValueError):
-        if int(path.read_text().split("\n", 1)[0]) == pid:
-            path.unlink()
+        if int(_read(path).decode().split("\n", 1)[0]) == pid:
+            os.unlink(path)

@@ -8,12 +8,15 @@ validated model becomes these objects in the process that validated it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
-
 from backhaul.net.socket_address import SocketAddress
-from backhaul.vocabulary.balancing import Policy
+from backhaul.state.record import Record
+
+TYPE_CHECKING = False  # without importing typing (the supervisor's RSS)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Final, Literal
+
+    from backhaul.vocabulary.balancing import Policy
 
 __all__ = [
     "CLASSES",
@@ -73,169 +76,270 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class AccessLog:
+class AccessLog(Record):
     """One line per request; JSON objects or the combined log format."""
 
-    enabled: bool
-    path: str
-    format: Literal["json", "combined"]
+    __slots__ = ("enabled", "path", "format")
+
+    def __init__(self, enabled: bool, path: str, format: Literal["json", "combined"]) -> None:
+        self.enabled: Final = enabled
+        self.path: Final = path
+        self.format: Final = format
 
 
-@dataclass(frozen=True, slots=True)
-class Admin:
+class Admin(Record):
     """The admin API listener (served by the edge's control process)."""
 
-    address: SocketAddress
-    metrics_path: str
-    token_file: str | None
-    token_env: str | None
-    public: tuple[Literal["healthz", "metrics", "docs"], ...]
+    __slots__ = ("address", "metrics_path", "token_file", "token_env", "public")
+
+    def __init__(
+        self,
+        address: SocketAddress,
+        metrics_path: str,
+        token_file: str | None,
+        token_env: str | None,
+        public: tuple[Literal["healthz", "metrics", "docs"], ...],
+    ) -> None:
+        self.address: Final = address
+        self.metrics_path: Final = metrics_path
+        self.token_file: Final = token_file
+        self.token_env: Final = token_env
+        self.public: Final = public
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerLimits:
+class ListenerLimits(Record):
     """Request size limits; beyond them the edge answers 414, 431 or 413."""
 
-    request_line: int
-    header_bytes: int
-    header_count: int
-    body: int
+    __slots__ = ("request_line", "header_bytes", "header_count", "body")
+
+    def __init__(self, request_line: int, header_bytes: int, header_count: int, body: int) -> None:
+        self.request_line: Final = request_line
+        self.header_bytes: Final = header_bytes
+        self.header_count: Final = header_count
+        self.body: Final = body
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerTimeouts:
+class ListenerTimeouts(Record):
     """Downstream deadlines."""
 
-    request_headers: float
-    body_idle: float
-    keepalive_idle: float
-    drain: float
+    __slots__ = ("request_headers", "body_idle", "keepalive_idle", "drain")
+
+    def __init__(
+        self, request_headers: float, body_idle: float, keepalive_idle: float, drain: float
+    ) -> None:
+        self.request_headers: Final = request_headers
+        self.body_idle: Final = body_idle
+        self.keepalive_idle: Final = keepalive_idle
+        self.drain: Final = drain
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarding:
+class Forwarding(Record):
     """Which forwarding headers the edge adds to proxied requests."""
 
-    x_forwarded: bool
-    forwarded: bool
-    via: bool
-    request_id: bool
+    __slots__ = ("x_forwarded", "forwarded", "via", "request_id")
+
+    def __init__(self, x_forwarded: bool, forwarded: bool, via: bool, request_id: bool) -> None:
+        self.x_forwarded: Final = x_forwarded
+        self.forwarded: Final = forwarded
+        self.via: Final = via
+        self.request_id: Final = request_id
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerErrors:
+class ListenerErrors(Record):
     """What the answers the edge makes itself tell clients."""
 
-    show_endpoints: bool
+    __slots__ = ("show_endpoints",)
+
+    def __init__(self, show_endpoints: bool) -> None:
+        self.show_endpoints: Final = show_endpoints
 
 
-@dataclass(frozen=True, slots=True)
-class CertificateFiles:
+class CertificateFiles(Record):
     """A certificate chain (leaf first) and its private key, as PEM files."""
 
-    cert: str
-    key: str
-    passphrase_file: str | None
+    __slots__ = ("cert", "key", "passphrase_file")
+
+    def __init__(self, cert: str, key: str, passphrase_file: str | None) -> None:
+        self.cert: Final = cert
+        self.key: Final = key
+        self.passphrase_file: Final = passphrase_file
 
 
-@dataclass(frozen=True, slots=True)
-class ClientAuth:
+class ClientAuth(Record):
     """Mutual TLS: clients present a certificate signed by ``ca``."""
 
-    ca: str
-    mode: Literal["require", "optional"]
-    forward: bool
+    __slots__ = ("ca", "mode", "forward")
+
+    def __init__(self, ca: str, mode: Literal["require", "optional"], forward: bool) -> None:
+        self.ca: Final = ca
+        self.mode: Final = mode
+        self.forward: Final = forward
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerTls:
+class ListenerTls(Record):
     """HTTPS on a listener. ``cert``/``key``/``passphrase_file`` are short for one entry of
     ``certificates``; ``internal: true`` takes a certificate from the built-in CA.
     """
 
-    certificates: tuple[CertificateFiles, ...]
-    cert: str | None
-    key: str | None
-    passphrase_file: str | None
-    internal: bool
-    names: tuple[str, ...]
-    state_dir: str
-    lifetime: float
-    unknown_sni: Literal["default", "refuse"]
-    min_version: Literal["1.2", "1.3"]
-    session_tickets: bool
-    ticket_key_rotation: float
-    handshake_timeout: float
-    client_auth: ClientAuth | None
+    __slots__ = (
+        "certificates",
+        "cert",
+        "key",
+        "passphrase_file",
+        "internal",
+        "names",
+        "state_dir",
+        "lifetime",
+        "unknown_sni",
+        "min_version",
+        "session_tickets",
+        "ticket_key_rotation",
+        "handshake_timeout",
+        "client_auth",
+    )
+
+    def __init__(
+        self,
+        certificates: tuple[CertificateFiles, ...],
+        cert: str | None,
+        key: str | None,
+        passphrase_file: str | None,
+        internal: bool,
+        names: tuple[str, ...],
+        state_dir: str,
+        lifetime: float,
+        unknown_sni: Literal["default", "refuse"],
+        min_version: Literal["1.2", "1.3"],
+        session_tickets: bool,
+        ticket_key_rotation: float,
+        handshake_timeout: float,
+        client_auth: ClientAuth | None,
+    ) -> None:
+        self.certificates: Final = certificates
+        self.cert: Final = cert
+        self.key: Final = key
+        self.passphrase_file: Final = passphrase_file
+        self.internal: Final = internal
+        self.names: Final = names
+        self.state_dir: Final = state_dir
+        self.lifetime: Final = lifetime
+        self.unknown_sni: Final = unknown_sni
+        self.min_version: Final = min_version
+        self.session_tickets: Final = session_tickets
+        self.ticket_key_rotation: Final = ticket_key_rotation
+        self.handshake_timeout: Final = handshake_timeout
+        self.client_auth: Final = client_auth
 
 
-@dataclass(frozen=True, slots=True)
-class RedirectHttps:
+class RedirectHttps(Record):
     """A plain-HTTP listener that answers every request with a redirect to HTTPS."""
 
-    port: int
-    status: Literal[301, 302, 307, 308]
+    __slots__ = ("port", "status")
+
+    def __init__(self, port: int, status: Literal[301, 302, 307, 308]) -> None:
+        self.port: Final = port
+        self.status: Final = status
 
 
-@dataclass(frozen=True, slots=True)
-class Listener:
+class Listener(Record):
     """An address the edge accepts on, with its protocol, limits and deadlines."""
 
-    name: str
-    address: SocketAddress
-    protocol: Literal["http"]
-    limits: ListenerLimits
-    timeouts: ListenerTimeouts
-    forwarding: Forwarding
-    errors: ListenerErrors
-    tls: ListenerTls | None
-    redirect_https: RedirectHttps | None
+    __slots__ = (
+        "name",
+        "address",
+        "protocol",
+        "limits",
+        "timeouts",
+        "forwarding",
+        "errors",
+        "tls",
+        "redirect_https",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        address: SocketAddress,
+        protocol: Literal["http"],
+        limits: ListenerLimits,
+        timeouts: ListenerTimeouts,
+        forwarding: Forwarding,
+        errors: ListenerErrors,
+        tls: ListenerTls | None,
+        redirect_https: RedirectHttps | None,
+    ) -> None:
+        self.name: Final = name
+        self.address: Final = address
+        self.protocol: Final = protocol
+        self.limits: Final = limits
+        self.timeouts: Final = timeouts
+        self.forwarding: Final = forwarding
+        self.errors: Final = errors
+        self.tls: Final = tls
+        self.redirect_https: Final = redirect_https
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderMatch:
+class HeaderMatch(Record):
     """A request header condition: exactly one of ``exact``, ``regex``, ``present``."""
 
-    name: str
-    exact: str | None
-    regex: str | None
-    present: bool | None
+    __slots__ = ("name", "exact", "regex", "present")
+
+    def __init__(
+        self, name: str, exact: str | None, regex: str | None, present: bool | None
+    ) -> None:
+        self.name: Final = name
+        self.exact: Final = exact
+        self.regex: Final = regex
+        self.present: Final = present
 
 
-@dataclass(frozen=True, slots=True)
-class ClientCertMatch:
+class ClientCertMatch(Record):
     """A route condition on the connection's verified client certificate (mutual TLS)."""
 
-    present: bool | None
-    subject: str | None
+    __slots__ = ("present", "subject")
+
+    def __init__(self, present: bool | None, subject: str | None) -> None:
+        self.present: Final = present
+        self.subject: Final = subject
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
+class RouteMatch(Record):
     """What a request must look like; an empty match takes everything."""
 
-    host: str | tuple[str, ...] | None
-    path: str | None
-    prefix: str | None
-    regex: str | None
-    methods: tuple[str, ...] | None
-    headers: tuple[HeaderMatch, ...]
-    client_cert: ClientCertMatch | None
+    __slots__ = ("host", "path", "prefix", "regex", "methods", "headers", "client_cert")
+
+    def __init__(
+        self,
+        host: str | tuple[str, ...] | None,
+        path: str | None,
+        prefix: str | None,
+        regex: str | None,
+        methods: tuple[str, ...] | None,
+        headers: tuple[HeaderMatch, ...],
+        client_cert: ClientCertMatch | None,
+    ) -> None:
+        self.host: Final = host
+        self.path: Final = path
+        self.prefix: Final = prefix
+        self.regex: Final = regex
+        self.methods: Final = methods
+        self.headers: Final = headers
+        self.client_cert: Final = client_cert
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+class Backoff(Record):
     """Retries wait a random time in ``[0, min(max, base * 2**(n-1)))`` first ("full jitter";
     ``RetryPolicy(backoff_base=base, backoff_max=max)``).
     """
 
-    base: float
-    max: float
+    __slots__ = ("base", "max")
+
+    def __init__(self, base: float, max: float) -> None:
+        self.base: Final = base
+        self.max: Final = max
 
 
-@dataclass(frozen=True, slots=True)
-class Retries:
+class Retries(Record):
     """When a failed try is tried again on another endpoint (``RetryPolicy``): ``retry_on``
     names what is retried — ``connect-failure`` (any method: nothing was sent), ``reset``
     (closed before the response head) and 5xx statuses (504 also retries a try that timed
@@ -245,231 +349,364 @@ class Retries:
     traffic.
     """
 
-    max_retries: int
-    retry_on: tuple[str | int, ...]
-    per_try_timeout: float | None
-    backoff: Backoff
+    __slots__ = ("max_retries", "retry_on", "per_try_timeout", "backoff")
+
+    def __init__(
+        self,
+        max_retries: int,
+        retry_on: tuple[str | int, ...],
+        per_try_timeout: float | None,
+        backoff: Backoff,
+    ) -> None:
+        self.max_retries: Final = max_retries
+        self.retry_on: Final = retry_on
+        self.per_try_timeout: Final = per_try_timeout
+        self.backoff: Final = backoff
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyAction:
+class ProxyAction(Record):
     """Forward to a cluster, optionally rewriting the path prefix and the Host."""
 
-    cluster: str
-    strip_prefix: str | None
-    rewrite_prefix: str | None
-    host_rewrite: str | None
-    retries: Retries | None
-    retry_non_idempotent: bool
+    __slots__ = (
+        "cluster",
+        "strip_prefix",
+        "rewrite_prefix",
+        "host_rewrite",
+        "retries",
+        "retry_non_idempotent",
+    )
+
+    def __init__(
+        self,
+        cluster: str,
+        strip_prefix: str | None,
+        rewrite_prefix: str | None,
+        host_rewrite: str | None,
+        retries: Retries | None,
+        retry_non_idempotent: bool,
+    ) -> None:
+        self.cluster: Final = cluster
+        self.strip_prefix: Final = strip_prefix
+        self.rewrite_prefix: Final = rewrite_prefix
+        self.host_rewrite: Final = host_rewrite
+        self.retries: Final = retries
+        self.retry_non_idempotent: Final = retry_non_idempotent
 
 
-@dataclass(frozen=True, slots=True)
-class RedirectAction:
+class RedirectAction(Record):
     """Answer with a redirect; ``{path}`` and ``{query}`` in ``to`` expand (see
     :mod:`backhaul.http.redirect`; an empty query leaves no bare ``?``).
     """
 
-    to: str
-    status: Literal[301, 302, 303, 307, 308]
+    __slots__ = ("to", "status")
+
+    def __init__(self, to: str, status: Literal[301, 302, 303, 307, 308]) -> None:
+        self.to: Final = to
+        self.status: Final = status
 
 
-@dataclass(frozen=True, slots=True)
-class RespondAction:
+class RespondAction(Record):
     """Answer directly, without an upstream."""
 
-    status: int
-    body: str
-    content_type: str
+    __slots__ = ("status", "body", "content_type")
+
+    def __init__(self, status: int, body: str, content_type: str) -> None:
+        self.status: Final = status
+        self.body: Final = body
+        self.content_type: Final = content_type
 
 
-@dataclass(frozen=True, slots=True)
-class RouteLimits:
+class RouteLimits(Record):
     """Per-route overrides of the listener limits."""
 
-    body: int | None
+    __slots__ = ("body",)
+
+    def __init__(self, body: int | None) -> None:
+        self.body: Final = body
 
 
-@dataclass(frozen=True, slots=True)
-class Hsts:
+class Hsts(Record):
     """Strict-Transport-Security on a route's responses over HTTPS (RFC 6797)."""
 
-    max_age: int
-    include_subdomains: bool
-    preload: bool
+    __slots__ = ("max_age", "include_subdomains", "preload")
+
+    def __init__(self, max_age: int, include_subdomains: bool, preload: bool) -> None:
+        self.max_age: Final = max_age
+        self.include_subdomains: Final = include_subdomains
+        self.preload: Final = preload
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderEdits:
+class HeaderEdits(Record):
     """Headers to set (each replaces every line of its name) and names to remove."""
 
-    set: Mapping[str, str]
-    remove: tuple[str, ...]
+    __slots__ = ("set", "remove")
+
+    def __init__(self, set: Mapping[str, str], remove: tuple[str, ...]) -> None:
+        self.set: Final = set
+        self.remove: Final = remove
 
 
-@dataclass(frozen=True, slots=True)
-class RouteHeaders:
+class RouteHeaders(Record):
     """A route's header edits: ``request`` on what goes upstream, ``response`` on what goes to
     the client (upstream answers and the route's own respond/redirect answers).
     """
 
-    request: HeaderEdits | None
-    response: HeaderEdits | None
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: HeaderEdits | None, response: HeaderEdits | None) -> None:
+        self.request: Final = request
+        self.response: Final = response
 
 
-@dataclass(frozen=True, slots=True)
-class Compress:
+class Compress(Record):
     """Response compression on a route (a filter: backhaul.http.filters.CompressFilter)."""
 
-    encodings: tuple[Literal["gzip"], ...]
-    types: tuple[str, ...]
-    min_length: int
-    level: int
+    __slots__ = ("encodings", "types", "min_length", "level")
+
+    def __init__(
+        self,
+        encodings: tuple[Literal["gzip"], ...],
+        types: tuple[str, ...],
+        min_length: int,
+        level: int,
+    ) -> None:
+        self.encodings: Final = encodings
+        self.types: Final = types
+        self.min_length: Final = min_length
+        self.level: Final = level
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(Record):
     """A match leading to exactly one action: proxy, redirect or respond."""
 
-    name: str
-    listeners: tuple[str, ...] | None
-    match: RouteMatch
-    proxy: ProxyAction | None
-    redirect: RedirectAction | None
-    respond: RespondAction | None
-    limits: RouteLimits | None
-    hsts: Hsts | None
-    headers: RouteHeaders | None
-    compress: Compress | None
+    __slots__ = (
+        "name",
+        "listeners",
+        "match",
+        "proxy",
+        "redirect",
+        "respond",
+        "limits",
+        "hsts",
+        "headers",
+        "compress",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        listeners: tuple[str, ...] | None,
+        match: RouteMatch,
+        proxy: ProxyAction | None,
+        redirect: RedirectAction | None,
+        respond: RespondAction | None,
+        limits: RouteLimits | None,
+        hsts: Hsts | None,
+        headers: RouteHeaders | None,
+        compress: Compress | None,
+    ) -> None:
+        self.name: Final = name
+        self.listeners: Final = listeners
+        self.match: Final = match
+        self.proxy: Final = proxy
+        self.redirect: Final = redirect
+        self.respond: Final = respond
+        self.limits: Final = limits
+        self.hsts: Final = hsts
+        self.headers: Final = headers
+        self.compress: Final = compress
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+class Endpoint(Record):
     """One upstream: an address or a built-in demo origin. A string is short for ``{address:
     ...}``.
     """
 
-    address: SocketAddress | None
-    builtin: Literal["echo"] | None
-    weight: int
-    drain: bool
+    __slots__ = ("address", "builtin", "weight", "drain")
+
+    def __init__(
+        self,
+        address: SocketAddress | None,
+        builtin: Literal["echo"] | None,
+        weight: int,
+        drain: bool,
+    ) -> None:
+        self.address: Final = address
+        self.builtin: Final = builtin
+        self.weight: Final = weight
+        self.drain: Final = drain
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointsFrom:
+class EndpointsFrom(Record):
     """A cluster's endpoints from DNS, re-resolved while serving."""
 
-    name: str
-    type: Literal["A", "AAAA", "SRV"]
-    port: int | None
-    refresh: float
-    resolvers: tuple[SocketAddress, ...]
-    max_endpoints: int
+    __slots__ = ("name", "type", "port", "refresh", "resolvers", "max_endpoints")
+
+    def __init__(
+        self,
+        name: str,
+        type: Literal["A", "AAAA", "SRV"],
+        port: int | None,
+        refresh: float,
+        resolvers: tuple[SocketAddress, ...],
+        max_endpoints: int,
+    ) -> None:
+        self.name: Final = name
+        self.type: Final = type
+        self.port: Final = port
+        self.refresh: Final = refresh
+        self.resolvers: Final = resolvers
+        self.max_endpoints: Final = max_endpoints
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterTimeouts:
+class ClusterTimeouts(Record):
     """Upstream deadlines."""
 
-    connect: float
-    response_headers: float
-    body_idle: float
+    __slots__ = ("connect", "response_headers", "body_idle")
+
+    def __init__(self, connect: float, response_headers: float, body_idle: float) -> None:
+        self.connect: Final = connect
+        self.response_headers: Final = response_headers
+        self.body_idle: Final = body_idle
 
 
-@dataclass(frozen=True, slots=True)
-class Pool:
+class Pool(Record):
     """Upstream keep-alive connection pool, per endpoint."""
 
-    max_idle: int
-    idle_timeout: float
+    __slots__ = ("max_idle", "idle_timeout")
+
+    def __init__(self, max_idle: int, idle_timeout: float) -> None:
+        self.max_idle: Final = max_idle
+        self.idle_timeout: Final = idle_timeout
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterLimits:
+class ClusterLimits(Record):
     """Bounds on the response heads of a cluster's endpoints; beyond them the answer is a 502."""
 
-    header_bytes: int
-    header_count: int
+    __slots__ = ("header_bytes", "header_count")
+
+    def __init__(self, header_bytes: int, header_count: int) -> None:
+        self.header_bytes: Final = header_bytes
+        self.header_count: Final = header_count
 
 
-@dataclass(frozen=True, slots=True)
-class HashKey:
+class HashKey(Record):
     """Where ring_hash and maglev take a request's key (``HashKeySpec(source, name)``): a
     header or a cookie (``name`` required), the client address, or the path. A request
     without the key is spread round robin.
     """
 
-    source: Literal["header", "cookie", "client_ip", "path"]
-    name: str
+    __slots__ = ("source", "name")
+
+    def __init__(self, source: Literal["header", "cookie", "client_ip", "path"], name: str) -> None:
+        self.source: Final = source
+        self.name: Final = name
 
 
-@dataclass(frozen=True, slots=True)
-class RingHashSettings:
+class RingHashSettings(Record):
     """ring_hash: points on the ring per unit of endpoint weight
     (``BalanceSettings.virtual_nodes``).
     """
 
-    virtual_nodes: int
+    __slots__ = ("virtual_nodes",)
+
+    def __init__(self, virtual_nodes: int) -> None:
+        self.virtual_nodes: Final = virtual_nodes
 
 
-@dataclass(frozen=True, slots=True)
-class MaglevSettings:
+class MaglevSettings(Record):
     """maglev: the lookup table size (``BalanceSettings.maglev_table_size``), a prime much
     larger than the number of endpoints (100x or more keeps the spread within 1%).
     """
 
-    table_size: int
+    __slots__ = ("table_size",)
+
+    def __init__(self, table_size: int) -> None:
+        self.table_size: Final = table_size
 
 
-@dataclass(frozen=True, slots=True)
-class LeastRequestSettings:
+class LeastRequestSettings(Record):
     """least_request: the time constant of the latency average
     (``BalanceSettings.latency_decay``, seconds).
     """
 
-    latency_decay: float
+    __slots__ = ("latency_decay",)
+
+    def __init__(self, latency_decay: float) -> None:
+        self.latency_decay: Final = latency_decay
 
 
-@dataclass(frozen=True, slots=True)
-class Sticky:
+class Sticky(Record):
     """Sticky sessions by cookie (``StickyCookie(name=cookie, path, max_age, secure, http_only,
     same_site)``). ``max_age`` None makes a session cookie.
     """
 
-    cookie: str
-    path: str
-    max_age: int | None
-    secure: bool
-    http_only: bool
-    same_site: Literal["Lax", "Strict", "None"] | None
+    __slots__ = ("cookie", "path", "max_age", "secure", "http_only", "same_site")
+
+    def __init__(
+        self,
+        cookie: str,
+        path: str,
+        max_age: int | None,
+        secure: bool,
+        http_only: bool,
+        same_site: Literal["Lax", "Strict", "None"] | None,
+    ) -> None:
+        self.cookie: Final = cookie
+        self.path: Final = path
+        self.max_age: Final = max_age
+        self.secure: Final = secure
+        self.http_only: Final = http_only
+        self.same_site: Final = same_site
 
 
-@dataclass(frozen=True, slots=True)
-class SlowStartSettings:
+class SlowStartSettings(Record):
     """After an endpoint becomes healthy its weight ramps from ``min_weight_percent`` to 100%
     over ``window`` (``SlowStart(window, min_weight_percent)``); 0s = off.
     """
 
-    window: float
-    min_weight_percent: float
+    __slots__ = ("window", "min_weight_percent")
+
+    def __init__(self, window: float, min_weight_percent: float) -> None:
+        self.window: Final = window
+        self.min_weight_percent: Final = min_weight_percent
 
 
-@dataclass(frozen=True, slots=True)
-class HttpHealthCheck:
+class HttpHealthCheck(Record):
     """What an HTTP check sends and what passes (``HttpCheck(path, method, host,
     statuses=expected_statuses, body_contains, body_regex, body_limit)``).
     """
 
-    path: str
-    method: str
-    host: str | None
-    expected_statuses: tuple[tuple[int, int], ...]
-    body_contains: str | None
-    body_regex: str | None
-    body_limit: int
+    __slots__ = (
+        "path",
+        "method",
+        "host",
+        "expected_statuses",
+        "body_contains",
+        "body_regex",
+        "body_limit",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        method: str,
+        host: str | None,
+        expected_statuses: tuple[tuple[int, int], ...],
+        body_contains: str | None,
+        body_regex: str | None,
+        body_limit: int,
+    ) -> None:
+        self.path: Final = path
+        self.method: Final = method
+        self.host: Final = host
+        self.expected_statuses: Final = expected_statuses
+        self.body_contains: Final = body_contains
+        self.body_regex: Final = body_regex
+        self.body_limit: Final = body_limit
 
 
-@dataclass(frozen=True, slots=True)
-class HealthChecks:
+class HealthChecks(Record):
     """Active health checks: an HTTP request or a TCP connect per endpoint every ``interval``
     (+ up to ``jitter``), each within ``timeout`` (``CheckSchedule(interval, timeout,
     jitter, unhealthy_interval)``); ``healthy_threshold`` passes in a row make an endpoint
@@ -477,209 +714,431 @@ class HealthChecks:
     filled in with its defaults for type http and is None for tcp.
     """
 
-    type: Literal["http", "tcp"]
-    interval: float
-    timeout: float
-    jitter: float
-    unhealthy_interval: float | None
-    healthy_threshold: int
-    unhealthy_threshold: int
-    http: HttpHealthCheck | None
+    __slots__ = (
+        "type",
+        "interval",
+        "timeout",
+        "jitter",
+        "unhealthy_interval",
+        "healthy_threshold",
+        "unhealthy_threshold",
+        "http",
+    )
+
+    def __init__(
+        self,
+        type: Literal["http", "tcp"],
+        interval: float,
+        timeout: float,
+        jitter: float,
+        unhealthy_interval: float | None,
+        healthy_threshold: int,
+        unhealthy_threshold: int,
+        http: HttpHealthCheck | None,
+    ) -> None:
+        self.type: Final = type
+        self.interval: Final = interval
+        self.timeout: Final = timeout
+        self.jitter: Final = jitter
+        self.unhealthy_interval: Final = unhealthy_interval
+        self.healthy_threshold: Final = healthy_threshold
+        self.unhealthy_threshold: Final = unhealthy_threshold
+        self.http: Final = http
 
 
-@dataclass(frozen=True, slots=True)
-class OutlierDetectionSettings:
+class OutlierDetectionSettings(Record):
     """Passive health: eject an endpoint after consecutive 5xx or connect failures on real
     traffic, for ``base_ejection_time`` x the number of ejections in a row (at most
     ``max_ejection_time``). 0 turns a trigger off (``OutlierDetection``, same names).
     """
 
-    consecutive_5xx: int
-    consecutive_connect_failures: int
-    base_ejection_time: float
-    max_ejection_time: float
-    max_ejection_percent: float
-    decay_interval: float
+    __slots__ = (
+        "consecutive_5xx",
+        "consecutive_connect_failures",
+        "base_ejection_time",
+        "max_ejection_time",
+        "max_ejection_percent",
+        "decay_interval",
+    )
+
+    def __init__(
+        self,
+        consecutive_5xx: int,
+        consecutive_connect_failures: int,
+        base_ejection_time: float,
+        max_ejection_time: float,
+        max_ejection_percent: float,
+        decay_interval: float,
+    ) -> None:
+        self.consecutive_5xx: Final = consecutive_5xx
+        self.consecutive_connect_failures: Final = consecutive_connect_failures
+        self.base_ejection_time: Final = base_ejection_time
+        self.max_ejection_time: Final = max_ejection_time
+        self.max_ejection_percent: Final = max_ejection_percent
+        self.decay_interval: Final = decay_interval
 
 
-@dataclass(frozen=True, slots=True)
-class RetryBudgetSettings:
+class RetryBudgetSettings(Record):
     """Retries in flight stay within ``percent`` of the cluster's active requests, but
     ``min_retry_concurrency`` are always allowed (``RetryBudget(budget_percent=percent,
     min_retry_concurrency)``).
     """
 
-    percent: float
-    min_retry_concurrency: int
+    __slots__ = ("percent", "min_retry_concurrency")
+
+    def __init__(self, percent: float, min_retry_concurrency: int) -> None:
+        self.percent: Final = percent
+        self.min_retry_concurrency: Final = min_retry_concurrency
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterRetries:
+class ClusterRetries(Record):
     """A cluster's retries; routes may override all but the ``budget`` (one per cluster)."""
 
-    max_retries: int
-    retry_on: tuple[str | int, ...]
-    per_try_timeout: float | None
-    backoff: Backoff
-    budget: RetryBudgetSettings
+    __slots__ = ("max_retries", "retry_on", "per_try_timeout", "backoff", "budget")
+
+    def __init__(
+        self,
+        max_retries: int,
+        retry_on: tuple[str | int, ...],
+        per_try_timeout: float | None,
+        backoff: Backoff,
+        budget: RetryBudgetSettings,
+    ) -> None:
+        self.max_retries: Final = max_retries
+        self.retry_on: Final = retry_on
+        self.per_try_timeout: Final = per_try_timeout
+        self.backoff: Final = backoff
+        self.budget: Final = budget
 
 
-@dataclass(frozen=True, slots=True)
-class CircuitBreakerSettings:
+class CircuitBreakerSettings(Record):
     """Caps per cluster (per worker); past one the edge answers 503 at once
     (``CircuitBreakers``, same names; Envoy's defaults).
     """
 
-    max_connections: int
-    max_pending: int
-    max_requests: int
+    __slots__ = ("max_connections", "max_pending", "max_requests")
+
+    def __init__(self, max_connections: int, max_pending: int, max_requests: int) -> None:
+        self.max_connections: Final = max_connections
+        self.max_pending: Final = max_pending
+        self.max_requests: Final = max_requests
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamTls:
+class UpstreamTls(Record):
     """TLS from the edge to a cluster's endpoints."""
 
-    ca: str | None
-    verify: bool
-    server_name: str | None
-    verify_name: str | None
-    cert: str | None
-    key: str | None
-    passphrase_file: str | None
-    min_version: Literal["1.2", "1.3"]
+    __slots__ = (
+        "ca",
+        "verify",
+        "server_name",
+        "verify_name",
+        "cert",
+        "key",
+        "passphrase_file",
+        "min_version",
+    )
+
+    def __init__(
+        self,
+        ca: str | None,
+        verify: bool,
+        server_name: str | None,
+        verify_name: str | None,
+        cert: str | None,
+        key: str | None,
+        passphrase_file: str | None,
+        min_version: Literal["1.2", "1.3"],
+    ) -> None:
+        self.ca: Final = ca
+        self.verify: Final = verify
+        self.server_name: Final = server_name
+        self.verify_name: Final = verify_name
+        self.cert: Final = cert
+        self.key: Final = key
+        self.passphrase_file: Final = passphrase_file
+        self.min_version: Final = min_version
 
 
-@dataclass(frozen=True, slots=True)
-class Cluster:
+class Cluster(Record):
     """A named pool of upstream endpoints with a balancing policy."""
 
-    endpoints: tuple[Endpoint, ...]
-    endpoints_from: EndpointsFrom | None
-    policy: Policy
-    timeouts: ClusterTimeouts
-    pool: Pool
-    limits: ClusterLimits
-    hash_key: HashKey | None
-    ring_hash: RingHashSettings
-    maglev: MaglevSettings
-    least_request: LeastRequestSettings
-    sticky: Sticky | None
-    slow_start: SlowStartSettings
-    panic_threshold: float
-    health_checks: HealthChecks | None
-    outlier_detection: OutlierDetectionSettings | None
-    retries: ClusterRetries
-    circuit_breakers: CircuitBreakerSettings
-    tls: UpstreamTls | None
+    __slots__ = (
+        "endpoints",
+        "endpoints_from",
+        "policy",
+        "timeouts",
+        "pool",
+        "limits",
+        "hash_key",
+        "ring_hash",
+        "maglev",
+        "least_request",
+        "sticky",
+        "slow_start",
+        "panic_threshold",
+        "health_checks",
+        "outlier_detection",
+        "retries",
+        "circuit_breakers",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        endpoints: tuple[Endpoint, ...],
+        endpoints_from: EndpointsFrom | None,
+        policy: Policy,
+        timeouts: ClusterTimeouts,
+        pool: Pool,
+        limits: ClusterLimits,
+        hash_key: HashKey | None,
+        ring_hash: RingHashSettings,
+        maglev: MaglevSettings,
+        least_request: LeastRequestSettings,
+        sticky: Sticky | None,
+        slow_start: SlowStartSettings,
+        panic_threshold: float,
+        health_checks: HealthChecks | None,
+        outlier_detection: OutlierDetectionSettings | None,
+        retries: ClusterRetries,
+        circuit_breakers: CircuitBreakerSettings,
+        tls: UpstreamTls | None,
+    ) -> None:
+        self.endpoints: Final = endpoints
+        self.endpoints_from: Final = endpoints_from
+        self.policy: Final = policy
+        self.timeouts: Final = timeouts
+        self.pool: Final = pool
+        self.limits: Final = limits
+        self.hash_key: Final = hash_key
+        self.ring_hash: Final = ring_hash
+        self.maglev: Final = maglev
+        self.least_request: Final = least_request
+        self.sticky: Final = sticky
+        self.slow_start: Final = slow_start
+        self.panic_threshold: Final = panic_threshold
+        self.health_checks: Final = health_checks
+        self.outlier_detection: Final = outlier_detection
+        self.retries: Final = retries
+        self.circuit_breakers: Final = circuit_breakers
+        self.tls: Final = tls
 
 
-@dataclass(frozen=True, slots=True)
-class DnsZone:
+class DnsZone(Record):
     """An authoritative zone: a zone file, inline records (zone-file lines), or both."""
 
-    origin: str | None
-    file: str | None
-    records: tuple[str, ...]
+    __slots__ = ("origin", "file", "records")
+
+    def __init__(self, origin: str | None, file: str | None, records: tuple[str, ...]) -> None:
+        self.origin: Final = origin
+        self.file: Final = file
+        self.records: Final = records
 
 
-@dataclass(frozen=True, slots=True)
-class DnsForward:
+class DnsForward(Record):
     """Where names outside our zones go: upstreams, per zone too (conditional)."""
 
-    upstreams: tuple[SocketAddress, ...]
-    zones: Mapping[str, tuple[SocketAddress, ...]]
-    timeout: float
-    failures_to_down: int
-    down_for: float
+    __slots__ = ("upstreams", "zones", "timeout", "failures_to_down", "down_for")
+
+    def __init__(
+        self,
+        upstreams: tuple[SocketAddress, ...],
+        zones: Mapping[str, tuple[SocketAddress, ...]],
+        timeout: float,
+        failures_to_down: int,
+        down_for: float,
+    ) -> None:
+        self.upstreams: Final = upstreams
+        self.zones: Final = zones
+        self.timeout: Final = timeout
+        self.failures_to_down: Final = failures_to_down
+        self.down_for: Final = down_for
 
 
-@dataclass(frozen=True, slots=True)
-class DnsCache:
+class DnsCache(Record):
     """The forwarder's cache (RFC 2308 negative caching, RFC 8767 serve-stale)."""
 
-    max_entries: int
-    max_size: int
-    min_ttl: float
-    max_ttl: float
-    negative_max_ttl: float
-    serve_stale: float
-    stale_ttl: float
+    __slots__ = (
+        "max_entries",
+        "max_size",
+        "min_ttl",
+        "max_ttl",
+        "negative_max_ttl",
+        "serve_stale",
+        "stale_ttl",
+    )
+
+    def __init__(
+        self,
+        max_entries: int,
+        max_size: int,
+        min_ttl: float,
+        max_ttl: float,
+        negative_max_ttl: float,
+        serve_stale: float,
+        stale_ttl: float,
+    ) -> None:
+        self.max_entries: Final = max_entries
+        self.max_size: Final = max_size
+        self.min_ttl: Final = min_ttl
+        self.max_ttl: Final = max_ttl
+        self.negative_max_ttl: Final = negative_max_ttl
+        self.serve_stale: Final = serve_stale
+        self.stale_ttl: Final = stale_ttl
 
 
-@dataclass(frozen=True, slots=True)
-class DnsRateLimit:
+class DnsRateLimit(Record):
     """Response rate limiting per client /24 (IPv6 /56), UDP only."""
 
-    responses_per_second: float
-    burst: float | None
-    slip: int
-    exempt: tuple[str, ...]
-    ipv4_prefix: int
-    ipv6_prefix: int
+    __slots__ = ("responses_per_second", "burst", "slip", "exempt", "ipv4_prefix", "ipv6_prefix")
+
+    def __init__(
+        self,
+        responses_per_second: float,
+        burst: float | None,
+        slip: int,
+        exempt: tuple[str, ...],
+        ipv4_prefix: int,
+        ipv6_prefix: int,
+    ) -> None:
+        self.responses_per_second: Final = responses_per_second
+        self.burst: Final = burst
+        self.slip: Final = slip
+        self.exempt: Final = exempt
+        self.ipv4_prefix: Final = ipv4_prefix
+        self.ipv6_prefix: Final = ipv6_prefix
 
 
-@dataclass(frozen=True, slots=True)
-class DnsServices:
+class DnsServices(Record):
     """Publish every cluster as ``<cluster>.<domain>`` (healthy endpoints only)."""
 
-    domain: str
-    ttl: int
-    service: str
+    __slots__ = ("domain", "ttl", "service")
+
+    def __init__(self, domain: str, ttl: int, service: str) -> None:
+        self.domain: Final = domain
+        self.ttl: Final = ttl
+        self.service: Final = service
 
 
-@dataclass(frozen=True, slots=True)
-class DnsQueryLog:
+class DnsQueryLog(Record):
     """The DnsQueryLog section."""
 
-    enabled: bool
-    path: str
+    __slots__ = ("enabled", "path")
+
+    def __init__(self, enabled: bool, path: str) -> None:
+        self.enabled: Final = enabled
+        self.path: Final = path
 
 
-@dataclass(frozen=True, slots=True)
-class DnsLeases:
+class DnsLeases(Record):
     """DHCP clients' host names published from the DHCP service's lease store."""
 
-    state_dir: str
-    zone: str
-    max_ttl: int
+    __slots__ = ("state_dir", "zone", "max_ttl")
+
+    def __init__(self, state_dir: str, zone: str, max_ttl: int) -> None:
+        self.state_dir: Final = state_dir
+        self.zone: Final = zone
+        self.max_ttl: Final = max_ttl
 
 
-@dataclass(frozen=True, slots=True)
-class DnsConfig:
+class DnsConfig(Record):
     """The DNS server."""
 
-    listen: tuple[SocketAddress, ...]
-    workers: int
-    zones: tuple[DnsZone, ...]
-    hosts: tuple[str, ...]
-    hosts_ttl: int
-    local: tuple[str, ...]
-    auto_ptr: bool
-    forward: DnsForward | None
-    allow_recursion: tuple[str, ...]
-    cache: DnsCache
-    rate_limit: DnsRateLimit | None
-    services: DnsServices | None
-    udp_payload: int
-    tcp_idle_timeout: float
-    query_log: DnsQueryLog
-    metrics: SocketAddress | None
-    watch: bool
-    leases: DnsLeases | None
+    __slots__ = (
+        "listen",
+        "workers",
+        "zones",
+        "hosts",
+        "hosts_ttl",
+        "local",
+        "auto_ptr",
+        "forward",
+        "allow_recursion",
+        "cache",
+        "rate_limit",
+        "services",
+        "udp_payload",
+        "tcp_idle_timeout",
+        "query_log",
+        "metrics",
+        "watch",
+        "leases",
+    )
+
+    def __init__(
+        self,
+        listen: tuple[SocketAddress, ...],
+        workers: int,
+        zones: tuple[DnsZone, ...],
+        hosts: tuple[str, ...],
+        hosts_ttl: int,
+        local: tuple[str, ...],
+        auto_ptr: bool,
+        forward: DnsForward | None,
+        allow_recursion: tuple[str, ...],
+        cache: DnsCache,
+        rate_limit: DnsRateLimit | None,
+        services: DnsServices | None,
+        udp_payload: int,
+        tcp_idle_timeout: float,
+        query_log: DnsQueryLog,
+        metrics: SocketAddress | None,
+        watch: bool,
+        leases: DnsLeases | None,
+    ) -> None:
+        self.listen: Final = listen
+        self.workers: Final = workers
+        self.zones: Final = zones
+        self.hosts: Final = hosts
+        self.hosts_ttl: Final = hosts_ttl
+        self.local: Final = local
+        self.auto_ptr: Final = auto_ptr
+        self.forward: Final = forward
+        self.allow_recursion: Final = allow_recursion
+        self.cache: Final = cache
+        self.rate_limit: Final = rate_limit
+        self.services: Final = services
+        self.udp_payload: Final = udp_payload
+        self.tcp_idle_timeout: Final = tcp_idle_timeout
+        self.query_log: Final = query_log
+        self.metrics: Final = metrics
+        self.watch: Final = watch
+        self.leases: Final = leases
 
 
-@dataclass(frozen=True, slots=True)
-class EdgeConfig:
+class EdgeConfig(Record):
     """The whole edge config: listeners, routes (first match wins), clusters."""
 
-    server_header: str
-    workers: int | None
-    access_log: AccessLog
-    admin: Admin | None
-    listeners: tuple[Listener, ...]
-    routes: tuple[Route, ...]
-    clusters: Mapping[str, Cluster]
-    dns: DnsConfig | None
+    __slots__ = (
+        "server_header",
+        "workers",
+        "access_log",
+        "admin",
+        "listeners",
+        "routes",
+        "clusters",
+        "dns",
+    )
+
+    def __init__(
+        self,
+        server_header: str,
+        workers: int | None,
+        access_log: AccessLog,
+        admin: Admin | None,
+        listeners: tuple[Listener, ...],
+        routes: tuple[Route, ...],
+        clusters: Mapping[str, Cluster],
+        dns: DnsConfig | None,
+    ) -> None:
+        self.server_header: Final = server_header
+        self.workers: Final = workers
+        self.access_log: Final = access_log
+        self.admin: Final = admin
+        self.listeners: Final = listeners
+        self.routes: Final = routes
+        self.clusters: Final = clusters
+        self.dns: Final = dns
 
 
 #: Each runtime class by the name of the model it mirrors.

@@ -1,12 +1,13 @@
-"""A validated config in the form the running edge reads it: frozen, typed dataclasses.
+"""A validated config in the form the running edge reads it: frozen, typed records.
 
 The config is validated once, with pydantic, by the process that starts or reloads the edge
 (``backhaul serve``, the reload validator :mod:`backhaul.edge.candidate`). What the
 supervisor and its workers then need is only the values, so :func:`freeze` turns the
-validated model into the dataclasses of :mod:`backhaul.edge.runtime_config` (generated from
-the models: same names, same fields, units already parsed: plain data, so that unpickling
-them imports nothing but that module) and pickles them; :func:`thaw` unpickles them. The
-workers build the balance package's objects from them (:mod:`backhaul.edge.balancing`).
+validated model into the records of :mod:`backhaul.edge.runtime_config` (generated from the
+models: same names, same fields, units already parsed: plain data, so that unpickling them
+imports nothing but that module, neither typing nor dataclasses) and pickles them;
+:func:`thaw` unpickles them. The workers build the balance package's objects from them
+(:mod:`backhaul.edge.balancing`).
 The processes that serve traffic therefore never import pydantic, the CLI or the toolbox,
 which keeps each of them small (see PERFORMANCE.md: RSS with 10,000 idle connections), and
 mypy checks every field they read.
@@ -15,11 +16,14 @@ mypy checks every field they read.
 from __future__ import annotations
 
 import pickle
-from typing import Any
 
 from backhaul.edge import runtime_config as rt
 from backhaul.errors import ConfigError
 from backhaul.net.socket_address import SocketAddress
+
+TYPE_CHECKING = False  # without importing typing: a supervisor thaws with this (RSS)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SocketAddress", "freeze", "runtime", "thaw"]
 

@@ -46,18 +46,43 @@ import signal
 import socket
 import sys
 import time
-from datetime import UTC, datetime
-from typing import Any, NoReturn, Protocol
 
-from backhaul.edge import runtime_config as rt
 from backhaul.edge.candidate import Candidate, Prepared, max_workers
 from backhaul.errors import BackhaulError, NetworkError, UsageError
 from backhaul.net.bind_error import explain_bind_error
 from backhaul.services.lifecycle import die_with_parent as _die_with_parent
 from backhaul.services.lifecycle import new_event_loop as _new_loop
+from backhaul.services.lifecycle import watch_parent
 from backhaul.state.endpoint_control import EndpointControl
 from backhaul.state.reload_status import ReloadStatus
 from backhaul.state.shared_counters import SharedCounters
+
+TYPE_CHECKING = False  # without importing typing: this module is the supervisor (RSS)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, Protocol
+
+    from backhaul.edge import runtime_config as rt
+
+    class ControlLauncher(Protocol):
+        """What the supervisor needs to run a control process (see
+        :class:`backhaul.admin.process.ControlProcess`), handed to it by the layer above."""
+
+        def needed(self, config: Any) -> bool:
+            """Whether ``config`` asks for a control process."""
+            ...
+
+        def create(
+            self,
+            config: Any,
+            admin_socket: socket.socket | None,
+            control: EndpointControl,
+            metrics: SharedCounters,
+            reload_status: ReloadStatus,
+            config_file: str | None = None,
+        ) -> Any:
+            """The control process object (``start``, ``reaped``, ``stop``, ``restart``)."""
+            ...
+
 
 __all__ = [
     "Generation",
@@ -103,9 +128,12 @@ def run_worker_process(
     sockets: Any = None,
     ready_fd: int | None = None,
     reload_status: Any = None,
+    parent_fd: int | None = None,
 ) -> int:
     """Body of one worker process: serve until SIGTERM, then drain and return.
-    ``ready_fd``: where to say ``"<pid> ready"`` once it serves (the supervisor's pipe)."""
+    ``ready_fd``: where to say ``"<pid> ready"`` once it serves (the supervisor's pipe);
+    ``parent_fd``: the supervisor's pidfd (:func:`~backhaul.services.lifecycle.watch_parent`):
+    when it exits, the worker drains and returns as on SIGTERM."""
     import asyncio
 
     from backhaul.edge.worker import Worker
@@ -115,6 +143,11 @@ def run_worker_process(
     stop = asyncio.Event()
 
     def on_term() -> None:
+        stop.set()
+
+    def on_parent_exit() -> None:
+        assert parent_fd is not None
+        loop.remove_reader(parent_fd)  # it stays readable: once is enough
         stop.set()
 
     async def main() -> None:
@@ -127,6 +160,8 @@ def run_worker_process(
             if ready_fd is not None:
                 os.write(ready_fd, f"{os.getpid()} ready\n".encode())
             loop.add_signal_handler(signal.SIGTERM, on_term)
+            if parent_fd is not None:
+                loop.add_reader(parent_fd, on_parent_exit)
             await stop.wait()
             await worker.wait_drained()
         finally:
@@ -139,27 +174,6 @@ def run_worker_process(
     return 0
 
 
-class ControlLauncher(Protocol):
-    """What the supervisor needs to run a control process (see
-    :class:`backhaul.admin.process.ControlProcess`), handed to it by the layer above."""
-
-    def needed(self, config: Any) -> bool:
-        """Whether ``config`` asks for a control process."""
-        ...
-
-    def create(
-        self,
-        config: Any,
-        admin_socket: socket.socket | None,
-        control: EndpointControl,
-        metrics: SharedCounters,
-        reload_status: ReloadStatus,
-        config_file: str | None = None,
-    ) -> Any:
-        """The control process object (``start``, ``reaped``, ``stop``, ``restart``)."""
-        ...
-
-
 class Generation:
     """One config in effect: its settings, the shared memory made for it, its workers.
 
@@ -170,14 +184,13 @@ class Generation:
         self,
         number: int,
         prepared: Prepared,
-        config: rt.EdgeConfig,
         metrics: SharedCounters,
         control: EndpointControl,
         sockets: dict[str, socket.socket],
     ) -> None:
         self.number = number
         self.prepared = prepared
-        self.config = config
+        self._config: rt.EdgeConfig | None = None
         self.size = prepared.workers
         self.metrics = metrics
         self.control = control
@@ -189,11 +202,25 @@ class Generation:
         self.sidecars: list[Any] = []
 
     @property
+    def config(self) -> rt.EdgeConfig:
+        """The typed config, thawed on first use: by a worker after fork, and in the
+        supervisor only for what reads all of it (TLS, DNS, the control process)."""
+        if self._config is None:
+            from backhaul.edge.settings import thaw
+
+            self._config = thaw(self.prepared.settings)
+        return self._config
+
+    def has(self, *features: str) -> bool:
+        """Whether the config turns on any of ``features`` (see candidate.FEATURES)."""
+        return not self.prepared.features.isdisjoint(features)
+
+    @property
     def addresses(self) -> set[tuple[str, int]]:
-        return {(lst.address.host, lst.address.port) for lst in self.config.listeners}
+        return {(address.host, address.port) for _, address in self.prepared.listeners}
 
     def drain_timeout(self) -> float:
-        return max((float(lst.timeouts.drain) for lst in self.config.listeners), default=30.0)
+        return self.prepared.drain
 
 
 class _Supervisor:
@@ -209,10 +236,8 @@ class _Supervisor:
         """``launcher`` makes the control process (the admin API and the active health
         checks): given by the layer above (:mod:`backhaul.admin.supervise`), which builds
         both it and this supervisor; None runs none."""
-        from backhaul.edge.settings import thaw
         from backhaul.services.sidecar import Sidecar
 
-        config = thaw(prepared.settings)
         self.config_file = config_file
         self.access_log = access_log
         self.workers_flag = workers_flag
@@ -228,7 +253,7 @@ class _Supervisor:
         # other process can join the port (no SO_REUSEPORT on it). A reload keeps the
         # sockets of the addresses it still listens on.
         self.bound: dict[tuple[str, int], socket.socket] = {}
-        sockets = self._sockets_for(config)
+        sockets = self._sockets_for(prepared)
         # Workers say "<pid> ready" here once they serve; signals wake the loop.
         self.ready_r, self.ready_w = os.pipe()
         os.set_blocking(self.ready_r, False)
@@ -236,12 +261,14 @@ class _Supervisor:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self._ready_buffer = b""
-        from backhaul.edge.tls_supervisor import TlsSupervision
-
+        self.current = self._generation(1, prepared, sockets, None)
         # TLS hook: the ticket key shared by the workers (mapped before fork), certificate
         # reloads on SIGHUP, renewal of internal-CA certificates. None without TLS.
-        self.tls = TlsSupervision.before_fork(config)
-        self.current = self._generation(1, prepared, config, sockets, None)
+        self.tls: Any = None
+        if self.current.has("tls"):
+            from backhaul.edge.tls_supervisor import TlsSupervision
+
+            self.tls = TlsSupervision.before_fork(self.current.config)
         # services next to the edge (the DHCP server), each its own child process
         self.current.sidecars = [Sidecar(spec, _die_with_parent) for spec in sidecars]
         self.starting: Generation | None = None
@@ -253,24 +280,24 @@ class _Supervisor:
         self.admin = self._control_process(self.current)
 
     # -- generations ---------------------------------------------------------------------
-    def _sockets_for(self, config: rt.EdgeConfig) -> dict[str, socket.socket]:
-        """The listening socket of each listener of ``config``: the one already bound for
+    def _sockets_for(self, prepared: Prepared) -> dict[str, socket.socket]:
+        """The listening socket of each listener of ``prepared``: the one already bound for
         its address, else a new one (:class:`NetworkError` when it cannot be bound)."""
         from backhaul.edge.listen import bind_listener_socket
 
         fresh: list[tuple[str, int]] = []
         out: dict[str, socket.socket] = {}
         try:
-            for lst in config.listeners:
-                key = (lst.address.host, lst.address.port)
+            for name, address in prepared.listeners:
+                key = (address.host, address.port)
                 if key not in self.bound:
                     try:
                         self.bound[key] = bind_listener_socket(*key, reuse_port=False)
                     except OSError as exc:
                         reason = explain_bind_error(exc.errno, *key)
-                        raise NetworkError(f"listener {lst.name}: {reason}") from exc
+                        raise NetworkError(f"listener {name}: {reason}") from exc
                     fresh.append(key)
-                out[lst.name] = self.bound[key]
+                out[name] = self.bound[key]
         except BaseException:
             for key in fresh:
                 self.bound.pop(key).close()
@@ -303,20 +330,16 @@ class _Supervisor:
         self,
         number: int,
         prepared: Prepared,
-        config: rt.EdgeConfig,
         sockets: dict[str, socket.socket],
         previous: Generation | None,
     ) -> Generation:
         """The shared memory of a new generation (mapped here, before its workers fork)."""
-        from backhaul.state.discovered_endpoints import (
-            carry_over,
-            discovered_clusters,
-            same_dns_question,
-        )
-        from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
-        from backhaul.state.shared_counters import SharedCounters, build_layout
+        from backhaul.state.discovered_endpoints import carry_over, same_questions
+        from backhaul.state.endpoint_control import EndpointControl
+        from backhaul.state.shared_counters import SharedCounters
 
-        layout = build_layout(config)
+        layout = prepared.layout
+        assert layout is not None  # candidate.prepare sets it
         store = None
         # Same listeners, routes, clusters and endpoints: the counters continue (the new
         # workers take slots the old ones do not hold).
@@ -330,19 +353,19 @@ class _Supervisor:
         if store is None:
             # Room for two generations at once (the old drains while the new serves).
             store = SharedCounters(layout, 2 * prepared.workers)
-        labels = endpoint_labels(config)
-        discovered = discovered_clusters(config)
+        labels = list(prepared.endpoints)
+        discovered = list(prepared.discovered)
         # The operator's drain requests and the health checker's results, shared by the
         # workers (see the admin API), and the endpoints found through DNS. The same
         # endpoints and the same metrics store (its slots number the workers' rows): the same
         # map, so nothing is lost. Otherwise an endpoint that stays keeps what the operator
         # asked unless the config changed its drain flag, and what the health checker found;
         # a cluster that asks DNS the same question keeps the endpoints found so far.
-        before = endpoint_labels(previous.config) if previous is not None else None
+        before = list(previous.prepared.endpoints) if previous is not None else None
         if (
             previous is not None
             and before == labels
-            and discovered_clusters(previous.config) == discovered
+            and list(previous.prepared.discovered) == discovered
             and store is previous.metrics
         ):
             control = previous.control
@@ -354,7 +377,7 @@ class _Supervisor:
                 control.health,
                 previous.control.discovered,
                 previous.control.health,
-                same_dns_question(previous.config, config),
+                same_questions(previous.prepared.questions, prepared.questions),
             )
             wished = {(c, label): drain for c, label, drain in before or ()}
             for cluster, label, drain in labels:
@@ -364,13 +387,16 @@ class _Supervisor:
                     control.set_drain(j, previous.control.drain_wanted(i))
                 if i is not None and j is not None:  # what the health checker found so far
                     control.health.copy_check(j, previous.control.health, i)
-        gen = Generation(number, prepared, config, store, control, sockets)
-        dns = getattr(config, "dns", None)
-        if dns is None:
+        gen = Generation(number, prepared, store, control, sockets)
+        if not gen.has("dns"):
             return gen
+        config = gen.config
+        dns = config.dns
+        assert dns is not None
         if (
             previous is not None
             and previous.dns is not None
+            and previous.has("dns")
             and previous.config.dns == dns
             and previous.config.clusters == config.clusters
             and previous.metrics is store
@@ -384,18 +410,18 @@ class _Supervisor:
         return gen
 
     # -- the control process (backhaul.admin.process) -------------------------------------
-    def _admin_socket(self, config: Any) -> socket.socket | None:
-        """The admin address of ``config``, bound here once (no SO_REUSEPORT: another edge on
+    def _admin_socket(self, gen: Generation) -> socket.socket | None:
+        """The admin address of ``gen``, bound here once (no SO_REUSEPORT: another edge on
         the same admin port is refused); the current socket when the address is the same."""
-        admin = getattr(config, "admin", None)
-        if admin is None:
+        address = gen.prepared.admin
+        if address is None:
             return None
         current: socket.socket | None = self.admin.admin_socket if self.admin is not None else None
-        if current is not None and self.admin_address == (admin.address.host, admin.address.port):
+        if current is not None and self.admin_address == (address.host, address.port):
             return current
         from backhaul.edge.listen import bind_listener_socket
 
-        host, port = admin.address.host, admin.address.port
+        host, port = address.host, address.port
         try:
             sock = bind_listener_socket(host, port, reuse_port=False)
         except OSError as exc:
@@ -404,10 +430,18 @@ class _Supervisor:
         self.admin_address = (host, port)
         return sock
 
+    def _wants_control(self, gen: Generation) -> bool:
+        """Whether ``gen`` runs a control process (the launcher decides on the config)."""
+        return (
+            self.launcher is not None
+            and gen.has("admin", "health_checks", "endpoints_from")
+            and self.launcher.needed(gen.config)
+        )
+
     def _control_process(self, gen: Generation) -> Any:
-        if self.launcher is None or not self.launcher.needed(gen.config):
+        if self.launcher is None or not self._wants_control(gen):
             return None
-        sock = self._admin_socket(gen.config)
+        sock = self._admin_socket(gen)
         return self.launcher.create(
             gen.config, sock, gen.control, gen.metrics, self.status, self.config_file
         )
@@ -417,7 +451,7 @@ class _Supervisor:
         what it has begun, then exits); a changed admin address is bound anew."""
         proc = self.admin
         old = proc.admin_socket if proc is not None else None
-        if self.launcher is None or not self.launcher.needed(gen.config):
+        if not self._wants_control(gen):
             if proc is not None:
                 proc.stop()
                 if old is not None:
@@ -425,7 +459,7 @@ class _Supervisor:
             self.admin = None
             return
         try:
-            sock = self._admin_socket(gen.config)
+            sock = self._admin_socket(gen)
         except NetworkError as exc:
             _log(f"{exc}; the admin API stays where it was")
             sock = old
@@ -458,7 +492,7 @@ class _Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's signal
-            _die_with_parent(parent)
+            parent_fd = watch_parent(parent)
             code = 1
             try:
                 # Sockets of other generations' listeners are not this worker's to hold:
@@ -479,6 +513,7 @@ class _Supervisor:
                     gen.sockets,
                     ready_fd=self.ready_w,
                     reload_status=self.status,
+                    parent_fd=parent_fd,
                 )
             except BaseException as exc:
                 reason = f"{exc}" or type(exc).__name__
@@ -528,6 +563,8 @@ class _Supervisor:
         try:
             while not self.stopping:
                 if self.tls is not None:  # TLS hook: ticket-key rotation, internal renewal
+                    from datetime import UTC, datetime
+
                     self.tls.tick(time.monotonic(), datetime.now(UTC))
                 self.reap(restart=True)
                 self._read_ready()
@@ -670,8 +707,6 @@ class _Supervisor:
 
     def _apply(self, prepared: Prepared) -> None:
         """Start a generation on ``prepared`` (or note that nothing changed)."""
-        from backhaul.edge.settings import thaw
-
         cur = self.current
         if (
             prepared.settings == cur.prepared.settings
@@ -685,26 +720,28 @@ class _Supervisor:
                 f" {cur.number} stays"
             )
             return
-        config = thaw(prepared.settings)
         try:
-            admin = config.admin
-            before = cur.config.admin
-            if admin is not None and (before is None or admin.address != before.address):
-                validate_binds(admin=admin.address)  # a new admin address: free?
-            sockets = self._sockets_for(config)
-            self._check_dns_ports(config.dns, cur.config.dns)
+            admin = prepared.admin
+            if admin is not None and admin != cur.prepared.admin:
+                validate_binds(admin=admin)  # a new admin address: free?
+            sockets = self._sockets_for(prepared)
+            if "dns" in prepared.features:
+                from backhaul.edge.settings import thaw
+
+                before = cur.config.dns if cur.has("dns") else None
+                self._check_dns_ports(thaw(prepared.settings).dns, before)
         except NetworkError as exc:
             self._release_sockets()
             self._fail(f"{self.config_file}: {exc}; the running config stays")
             return
-        gen = self._generation(cur.number + 1, prepared, config, sockets, cur)
-        if any(getattr(lst, "tls", None) is not None for lst in config.listeners):
+        gen = self._generation(cur.number + 1, prepared, sockets, cur)
+        if gen.has("tls"):
             from backhaul.edge.tls_supervisor import InternalCertificates, TlsSupervision
 
             if self.tls is None:
-                self.tls = TlsSupervision.before_fork(config)
+                self.tls = TlsSupervision.before_fork(gen.config)
             else:
-                self.tls.internal = InternalCertificates(config)
+                self.tls.internal = InternalCertificates(gen.config)
         if prepared.dhcp == cur.prepared.dhcp:
             gen.sidecars = cur.sidecars
         else:  # the DHCP service restarts on its new section (or stops without one)

@@ -41,7 +41,6 @@ prepares contexts and hooks in where the standard library allows:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import ssl
 import sys
@@ -50,8 +49,6 @@ import weakref
 from base64 import b64encode
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import httptools
 
 from backhaul.edge.routing import CLIENT_CERT_FIELD, CLIENT_SUBJECT_FIELD
 from backhaul.edge.tls_supervisor import TicketKeys, shared_tickets
@@ -141,6 +138,8 @@ class _LibSsl:
     found and checked."""
 
     def __init__(self) -> None:
+        import ctypes  # here and below: a worker without TLS does not load ctypes (RSS)
+
         self.lib: Any = None
         self.why = ""
         path = self._path()
@@ -177,6 +176,8 @@ class _LibSsl:
     def ctx_pointer(self, context: ssl.SSLContext) -> int | None:
         """The ``SSL_CTX*`` of ``context`` (CPython keeps it right after the object header
         of ``PySSLContext``), or None when it does not answer like that context."""
+        import ctypes
+
         if self.lib is None:
             return None
         pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
@@ -185,6 +186,8 @@ class _LibSsl:
         return int(pointer)
 
     def set_ticket_key(self, context: ssl.SSLContext, key: bytes) -> bool:
+        import ctypes
+
         pointer = self.ctx_pointer(context)
         if pointer is None:
             return False
@@ -714,15 +717,28 @@ class HttpsRedirect(asyncio.Protocol):
     host and target over HTTPS, then close. Bounded: one request head of at most 16 KiB,
     within the listener's request-head timeout."""
 
-    __slots__ = ("host", "parser", "port", "status", "timer", "transport", "url", "size")
+    __slots__ = (
+        "host",
+        "parse_error",
+        "parser",
+        "port",
+        "status",
+        "timer",
+        "transport",
+        "url",
+        "size",
+    )
 
     _LIMIT = 16 * 1024
 
     def __init__(self, port: int, status: int, timeout: float, loop: Any) -> None:
         self.port = port
         self.status = status
+        import httptools  # here: a worker without such a listener does not load it (RSS)
+
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self.parse_error: type[Exception] = httptools.HttpParserError
         self.url = b""
         self.host = b""
         self.size = 0
@@ -744,7 +760,7 @@ class HttpsRedirect(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except self.parse_error:
             if self.transport is not None and not self.transport.is_closing():
                 self._answer(400, b"")
 

@@ -17,8 +17,10 @@ import os
 import struct
 import sys
 import time
-from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = [
     "InternalCertificates",
@@ -176,6 +178,8 @@ class InternalCertificates:
             authority, created = store.load_or_init(now)
             if created:
                 _log(f"created the built-in CA in {store.directory} (root: {store.root_cert_path})")
+            from datetime import timedelta  # here: workers import this module (RSS)
+
             leaf = issue_leaf(authority, names, now, timedelta(seconds=lifetime))
             store.write_leaf(name, leaf)
             renewed.append(name)

@@ -33,7 +33,6 @@ from backhaul.edge.datapath import (
 from backhaul.edge.discovery import Discovery, SharedDiscovery, metered, start_discovery
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
-from backhaul.edge.origin import start_echo_origin
 from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
@@ -172,6 +171,8 @@ class Worker:
             builtin_ports: dict[int, int] = {}
             for i, ep in enumerate(cluster_cfg.endpoints):
                 if ep.builtin is not None:
+                    from backhaul.edge.origin import start_echo_origin  # httptools: only here
+
                     server, port = await start_echo_origin(f"{name}-{i + 1}")
                     self._origins.append(server)
                     builtin_ports[i] = port

@@ -11,7 +11,6 @@ without a query, and ``/new?{query}&from=old`` gives ``/new?from=old``.
 
 from __future__ import annotations
 
-import difflib
 import string
 from dataclasses import dataclass
 
@@ -68,6 +67,8 @@ def parse_redirect(text: str) -> RedirectTemplate:
         if name not in PLACEHOLDERS or spec or conversion:
             shown = "{" + name + (f"!{conversion}" if conversion else "")
             shown += (f":{spec}" if spec else "") + "}"
+            import difflib  # only to word this error
+
             close = difflib.get_close_matches(name, PLACEHOLDERS, n=1, cutoff=0.5)
             hint = f"; did you mean {{{close[0]}}}?" if close and not (spec or conversion) else ""
             raise ValueError(

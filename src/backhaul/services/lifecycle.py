@@ -7,9 +7,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
 
-__all__ = ["die_with_parent", "fork_child", "new_event_loop"]
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["die_with_parent", "fork_child", "new_event_loop", "watch_parent"]
 
 
 def new_event_loop() -> Any:
@@ -35,6 +38,22 @@ def die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         os._exit(0)
+
+
+def watch_parent(parent: int) -> int | None:
+    """A pidfd of the supervisor ``parent``, readable once it exits, however it exits: the
+    child's event loop watches it (``loop.add_reader``) to drain and exit then, as
+    :func:`die_with_parent` makes it do, without loading ctypes for ``prctl`` (0.4 MB of RSS
+    in every worker). Where pidfds are missing (Linux before 5.3) :func:`die_with_parent`
+    takes over and None is returned. Exits at once when the supervisor died already."""
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfd here, or the parent is gone (ESRCH)
+        die_with_parent(parent)
+        return None
+    if os.getppid() != parent:  # the supervisor died before the pidfd was opened
+        os._exit(0)
+    return fd
 
 
 def fork_child(body: Callable[[], int], what: str) -> int:

@@ -15,13 +15,15 @@ Kept small and free of pydantic and asyncio: the supervisor imports it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["RESTART_LIMIT", "Sidecar", "dhcp_section", "dhcp_spec", "handoff"]
 
@@ -42,6 +44,8 @@ def dhcp_section(config: Any) -> tuple[bytes, str] | None:
     if dhcp is None:
         return None
     metrics = os.path.join(dhcp.state_dir, "dhcp-metrics.prom")
+    import json  # here: the supervisor imports this module, `serve` calls this
+
     return json.dumps(dhcp.model_dump(mode="json")).encode(), metrics
 
 

@@ -27,14 +27,16 @@ tick. Plain data only: no asyncio, no sockets (the supervisor imports this modul
 
 from __future__ import annotations
 
-import ipaddress
 import mmap
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
+from backhaul.state.record import Record
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
 if TYPE_CHECKING:
+    from typing import Final
+
     from backhaul.state.endpoint_health import EndpointHealth
 
 __all__ = [
@@ -44,7 +46,9 @@ __all__ = [
     "SharedEndpoint",
     "carry_over",
     "discovered_clusters",
+    "dns_questions",
     "same_dns_question",
+    "same_questions",
 ]
 
 MAX_ENDPOINTS_LIMIT = 1024
@@ -66,34 +70,55 @@ _ENTRY_WORDS = _E_TAG + 1
 _WAIT = 0.05  # seconds a blocking reader retries a section its writer left mid-write
 
 
-@dataclass(frozen=True, slots=True)
-class SharedEndpoint:
+class SharedEndpoint(Record):
     """One published endpoint: where it is, and its check record in the health map."""
 
-    host: str
-    port: int
-    weight: int
-    record: int
-    """Index of its check record in the shared health map."""
-    tag: int
-    """The generation that gave it the record (its results carry the same tag)."""
+    __slots__ = ("host", "port", "weight", "record", "tag")
+
+    def __init__(self, host: str, port: int, weight: int, record: int, tag: int) -> None:
+        self.host: Final = host
+        self.port: Final = port
+        self.weight: Final = weight
+        self.record: Final = record
+        """Index of its check record in the shared health map."""
+        self.tag: Final = tag
+        """The generation that gave it the record (its results carry the same tag)."""
 
 
-@dataclass(frozen=True, slots=True)
-class DiscoveredSet:
+class DiscoveredSet(Record):
     """A consistent copy of one cluster's section."""
 
-    generation: int
-    """Sets published so far (0: none yet)."""
-    endpoints: tuple[SharedEndpoint, ...]
-    over_limit: int
-    """Endpoints the last answer had beyond the room (left out)."""
-    resolutions: int
-    failures: int
-    last_unix: float
-    """Wall time of the last resolution, successful or not (0: none)."""
-    last_error: str
-    """Why the last resolution failed ('' after a success)."""
+    __slots__ = (
+        "generation",
+        "endpoints",
+        "over_limit",
+        "resolutions",
+        "failures",
+        "last_unix",
+        "last_error",
+    )
+
+    def __init__(
+        self,
+        generation: int,
+        endpoints: tuple[SharedEndpoint, ...],
+        over_limit: int,
+        resolutions: int,
+        failures: int,
+        last_unix: float,
+        last_error: str,
+    ) -> None:
+        self.generation: Final = generation
+        """Sets published so far (0: none yet)."""
+        self.endpoints: Final = endpoints
+        self.over_limit: Final = over_limit
+        """Endpoints the last answer had beyond the room (left out)."""
+        self.resolutions: Final = resolutions
+        self.failures: Final = failures
+        self.last_unix: Final = last_unix
+        """Wall time of the last resolution, successful or not (0: none)."""
+        self.last_error: Final = last_error
+        """Why the last resolution failed ('' after a success)."""
 
 
 def discovered_clusters(settings: object) -> list[tuple[str, int]]:
@@ -108,24 +133,32 @@ def discovered_clusters(settings: object) -> list[tuple[str, int]]:
     return out
 
 
+def dns_questions(settings: object) -> tuple[tuple[str, tuple[object, ...]], ...]:
+    """``(cluster, question)`` of the clusters of a (thawed or validated) config whose
+    endpoints come from DNS, the question being ``(name, type, port, resolvers)``: plain
+    data, which the supervisor keeps instead of the config."""
+    out = []
+    for name, cluster in settings.clusters.items():  # type: ignore[attr-defined]
+        spec = getattr(cluster, "endpoints_from", None)
+        if spec is not None:
+            out.append((name, (spec.name, spec.type, spec.port, tuple(spec.resolvers))))
+    return tuple(out)
+
+
+def same_questions(
+    before: Iterable[tuple[str, tuple[object, ...]]],
+    after: Iterable[tuple[str, tuple[object, ...]]],
+) -> list[str]:
+    """The clusters of ``after`` (:func:`dns_questions`) that ``before`` asks the same way:
+    what was found for one config holds for the other."""
+    asked = dict(before)
+    return [name for name, question in after if asked.get(name) == question]
+
+
 def same_dns_question(before: object, after: object) -> list[str]:
     """The clusters whose endpoints come from DNS in both configs, asked the same way (name,
     type, port, resolvers): what was found for one config holds for the other."""
-    out = []
-    old = before.clusters  # type: ignore[attr-defined]
-    for name, cluster in after.clusters.items():  # type: ignore[attr-defined]
-        spec = getattr(cluster, "endpoints_from", None)
-        was = getattr(old.get(name), "endpoints_from", None)
-        if spec is None or was is None:
-            continue
-        if (spec.name, spec.type, spec.port, spec.resolvers) == (
-            was.name,
-            was.type,
-            was.port,
-            was.resolvers,
-        ):
-            out.append(name)
-    return out
+    return same_questions(dns_questions(before), dns_questions(after))
 
 
 class DiscoveredEndpoints:
@@ -290,6 +323,8 @@ class DiscoveredEndpoints:
 
     @staticmethod
     def _parse(raw: bytes, count: int) -> DiscoveredSet:
+        import ipaddress  # here: the supervisor imports this module, readers parse
+
         q = memoryview(raw).cast("q")
         endpoints = []
         for k in range(count):
@@ -346,5 +381,5 @@ def carry_over(
         for k, ep in enumerate(found.endpoints[: new.rooms[c]]):
             record = new.records[c][k]
             new_health.copy_check(record, old_health, ep.record)  # with its tag
-            moved.append(replace(ep, record=record))
-        new.copy_section(c, replace(found, endpoints=(*moved, *found.endpoints[len(moved) :])))
+            moved.append(ep.replace(record=record))
+        new.copy_section(c, found.replace(endpoints=(*moved, *found.endpoints[len(moved) :])))

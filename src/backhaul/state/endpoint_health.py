@@ -33,7 +33,12 @@ from __future__ import annotations
 import mmap
 import time
 from array import array
-from dataclasses import dataclass
+
+from backhaul.state.record import Record
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["RING", "CheckRecord", "EndpointHealth", "WorkerRow", "split_view", "state_view"]
 
@@ -59,20 +64,32 @@ _W_FLIGHT = 3
 _WAIT = 0.05  # seconds a reader retries a record its writer left mid-write (killed)
 
 
-@dataclass(frozen=True, slots=True)
-class CheckRecord:
+class CheckRecord(Record):
     """One endpoint's active-check state, as the checker last wrote it."""
 
-    seq: int
-    """Results so far (0: not checked yet)."""
-    verdict: str
-    passes: int
-    failures: int
-    last_unix: float
-    reason: str
-    ring: tuple[int, ...]
-    tag: int = 0
-    """Who the record belongs to (endpoints found through DNS; 0 for config endpoints)."""
+    __slots__ = ("seq", "verdict", "passes", "failures", "last_unix", "reason", "ring", "tag")
+
+    def __init__(
+        self,
+        seq: int,
+        verdict: str,
+        passes: int,
+        failures: int,
+        last_unix: float,
+        reason: str,
+        ring: tuple[int, ...],
+        tag: int = 0,
+    ) -> None:
+        self.seq: Final = seq
+        """Results so far (0: not checked yet)."""
+        self.verdict: Final = verdict
+        self.passes: Final = passes
+        self.failures: Final = failures
+        self.last_unix: Final = last_unix
+        self.reason: Final = reason
+        self.ring: Final = ring
+        self.tag: Final = tag
+        """Who the record belongs to (endpoints found through DNS; 0 for config endpoints)."""
 
     def passed(self, n: int) -> bool:
         """Whether result number ``n`` (1-based, within the last :data:`RING`) passed."""
@@ -80,15 +97,23 @@ class CheckRecord:
         return bool((self.ring[i // 64] >> (i % 64)) & 1)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerRow:
+class WorkerRow(Record):
     """One worker slot's row."""
 
-    pid: int
-    started_unix: float
-    in_flight: tuple[int, ...]
-    views: tuple[int, ...] = ()
-    """Per endpoint: :func:`state_view` of the endpoint this worker holds there, or 0."""
+    __slots__ = ("pid", "started_unix", "in_flight", "views")
+
+    def __init__(
+        self,
+        pid: int,
+        started_unix: float,
+        in_flight: tuple[int, ...],
+        views: tuple[int, ...] = (),
+    ) -> None:
+        self.pid: Final = pid
+        self.started_unix: Final = started_unix
+        self.in_flight: Final = in_flight
+        self.views: Final = views
+        """Per endpoint: :func:`state_view` of the endpoint this worker holds there, or 0."""
 
 
 def state_view(tag: int, state_code: int) -> int:

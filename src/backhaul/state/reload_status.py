@@ -44,9 +44,13 @@ import mmap
 import os
 import struct
 import time
-from dataclasses import dataclass
 
 from backhaul.errors import BackhaulError
+from backhaul.state.record import Record
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "MAX_ERROR_BYTES",
@@ -78,17 +82,36 @@ class ReloadStatusError(BackhaulError):
     """The reload status could not be read (its writer stopped in the middle of a write)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReloadSnapshot:
+class ReloadSnapshot(Record):
     """One consistent reading of :class:`ReloadStatus`."""
 
-    attempts: int
-    generation: int
-    last_attempt_unix: float
-    last_ok: bool
-    last_error: str
-    digest: str
-    started_unix: float
+    __slots__ = (
+        "attempts",
+        "generation",
+        "last_attempt_unix",
+        "last_ok",
+        "last_error",
+        "digest",
+        "started_unix",
+    )
+
+    def __init__(
+        self,
+        attempts: int,
+        generation: int,
+        last_attempt_unix: float,
+        last_ok: bool,
+        last_error: str,
+        digest: str,
+        started_unix: float,
+    ) -> None:
+        self.attempts: Final = attempts
+        self.generation: Final = generation
+        self.last_attempt_unix: Final = last_attempt_unix
+        self.last_ok: Final = last_ok
+        self.last_error: Final = last_error
+        self.digest: Final = digest
+        self.started_unix: Final = started_unix
 
 
 def truncate_utf8(text: str, limit: int = MAX_ERROR_BYTES) -> bytes:

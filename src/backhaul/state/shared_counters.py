@@ -38,11 +38,15 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from backhaul.errors import BackhaulError
-from backhaul.state.recorder import Recorder
+from backhaul.state.record import Record
+
+TYPE_CHECKING = False  # without importing typing: the supervisor imports this module (RSS)
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    from backhaul.state.recorder import Recorder
 
 __all__ = [
     "BREAKERS",
@@ -145,8 +149,7 @@ def _names_unique(labels: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Record):
     """Where each counter of a config lives; plain, picklable data built once per config.
 
     A *series key* numbers one (listener, route) pair that can occur: a route limited to
@@ -156,34 +159,52 @@ class Layout:
     route's.
     """
 
-    listeners: tuple[str, ...]
-    routes: tuple[str, ...]
-    route_clusters: tuple[str | None, ...]
-    """Per route: the cluster it proxies to, or None (redirect, direct response)."""
-    route_listeners: tuple[tuple[str, ...] | None, ...]
-    """Per route: the listeners it is limited to, or None for all."""
-    clusters: tuple[str, ...]
-    endpoints: tuple[tuple[str, ...], ...]
-    """Per cluster (in ``clusters`` order): its endpoint labels, in config order."""
-    buckets: tuple[float, ...] = DEFAULT_BUCKETS
-    tls_listeners: tuple[str, ...] = ()
-    """The listeners that speak TLS (handshake counters)."""
+    __slots__ = (
+        "listeners",
+        "routes",
+        "route_clusters",
+        "route_listeners",
+        "clusters",
+        "endpoints",
+        "buckets",
+        "tls_listeners",
+        # derived, computed in __init__ (not compared)
+        "int_fields",
+        "float_fields",
+        "counters_end",
+        "n_ints",
+        "n_floats",
+        "endpoint_base",
+        "key_pairs",
+        "key_cluster",
+        "key_index",
+        "digest",
+    )
+    _compared = __slots__[:8]
 
-    # Derived, computed in __post_init__.
-    int_fields: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
-    float_fields: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
-    counters_end: int = field(init=False, repr=False, compare=False)
-    n_ints: int = field(init=False, repr=False, compare=False)
-    n_floats: int = field(init=False, repr=False, compare=False)
-    endpoint_base: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    key_pairs: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
-    """Per key: ``(listener index, route index)``, route index ``len(routes)`` for none."""
-    key_cluster: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    """Per key: its route's cluster index, ``len(clusters)`` for none."""
-    key_index: dict[tuple[int, int], int] = field(init=False, repr=False, compare=False)
-    digest: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        listeners: tuple[str, ...],
+        routes: tuple[str, ...],
+        route_clusters: tuple[str | None, ...],
+        route_listeners: tuple[tuple[str, ...] | None, ...],
+        clusters: tuple[str, ...],
+        endpoints: tuple[tuple[str, ...], ...],
+        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+        tls_listeners: tuple[str, ...] = (),
+    ) -> None:
+        self.listeners: Final = listeners
+        self.routes: Final = routes
+        self.route_clusters: Final = route_clusters
+        """Per route: the cluster it proxies to, or None (redirect, direct response)."""
+        self.route_listeners: Final = route_listeners
+        """Per route: the listeners it is limited to, or None for all."""
+        self.clusters: Final = clusters
+        self.endpoints: Final = endpoints
+        """Per cluster (in ``clusters`` order): its endpoint labels, in config order."""
+        self.buckets: Final = buckets
+        self.tls_listeners: Final = tls_listeners
+        """The listeners that speak TLS (handshake counters)."""
         if len(self.route_clusters) != len(self.routes) or len(self.route_listeners) != len(
             self.routes
         ):
@@ -244,16 +265,17 @@ class Layout:
             total += len(eps)
         route_cluster = [cluster_index[c] if c is not None else nc for c in self.route_clusters]
         route_cluster.append(nc)
-        setattr_ = object.__setattr__
-        setattr_(self, "int_fields", int_fields)
-        setattr_(self, "float_fields", float_fields)
-        setattr_(self, "counters_end", counters_end)
-        setattr_(self, "n_ints", at)
-        setattr_(self, "n_floats", fat)
-        setattr_(self, "endpoint_base", tuple(base))
-        setattr_(self, "key_pairs", tuple(pairs))
-        setattr_(self, "key_cluster", tuple(route_cluster[ri] for _, ri in pairs))
-        setattr_(self, "key_index", {pair: k for k, pair in enumerate(pairs)})
+        self.int_fields: Final = int_fields
+        self.float_fields: Final = float_fields
+        self.counters_end: Final = counters_end
+        self.n_ints: Final = at
+        self.n_floats: Final = fat
+        self.endpoint_base: Final = tuple(base)
+        self.key_pairs: Final = tuple(pairs)
+        """Per key: ``(listener index, route index)``, route index ``len(routes)`` for none."""
+        self.key_cluster: Final = tuple(route_cluster[ri] for _, ri in pairs)
+        """Per key: its route's cluster index, ``len(clusters)`` for none."""
+        self.key_index: Final = {pair: k for k, pair in enumerate(pairs)}
         text = repr(
             (
                 self.listeners,
@@ -270,7 +292,7 @@ class Layout:
         # A 64-bit fingerprint from zlib (hashlib would load OpenSSL into the lean supervisor).
         raw = text.encode()
         digest = ((zlib.crc32(raw) << 32) | zlib.adler32(raw)).to_bytes(8, "big")
-        setattr_(self, "digest", int.from_bytes(digest, "big", signed=True))
+        self.digest: Final = int.from_bytes(digest, "big", signed=True)
         if self.slot_bytes > _MAX_SLOT_BYTES:
             raise MetricsLayoutError(
                 f"metrics for {keys} listener/route pairs need {self.slot_bytes >> 20} MiB"
@@ -381,20 +403,29 @@ def build_layout(settings: Any, buckets: Iterable[float] = DEFAULT_BUCKETS) -> L
     )
 
 
-@dataclass
-class Totals:
+class Totals(Record):
     """All slots added up (see the module docstring for what "live" means)."""
 
-    ints: list[int]
-    """Counters summed over every used slot; gauge regions summed over live slots."""
-    floats: list[float]
-    """Sums (of durations) over every used slot."""
-    health: list[list[int]]
-    """Per endpoint (flat index): how many live workers see it in each HEALTH_STATES."""
-    panic: list[int]
-    """Per cluster: how many live workers have it in panic."""
-    workers: int
-    """Live workers."""
+    __slots__ = ("ints", "floats", "health", "panic", "workers")
+
+    def __init__(
+        self,
+        ints: list[int],
+        floats: list[float],
+        health: list[list[int]],
+        panic: list[int],
+        workers: int,
+    ) -> None:
+        self.ints = ints
+        """Counters summed over every used slot; gauge regions summed over live slots."""
+        self.floats = floats
+        """Sums (of durations) over every used slot."""
+        self.health = health
+        """Per endpoint (flat index): how many live workers see it in each HEALTH_STATES."""
+        self.panic = panic
+        """Per cluster: how many live workers have it in panic."""
+        self.workers = workers
+        """Live workers."""
 
 
 class SharedCounters:
@@ -598,6 +629,8 @@ class WorkerMetrics:
         return cls(layout, SharedCounters(layout, 1), 0)
 
     def _recorder(self) -> Recorder:
+        from backhaul.state.recorder import Recorder  # compiled: a worker's, not the supervisor's
+
         lists = self._lists
         return Recorder(
             lists["requests"],
