@@ -31,10 +31,13 @@ handshake, one per resumed one, on both), nginx with ``ssl_session_cache shared:
 side negotiated (protocol, cipher, key exchange group, tickets sent, ALPN, whether a saved
 session resumes).
 
-``--floor`` adds a third contestant: a minimal uvloop TLS server with backhaul's server
-context that answers every request itself (no routing, no upstream). It is what uvloop's
-TLS transport and Python's ssl module cost without any of backhaul's work: the bound on
-what tuning backhaul's own code can reach.
+``--floor`` adds two contestants that answer every request themselves (no routing, no
+upstream), both with backhaul's server context: "floor", a minimal server on uvloop's TLS
+transport (what that transport and Python's ssl cost without any of backhaul's work), and
+"driver", the same answers with its own TLS glue over the plain TCP transport (the C object
+of ``SSLContext._wrap_bio`` on memory BIOs, no per-connection timers, one write per event,
+closing right after its close_notify as nginx does). The gap between the two is what uvloop's
+TLS transport itself costs per connection.
 
 ``--instructions`` measures something else, steadily on a busy machine: the user-space
 instructions (valgrind's callgrind, Ir) each server runs per new TLS connection, for backhaul,
@@ -220,6 +223,77 @@ class Answer(asyncio.Protocol):
 async def main():
     loop = asyncio.get_running_loop()
     await loop.create_server(Answer, "127.0.0.1", port, ssl=context, backlog=4096)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+FLOOR_DRIVER = """
+import asyncio, ssl, sys
+from types import SimpleNamespace
+import uvloop
+from backhaul.edge.tls import server_context
+
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+config = SimpleNamespace(
+    min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
+)
+context = server_context(config, (cert, key, None))
+ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n\\r\\nhello, world\\n"
+CLOSE = ANSWER.replace(b"\\r\\n\\r\\n", b"\\r\\nConnection: close\\r\\n\\r\\n", 1)
+WantRead, MemoryBIO = ssl.SSLWantReadError, ssl.MemoryBIO
+
+
+class Driver(asyncio.Protocol):
+    # TLS over the plain TCP transport: the C object of the context's own wrap_bio, no
+    # timers, what OpenSSL wrote goes out in one write per event, close right after our
+    # close_notify (as nginx does).
+    def connection_made(self, transport):
+        self.transport = transport
+        self.incoming, self.outgoing = MemoryBIO(), MemoryBIO()
+        self.tls = context._wrap_bio(
+            self.incoming, self.outgoing, server_side=True, server_hostname=None
+        )
+        self.ready = False
+
+    def data_received(self, data):
+        self.incoming.write(data)
+        tls = self.tls
+        if not self.ready:
+            try:
+                tls.do_handshake()
+            except WantRead:
+                self.transport.write(self.outgoing.read())
+                return
+            except ssl.SSLError:
+                self.transport.write(self.outgoing.read())
+                self.transport.close()
+                return
+            self.ready = True
+        if not (self.incoming.pending or tls.pending()):
+            return
+        try:
+            request = tls.read(65536)
+        except WantRead:
+            return
+        if request.endswith(b"\\r\\n\\r\\n"):  # wrk's requests fit in one read
+            if b"Connection: close" in request:
+                tls.write(CLOSE)
+                try:
+                    tls.shutdown()
+                except WantRead:
+                    pass
+                self.transport.write(self.outgoing.read())
+                self.transport.close()
+            else:
+                tls.write(ANSWER)
+                self.transport.write(self.outgoing.read())
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server(Driver, "127.0.0.1", port, backlog=4096)
     await asyncio.Event().wait()
 
 uvloop.run(main())
@@ -514,6 +588,7 @@ class TlsBench:
         (workdir / "www" / "files" / "13B").write_bytes(BODY)
         self.cert, self.key, self.root = make_certificate(workdir)
         self.origin_port, self.nginx_port, self.backhaul_port, self.floor_port = free_ports(4)
+        self.driver_port = free_ports(1)[0]
         self.ports = {"nginx": self.nginx_port, "backhaul": self.backhaul_port}
         self.pgids: dict[str, int] = {}
 
@@ -575,6 +650,14 @@ class TlsBench:
             check_https(self.floor_port, self.root)
             self.pgids["floor"] = floor.pid
             self.ports["floor"] = self.floor_port
+            script = self.dir / "driver.py"
+            script.write_text(FLOOR_DRIVER)
+            argv = [sys.executable, str(script), str(self.cert), str(self.key)]
+            driver = self.procs.start("driver", [*argv, str(self.driver_port)], PROXY_CORE)
+            wait_listening(self.procs, "driver", driver, self.driver_port)
+            check_https(self.driver_port, self.root)
+            self.pgids["driver"] = driver.pid
+            self.ports["driver"] = self.driver_port
 
     def run(self, proxy: str, close: bool) -> dict[str, Any]:
         port = self.ports[proxy]
@@ -711,20 +794,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if args.floor:
-        print("\n| load | floor req/s | ratio to nginx | floor CPU | user+sys µs per req |")
-        print("| --- | --- | --- | --- | --- |")
+        print("\n| load | server | req/s | ratio to nginx | CPU | user+sys µs per req |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for load in loads:
-            floor = median_of(runs[(load, "floor")], "rps")
-            nginx = median_of(runs[(load, "nginx")], "rps")
-            summary[load]["floor_rps"] = floor
-            summary[load]["floor_cpu_efficiency_ratio"] = per_request(
-                runs[(load, "nginx")]
-            ) / per_request(runs[(load, "floor")])
-            print(
-                f"| {load} | {floor:,.0f} | {floor / nginx if nginx else 0:.2f} |"
-                f" {median_of(runs[(load, 'floor')], 'proxy_cpu'):.0%} |"
-                f" {cost(runs[(load, 'floor')])} |"
-            )
+            for name in ("floor", "driver"):
+                floor = median_of(runs[(load, name)], "rps")
+                nginx = median_of(runs[(load, "nginx")], "rps")
+                summary[load][f"{name}_rps"] = floor
+                summary[load][f"{name}_cpu_efficiency_ratio"] = per_request(
+                    runs[(load, "nginx")]
+                ) / per_request(runs[(load, name)])
+                print(
+                    f"| {load} | {name} | {floor:,.0f} | {floor / nginx if nginx else 0:.2f} |"
+                    f" {median_of(runs[(load, name)], 'proxy_cpu'):.0%} |"
+                    f" {cost(runs[(load, name)])} |"
+                )
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"tls-{stamp}.json"
