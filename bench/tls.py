@@ -9,8 +9,12 @@ logs are off on both: what is compared is TLS termination plus forwarding. Two l
 `wrk -t1 -c50` on core 1, interleaved per round:
 
 - keep-alive: HTTPS requests on 50 persistent connections (per-record cost);
-- handshakes: `-H 'Connection: close'`, so every request is a new connection and a full
-  TLS 1.3 handshake (wrk does not resume sessions).
+- handshakes: `-H 'Connection: close'`, so every request is a new connection and a TLS 1.3
+  handshake. wrk keeps one ``SSL`` per connection slot and ``SSL_clear``s it after its
+  ``SSL_shutdown``, so the session (updated by the server's ticket) is offered again: after the
+  first connection of each of the 50 slots every handshake is a *resumed* one (PSK with
+  X25519, no certificate, no signature), on both servers (measured: 50 full, the rest
+  resumed). After a resumption OpenSSL sends one ticket, whatever ``num_tickets`` says.
 
 Medians over rounds; ratios to nginx; the proxy's CPU share shows who the bottleneck was.
 When neither proxy saturates its core (a busy machine: wrk and the origin share core 1), the
@@ -21,15 +25,29 @@ builds; a run where others took more than 10% of the proxy's core is run again (
 default 2) and marked if it stays so.
 
 Both sides are configured as they would be run: TLS 1.3 only, the same certificate, the
-default groups (X25519 first, then P-256), session tickets on (OpenSSL's two per handshake
-on both), nginx with ``ssl_session_cache shared:SSL:10m`` (Mozilla's recommended setting);
-before the loads, ``openssl s_client`` prints what each side negotiated (protocol, cipher,
-key exchange group, tickets sent, ALPN, whether a saved session resumes).
+default groups (X25519 first, then P-256), session tickets on (OpenSSL's two per full
+handshake, one per resumed one, on both), nginx with ``ssl_session_cache shared:SSL:10m``
+(Mozilla's recommended setting); before the loads, ``openssl s_client`` prints what each
+side negotiated (protocol, cipher, key exchange group, tickets sent, ALPN, whether a saved
+session resumes).
 
-``--floor`` adds a third contestant: a minimal uvloop TLS server with backhaul's server
-context that answers every request itself (no routing, no upstream). It is what uvloop's
-TLS transport and Python's ssl module cost without any of backhaul's work: the bound on
-what tuning backhaul's own code can reach.
+``--floor`` adds two contestants that answer every request themselves (no routing, no
+upstream), both with backhaul's server context: "floor", a minimal server on uvloop's TLS
+transport (what that transport and Python's ssl cost without any of backhaul's work), and
+"driver", the same answers with its own TLS glue over the plain TCP transport (the C object
+of ``SSLContext._wrap_bio`` on memory BIOs, no per-connection timers, one write per event,
+closing right after its close_notify as nginx does). The gap between the two is what uvloop's
+TLS transport itself costs per connection.
+
+``--instructions`` measures something else, steadily on a busy machine: the user-space
+instructions (valgrind's callgrind, Ir) each server runs per new TLS connection, for backhaul,
+the floor, and the floor with a proxy leg (it forwards each request to the origin on a
+kept-alive connection, as backhaul does), driven by a client that behaves like wrk
+(sequential connections resuming the last session, ``Connection: close``, close_notify).
+Counts repeat within 0.1%; they see neither kernel time nor cache misses, so they say how much
+code runs, not how long it takes (see the helper report of issue 8: backhaul ran 2% more
+instructions than the floor per connection while taking 30% more CPU time).
+
 Targets: keep-alive >= 0.85x nginx, handshakes >= 0.8x nginx. Figures go to stdout and to
 bench/results/tls-<timestamp>.json. Noise between runs on a shared 2-core VM is about
 +-10%: only figures taken side by side in one run are compared.
@@ -42,6 +60,9 @@ import datetime
 import json
 import os
 import re
+import shutil
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -62,6 +83,7 @@ from .proxy import (
     backhaul_bin,
     cpu_seconds,
     free_ports,
+    group_members,
     parse_wrk,
     wait_listening,
 )
@@ -207,6 +229,296 @@ uvloop.run(main())
 """
 
 
+FLOOR_DRIVER = """
+import asyncio, ssl, sys
+from types import SimpleNamespace
+import uvloop
+from backhaul.edge.tls import server_context
+
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+config = SimpleNamespace(
+    min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
+)
+context = server_context(config, (cert, key, None))
+ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n\\r\\nhello, world\\n"
+CLOSE = ANSWER.replace(b"\\r\\n\\r\\n", b"\\r\\nConnection: close\\r\\n\\r\\n", 1)
+WantRead, MemoryBIO = ssl.SSLWantReadError, ssl.MemoryBIO
+
+
+class Driver(asyncio.Protocol):
+    # TLS over the plain TCP transport: the C object of the context's own wrap_bio, no
+    # timers, what OpenSSL wrote goes out in one write per event, close right after our
+    # close_notify (as nginx does).
+    def connection_made(self, transport):
+        self.transport = transport
+        self.incoming, self.outgoing = MemoryBIO(), MemoryBIO()
+        self.tls = context._wrap_bio(
+            self.incoming, self.outgoing, server_side=True, server_hostname=None
+        )
+        self.ready = False
+
+    def data_received(self, data):
+        self.incoming.write(data)
+        tls = self.tls
+        if not self.ready:
+            try:
+                tls.do_handshake()
+            except WantRead:
+                self.transport.write(self.outgoing.read())
+                return
+            except ssl.SSLError:
+                self.transport.write(self.outgoing.read())
+                self.transport.close()
+                return
+            self.ready = True
+        if not (self.incoming.pending or tls.pending()):
+            return
+        try:
+            request = tls.read(65536)
+        except WantRead:
+            return
+        if request.endswith(b"\\r\\n\\r\\n"):  # wrk's requests fit in one read
+            if b"Connection: close" in request:
+                tls.write(CLOSE)
+                try:
+                    tls.shutdown()
+                except WantRead:
+                    pass
+                self.transport.write(self.outgoing.read())
+                self.transport.close()
+            else:
+                tls.write(ANSWER)
+                self.transport.write(self.outgoing.read())
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server(Driver, "127.0.0.1", port, backlog=4096)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+FLOOR_PROXY = """
+import asyncio, sys
+from types import SimpleNamespace
+import uvloop
+from backhaul.edge.tls import server_context
+
+cert, key, port, origin = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+config = SimpleNamespace(
+    min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
+)
+context = server_context(config, (cert, key, None), [0] * 16)
+idle = []  # kept-alive origin connections, last used first
+
+
+class Upstream(asyncio.Protocol):
+    client = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):  # the origin's 13-byte answers fit in one read
+        client, self.client = self.client, None
+        idle.append(self)
+        if client is not None and client.transport is not None:
+            head, _, body = data.partition(b"\\r\\n\\r\\n")
+            client.transport.write(head + b"\\r\\nConnection: close\\r\\n\\r\\n" + body)
+            client.transport.close()
+
+    def connection_lost(self, exc):
+        if self in idle:
+            idle.remove(self)
+
+
+class Client(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if data.endswith(b"\\r\\n\\r\\n"):
+            request = data.replace(b"Connection: close\\r\\n", b"")
+            if idle:
+                upstream = idle.pop()
+                upstream.client = self
+                upstream.transport.write(request)
+            else:
+                asyncio.get_running_loop().create_task(self.connect(request))
+
+    async def connect(self, request):
+        loop = asyncio.get_running_loop()
+        _, upstream = await loop.create_connection(Upstream, "127.0.0.1", origin)
+        upstream.client = self
+        upstream.transport.write(request)
+
+    def connection_lost(self, exc):
+        self.transport = None
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server(Client, "127.0.0.1", port, ssl=context, backlog=4096)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+def wrk_like_client(port: int, count: int) -> int:
+    """``count`` sequential HTTPS requests on new connections, as wrk makes them with
+    ``Connection: close``: each offers the session of the one before (so all but the first
+    resume), reads the answer to the end, sends close_notify and closes. The number of
+    resumed handshakes."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    request = b"GET /files/13B HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    session = None
+    resumed = 0
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:
+            tls = context.wrap_socket(raw, server_hostname="localhost", session=session)
+            resumed += tls.session_reused
+            tls.sendall(request)
+            answer = b""
+            while True:
+                try:
+                    chunk = tls.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+            if not answer.endswith(BODY):
+                raise BenchError(f"127.0.0.1:{port} answered {answer[:200]!r}")
+            session = tls.session
+            try:
+                tls.unwrap()
+            except (OSError, ssl.SSLError):
+                pass
+    return resumed
+
+
+def callgrind_total(path: Path) -> int:
+    """The instruction count (Ir) of one callgrind dump."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise BenchError(f"{path}: no totals line (is it a callgrind dump?)")
+
+
+def instructions(args: argparse.Namespace) -> int:
+    """``--instructions``: user-space instructions per new TLS connection (see the module
+    text), backhaul beside the floor and the floor with a proxy leg."""
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            print(
+                f"bench.tls: --instructions needs {tool} (Debian package valgrind;"
+                " scripts/sysdeps.sh bench installs it)",
+                file=sys.stderr,
+            )
+            return 1
+    count, warm = args.connections, 20
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tls-ir-") as tmp, Processes(Path(tmp)) as procs:
+        os.chmod(tmp, 0o755)
+        bench = TlsBench(args, Path(tmp), procs)
+        try:
+            origin = bench.nginx(
+                "origin", ORIGIN_CONF.format(dir=bench.dir, port=bench.origin_port), LOAD_CORE
+            )
+            wait_listening(procs, "origin", origin, bench.origin_port)
+            dumps = Path(tmp) / "callgrind"
+            dumps.mkdir()
+            valgrind = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                "--trace-children=yes",
+            ]
+            config = {
+                "workers": 1,
+                "access_log": {"enabled": False},
+                "listeners": [
+                    {
+                        "name": "https",
+                        "address": f"127.0.0.1:{bench.backhaul_port}",
+                        "tls": {
+                            "cert": str(bench.cert),
+                            "key": str(bench.key),
+                            "min_version": "1.3",
+                        },
+                    }
+                ],
+                "routes": [{"name": "files", "proxy": {"cluster": "origin"}}],
+                "clusters": {
+                    "origin": {
+                        "endpoints": [f"127.0.0.1:{bench.origin_port}"],
+                        "pool": {"max_idle": 64},
+                    }
+                },
+            }
+            (Path(tmp) / "backhaul.yaml").write_text(yaml.safe_dump(config))
+            floor_script, proxy_script = Path(tmp) / "floor.py", Path(tmp) / "floor_proxy.py"
+            floor_script.write_text(FLOOR_SERVER)
+            proxy_script.write_text(FLOOR_PROXY)
+            proxy_port = free_ports(1)[0]
+            tls_args = [str(bench.cert), str(bench.key)]
+            origin_port = str(bench.origin_port)
+            servers = {
+                "backhaul": (
+                    [backhaul_bin(), "serve", "-c", str(Path(tmp) / "backhaul.yaml")],
+                    bench.backhaul_port,
+                ),
+                "floor": (
+                    [sys.executable, str(floor_script), *tls_args, str(bench.floor_port)],
+                    bench.floor_port,
+                ),
+                "floor+proxy": (
+                    [sys.executable, str(proxy_script), *tls_args, str(proxy_port), origin_port],
+                    proxy_port,
+                ),
+            }
+            for name, (argv, port) in servers.items():
+                out = f"--callgrind-out-file={dumps}/{name.replace('+', '-')}.%p"
+                proc = procs.start(name, [*valgrind, out, *argv], PROXY_CORE)
+                wait_listening(procs, name, proc, port)
+                members = sorted(group_members(proc.pid))
+                pid = members[-1]  # backhaul: its one worker (forked after the supervisor)
+                wrk_like_client(port, warm)
+                control = ["callgrind_control", "-i", "on", str(pid)]
+                subprocess.run(control, check=True, capture_output=True, timeout=60)
+                resumed = wrk_like_client(port, count)
+                for step in (["-d"], ["-i", "off"]):
+                    subprocess.run(
+                        ["callgrind_control", *step, str(pid)],
+                        check=True,
+                        capture_output=True,
+                        timeout=60,
+                    )
+                dump = sorted(dumps.glob(f"{name.replace('+', '-')}.{pid}*"))
+                if not dump:
+                    raise BenchError(f"{name}: callgrind wrote no dump for pid {pid}")
+                results[name] = callgrind_total(dump[-1]) / count
+                print(
+                    f"{name:12} {results[name] / 1000:8.1f} k instructions per connection"
+                    f"  ({resumed} of {count} handshakes resumed)",
+                    flush=True,
+                )
+        except (BenchError, subprocess.SubprocessError) as exc:
+            print(f"bench.tls: {exc}", file=sys.stderr)
+            return 1
+    floor = results["floor"]
+    print("\n| server | k instructions per new connection | over the floor |")
+    print("| --- | --- | --- |")
+    for name, value in results.items():
+        print(f"| {name} | {value / 1000:,.1f} | {value / floor - 1:+.1%} |")
+    return 0
+
+
 def negotiated(port: int, root: Path, workdir: Path) -> dict[str, str]:
     """What ``openssl s_client`` negotiates with the server on ``port``: protocol, cipher,
     key exchange group, session tickets received, ALPN, and whether the saved session
@@ -276,6 +588,7 @@ class TlsBench:
         (workdir / "www" / "files" / "13B").write_bytes(BODY)
         self.cert, self.key, self.root = make_certificate(workdir)
         self.origin_port, self.nginx_port, self.backhaul_port, self.floor_port = free_ports(4)
+        self.driver_port = free_ports(1)[0]
         self.ports = {"nginx": self.nginx_port, "backhaul": self.backhaul_port}
         self.pgids: dict[str, int] = {}
 
@@ -337,6 +650,14 @@ class TlsBench:
             check_https(self.floor_port, self.root)
             self.pgids["floor"] = floor.pid
             self.ports["floor"] = self.floor_port
+            script = self.dir / "driver.py"
+            script.write_text(FLOOR_DRIVER)
+            argv = [sys.executable, str(script), str(self.cert), str(self.key)]
+            driver = self.procs.start("driver", [*argv, str(self.driver_port)], PROXY_CORE)
+            wait_listening(self.procs, "driver", driver, self.driver_port)
+            check_https(self.driver_port, self.root)
+            self.pgids["driver"] = driver.pid
+            self.ports["driver"] = self.driver_port
 
     def run(self, proxy: str, close: bool) -> dict[str, Any]:
         port = self.ports[proxy]
@@ -385,7 +706,18 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="run again (at most this often) when other processes took >10%% of the core",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count user-space instructions per new connection under valgrind instead",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=200, help="connections counted by --instructions"
+    )
     args = parser.parse_args(argv)
+    if args.instructions:
+        args.floor = True
+        return instructions(args)
     if args.quick:
         args.rounds, args.duration = 1, 2.0
     loads = {"keep-alive": False, "handshakes": True}
@@ -462,20 +794,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if args.floor:
-        print("\n| load | floor req/s | ratio to nginx | floor CPU | user+sys µs per req |")
-        print("| --- | --- | --- | --- | --- |")
+        print("\n| load | server | req/s | ratio to nginx | CPU | user+sys µs per req |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for load in loads:
-            floor = median_of(runs[(load, "floor")], "rps")
-            nginx = median_of(runs[(load, "nginx")], "rps")
-            summary[load]["floor_rps"] = floor
-            summary[load]["floor_cpu_efficiency_ratio"] = per_request(
-                runs[(load, "nginx")]
-            ) / per_request(runs[(load, "floor")])
-            print(
-                f"| {load} | {floor:,.0f} | {floor / nginx if nginx else 0:.2f} |"
-                f" {median_of(runs[(load, 'floor')], 'proxy_cpu'):.0%} |"
-                f" {cost(runs[(load, 'floor')])} |"
-            )
+            for name in ("floor", "driver"):
+                floor = median_of(runs[(load, name)], "rps")
+                nginx = median_of(runs[(load, "nginx")], "rps")
+                summary[load][f"{name}_rps"] = floor
+                summary[load][f"{name}_cpu_efficiency_ratio"] = per_request(
+                    runs[(load, "nginx")]
+                ) / per_request(runs[(load, name)])
+                print(
+                    f"| {load} | {name} | {floor:,.0f} | {floor / nginx if nginx else 0:.2f} |"
+                    f" {median_of(runs[(load, name)], 'proxy_cpu'):.0%} |"
+                    f" {cost(runs[(load, name)])} |"
+                )
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"tls-{stamp}.json"

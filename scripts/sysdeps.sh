@@ -42,6 +42,7 @@ declare -A bench_pkgs=(
   [kea-dhcp4]=kea-dhcp4-server
   [iperf3]=iperf3
   [tshark]=tshark
+  [valgrind]=valgrind
 )
 
 missing=()
