@@ -45,8 +45,6 @@ cdef class RouteStep:
 
 cdef class RouteTable:
     cdef readonly tuple routes
-    cdef readonly tuple _generic
-    cdef readonly dict _by_host
     cdef readonly dict _plans
     cdef readonly tuple _generic_plan
 

@@ -230,17 +230,17 @@ class RouteTable:
     def __init__(self, routes: Sequence[CompiledRoute]) -> None:
         self.routes = tuple(routes)
         # Exact host → the ordered candidates for that host (its own routes, plus every
-        # wildcard and host-free route, in config order). Other hosts use _generic.
+        # wildcard and host-free route, in config order), each compiled into a plan; other
+        # hosts use the generic plan.
         exact: set[str] = set()
         for r in self.routes:
             exact |= r.exact_hosts
-        self._generic = tuple(r for r in self.routes if not r.exact_hosts or r.wildcard_suffixes)
-        self._by_host = {
-            h: tuple(r for r in self.routes if h in r.exact_hosts or r in self._generic)
+        generic = tuple(r for r in self.routes if not r.exact_hosts or r.wildcard_suffixes)
+        self._plans = {
+            h: self._plan(tuple(r for r in self.routes if h in r.exact_hosts or r in generic), h)
             for h in exact
         }
-        self._plans = {h: self._plan(candidates, h) for h, candidates in self._by_host.items()}
-        self._generic_plan = self._plan(self._generic, None)
+        self._generic_plan = self._plan(generic, None)
 
     @staticmethod
     def _plan(candidates: Sequence[CompiledRoute], host: str | None) -> tuple[RouteStep, ...]:
