@@ -264,6 +264,22 @@ def memory(pgid: int) -> dict[str, int]:
     }
 
 
+def settled_memory(pgid: int, limit: float = 15.0) -> dict[str, int]:
+    """:func:`memory` once it has settled: two readings a second apart within 0.5% of each
+    other (a proxy may free what idle connections held a moment after they went idle;
+    backhaul parks them after a tick), or after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    last = memory(pgid)
+    while True:
+        time.sleep(1)
+        now = memory(pgid)
+        if abs(now["rss_total"] - last["rss_total"]) <= 0.005 * last["rss_total"]:
+            return now
+        if time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def worker_pid(pgid: int) -> int:
     """The worker of a process group: the non-leader holding the most sockets (the leader
     itself when it is alone)."""
@@ -674,8 +690,7 @@ class Bench:
     def rss(self, name: str) -> dict[str, Any]:
         """RSS of a fresh proxy idle, then holding `--idle-connections` keep-alive ones."""
         proxy = self.start_proxy(name)
-        time.sleep(1)
-        idle = memory(proxy.proc.pid)
+        idle = settled_memory(proxy.proc.pid)
         count = self.args.idle_connections
         budget = 90
         argv = [
@@ -694,8 +709,7 @@ class Bench:
         assert client.stdout is not None and client.stdin is not None
         ready, _, _ = select.select([client.stdout], [], [], budget + 10)
         line = client.stdout.readline().decode().strip() if ready else "no answer"
-        time.sleep(1)
-        held = memory(proxy.proc.pid)
+        held = settled_memory(proxy.proc.pid)
         client.stdin.close()
         self.procs.stop(client)
         self.procs.stop(proxy.proc)

@@ -70,7 +70,7 @@ def world() -> World:
     b.record(odd, 302, 0.0001, None, 0, 0)
     b.record_reject(none, 400, 0, 120)
     a.set_active_connections(0, 2)
-    b.set_active_connections(0, 3)
+    b.set_active_connections(0, 3, 2)
     b.set_active_connections(1, 1)
     # The workers disagree on [::1]:3001 and on panic.
     a.sync_cluster(
@@ -154,6 +154,9 @@ def test_exposition_parses_back_with_exact_values(world: World) -> None:
     conns = "backhaul_downstream_connections_active"
     assert value(samples, conns, listener="main") == 5
     assert value(samples, conns, listener="admin-ish") == 1
+    parked = "backhaul_downstream_connections_parked"
+    assert value(samples, parked, listener="main") == 2
+    assert value(samples, parked, listener="admin-ish") == 0
 
     health = "backhaul_endpoint_health"
     ep0 = {"cluster": "app", "endpoint": "127.0.0.1:3000"}
@@ -190,6 +193,7 @@ def test_exposition_parses_back_with_exact_values(world: World) -> None:
         "backhaul_downstream_received_bytes": "counter",
         "backhaul_downstream_sent_bytes": "counter",
         "backhaul_downstream_connections_active": "gauge",
+        "backhaul_downstream_connections_parked": "gauge",
         "backhaul_upstream_request_duration_seconds": "histogram",
         "backhaul_endpoint_health": "gauge",
         "backhaul_endpoint_ejections": "counter",

@@ -11,6 +11,7 @@ Families (Prometheus naming: ``_total`` for counters, base units ``_seconds``/``
     backhaul_downstream_received_bytes_total{listener,route}                     counter
     backhaul_downstream_sent_bytes_total{listener,route}                         counter
     backhaul_downstream_connections_active{listener}                             gauge
+    backhaul_downstream_connections_parked{listener}                             gauge
     backhaul_upstream_request_duration_seconds{cluster}                          histogram
     backhaul_endpoint_health{cluster,endpoint,state}                             gauge
     backhaul_endpoint_ejections_total{cluster,endpoint}                          counter
@@ -178,6 +179,11 @@ class MetricsExposition:
         name = _P + "downstream_connections_active"
         _help(out, name, "gauge", "Open downstream connections.")
         base = f["connections"][0]
+        for i, lab in enumerate(self._listeners):
+            out.append(f"{name}{{{lab}}} {ints[base + i]}")
+        name = _P + "downstream_connections_parked"
+        _help(out, name, "gauge", "Idle keep-alive connections parked without a transport.")
+        base = f["connections_parked"][0]
         for i, lab in enumerate(self._listeners):
             out.append(f"{name}{{{lab}}} {ints[base + i]}")
 

@@ -1589,6 +1589,10 @@ def plain_origin_target(bytes url):
     return (_ascii(data, q), _ascii(data + q + 1, n - q - 1) if q < n else "")
 
 
+# The protocol of a transport whose connection was parked: its end is nobody's business.
+_DETACHED = asyncio.Protocol()
+
+
 cdef class ListenerSettings:
     """What the data plane reads from a listener on every request, as struct members: its
     limits, timeouts, forwarding switches, route table and TLS. The worker's
@@ -2089,6 +2093,41 @@ cdef class HttpConnection(Http1Peer):
         self.free_buffers()
         self.url = b""
         self.hibernating = True
+
+    def parkable_fd(self):
+        """The socket's descriptor when this connection can be parked (edge/parking.pyx):
+        plain TCP, between two requests, nothing buffered either way. Else -1."""
+        transport = self.transport
+        if (
+            transport is None
+            or self.deadline_kind != DL_IDLE
+            or self.in_head
+            or self.rx is not None
+            or self.tx is not None
+            or self.pending is not None
+            or self.refusal is not None
+            or self.wbuf
+            or self.flow.closing
+            or self.flow.reasons
+            or self.listener.tls is not None
+            or transport.get_write_buffer_size()
+        ):
+            return -1
+        sock = transport.get_extra_info("socket")
+        return sock.fileno() if sock is not None else -1
+
+    def detach(self):
+        """Let go of the transport without closing the socket, which the worker parked: the
+        transport is closed, and its end is not this connection's."""
+        transport = self.transport
+        self.worker.connections.discard(self)
+        self.flow.closing = True
+        self.transport = None
+        self.flow.transport = None
+        self.free_buffers()
+        if transport is not None:
+            transport.set_protocol(_DETACHED)
+            transport.abort()
 
     cpdef close(self):
         """Send what is gathered, then close once the write buffer is empty."""

@@ -33,6 +33,7 @@ from backhaul.edge.datapath import (
 from backhaul.edge.discovery import Discovery, SharedDiscovery, metered, start_discovery
 from backhaul.edge.healthcheck import run_checks
 from backhaul.edge.listen import bind_listener_socket
+from backhaul.edge.parking import ConnectionPark
 from backhaul.edge.routing import CompiledRoute, RouteTable
 from backhaul.edge.tls import EdgeTls
 from backhaul.state.endpoint_control import EndpointControl, endpoint_labels
@@ -46,6 +47,8 @@ TICK = 0.5
 #: this long (seconds): a client that sends its next request at once gets an answer with
 #: ``Connection: close`` instead of a connection closed under its request.
 DRAIN_IDLE_GRACE = 1.0
+# Parking this many connections frees enough C heap to give its pages back.
+PARKED_BEFORE_TRIM = 256
 
 
 class ListenerRuntime(ListenerSettings):  # type: ignore[misc]  # a C type (datapath.pyx)
@@ -153,6 +156,10 @@ class Worker:
             os.urandom(6).hex().encode(),
         )
         self.connections: set[HttpConnection] = self.context.connections
+        # Idle keep-alive connections without a transport (see edge/parking.pyx).
+        self.parking: ConnectionPark | None = None
+        self._resuming: set[asyncio.Task[Any]] = set()
+        self._parked_since_trim = 0
 
     @property
     def draining(self) -> bool:
@@ -222,6 +229,8 @@ class Worker:
                 ssl=tls.context if tls is not None else None,
                 ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
             )
+        self.parking = ConnectionPark(len(self.listeners), self._resume_parked)
+        self.loop.add_reader(self.parking.fileno(), self.parking.ready)
         now = self.loop.time()
         control = self.endpoint_control
         # The shared map's row of this worker: its pid and start time (the admin API's view).
@@ -246,9 +255,12 @@ class Worker:
 
     def tick(self, now: float) -> None:
         """Enforce deadlines, sweep pools, flush the access log."""
-        # A connection idle for more than one tick gives back its parser (see hibernate).
+        # A connection idle for more than one tick is parked (see edge/parking.pyx), or, when
+        # it cannot be (TLS), gives back its parser (see hibernate).
         hibernate_before = now + min((lst.keepalive_timeout for lst in self.listeners), default=0)
         hibernate_before -= TICK
+        parking = self.parking
+        parked = 0
         per_listener = [0] * len(self.listeners)
         for conn in list(self.connections):
             per_listener[conn.listener.metrics_index] += 1
@@ -260,10 +272,25 @@ class Worker:
                     and not conn.hibernating
                     and conn.deadline < hibernate_before
                 ):
+                    if parking is not None and self._park(conn, parking):
+                        per_listener[conn.listener.metrics_index] -= 1
+                        parked += 1
+                        continue
                     conn.hibernate()
             tx = conn.tx
             if tx is not None and tx.deadline_kind != EXCHANGE_DEADLINE_NONE and tx.deadline < now:
                 tx.on_deadline(now)
+        parked_now = [0] * len(self.listeners)
+        if parking is not None:
+            parking.expire(now)
+            parked_now = list(parking.counts)
+            # Once a wave of parking ends, give the freed C heap back to the system.
+            self._parked_since_trim += parked
+            if self._parked_since_trim >= PARKED_BEFORE_TRIM and (
+                not parked or self._parked_since_trim >= 16 * PARKED_BEFORE_TRIM
+            ):
+                parking.trim()
+                self._parked_since_trim = 0
         self.tls.tick(now, metrics=self.metrics)  # TLS hook: ticket keys, reloads, counters
         control = self.endpoint_control
         health = control.health
@@ -280,7 +307,7 @@ class Worker:
             log.flush()
             metrics.sync_access_log(dropped=log.dropped, write_errors=log.write_errors)
         for i, n in enumerate(per_listener):
-            metrics.set_active_connections(i, n)
+            metrics.set_active_connections(i, n + parked_now[i], parked_now[i])
         in_flight: list[int] = []  # per config endpoint, for the admin API's merged view
         for ci, cluster in enumerate(self.clusters.values()):
             in_flight += [ep.in_flight for ep in metered(cluster)]
@@ -306,6 +333,43 @@ class Worker:
             health.publish_in_flight(metrics.slot, in_flight, views)
         metrics.flush()
 
+    @staticmethod
+    def _park(conn: HttpConnection, parking: ConnectionPark) -> bool:
+        """Park ``conn`` if it can be: its socket moves to ``parking``, its transport closes."""
+        fd = conn.parkable_fd()
+        if fd < 0 or not parking.park(fd, conn.deadline, conn.listener.metrics_index):
+            return False
+        conn.detach()
+        return True
+
+    def _resume_parked(self, listener_index: int, fd: int) -> None:
+        """A parked connection has bytes to read: give it a transport and a protocol again."""
+        runtime = self.listeners[listener_index]
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return
+        task = self.loop.create_task(self._reattach(runtime, sock))
+        self._resuming.add(task)
+        task.add_done_callback(self._resuming.discard)
+
+    async def _reattach(self, runtime: ListenerRuntime, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: HttpConnection(self.context, runtime), sock
+            )
+        except OSError:
+            sock.close()
+
+    def _stop_parking(self) -> None:
+        """Close the parked connections and stop watching for them (drain and stop)."""
+        parking = self.parking
+        if parking is not None:
+            self.loop.remove_reader(parking.fileno())
+            parking.close_all()
+            self.parking = None
+
     async def wait_drained(self, timeout: float | None = None) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish.
 
@@ -321,6 +385,7 @@ class Worker:
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()
+        self._stop_parking()  # parked connections are idle for more than a tick: close them
         grace = min(DRAIN_IDLE_GRACE, timeout)
         deadline = self.loop.time() + timeout
         while True:
@@ -363,6 +428,9 @@ class Worker:
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()
+        self._stop_parking()
+        for task in list(self._resuming):
+            task.cancel()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()

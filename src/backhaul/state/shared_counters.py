@@ -242,7 +242,12 @@ class Layout(Record):
             ("access_log_write_errors", 1),
             ("tls_handshakes", len(self.tls_listeners) * (len(TLS_HANDSHAKE_FAILURES) + 1)),
         ]
-        gauges = [("connections", len(self.listeners)), ("health", ne), ("panic", nc)]
+        gauges = [
+            ("connections", len(self.listeners)),
+            ("connections_parked", len(self.listeners)),
+            ("health", ne),
+            ("panic", nc),
+        ]
         floats = [("duration_sum", keys), ("upstream_sum", nc + 1)]
         int_fields: dict[str, tuple[int, int]] = {}
         at = _SLOT_HEADER
@@ -652,9 +657,11 @@ class WorkerMetrics:
         self._bytes_in[key] += bytes_in
         self._bytes_out[key] += bytes_out
 
-    def set_active_connections(self, listener_i: int, n: int) -> None:
-        """Open downstream connections of one listener in this worker (gauge)."""
+    def set_active_connections(self, listener_i: int, n: int, parked: int = 0) -> None:
+        """Open downstream connections of one listener in this worker (gauge), and how many
+        of them are idle and parked without a transport (edge/parking.pyx)."""
         self._lists["connections"][listener_i] = n
+        self._lists["connections_parked"][listener_i] = parked
 
     def _endpoint(self, cluster_i: int, endpoint_i: int) -> int:
         eps = self.layout.endpoints[cluster_i]
@@ -766,7 +773,7 @@ class WorkerMetrics:
         stay in the slot for the totals and for the next owner."""
         if self._closed:
             return
-        for name in ("connections", "panic"):
+        for name in ("connections", "connections_parked", "panic"):
             lst = self._lists[name]
             lst[:] = array("q", bytes(8 * len(lst)))
         self.flush()
