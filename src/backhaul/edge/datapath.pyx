@@ -2104,7 +2104,7 @@ cdef class HttpConnection(Http1Peer):
             or self.in_head
             or self.rx is not None
             or self.tx is not None
-            or self.pending is not None
+            or self.pending
             or self.refusal is not None
             or self.wbuf
             or self.flow.closing
