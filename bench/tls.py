@@ -202,7 +202,7 @@ cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 config = SimpleNamespace(
     min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
 )
-context = server_context(config, (cert, key, None), [0] * 16)
+context = server_context(config, (cert, key, None))
 ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n\\r\\nhello, world\\n"
 CLOSE = ANSWER.replace(b"\\r\\n\\r\\n", b"\\r\\nConnection: close\\r\\n\\r\\n", 1)
 
@@ -310,7 +310,7 @@ cert, key, port, origin = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.ar
 config = SimpleNamespace(
     min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
 )
-context = server_context(config, (cert, key, None), [0] * 16)
+context = server_context(config, (cert, key, None))
 idle = []  # kept-alive origin connections, last used first
 
 
