@@ -14,7 +14,10 @@ the plain TCP transport *and* the transport its application protocol (the data p
   session tickets and client-certificate checks run as they do in any ``SSLObject``.
 - **One write per event.** What OpenSSL writes during one ``data_received`` (handshake
   flight, session ticket, the records of everything the application wrote meanwhile) goes
-  out in one ``transport.write``; a write from outside such an event goes out at once.
+  out in one ``transport.write``. A write from outside such an event (an answer relayed
+  from the upstream) goes out at the end of the loop's pass over the events at hand, with
+  whatever follows it in that pass: a response and the close_notify after it leave in one
+  write, as one packet (one flush callback per listener and pass, not per connection).
 - **Handshake deadline without a timer**: the listener's :class:`TlsListener` keeps the
   connections still in their handshake; the worker's periodic tick calls
   :meth:`TlsListener.expire` (so a handshake ends within ``handshake_timeout`` plus one
@@ -50,8 +53,6 @@ DEF READ_SIZE = 16384 + 256  # one TLS record's plaintext at most, with room
 cdef object MemoryBIO = ssl.MemoryBIO
 cdef object SSLError = ssl.SSLError
 cdef object SSLWantReadError = ssl.SSLWantReadError
-cdef object SSLWantWriteError = ssl.SSLWantWriteError
-cdef object SSLZeroReturnError = ssl.SSLZeroReturnError
 
 # -- a stream's life ---------------------------------------------------------------------
 cdef enum:
@@ -82,6 +83,8 @@ cdef class TlsListener:
     cdef public double handshake_timeout
     cdef public set handshaking
     cdef public object loop
+    cdef list dirty  # streams written to outside their own events, flushed in one callback
+    cdef bint flush_scheduled
     cdef dict reasons
     cdef Py_ssize_t other
     cdef Py_ssize_t timeout
@@ -97,6 +100,8 @@ cdef class TlsListener:
         self.handshake_timeout = handshake_timeout
         self.handshaking = set()
         self.loop = loop
+        self.dirty = []
+        self.flush_scheduled = False
         self.reasons = reasons
         self.other = other
         self.timeout = timeout
@@ -129,6 +134,24 @@ cdef class TlsListener:
                 if stream.tcp is not None:
                     stream.tcp.abort()
         return ended
+
+    cdef inline void mark_dirty(self, TlsStream stream) except *:
+        stream.dirty = True
+        self.dirty.append(stream)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush_dirty)
+
+    def flush_dirty(self):
+        """Send what the streams written to since the last pass have to send."""
+        cdef TlsStream stream
+        cdef list dirty = self.dirty
+        self.dirty = []
+        self.flush_scheduled = False
+        for stream in dirty:
+            stream.dirty = False
+            if stream.state == ST_OPEN:
+                stream.flush()
 
     def statistics(self):
         """What is under way: ``{"handshaking": n}``."""
@@ -168,8 +191,10 @@ cdef class TlsStream:
     cdef double started
     cdef bint outcome_counted  # the handshake's outcome is in the counters
     cdef bint in_event  # inside data_received: writes wait for its one flush
+    cdef bint dirty  # written to outside an event: in the listener's list to flush
     cdef bint reading_paused  # by the application
     cdef bint drain_scheduled
+    cdef bint input_ended  # close_notify or FIN came: the application was told once
     cdef object peername
     cdef object __weakref__
 
@@ -182,8 +207,10 @@ cdef class TlsStream:
         self.state = ST_HANDSHAKE
         self.outcome_counted = False
         self.in_event = False
+        self.dirty = False
         self.reading_paused = False
         self.drain_scheduled = False
+        self.input_ended = False
         self.peername = None
 
     # -- the TCP transport's protocol ------------------------------------------------------
@@ -267,13 +294,16 @@ cdef class TlsStream:
                 chunk = sslobj.read(READ_SIZE)
             except SSLWantReadError:
                 break
-            except SSLZeroReturnError:  # the client's close_notify
+            except SSLError:  # a bad record: OpenSSL wrote its alert
+                self.hand_over(first, chunks)
+                if self.state == ST_OPEN:
+                    self.state = ST_CLOSING
+                    self.flush()
+                    self.tcp.close()
+                return
+            if not chunk:  # the client's close_notify (the C read answers b"", no error)
                 self.hand_over(first, chunks)
                 self.end_of_input()
-                return
-            except SSLError:
-                self.state = ST_CLOSING
-                self.tcp.abort()
                 return
             if first is None:
                 first = chunk
@@ -292,8 +322,9 @@ cdef class TlsStream:
         """The client will send nothing more (close_notify or FIN): the application
         finishes what it answers, or the stream closes now."""
         app = self.app
-        if self.state != ST_OPEN or app is None:
+        if self.state != ST_OPEN or app is None or self.input_ended:
             return
+        self.input_ended = True
         if not app.eof_received():
             self.close()
 
@@ -348,8 +379,8 @@ cdef class TlsStream:
         except SSLError:
             self.abort()
             return
-        if not self.in_event:
-            self.flush()
+        if not self.in_event and not self.dirty:
+            self.listener.mark_dirty(self)
 
     def writelines(self, parts):
         self.write(b"".join(parts))
