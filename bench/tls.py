@@ -37,7 +37,8 @@ transport (what that transport and Python's ssl cost without any of backhaul's w
 "driver", the same answers with its own TLS glue over the plain TCP transport (the C object
 of ``SSLContext._wrap_bio`` on memory BIOs, no per-connection timers, one write per event,
 closing right after its close_notify as nginx does). The gap between the two is what uvloop's
-TLS transport itself costs per connection.
+TLS transport itself costs per connection; backhaul's own downstream TLS is a compiled driver
+of the second kind (``backhaul.edge.tlsstream``).
 
 ``--instructions`` measures something else, steadily on a busy machine: the user-space
 instructions (valgrind's callgrind, Ir) each server runs per new TLS connection, for backhaul,

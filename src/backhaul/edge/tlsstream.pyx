@@ -42,7 +42,7 @@ import ssl
 
 __all__ = ["HANDSHAKE_INPUT_LIMIT", "TLS_DRIVER", "TlsListener", "TlsStream", "TlsStreamFactory"]
 
-TLS_DRIVER = "compiled TLS stream (memory BIOs over the TCP transport)"
+TLS_DRIVER = "compiled (Cython: the ssl module's object on memory BIOs over the TCP transport)"
 
 HANDSHAKE_INPUT_LIMIT = 64 * 1024
 """Bytes a client may send before its handshake completes (a ClientHello with every
