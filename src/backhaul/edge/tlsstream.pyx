@@ -48,7 +48,8 @@ HANDSHAKE_INPUT_LIMIT = 64 * 1024
 """Bytes a client may send before its handshake completes (a ClientHello with every
 extension is a few KiB; a client certificate chain some more)."""
 
-DEF READ_SIZE = 16384 + 256  # one TLS record's plaintext at most, with room
+cdef enum:
+    READ_SIZE = 16384 + 256  # one TLS record's plaintext at most, with room
 
 cdef object MemoryBIO = ssl.MemoryBIO
 cdef object SSLError = ssl.SSLError
