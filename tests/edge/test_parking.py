@@ -61,8 +61,13 @@ def ask(sock: socket.socket, path: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def sockets_of(pid: int) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except FileNotFoundError:
+            pass  # closed while listed
+    return count
 
 
 def test_an_idle_connection_is_parked_and_serves_its_next_requests(edge: Edge) -> None:

@@ -2097,7 +2097,8 @@ cdef class HttpConnection(Http1Peer):
         plain TCP, between two requests, nothing buffered either way. Else -1."""
         transport = self.transport
         if (
-            transport is None
+            self.listener.tls is not None
+            or transport is None
             or self.deadline_kind != DL_IDLE
             or self.in_head
             or self.rx is not None
@@ -2107,7 +2108,6 @@ cdef class HttpConnection(Http1Peer):
             or self.wbuf
             or self.flow.closing
             or self.flow.reasons
-            or self.listener.tls is not None
             or transport.get_write_buffer_size()
         ):
             return -1

@@ -160,11 +160,7 @@ cdef class ConnectionPark:
             self._forget(fd)
             if got > 0:
                 self.resumed_total += 1
-                try:
-                    self.resume(listener, fd)
-                except BaseException:
-                    close(fd)
-                    raise
+                self.resume(listener, fd)  # the descriptor is the callback's from here
             else:
                 close(fd)  # the client closed (0) or the connection failed
 
@@ -175,6 +171,13 @@ cdef class ConnectionPark:
             if self.slots[fd].listener and self.slots[fd].deadline < now:
                 self._forget(fd)
                 close(fd)
+
+    def shorten(self, list by):
+        """Bring every parked deadline ``by[listener]`` seconds closer (draining)."""
+        cdef int fd
+        for fd in range(self.top):
+            if self.slots[fd].listener:
+                self.slots[fd].deadline -= <double>by[self.slots[fd].listener - 1]
 
     def close_all(self):
         """Close every parked connection (the worker stops or drains)."""

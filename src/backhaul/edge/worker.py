@@ -98,6 +98,7 @@ class ListenerRuntime(ListenerSettings):  # type: ignore[misc]  # a C type (data
         self.request_id = bool(fwd.request_id)
         self.server: asyncio.AbstractServer | None = None
         self.metrics_index = 0  # this listener's index in the metrics layout
+        self.position = 0  # its index in the worker's listeners (and the parking's counts)
         self.metrics_none = 0  # its metrics series for requests no route took
         self.tls = None
 
@@ -164,6 +165,7 @@ class Worker:
         self.parking: ConnectionPark | None = None
         self._resuming: set[asyncio.Task[Any]] = set()
         self._parked_since_trim = 0
+        self._parking_open = True
 
     @property
     def draining(self) -> bool:
@@ -216,6 +218,7 @@ class Worker:
             runtime = ListenerRuntime(lst, RouteTable(routes))
             runtime.metrics_index = self.metrics.layout.listener_index(lst.name)
             runtime.metrics_none = self.metrics.layout.series(lst.name, None)
+            runtime.position = len(self.listeners)
             runtime.tls = self.tls.server(lst.name)  # TLS hook
             if runtime.tls is not None:
                 runtime.scheme = "https"
@@ -269,21 +272,24 @@ class Worker:
                     conn.on_deadline(now)
                 elif (
                     conn.deadline_kind == DEADLINE_IDLE
-                    and not conn.hibernating
                     and conn.deadline - conn.listener.keepalive_timeout < idle_since
                 ):
-                    if parking is not None and self._park(conn, parking):
+                    # A connection hibernated at an earlier tick (its answer was still in
+                    # the write buffer then) is parked once it can be.
+                    if parking is not None and self._parking_open and self._park(conn, parking):
                         per_listener[conn.listener.metrics_index] -= 1
                         parked += 1
                         continue
-                    conn.hibernate()
+                    if not conn.hibernating:
+                        conn.hibernate()
             tx = conn.tx
             if tx is not None and tx.deadline_kind != EXCHANGE_DEADLINE_NONE and tx.deadline < now:
                 tx.on_deadline(now)
         parked_now = [0] * len(self.listeners)
         if parking is not None:
             parking.expire(now)
-            parked_now = list(parking.counts)
+            for runtime, n in zip(self.listeners, parking.counts, strict=True):
+                parked_now[runtime.metrics_index] = n
             # Once a wave of parking ends, give the freed C heap back to the system.
             self._parked_since_trim += parked
             if self._parked_since_trim >= PARKED_BEFORE_TRIM and (
@@ -337,7 +343,7 @@ class Worker:
     def _park(conn: HttpConnection, parking: ConnectionPark) -> bool:
         """Park ``conn`` if it can be: its socket moves to ``parking``, its transport closes."""
         fd = conn.parkable_fd()
-        if fd < 0 or not parking.park(fd, conn.deadline, conn.listener.metrics_index):
+        if fd < 0 or not parking.park(fd, conn.deadline, conn.listener.position):
             return False
         conn.detach()
         return True
@@ -359,8 +365,9 @@ class Worker:
             await self.loop.connect_accepted_socket(
                 lambda: HttpConnection(self.context, runtime), sock
             )
-        except OSError:
-            sock.close()
+        except BaseException:
+            sock.close()  # (a no-op once the transport took the socket and closed it)
+            raise
 
     def _stop_parking(self) -> None:
         """Close the parked connections and stop watching for them (drain and stop)."""
@@ -385,19 +392,27 @@ class Worker:
         for runtime in self.listeners:
             if runtime.server is not None:
                 runtime.server.close()
-        self._stop_parking()  # parked connections are idle for more than a tick: close them
         grace = min(DRAIN_IDLE_GRACE, timeout)
+        parking = self.parking
+        self._parking_open = False  # no more parking; the parked ones keep the grace
+        if parking is not None:
+            parking.shorten([max(0.0, lst.keepalive_timeout - grace) for lst in self.listeners])
         deadline = self.loop.time() + timeout
         while True:
             now = self.loop.time()
+            if parking is not None:
+                parking.expire(now)
             for conn in list(self.connections):
                 if conn.tx is None:
                     conn.flow.closing = True
                     if conn.rx is None and self._idle_for(conn, now) >= grace:
                         conn.close()
-            if not self.connections or self.loop.time() >= deadline:
+            if (
+                not self.connections and not self._resuming and not (parking and len(parking))
+            ) or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        self._stop_parking()
         self.draining = True
         for conn in list(self.connections):
             if conn.transport is not None:
