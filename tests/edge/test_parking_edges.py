@@ -200,6 +200,7 @@ def shared(running: Running) -> Iterator[Running]:
 def probe_tick(admin: int, port: int) -> socket.socket:
     """Wait for a tick that parks a connection made now on the ``probe`` listener (the
     caller closes the socket returned)."""
+    wait_gauges(admin, 0, 0, "probe")  # no earlier probe still counted
     s = connect(port)
     assert ask(s, "/hello") == b"hi\n"
     wait_gauges(admin, 1, 1, "probe")
@@ -309,6 +310,38 @@ def test_a_response_still_in_the_kernel_when_parked_arrives_whole(shared: Runnin
         ((status, headers, body),) = read_responses(s, 1)
         assert status == 200 and int(headers["content-length"]) == size and body == b"x" * size
         assert ask(s, "/hello") == b"hi\n"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a connection idle with its answer still in uvloop's write buffer at a tick is "
+    "hibernated, and Worker.tick() never parks a hibernating connection: once the client "
+    "has read the answer, it stays unparked for the whole keep-alive period",
+)
+def test_a_slow_reader_is_parked_once_it_has_read_its_answer(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # An answer larger than the kernel can hold for a client that does not read (the send
+    # buffer's ceiling, tcp_wmem, and the client's small receive buffer): the rest waits in
+    # uvloop's write buffer, after the exchange is done.
+    wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    size = wmem_max + (2 << 20)
+    admin, probe = free_port(), free_port()
+    edge = Edge(tmp_path, {})
+    big = {"name": "big", "match": {"path": "/big"}, "respond": {"body": "x" * size}}
+    config = edge_config(upstream, admin, listeners=two_listeners(edge, probe))
+    write(edge, {**config, "routes": [big, *ROUTES]})
+    with edge, socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fixed: no autotuning
+        s.settimeout(10)
+        s.connect(("127.0.0.1", edge.port))
+        s.sendall(request("/big"))
+        with probe_tick(admin, probe):  # a tick found it idle with its answer buffered
+            assert gauges(admin) == (0, 1)
+        ((status, _, body),) = read_responses(s, 1)
+        assert status == 200 and len(body) == size
+        with probe_tick(admin, probe):  # a tick found it idle with nothing buffered
+            assert gauges(admin) == (1, 1)
 
 
 # -- bytes that reach the socket while the worker cannot read -------------------------------
