@@ -238,6 +238,28 @@ def test_pipelined_requests_that_wake_a_parked_connection_are_answered_in_order(
         assert all(a[1].get("connection") != "close" for a in answers)
 
 
+@pytest.mark.parametrize(
+    "head, body",
+    [
+        ("Content-Length: 5\r\n", b"hello"),
+        ("Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        ("Upgrade: websocket\r\nConnection: Upgrade\r\n", b""),
+        ("Expect: 100-continue\r\nContent-Length: 5\r\n", b"hello"),
+    ],
+    ids=["content-length", "chunked-trailer", "upgrade-refused", "expect-continue"],
+)
+def test_a_connection_is_parked_after_requests_with_bodies_and_odd_heads(
+    shared: Running, head: str, body: bytes
+) -> None:
+    with connect(shared.edge.port) as s:
+        s.sendall(f"POST /api/post HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + body)
+        answers = read_responses(s, 1)
+        assert answers[0][0] == 200 and b'"POST"' in answers[0][2]
+        with probe_tick(shared.admin, shared.probe):
+            assert gauges(shared.admin) == (1, 1)
+        assert b"/api/after" in ask(s, "/api/after")
+
+
 # -- HTTP/1.0, half-closes, resets ------------------------------------------------------------
 def test_an_http10_keepalive_connection_parks_and_serves_again(shared: Running) -> None:
     with connect(shared.edge.port) as s:
