@@ -107,6 +107,11 @@ def extensions() -> list[Extension]:
         sources=["src/backhaul/edge/parking.pyx"],
         extra_compile_args=["-O2"],
     )
+    tlsstream = Extension(
+        "backhaul.edge.tlsstream",
+        sources=["src/backhaul/edge/tlsstream.pyx"],
+        extra_compile_args=["-O2"],
+    )
     # Modules of plain typed Python that the request path calls, compiled from the same
     # source (the .py stays the one implementation; the compiled module is preferred on import).
     compiled_python = [
@@ -114,7 +119,7 @@ def extensions() -> list[Extension]:
         for name in COMPILED_PYTHON
     ]
     return cythonize(
-        [datapath, recorder, parking, *compiled_python],
+        [datapath, recorder, parking, tlsstream, *compiled_python],
         compiler_directives={"language_level": "3"},
         quiet=True,
     )

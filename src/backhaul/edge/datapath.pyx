@@ -1975,11 +1975,9 @@ cdef class HttpConnection(Http1Peer):
         if wbuf and self.transport is not None:
             if len(wbuf) == 1:
                 self.transport.write(wbuf[0])
-            elif self.listener.tls is not None:
-                # uvloop's TLS transport makes a record of each buffer: one write, one
-                # record for a head and its small body (as nginx sends them).
-                self.transport.write(b"".join(wbuf))
             else:
+                # (the TLS driver joins the pieces: one record for a head and its small body,
+                # as nginx sends them)
                 self.transport.writelines(wbuf)
 
     cpdef abort(self):
@@ -2104,7 +2102,7 @@ cdef class HttpConnection(Http1Peer):
             or self.in_head
             or self.rx is not None
             or self.tx is not None
-            or self.pending is not None
+            or self.pending
             or self.refusal is not None
             or self.wbuf
             or self.flow.closing

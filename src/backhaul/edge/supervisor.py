@@ -984,6 +984,10 @@ def serve(
             "(needs a C compiler and Python's headers: apt-get install gcc python3-dev)"
         ) from exc
     print(f"backhaul: data plane {DATA_PLANE}", file=sys.stderr)
+    if any(getattr(lst, "tls", None) is not None for lst in config.listeners):
+        from backhaul.edge.tlsstream import TLS_DRIVER
+
+        print(f"backhaul: downstream TLS {TLS_DRIVER}", file=sys.stderr)
     prepared = prepare(config, workers, digest)  # internal certificates issued here
     if getattr(config, "dns", None) is not None:
         from backhaul.services.dns.process import check_ports_free, describe_listen

@@ -3,8 +3,10 @@ speaks TLS to its upstreams, choosing a certificate by SNI, session-ticket keys 
 workers, certificate reload, RFC 9440 client-certificate headers, handshake-failure counts,
 and the tiny protocol of a listener that redirects plain HTTP to HTTPS.
 
-The TLS itself is uvloop's (its SSL transport over ``ssl.MemoryBIO``); this module only
-prepares contexts and hooks in where the standard library allows:
+Downstream, the TLS itself runs in the edge's own driver (:mod:`backhaul.edge.tlsstream`,
+compiled: the ``_ssl`` object of the context on memory BIOs over the plain TCP transport);
+upstream, in uvloop's TLS transport. This module prepares contexts and hooks in where the
+standard library allows:
 
 - **Server contexts** follow Mozilla's "intermediate" profile restricted to ECDHE: TLS 1.2
   and 1.3 only, AEAD ECDHE suites for 1.2 (1.3's suites are OpenSSL's), no compression, no
@@ -28,14 +30,13 @@ prepares contexts and hooks in where the standard library allows:
 - **Reload**: :meth:`ServerTls.reload` re-reads the certificate files; a set that does not
   load (missing file, key mismatch, expired) is refused and the old one kept, with one log
   line. Connections already established keep their session; new handshakes get the new
-  certificates (the context ``create_server`` holds is reloaded in place, which OpenSSL
+  certificates (the context the driver holds is reloaded in place, which OpenSSL
   allows: an ``SSL`` copies its certificate when it is created; the others are replaced).
-- **Handshake failures** are counted by reason (:data:`HANDSHAKE_FAILURES`) through the
-  ``sslobject_class`` of the contexts, whose ``do_handshake`` sees the error uvloop would
-  otherwise drop silently, and makes sure the client gets OpenSSL's alert (uvloop closes a
-  failed handshake without sending it); handshakes that end by the listener's
-  ``handshake_timeout`` or by the client closing first are counted when their object goes.
-  The worker logs a summary at most once a minute per listener.
+- **Handshake failures** are counted by reason (:data:`HANDSHAKE_FAILURES`) by the
+  driver, which sends the client OpenSSL's alert of a refused handshake; handshakes that end
+  by the listener's ``handshake_timeout`` (enforced by the worker's tick, see
+  :meth:`EdgeTls.tick`) or by the client closing first are counted too. The worker logs a
+  summary at most once a minute per listener.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ import asyncio
 import os
 import ssl
 import sys
-import time
 import weakref
 from base64 import b64encode
 from collections.abc import Callable, Iterable
@@ -230,81 +230,7 @@ def _load_chain(context: ssl.SSLContext, cert: str, key: str, passphrase_file: s
         raise TlsSetupError(str(exc)) from exc
 
 
-def _counting_sslobject(counts: list[int], handshake_timeout: float) -> type[ssl.SSLObject]:
-    """An ``SSLObject`` class whose ``do_handshake`` counts outcomes in ``counts`` (failures
-    by reason, completed handshakes in the last slot) and sends the alert of a refused
-    handshake.
-
-    - **Alerts.** uvloop (like asyncio's sslproto) closes the connection as soon as
-      ``do_handshake`` raises an error, without sending what OpenSSL wrote for the peer: the
-      fatal alert (protocol_version, unrecognized_name, certificate_required ...). So when a
-      failed handshake left bytes to send, the first call answers "want read" instead, which
-      makes uvloop send them; the client closes on the alert (the connection ends then) or,
-      if it does not, the handshake timeout ends it; any later call raises the error. A
-      failure with nothing to send (plain HTTP on the port) raises at once.
-    - **Abandoned handshakes.** A handshake that neither completes nor fails ended with the
-      connection: by the handshake timeout (``timeout``) or by the client closing first
-      (``client_closed``); ``__del__`` tells them apart by the age of the handshake.
-    - **Per record.** The methods uvloop calls per record (``read``, ``write``,
-      ``pending``), after the handshake (``getpeercert``, ``cipher``, ``compression``) and
-      at the end (``unwrap``, the C ``shutdown``) are bound to the C object's own methods:
-      ``ssl.SSLObject``'s are Python functions that only forward their arguments, so this
-      saves a Python call per TLS record read or written (same arguments, same errors).
-    """
-    monotonic = time.monotonic
-    timed_out_after = 0.95 * handshake_timeout  # the loop's timer may fire a little early
-
-    class CountingSSLObject(ssl.SSLObject):
-        _started = 0.0  # monotonic start while the handshake is in progress, else 0.0
-        _failure: ssl.SSLError | None = None  # raised on the call after the alert went out
-        _outgoing: ssl.MemoryBIO
-
-        @classmethod
-        def _create(cls, incoming: Any, outgoing: Any, *args: Any, **kwargs: Any) -> Any:
-            self: Any = super()._create(incoming, outgoing, *args, **kwargs)  # type: ignore[misc]
-            c = self._sslobj
-            self.read = c.read
-            self.write = c.write
-            self.pending = c.pending
-            self.getpeercert = c.getpeercert
-            self.cipher = c.cipher
-            self.compression = c.compression
-            self.unwrap = c.shutdown  # SSLObject.unwrap only forwards to it
-            self._outgoing = outgoing
-            self._started = monotonic()
-            return self
-
-        def do_handshake(self) -> None:
-            if self._failure is not None:
-                raise self._failure
-            try:
-                self._sslobj.do_handshake()  # type: ignore[attr-defined]
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                raise
-            except ssl.SSLError as exc:
-                self._started = 0.0
-                counts[_REASON_INDEX.get(_REASONS.get(str(exc.reason or ""), ""), _OTHER)] += 1
-                if self._outgoing.pending:
-                    self._failure = exc
-                    raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "alert to send") from exc
-                raise
-            self._started = 0.0
-            counts[-1] += 1
-
-        def __del__(self) -> None:
-            started = self._started
-            if started:
-                late = monotonic() - started >= timed_out_after
-                counts[_TIMEOUT if late else _CLIENT_CLOSED] += 1
-
-    return CountingSSLObject
-
-
-def server_context(
-    config: Any,
-    pair: tuple[str, str, str | None],
-    counts: list[int] | None = None,
-) -> ssl.SSLContext:
+def server_context(config: Any, pair: tuple[str, str, str | None]) -> ssl.SSLContext:
     """A server context for one certificate of a listener's ``tls`` block."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[config.min_version]
@@ -326,8 +252,6 @@ def server_context(
             ssl.CERT_REQUIRED if client_auth.mode == "require" else ssl.CERT_OPTIONAL
         )
     _load_chain(context, *pair)
-    if counts is not None:
-        context.sslobject_class = _counting_sslobject(counts, float(config.handshake_timeout))
     return context
 
 
@@ -344,8 +268,9 @@ def _pair_names(cert_path: str) -> tuple[str, ...]:
 
 
 class ServerTls:
-    """The TLS side of one HTTPS listener: its context (given to ``create_server``), the
-    per-certificate contexts SNI switches to, HSTS per route, counters."""
+    """The TLS side of one HTTPS listener: its context (the one the driver wraps each
+    connection in), the per-certificate contexts SNI switches to, HSTS per route, counters,
+    the handshakes under way (:meth:`stream_factory`)."""
 
     def __init__(
         self,
@@ -379,6 +304,30 @@ class ServerTls:
         self.ticket_keys_shared = False
         self.context, self.contexts, self.index = self._build()
         self.install_ticket_key(force=True)
+        self.driver: Any = None  # the listener's tlsstream.TlsListener once it serves
+
+    def stream_factory(self, app_factory: Callable[[], Any], loop: Any) -> Callable[[], Any]:
+        """The protocol factory for the listener's plain TCP server: the TLS driver of each
+        connection, handing the decrypted stream to ``app_factory()``'s protocol."""
+        from backhaul.edge.tlsstream import TlsListener, TlsStreamFactory
+
+        if self.driver is None:
+            reasons = {name: _REASON_INDEX[reason] for name, reason in _REASONS.items()}
+            self.driver = TlsListener(
+                self.context,
+                self.counts,
+                self.handshake_timeout,
+                loop,
+                reasons,
+                _OTHER,
+                _TIMEOUT,
+                _CLIENT_CLOSED,
+            )
+        return TlsStreamFactory(self.driver, app_factory)  # type: ignore[no-any-return]
+
+    def expire_handshakes(self, now: float) -> int:
+        """End the handshakes that passed the deadline at ``now`` (the loop's clock)."""
+        return 0 if self.driver is None else int(self.driver.expire(now))
 
     def _pairs(self, listener: Any) -> list[tuple[str, str, str | None]]:
         if self.config.internal:
@@ -391,7 +340,7 @@ class ServerTls:
     def _build(self) -> tuple[ssl.SSLContext, list[ssl.SSLContext], Any]:
         from backhaul.pki import NameIndex
 
-        contexts = [server_context(self.config, pair, self.counts) for pair in self.pairs]
+        contexts = [server_context(self.config, pair) for pair in self.pairs]
         index = NameIndex(_pair_names(pair[0]) for pair in self.pairs)
         main = contexts[0]
         if len(contexts) > 1 or self.refuse_unknown:
@@ -442,7 +391,7 @@ class ServerTls:
             ]
         if not problems:
             try:
-                fresh = [server_context(self.config, pair, self.counts) for pair in self.pairs]
+                fresh = [server_context(self.config, pair) for pair in self.pairs]
                 from backhaul.pki import NameIndex
 
                 index = NameIndex(_pair_names(pair[0]) for pair in self.pairs)
@@ -474,10 +423,11 @@ class ServerTls:
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
         if sslobj is None:
             return b""
-        lines = self._client_cert.get(sslobj)
+        lines = self._client_cert.get(transport)
         if lines is None:
             lines = b""
-            chain = sslobj._sslobj.get_unverified_chain() if sslobj.getpeercert() else None
+            c_object = getattr(sslobj, "_sslobj", sslobj)  # ssl.SSLObject or its C half
+            chain = c_object.get_unverified_chain() if sslobj.getpeercert() else None
             if chain:
                 der = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
                 lines = b"Client-Cert: :" + b64encode(der[0]) + b":\r\n"
@@ -487,7 +437,7 @@ class ServerTls:
                         + b", ".join(b":" + b64encode(d) + b":" for d in der[1:])
                         + b"\r\n"
                     )
-            self._client_cert[sslobj] = lines
+            self._client_cert[transport] = lines
         return lines
 
     def route_headers(
@@ -501,7 +451,7 @@ class ServerTls:
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
         if sslobj is None:
             return headers
-        fields = self._route_fields.get(sslobj)
+        fields = self._route_fields.get(transport)
         if fields is None:
             fields = []
             der = sslobj.getpeercert(True)
@@ -510,7 +460,7 @@ class ServerTls:
 
                 subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
                 fields = [(CLIENT_CERT_FIELD, b"1"), (CLIENT_SUBJECT_FIELD, subject.encode())]
-            self._route_fields[sslobj] = fields
+            self._route_fields[transport] = fields
         return headers + fields if fields else headers
 
     def add_hsts(self, head: bytes, route: Any) -> bytes:
@@ -684,8 +634,9 @@ class EdgeTls:
             client.reload(now)
 
     def tick(self, now: float, metrics: Any = None) -> None:
-        """Install a rotated ticket key, reload certificates when asked, log failures,
-        copy the handshake counters into ``metrics`` (a WorkerMetrics)."""
+        """Install a rotated ticket key, reload certificates when asked, end handshakes past
+        their deadline, log failures, copy the handshake counters into ``metrics`` (a
+        WorkerMetrics). ``now``: the loop's clock."""
         tickets = self.tickets
         if tickets is not None:
             if tickets.cert_generation != self.cert_generation:
@@ -694,6 +645,7 @@ class EdgeTls:
             for server in self.listeners.values():
                 server.install_ticket_key()
         for server in self.listeners.values():
+            server.expire_handshakes(now)
             server.log_failures(now)
         if metrics is not None:
             names = metrics.layout.tls_listeners

@@ -224,15 +224,12 @@ class Worker:
             sock = self._sockets.get(runtime.name)
             if sock is None:
                 sock = bind_listener_socket(runtime.address.host, runtime.address.port)
-            tls = runtime.tls  # ssl= for HTTPS, the redirect protocol for redirect_https
-            runtime.server = await self.loop.create_server(
-                self.tls.protocol_factory(lst, self.loop)
-                or (lambda r=runtime: HttpConnection(self.context, r)),  # type: ignore[misc]
-                sock=sock,
-                backlog=4096,
-                ssl=tls.context if tls is not None else None,
-                ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
+            factory = self.tls.protocol_factory(lst, self.loop) or (  # redirect_https
+                lambda r=runtime: HttpConnection(self.context, r)  # type: ignore[misc]
             )
+            if runtime.tls is not None:  # TLS hook: the TLS driver over the TCP transport
+                factory = runtime.tls.stream_factory(factory, self.loop)
+            runtime.server = await self.loop.create_server(factory, sock=sock, backlog=4096)
         self.parking = ConnectionPark(len(self.listeners), self._resume_parked)
         self.loop.add_reader(self.parking.fileno(), self.parking.ready)
         now = self.loop.time()
