@@ -238,11 +238,6 @@ def probe_tick(admin: int, port: int) -> socket.socket:
 
 
 # -- pipelining -----------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="HttpConnection.pending stays [] after a pipelined exchange and parkable_fd() "
-    "refuses a connection whose pending is not None: it is never parked again",
-)
 def test_a_connection_that_once_pipelined_is_parked_like_any_other(shared: Running) -> None:
     with connect(shared.edge.port) as piped:
         # The first request waits on the upstream, so the second queues behind it.
