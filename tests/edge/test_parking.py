@@ -114,7 +114,8 @@ def test_a_parked_connection_its_client_closes_is_closed(edge: Edge) -> None:
     s = socket.create_connection(("127.0.0.1", edge.port), timeout=10)
     assert ask(s, "/hello")[0] == 200
     wait_parked(edge, 1)
-    assert sockets_of(worker) == before + 1  # the parked socket, one descriptor
+    # The parked socket: one descriptor.
+    wait_until(lambda: sockets_of(worker) == before + 1, "one descriptor for the parked socket")
     s.close()
     wait_parked(edge, 0, active=0)
     wait_until(lambda: sockets_of(worker) == before, "the parked socket to be closed")

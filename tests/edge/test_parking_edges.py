@@ -357,12 +357,6 @@ def test_a_response_still_in_the_kernel_when_parked_arrives_whole(shared: Runnin
         assert ask(s, "/hello") == b"hi\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a connection idle with its answer still in uvloop's write buffer at a tick is "
-    "hibernated, and Worker.tick() never parks a hibernating connection: once the client "
-    "has read the answer, it stays unparked for the whole keep-alive period",
-)
 def test_a_slow_reader_is_parked_once_it_has_read_its_answer(
     upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -420,11 +414,6 @@ def test_bytes_that_arrive_while_the_worker_is_stopped_are_answered(
 
 
 # -- drain ------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="wait_drained() closes every parked connection at once (_stop_parking), even one "
-    "idle for less than DRAIN_IDLE_GRACE, whose next request then finds it closed",
-)
 def test_a_parked_connection_keeps_the_drain_grace_of_an_idle_one(
     upstream: Upstream, tmp_path: Path
 ) -> None:
