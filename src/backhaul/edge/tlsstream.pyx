@@ -230,12 +230,7 @@ cdef class TlsStream:
         cdef int state = self.state
         if state == ST_OPEN:
             self.incoming.write(data)
-            self.in_event = True
-            try:
-                self.deliver()
-            finally:
-                self.in_event = False
-                self.flush()
+            self.deliver_event()
         elif state == ST_HANDSHAKE:
             self.incoming.write(data)
             self.handshake()
@@ -281,6 +276,16 @@ cdef class TlsStream:
             listener.handshaking.discard(self)
             self.state = ST_CLOSING
             self.tcp.close()
+
+    cdef void deliver_event(self) except *:
+        """Deliver what is decrypted as one event: what the application writes meanwhile
+        leaves in one write at its end."""
+        self.in_event = True
+        try:
+            self.deliver()
+        finally:
+            self.in_event = False
+            self.flush()
 
     cdef void deliver(self) except *:
         """Decrypt what arrived and hand it to the application (one call per event), unless
@@ -444,12 +449,7 @@ cdef class TlsStream:
     def drain(self):
         self.drain_scheduled = False
         if self.state == ST_OPEN and not self.reading_paused:
-            self.in_event = True
-            try:
-                self.deliver()
-            finally:
-                self.in_event = False
-                self.flush()
+            self.deliver_event()
 
     def is_reading(self):
         return not self.reading_paused and self.state == ST_OPEN
