@@ -193,44 +193,9 @@ def check_https(port: int, root: Path) -> None:
         raise BenchError(f"https://127.0.0.1:{port}/files/13B: {out.stdout[:100]!r} {out.stderr!r}")
 
 
-FLOOR_SERVER = """
-import asyncio, sys
-from types import SimpleNamespace
-import uvloop
-from backhaul.edge.tls import server_context
-
-cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-config = SimpleNamespace(
-    min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
-)
-context = server_context(config, (cert, key, None))
-ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n\\r\\nhello, world\\n"
-CLOSE = ANSWER.replace(b"\\r\\n\\r\\n", b"\\r\\nConnection: close\\r\\n\\r\\n", 1)
-
-
-class Answer(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        if data.endswith(b"\\r\\n\\r\\n"):  # wrk's requests fit in one read
-            if b"Connection: close" in data:
-                self.transport.write(CLOSE)
-                self.transport.close()
-            else:
-                self.transport.write(ANSWER)
-
-
-async def main():
-    loop = asyncio.get_running_loop()
-    await loop.create_server(Answer, "127.0.0.1", port, ssl=context, backlog=4096)
-    await asyncio.Event().wait()
-
-uvloop.run(main())
-"""
-
-
-FLOOR_DRIVER = """
+# What the floor servers share: their arguments, the listener's TLS context as backhaul makes
+# it, the 13-byte answer; each ends with SERVE_FLOOR (its protocol class, TLS or not).
+FLOOR_PRELUDE = """
 import asyncio, ssl, sys
 from types import SimpleNamespace
 import uvloop
@@ -243,6 +208,42 @@ config = SimpleNamespace(
 context = server_context(config, (cert, key, None))
 ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\n\\r\\nhello, world\\n"
 CLOSE = ANSWER.replace(b"\\r\\n\\r\\n", b"\\r\\nConnection: close\\r\\n\\r\\n", 1)
+"""
+
+SERVE_FLOOR = """
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server({protocol}, "127.0.0.1", port, ssl={ssl}, backlog=4096)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+FLOOR_SERVER = (
+    FLOOR_PRELUDE
+    + """
+
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if data.endswith(b"\\r\\n\\r\\n"):  # wrk's requests fit in one read
+            if b"Connection: close" in data:
+                self.transport.write(CLOSE)
+                self.transport.close()
+            else:
+                self.transport.write(ANSWER)
+"""
+    + SERVE_FLOOR.format(protocol="Answer", ssl="context")
+)
+
+
+FLOOR_DRIVER = (
+    FLOOR_PRELUDE
+    + """
 WantRead, MemoryBIO = ssl.SSLWantReadError, ssl.MemoryBIO
 
 
@@ -290,28 +291,15 @@ class Driver(asyncio.Protocol):
             else:
                 tls.write(ANSWER)
                 self.transport.write(self.outgoing.read())
-
-
-async def main():
-    loop = asyncio.get_running_loop()
-    await loop.create_server(Driver, "127.0.0.1", port, backlog=4096)
-    await asyncio.Event().wait()
-
-uvloop.run(main())
 """
-
-
-FLOOR_PROXY = """
-import asyncio, sys
-from types import SimpleNamespace
-import uvloop
-from backhaul.edge.tls import server_context
-
-cert, key, port, origin = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-config = SimpleNamespace(
-    min_version="1.3", session_tickets=True, client_auth=None, handshake_timeout=10.0
+    + SERVE_FLOOR.format(protocol="Driver", ssl="None")
 )
-context = server_context(config, (cert, key, None))
+
+
+FLOOR_PROXY = (
+    FLOOR_PRELUDE
+    + """
+origin = int(sys.argv[4])
 idle = []  # kept-alive origin connections, last used first
 
 
@@ -356,15 +344,9 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.transport = None
-
-
-async def main():
-    loop = asyncio.get_running_loop()
-    await loop.create_server(Client, "127.0.0.1", port, ssl=context, backlog=4096)
-    await asyncio.Event().wait()
-
-uvloop.run(main())
 """
+    + SERVE_FLOOR.format(protocol="Client", ssl="context")
+)
 
 
 def wrk_like_client(port: int, count: int) -> int:
