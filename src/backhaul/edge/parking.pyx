@@ -80,8 +80,6 @@ cdef class ConnectionPark:
     cdef int capacity
     cdef int top  # one more than the highest descriptor ever parked
     cdef public list counts  # parked connections per listener index
-    cdef public Py_ssize_t parked_total  # connections parked since start
-    cdef public Py_ssize_t resumed_total  # parked connections given back a transport
     cdef object resume  # resume(listener_index, fd): the worker makes the fd a connection again
 
     def __cinit__(self, int listeners, resume):
@@ -92,8 +90,6 @@ cdef class ConnectionPark:
         self.capacity = 0
         self.top = 0
         self.counts = [0] * listeners
-        self.parked_total = 0
-        self.resumed_total = 0
         self.resume = resume
 
     def __dealloc__(self):
@@ -136,7 +132,6 @@ cdef class ConnectionPark:
         if own >= self.top:
             self.top = own + 1
         self.counts[listener] += 1
-        self.parked_total += 1
         return True
 
     def ready(self):
@@ -159,7 +154,6 @@ cdef class ConnectionPark:
                 continue  # nothing to read after all: stays parked
             self._forget(fd)
             if got > 0:
-                self.resumed_total += 1
                 self.resume(listener, fd)  # the descriptor is the callback's from here
             else:
                 close(fd)  # the client closed (0) or the connection failed
